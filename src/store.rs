@@ -1,0 +1,271 @@
+//! The store contract: the one trait a backend implements.
+//!
+//! A store knows how to do a handful of atomic operations on one lock record. Everything
+//! else — retry loops, the watchdog, events, `run`, tokens — lives above this trait in
+//! [`Lock`](crate::Lock) and [`Locks`](crate::Locks), written once for every store.
+//!
+//! Every method must be **one atomic step in the store** (one Lua script, one SQL statement
+//! or transaction, one critical section), and expiry must be decided by the store's clock
+//! wherever the store has one.
+//!
+//! Keys reaching a store are already validated and namespaced (`namespace:key`), at most
+//! 255 bytes of UTF-8 without NUL; owners are non-empty strings of at most 255 bytes;
+//! ttls are between 1 ms and one year, or `None` for "never expires".
+
+use std::fmt;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+/// A boxed error from a store's driver.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// What a store can do. The conformance suite checks each declaration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Capabilities {
+    /// Fences strictly increase per key across releases, expiries and client restarts.
+    /// A store that cannot promise this returns `None` fences and sets this to `false`.
+    pub fencing: bool,
+    /// [`Store::subscribe`] wakes waiters on release, so hand-off needs no polling.
+    pub notify: bool,
+    /// Locks with no ttl (`None`, never expire) are supported.
+    pub ttl_none: bool,
+    /// [`Store::list`] is supported.
+    pub list: bool,
+    /// Several OS processes (and hosts, for network stores) share the locks.
+    pub shared: bool,
+}
+
+impl Capabilities {
+    /// Everything on: what a full-featured store declares.
+    pub const ALL: Capabilities = Capabilities {
+        fencing: true,
+        notify: true,
+        ttl_none: true,
+        list: true,
+        shared: true,
+    };
+}
+
+/// One request to take a lock.
+#[derive(Debug, Clone, Copy)]
+pub struct AcquireRequest<'a> {
+    /// The stored key (namespace already applied).
+    pub key: &'a str,
+    /// Who takes it.
+    pub owner: &'a str,
+    /// Lease length; `None` = never expires.
+    pub ttl: Option<Duration>,
+    /// Optional payload readable by anyone through `inspect`.
+    pub metadata: Option<&'a str>,
+}
+
+/// A lease the store granted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lease {
+    /// The fence of this acquisition, or `None` on stores without fencing.
+    pub fence: Option<u64>,
+    /// How long the store promises the lease from the moment the request was sent
+    /// (`None` = no expiry). Usually the requested ttl; Redlock reports its validity.
+    pub ttl: Option<Duration>,
+}
+
+/// Who holds a lock that could not be taken, as far as the store told us cheaply.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Holder {
+    /// The holder's owner string, when known.
+    pub owner: Option<String>,
+    /// Time left on the holder's lease, when known (`None` also for "never expires").
+    pub remaining: Option<Duration>,
+}
+
+/// The answer to [`Store::try_acquire`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Acquire {
+    /// The lock is ours.
+    Acquired(Lease),
+    /// Someone holds it (possibly the same owner: locks are not re-entrant).
+    Held(Holder),
+}
+
+/// What anyone can read about a held lock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LockInfo {
+    /// The stored key (with namespace).
+    pub key: String,
+    /// The holder.
+    pub owner: String,
+    /// Time left on the lease by the store's clock; `None` = never expires.
+    pub remaining: Option<Duration>,
+    /// The holder's fence, when the store has fencing.
+    pub fence: Option<u64>,
+    /// The holder's metadata.
+    pub metadata: Option<String>,
+}
+
+impl LockInfo {
+    /// Builds a record; stores use this, since the struct is `#[non_exhaustive]`.
+    pub fn new(
+        key: impl Into<String>,
+        owner: impl Into<String>,
+        remaining: Option<Duration>,
+        fence: Option<u64>,
+        metadata: Option<String>,
+    ) -> Self {
+        LockInfo {
+            key: key.into(),
+            owner: owner.into(),
+            remaining,
+            fence,
+            metadata,
+        }
+    }
+}
+
+/// Something that resolves when a key may have been released: the inside of a
+/// [`Subscription`]. Spurious wake-ups are harmless (the waiter just tries again).
+#[async_trait]
+pub trait ReleaseWait: Send {
+    /// Waits for the next release notification. Must be cancel safe: a notification that
+    /// arrives while no one waits is kept for the next call.
+    async fn released(&mut self);
+}
+
+/// A subscription to releases of one key, taken *before* the first try so that a release
+/// between a failed try and the wait is not missed.
+pub struct Subscription(Box<dyn ReleaseWait>);
+
+impl Subscription {
+    /// Wraps a store's [`ReleaseWait`].
+    pub fn new(wait: impl ReleaseWait + 'static) -> Self {
+        Subscription(Box::new(wait))
+    }
+
+    /// Waits for the next release notification.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: a notification that arrives while no one waits is kept for the next call.
+    pub async fn released(&mut self) {
+        self.0.released().await
+    }
+}
+
+impl fmt::Debug for Subscription {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Subscription")
+    }
+}
+
+/// How a store operation failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StoreErrorKind {
+    /// The store cannot be reached (connection refused, DNS, TLS handshake, auth).
+    /// Retrying later may help.
+    Unavailable,
+    /// A passing failure (timeout, dropped connection, busy); retrying may help.
+    Transient,
+    /// The store answered but refused: wrong data type under the key, a table with the
+    /// wrong columns, a file that is not a database. Retrying will not help.
+    Rejected,
+    /// The store does not support this operation.
+    Unsupported,
+}
+
+/// An error from a store's driver, before the lock layer adds the key.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct StoreError {
+    /// What kind of failure.
+    pub kind: StoreErrorKind,
+    /// A message for people: what happened and what to do.
+    pub message: String,
+    /// The driver's error.
+    #[source]
+    pub source: Option<BoxError>,
+}
+
+impl StoreError {
+    /// A new error with a message and no source.
+    pub fn new(kind: StoreErrorKind, message: impl Into<String>) -> Self {
+        StoreError {
+            kind,
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// Attaches the driver's error.
+    pub fn with_source(mut self, source: impl Into<BoxError>) -> Self {
+        self.source = Some(source.into());
+        self
+    }
+
+    /// Whether retrying the operation may help.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self.kind,
+            StoreErrorKind::Unavailable | StoreErrorKind::Transient
+        )
+    }
+}
+
+/// The store contract. Object safe: `Locks` holds an `Arc<dyn Store>`.
+///
+/// Implement the seven operations; `subscribe` and `close` have defaults. Run
+/// [`conformance`](crate::conformance) (feature `conformance`) against your store in its tests.
+#[async_trait]
+pub trait Store: Send + Sync + fmt::Debug + 'static {
+    /// The store as users should see it in messages: its URL without any password.
+    fn describe(&self) -> &str;
+
+    /// What this store can do.
+    fn capabilities(&self) -> Capabilities;
+
+    /// Takes `key` for `owner` if no live lease exists (an expired one is taken over), in one
+    /// atomic step. A key held by the same owner counts as held: locks are not re-entrant.
+    async fn try_acquire(&self, request: AcquireRequest<'_>) -> Result<Acquire, StoreError>;
+
+    /// Releases `key` if `owner` holds a live lease on it. `Ok(false)` when it did not.
+    async fn release(&self, key: &str, owner: &str) -> Result<bool, StoreError>;
+
+    /// Sets the lease of `key` held by `owner` to `ttl` counted from now. `Ok(None)` when
+    /// `owner` does not hold a live lease (it expired, or someone else holds it).
+    async fn extend(
+        &self,
+        key: &str,
+        owner: &str,
+        ttl: Option<Duration>,
+    ) -> Result<Option<Lease>, StoreError>;
+
+    /// Replaces the metadata of `key` held by `owner`. `Ok(false)` when `owner` does not hold it.
+    async fn set_metadata(
+        &self,
+        key: &str,
+        owner: &str,
+        metadata: Option<&str>,
+    ) -> Result<bool, StoreError>;
+
+    /// Removes the lock on `key` whoever holds it. `Ok(false)` when nothing live was there.
+    async fn force_release(&self, key: &str) -> Result<bool, StoreError>;
+
+    /// Reads the live lock on `key`, if any.
+    async fn inspect(&self, key: &str) -> Result<Option<LockInfo>, StoreError>;
+
+    /// Lists live locks whose stored key starts with `prefix` (empty = all), sorted by key.
+    async fn list(&self, prefix: &str) -> Result<Vec<LockInfo>, StoreError>;
+
+    /// Subscribes to releases of `key`. `Ok(None)` (the default) means the store cannot
+    /// notify, and waiters poll.
+    async fn subscribe(&self, key: &str) -> Result<Option<Subscription>, StoreError> {
+        let _ = key;
+        Ok(None)
+    }
+
+    /// Closes connections. Operations after `close` may fail.
+    async fn close(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
