@@ -104,6 +104,58 @@ impl StoreUrl {
     }
 }
 
+/// Opens the store `url` names. Common options (`namespace`, `ttl`) must already be taken out.
+pub(crate) async fn open(url: StoreUrl) -> Result<std::sync::Arc<dyn crate::Store>> {
+    use std::sync::Arc;
+    let scheme = url.url.scheme().to_ascii_lowercase();
+    match scheme.as_str() {
+        "memory" => {
+            url.reject_unknown(&[])?;
+            Ok(Arc::new(crate::stores::memory::MemoryStore::new()))
+        }
+        #[cfg(feature = "sqlite")]
+        "sqlite" => Ok(Arc::new(
+            crate::stores::sqlite::SqliteStore::from_url(url).await?,
+        )),
+        #[cfg(feature = "redis")]
+        "redis" | "rediss" | "redis+cluster" | "rediss+cluster" => Ok(Arc::new(
+            crate::stores::redis::RedisStore::from_url(url).await?,
+        )),
+        #[cfg(feature = "postgres")]
+        "postgres" | "postgresql" => Ok(Arc::new(
+            crate::stores::postgres::PostgresStore::from_url(url).await?,
+        )),
+        #[cfg(feature = "mysql")]
+        "mysql" | "mariadb" => Ok(Arc::new(
+            crate::stores::mysql::MySqlStore::from_url(url).await?,
+        )),
+        other => Err(missing_store(other, &url.redacted)),
+    }
+}
+
+/// The error for a scheme this build cannot open.
+fn missing_store(scheme: &str, redacted: &str) -> Error {
+    let feature = match scheme {
+        "sqlite" => Some("sqlite"),
+        "redis" | "rediss" | "redis+cluster" | "rediss+cluster" => Some("redis"),
+        "redlock" | "redlock+tls" => Some("redlock"),
+        "postgres" | "postgresql" => Some("postgres"),
+        "mysql" | "mariadb" => Some("mysql"),
+        _ => None,
+    };
+    match feature {
+        Some(feature) => Error::Unsupported {
+            store: redacted.to_owned(),
+            what: format!(
+                "the {scheme}:// store in this build: enable cargo feature `{feature}` of cadenas"
+            ),
+        },
+        None => Error::config(format!(
+            "unknown store URL scheme '{scheme}' in {redacted}; use memory:, sqlite://, redis://, rediss://, redis+cluster://, redlock://, postgres:// or mysql://"
+        )),
+    }
+}
+
 /// A URL for people: password replaced by `***`, query dropped.
 pub fn redact(url: &Url) -> String {
     let mut u = url.clone();
@@ -137,9 +189,7 @@ pub(crate) fn redact_text(text: &str) -> String {
 pub fn check_identifier(what: &'static str, name: &str) -> Result<()> {
     let ok = !name.is_empty()
         && name.len() <= 63
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
         && !name.as_bytes()[0].is_ascii_digit();
     if ok {
         Ok(())
@@ -170,7 +220,10 @@ mod tests {
         let mut u = StoreUrl::parse("postgres://h/db?table=t&unlogged=true&x=1").unwrap();
         assert_eq!(u.take("table").as_deref(), Some("t"));
         assert_eq!(u.take_bool("unlogged").unwrap(), Some(true));
-        let e = u.reject_unknown(&["table", "unlogged"]).unwrap_err().to_string();
+        let e = u
+            .reject_unknown(&["table", "unlogged"])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("unknown option 'x'"), "{e}");
     }
 

@@ -1,1 +1,12 @@
 //! The stores, one module each, behind cargo features.
+//!
+//! | store | URL | feature |
+//! |---|---|---|
+//! | [`memory`] | `memory:` | always |
+//! | SQLite | `sqlite://PATH` | `sqlite` (default) |
+//! | Redis, Redis Cluster | `redis://`, `rediss://`, `redis+cluster://` | `redis` |
+//! | Redlock | `redlock://h:p,h:p,h:p` | `redlock` |
+//! | PostgreSQL | `postgres://` | `postgres` |
+//! | MySQL / MariaDB | `mysql://`, `mariadb://` | `mysql` |
+
+pub mod memory;

@@ -1,0 +1,133 @@
+//! The conformance suite: what every store must do, as plain async test functions (feature
+//! `conformance`). Every store's tests call [`run_all`]; a new store runs it too:
+//!
+//! ```no_run
+//! # async fn demo() {
+//! use std::sync::Arc;
+//! use cadenas::{conformance::Suite, stores::memory::MemoryStore, Locks, Store};
+//!
+//! let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+//! let suite = Suite::new(move || {
+//!     let store = store.clone();
+//!     async move { Locks::builder().build_arc(store).unwrap() }
+//! });
+//! cadenas::conformance::run_all(&suite).await;
+//! # }
+//! ```
+//!
+//! Every check uses keys under a random prefix, so runs on a shared server never collide, and
+//! releases what it takes. A failed check panics with the store's URL (without password) in
+//! the message. Checks that need a capability the store does not declare check the
+//! declaration instead (e.g. a store without fencing must hand out `None`).
+
+mod checks;
+mod concurrency;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use crate::Locks;
+
+pub use checks::*;
+pub use concurrency::*;
+
+type Connect = Box<dyn Fn() -> Pin<Box<dyn Future<Output = Locks> + Send>> + Send + Sync>;
+
+/// How the suite reaches the store under test.
+pub struct Suite {
+    connect: Connect,
+    run: String,
+    /// The longest a check waits for something that should happen (default 20 s).
+    pub patience: Duration,
+    /// How many tasks contend in [`contention`] (default 64).
+    pub contenders: usize,
+}
+
+impl Suite {
+    /// `connect` must return a new client (`Locks`) of the *same* store each call: two
+    /// clients stand for two processes. It may set a namespace; it should not set a ttl or
+    /// retry policy (checks set their own).
+    pub fn new<F, Fut>(connect: F) -> Suite
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Locks> + Send + 'static,
+    {
+        Suite {
+            connect: Box::new(move || Box::pin(connect())),
+            run: format!("cf{}", &crate::new_owner()[..10]),
+            patience: Duration::from_secs(20),
+            contenders: 64,
+        }
+    }
+
+    /// A new client of the store.
+    pub async fn client(&self) -> Locks {
+        (self.connect)().await
+    }
+
+    /// A key unique to this run and `name`.
+    pub fn key(&self, name: &str) -> String {
+        format!("{}-{name}", self.run)
+    }
+
+    /// The prefix of every key of this run.
+    pub fn prefix(&self) -> &str {
+        &self.run
+    }
+}
+
+/// Runs every check, one after the other.
+pub async fn run_all(suite: &Suite) {
+    let locks = suite.client().await;
+    let store = locks.describe().to_owned();
+    macro_rules! check {
+        ($($name:ident),* $(,)?) => {$(
+            let started = std::time::Instant::now();
+            $name(suite).await;
+            tracing::info!(store = %store, check = stringify!($name), elapsed = ?started.elapsed(), "conformance check passed");
+        )*};
+    }
+    check!(
+        capabilities_are_honest,
+        exclusion,
+        owner_checks,
+        expiry_and_takeover,
+        ttl_none,
+        extend,
+        force_release,
+        fences_increase,
+        metadata_round_trip,
+        restore_from_token,
+        namespaces,
+        list_by_prefix,
+        bad_input,
+        dropped_guard_is_released,
+        run_reports_lost,
+        events_in_order,
+        watchdog_keeps_the_lease,
+        hand_off,
+        cancelled_acquire_leaves_nothing_held,
+        contention,
+    );
+}
+
+/// Waits until `cond` is true or the suite's patience runs out (then panics with `what`).
+pub(crate) async fn eventually<F, Fut>(suite: &Suite, what: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + suite.patience;
+    loop {
+        if cond().await {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {:?} waiting until {what}",
+            suite.patience
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}

@@ -1,0 +1,381 @@
+//! [`Lock`]: one named lock, and the acquire loop written once for every store.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::error::{Error, Result};
+use crate::guard::{Guard, LostSignal};
+use crate::key;
+use crate::locks::Locks;
+use crate::retry::Retry;
+use crate::store::{Acquire, AcquireRequest, Holder, LockInfo, Store};
+
+/// One named lock: a key, the owner id it acquires with, its ttl, metadata and retry policy.
+///
+/// A `Lock` does not hold anything by itself; [`acquire`](Lock::acquire) and
+/// [`try_acquire`](Lock::try_acquire) return a [`Guard`] that does. Make one with
+/// [`Locks::lock`], then adjust it with the builder methods.
+///
+/// Every `Lock` gets a fresh random owner id unless you [`owner`](Lock::owner) it. Clones share
+/// the owner id: two acquisitions through clones count as the same holder, so the second
+/// waits like anyone else (locks are not re-entrant), but a release by either releases the lock.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> cadenas::Result<()> {
+/// use std::time::Duration;
+/// let locks = cadenas::Locks::memory();
+/// let lock = locks
+///     .lock("invoice:42")
+///     .ttl(Some(Duration::from_secs(10)))
+///     .metadata("worker-7");
+/// let guard = lock.acquire().await?;
+/// assert!(lock.is_locked().await?);
+/// guard.release().await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Lock {
+    pub(crate) locks: Locks,
+    pub(crate) key: Arc<str>,
+    pub(crate) stored: Arc<str>,
+    pub(crate) owner: Arc<str>,
+    pub(crate) ttl: Option<Duration>,
+    pub(crate) metadata: Option<Arc<str>>,
+    pub(crate) retry: Retry,
+    pub(crate) auto_extend: bool,
+    /// A bad key, ttl, owner or metadata, reported by every operation.
+    pub(crate) invalid: Option<(&'static str, String)>,
+}
+
+impl Lock {
+    pub(crate) fn new(locks: Locks, key: &str) -> Lock {
+        let ns = locks.inner.namespace.as_deref();
+        let invalid = key::check_key(key, ns).err().map(split_invalid);
+        let stored: Arc<str> = key::stored_key(key, ns).into();
+        let key: Arc<str> = if ns.is_none() {
+            stored.clone()
+        } else {
+            key.into()
+        };
+        Lock {
+            owner: key::new_owner().into(),
+            ttl: locks.inner.ttl,
+            retry: locks.inner.retry.clone(),
+            auto_extend: locks.inner.auto_extend,
+            metadata: None,
+            invalid,
+            key,
+            stored,
+            locks,
+        }
+    }
+
+    /// Sets the lease length; `None` = never expires. Bad values (zero, over a year) are
+    /// reported by the next operation as [`Error::InvalidInput`].
+    pub fn ttl(mut self, ttl: Option<Duration>) -> Self {
+        if let Err(e) = crate::duration::check_ttl(ttl) {
+            self.invalid.get_or_insert(split_invalid(e));
+        }
+        self.ttl = ttl;
+        self
+    }
+
+    /// Acquires as `owner` instead of a random id (locky's `locker`). Anyone using the same
+    /// owner id can release or extend the lock.
+    pub fn owner(mut self, owner: impl Into<String>) -> Self {
+        let owner = owner.into();
+        if let Err(e) = key::check_owner(&owner) {
+            self.invalid.get_or_insert(split_invalid(e));
+        }
+        self.owner = owner.into();
+        self
+    }
+
+    /// Stores `metadata` (at most 64 KiB) with the lock, readable by anyone through
+    /// [`inspect`](Lock::inspect).
+    pub fn metadata(mut self, metadata: impl Into<String>) -> Self {
+        let metadata = metadata.into();
+        if let Err(e) = key::check_metadata(&metadata) {
+            self.invalid.get_or_insert(split_invalid(e));
+        }
+        self.metadata = Some(metadata.into());
+        self
+    }
+
+    /// Sets how [`acquire`](Lock::acquire) waits.
+    pub fn retry(mut self, retry: Retry) -> Self {
+        if let Err(e) = retry.validate() {
+            self.invalid.get_or_insert(split_invalid(e));
+        }
+        self.retry = retry;
+        self
+    }
+
+    /// Keeps the lease alive while the guard is held: a watchdog extends it every ttl/3 and
+    /// fires the lost signal if it cannot.
+    pub fn auto_extend(mut self, on: bool) -> Self {
+        self.auto_extend = on;
+        self
+    }
+
+    /// The key, as named (without namespace).
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// The owner id this lock acquires with.
+    pub fn owner_id(&self) -> &str {
+        &self.owner
+    }
+
+    /// The lease length (`None` = never expires).
+    pub fn get_ttl(&self) -> Option<Duration> {
+        self.ttl
+    }
+
+    fn check(&self) -> Result<()> {
+        match &self.invalid {
+            Some((what, message)) => Err(Error::InvalidInput {
+                what,
+                message: message.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    pub(crate) fn store(&self) -> &Arc<dyn Store> {
+        &self.locks.inner.store
+    }
+
+    pub(crate) fn store_error(&self, operation: &'static str, e: crate::StoreError) -> Error {
+        Error::Store {
+            store: self.store().describe().to_owned(),
+            operation,
+            key: Some(self.key.to_string()),
+            source: e,
+        }
+    }
+
+    /// Takes the lock, waiting as the retry policy says.
+    ///
+    /// Fails with [`Error::Timeout`] when the policy gives up, [`Error::InvalidInput`] for a
+    /// bad key or ttl, and [`Error::Store`] when the store fails.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: dropping the future never leaves the lock held. If it is dropped while a
+    /// request is in flight, a release for this owner is sent in the background.
+    pub async fn acquire(&self) -> Result<Guard> {
+        self.acquire_with(&self.retry).await
+    }
+
+    /// Takes the lock if it is free, without waiting: [`Error::AlreadyLocked`] otherwise.
+    ///
+    /// # Cancel safety
+    /// Cancel safe, as [`acquire`](Lock::acquire).
+    pub async fn try_acquire(&self) -> Result<Guard> {
+        self.check()?;
+        match self.attempt().await? {
+            Ok(guard) => Ok(guard),
+            Err(holder) => Err(Error::AlreadyLocked {
+                key: self.key.to_string(),
+                store: self.store().describe().to_owned(),
+                holder: holder.owner,
+                remaining: holder.remaining,
+            }),
+        }
+    }
+
+    /// Takes the lock waiting as `retry` says (instead of the lock's own policy).
+    ///
+    /// # Cancel safety
+    /// Cancel safe, as [`acquire`](Lock::acquire).
+    pub async fn acquire_with(&self, retry: &Retry) -> Result<Guard> {
+        self.check()?;
+        retry.validate()?;
+        let started = Instant::now();
+        // The fast path: no subscription when the lock is free.
+        let mut holder = match self.attempt().await? {
+            Ok(guard) => return Ok(guard),
+            Err(holder) => holder,
+        };
+        let mut attempts = 1u32;
+        let mut subscription = None;
+        if self.store().capabilities().notify && retry.may_retry(attempts, started.elapsed()) {
+            subscription = self
+                .store()
+                .subscribe(&self.stored)
+                .await
+                .map_err(|e| self.store_error("subscribe", e))?;
+            if subscription.is_some() {
+                // A release between the first try and the subscription would be missed:
+                // look once more (not counted as an attempt).
+                match self.attempt().await? {
+                    Ok(guard) => return Ok(guard),
+                    Err(h) => holder = h,
+                }
+            }
+        }
+        loop {
+            if !retry.may_retry(attempts, started.elapsed()) {
+                return Err(Error::Timeout {
+                    key: self.key.to_string(),
+                    store: self.store().describe().to_owned(),
+                    attempts,
+                    waited: started.elapsed(),
+                    holder: holder.owner,
+                });
+            }
+            let mut pause = retry.pause(attempts);
+            if let Some(left) = holder.remaining {
+                // Wake when the holder's lease runs out, whatever the delay says.
+                pause = pause.min(left + Duration::from_millis(1));
+            }
+            if let Some(t) = retry.get_timeout() {
+                pause = pause.min(t.saturating_sub(started.elapsed()));
+            }
+            match subscription.as_mut() {
+                // A lost notification costs at most one pause.
+                Some(sub) => {
+                    let _ = tokio::time::timeout(pause, sub.released()).await;
+                }
+                None => tokio::time::sleep(pause).await,
+            }
+            attempts += 1;
+            match self.attempt().await? {
+                Ok(guard) => return Ok(guard),
+                Err(h) => holder = h,
+            }
+        }
+    }
+
+    /// One try: `Ok(Ok(guard))` acquired, `Ok(Err(holder))` held by someone.
+    async fn attempt(&self) -> Result<std::result::Result<Guard, Holder>> {
+        let store = self.store();
+        let request = AcquireRequest {
+            key: &self.stored,
+            owner: &self.owner,
+            ttl: self.ttl,
+            metadata: self.metadata.as_deref(),
+        };
+        // Measured before the request is sent, so our view of the lease never outlives the
+        // store's.
+        let sent = Instant::now();
+        let mut in_flight = InFlight {
+            lock: self,
+            armed: true,
+        };
+        let answer = store.try_acquire(request).await;
+        in_flight.armed = false;
+        match answer.map_err(|e| self.store_error("acquire", e))? {
+            Acquire::Acquired(lease) => Ok(Ok(Guard::new(self.clone(), lease, sent))),
+            Acquire::Held(holder) => Ok(Err(holder)),
+        }
+    }
+
+    /// Acquires, runs `f`, releases. `f` gets the [`LostSignal`] to abort early if it likes.
+    /// If the lease was lost while `f` ran, the result is [`Error::Lost`] even when `f`
+    /// succeeded: whatever it protected may have run twice.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> cadenas::Result<()> {
+    /// let locks = cadenas::Locks::memory();
+    /// let total = locks.lock("nightly-report").run(|_lost| async { 40 + 2 }).await?;
+    /// assert_eq!(total, 42);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Cancel safety
+    /// Dropping the future while `f` runs drops `f` and the guard (a best-effort release).
+    pub async fn run<F, Fut, T>(&self, f: F) -> Result<T>
+    where
+        F: FnOnce(LostSignal) -> Fut,
+        Fut: Future<Output = T>,
+    {
+        let guard = self.acquire().await?;
+        let signal = guard.lost_signal();
+        let out = f(signal.clone()).await;
+        if let Some(reason) = signal.reason() {
+            let _ = guard.release().await;
+            return Err(self.lost_error(reason));
+        }
+        match guard.release().await {
+            Ok(()) => Ok(out),
+            Err(Error::NotOwned { .. }) => {
+                Err(self.lost_error("the lease ended before the work finished".into()))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    pub(crate) fn lost_error(&self, reason: String) -> Error {
+        Error::Lost {
+            key: self.key.to_string(),
+            store: self.store().describe().to_owned(),
+            reason,
+        }
+    }
+
+    /// Whether anyone holds the lock now.
+    pub async fn is_locked(&self) -> Result<bool> {
+        Ok(self.inspect().await?.is_some())
+    }
+
+    /// Who holds the lock, for how long, with which fence and metadata; `None` if free.
+    pub async fn inspect(&self) -> Result<Option<LockInfo>> {
+        self.check()?;
+        let info = self
+            .store()
+            .inspect(&self.stored)
+            .await
+            .map_err(|e| self.store_error("inspect", e))?;
+        Ok(info.map(|mut i| {
+            i.key = self.key.to_string();
+            i
+        }))
+    }
+
+    /// Removes the lock whoever holds it. `true` if a live lock was removed. The holder finds
+    /// out on its next extend or release, or through its lost signal.
+    pub async fn force_release(&self) -> Result<bool> {
+        self.check()?;
+        self.store()
+            .force_release(&self.stored)
+            .await
+            .map_err(|e| self.store_error("force release", e))
+    }
+}
+
+fn split_invalid(e: Error) -> (&'static str, String) {
+    match e {
+        Error::InvalidInput { what, message } => (what, message),
+        other => ("input", other.to_string()),
+    }
+}
+
+/// Releases in the background if an acquire request is dropped before its answer arrived.
+struct InFlight<'a> {
+    lock: &'a Lock,
+    armed: bool,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let store = self.lock.store().clone();
+        let key = self.lock.stored.clone();
+        let owner = self.lock.owner.clone();
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                if let Err(e) = store.release(&key, &owner).await {
+                    tracing::warn!(key = %key, store = store.describe(), error = %e,
+                        "could not release after a cancelled acquire; the lock expires with its ttl");
+                }
+            });
+        }
+    }
+}

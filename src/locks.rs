@@ -1,0 +1,278 @@
+//! [`Locks`]: the lock factory over one store.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::broadcast;
+use tokio::time::Instant;
+
+use crate::error::{Error, Result};
+use crate::events::Event;
+use crate::guard::Guard;
+use crate::key;
+use crate::lock::Lock;
+use crate::retry::Retry;
+use crate::store::{Lease, LockInfo, Store};
+use crate::stores::memory::MemoryStore;
+
+/// The default lease length: 30 seconds.
+pub const DEFAULT_TTL: Duration = Duration::from_secs(30);
+
+/// Makes [`Lock`]s over one store (Verrou's `LockFactory`). Cheap to clone; clones share the
+/// store, its connections and the event stream.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> cadenas::Result<()> {
+/// let locks = cadenas::Locks::connect("memory:?namespace=billing").await?;
+/// let guard = locks.lock("invoice:42").acquire().await?;
+/// assert_eq!(guard.key(), "invoice:42");
+/// guard.release().await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Locks {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) namespace: Option<String>,
+    pub(crate) ttl: Option<Duration>,
+    pub(crate) retry: Retry,
+    pub(crate) auto_extend: bool,
+    pub(crate) events: broadcast::Sender<Event>,
+}
+
+impl std::fmt::Debug for Locks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Locks")
+            .field("store", &self.inner.store.describe())
+            .field("namespace", &self.inner.namespace)
+            .field("ttl", &self.inner.ttl)
+            .finish()
+    }
+}
+
+impl Locks {
+    /// Locks in this process's memory: the library's embedded default.
+    pub fn memory() -> Locks {
+        Locks::new(MemoryStore::new())
+    }
+
+    /// Locks over `store` with the default settings.
+    pub fn new(store: impl Store) -> Locks {
+        Locks::builder()
+            .build(store)
+            .expect("default settings are valid")
+    }
+
+    /// Opens the store a URL names (`memory:`, `sqlite://…`, `redis://…`, `postgres://…`, …)
+    /// with its `namespace` and `ttl` query options.
+    pub async fn connect(url: &str) -> Result<Locks> {
+        Locks::builder().connect(url).await
+    }
+
+    /// Settings for a new `Locks`: default ttl, retry policy, namespace, auto-extend.
+    pub fn builder() -> LocksBuilder {
+        LocksBuilder::default()
+    }
+
+    /// A lock named `key` with this factory's defaults. Bad keys (empty, over 255 bytes, NUL)
+    /// are reported by the lock's first operation as [`Error::InvalidInput`].
+    pub fn lock(&self, key: &str) -> Lock {
+        Lock::new(self.clone(), key)
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+
+    /// The store's URL without password, for messages.
+    pub fn describe(&self) -> &str {
+        self.inner.store.describe()
+    }
+
+    /// The namespace prefixed to every key, if any.
+    pub fn namespace(&self) -> Option<&str> {
+        self.inner.namespace.as_deref()
+    }
+
+    /// Events of the leases taken through this factory (and its clones).
+    pub fn events(&self) -> broadcast::Receiver<Event> {
+        self.inner.events.subscribe()
+    }
+
+    /// Live locks whose key (without namespace) starts with `prefix`, sorted by key. Keys in
+    /// the result are shown without the namespace.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<LockInfo>> {
+        let stored_prefix = match &self.inner.namespace {
+            Some(ns) => format!("{ns}:{prefix}"),
+            None => prefix.to_owned(),
+        };
+        let mut infos = self
+            .inner
+            .store
+            .list(&stored_prefix)
+            .await
+            .map_err(|e| Error::Store {
+                store: self.describe().to_owned(),
+                operation: "list",
+                key: None,
+                source: e,
+            })?;
+        if let Some(ns) = &self.inner.namespace {
+            for info in &mut infos {
+                if let Some(rest) = info.key.strip_prefix(ns.as_str()) {
+                    info.key = rest.trim_start_matches(':').to_owned();
+                }
+            }
+        }
+        Ok(infos)
+    }
+
+    /// Turns a token from [`Guard::serialize`] back into a held lock, after checking with the
+    /// store that its owner still holds it ([`Error::NotOwned`] otherwise). The token's
+    /// namespace is used, whatever this factory's is.
+    pub async fn restore(&self, token: &str) -> Result<Guard> {
+        let t = crate::token::Token::decode(token)?;
+        let locks = match (&t.namespace, &self.inner.namespace) {
+            (a, b) if a == b => self.clone(),
+            (ns, _) => Locks {
+                inner: Arc::new(Inner {
+                    store: self.inner.store.clone(),
+                    namespace: ns.clone(),
+                    ttl: self.inner.ttl,
+                    retry: self.inner.retry.clone(),
+                    auto_extend: self.inner.auto_extend,
+                    events: self.inner.events.clone(),
+                }),
+            },
+        };
+        let lock = locks.lock(&t.key).owner(t.owner.clone()).ttl(t.ttl);
+        let sent = Instant::now();
+        let info = lock.inspect().await?;
+        match info {
+            Some(info) if info.owner == t.owner => {
+                let fence = t.fence.or(info.fence);
+                Ok(Guard::new(
+                    lock,
+                    Lease {
+                        fence,
+                        ttl: info.remaining,
+                    },
+                    sent,
+                ))
+            }
+            _ => Err(Error::NotOwned {
+                key: t.key,
+                store: self.describe().to_owned(),
+                owner: t.owner,
+            }),
+        }
+    }
+
+    /// Closes the store's connections. Locks made from this factory fail afterwards.
+    pub async fn disconnect(&self) -> Result<()> {
+        self.inner.store.close().await.map_err(|e| Error::Store {
+            store: self.describe().to_owned(),
+            operation: "disconnect",
+            key: None,
+            source: e,
+        })
+    }
+}
+
+/// Settings for [`Locks`]. Values set here win over the URL's query options.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> cadenas::Result<()> {
+/// use std::time::Duration;
+/// use cadenas::{Locks, Retry};
+/// let locks = Locks::builder()
+///     .namespace("app")
+///     .ttl(Some(Duration::from_secs(10)))
+///     .retry(Retry::default().timeout(Duration::from_secs(2)))
+///     .connect("memory:")
+///     .await?;
+/// assert_eq!(locks.namespace(), Some("app"));
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct LocksBuilder {
+    namespace: Option<String>,
+    ttl: Option<Option<Duration>>,
+    retry: Option<Retry>,
+    auto_extend: bool,
+}
+
+impl LocksBuilder {
+    /// Prefix every key with `namespace:` (ASCII letters, digits, `_ - . :`; at most 64 bytes).
+    pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.namespace = Some(namespace.into());
+        self
+    }
+
+    /// The default lease length of new locks (default 30 s; `None` = never expires).
+    pub fn ttl(mut self, ttl: Option<Duration>) -> Self {
+        self.ttl = Some(ttl);
+        self
+    }
+
+    /// The default retry policy of `acquire`.
+    pub fn retry(mut self, retry: Retry) -> Self {
+        self.retry = Some(retry);
+        self
+    }
+
+    /// Whether new locks keep their lease alive with a watchdog (default off).
+    pub fn auto_extend(mut self, on: bool) -> Self {
+        self.auto_extend = on;
+        self
+    }
+
+    /// Builds over `store`.
+    pub fn build(self, store: impl Store) -> Result<Locks> {
+        self.build_arc(Arc::new(store))
+    }
+
+    /// Builds over a shared store.
+    pub fn build_arc(self, store: Arc<dyn Store>) -> Result<Locks> {
+        if let Some(ns) = &self.namespace {
+            key::check_namespace(ns)?;
+        }
+        let ttl = crate::duration::check_ttl(self.ttl.unwrap_or(Some(DEFAULT_TTL)))?;
+        let retry = self.retry.unwrap_or_default();
+        retry.validate()?;
+        if ttl.is_none() && !store.capabilities().ttl_none {
+            return Err(Error::Unsupported {
+                store: store.describe().to_owned(),
+                what: "locks without ttl".into(),
+            });
+        }
+        Ok(Locks {
+            inner: Arc::new(Inner {
+                store,
+                namespace: self.namespace,
+                ttl,
+                retry,
+                auto_extend: self.auto_extend,
+                events: broadcast::channel(1024).0,
+            }),
+        })
+    }
+
+    /// Opens the store `url` names; its `namespace` and `ttl` options apply unless set here.
+    pub async fn connect(mut self, url: &str) -> Result<Locks> {
+        let mut parsed = crate::url::StoreUrl::parse(url)?;
+        if let Some(ns) = parsed.take("namespace") {
+            self.namespace.get_or_insert(ns);
+        }
+        if let Some(ttl) = parsed.take("ttl") {
+            let ttl = crate::duration::parse_ttl(&ttl)?;
+            self.ttl.get_or_insert(ttl);
+        }
+        let store = crate::url::open(parsed).await?;
+        self.build_arc(store)
+    }
+}
