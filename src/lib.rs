@@ -1,6 +1,8 @@
 //! cadenas: distributed locks.
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "cli")]
+pub mod cli;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 pub mod duration;
@@ -10,6 +12,7 @@ mod guard;
 mod key;
 mod lock;
 mod locks;
+mod manager;
 pub mod notify;
 mod retry;
 pub mod store;
@@ -24,6 +27,7 @@ pub use guard::{Guard, LostSignal};
 pub use key::{new_owner, MAX_KEY_BYTES, MAX_METADATA_BYTES};
 pub use lock::Lock;
 pub use locks::{Locks, LocksBuilder, DEFAULT_TTL};
+pub use manager::{Manager, ManagerBuilder};
 pub use retry::Retry;
 pub use store::{
     Acquire, AcquireRequest, Capabilities, Holder, Lease, LockInfo, ReleaseWait, Store, StoreError,

@@ -1,1 +1,5 @@
-fn main() {}
+//! The `cadenas` command: see `cadenas --help` and the README.
+
+fn main() -> std::process::ExitCode {
+    cadenas::cli::main()
+}

@@ -473,7 +473,7 @@ pub async fn run_reports_lost(suite: &Suite) {
         .ttl(Some(Duration::from_secs(30)))
         .run(|lost| async move {
             b.lock(&b_key).force_release().await.unwrap();
-            let _ = b.lock(&b_key).try_acquire().await.unwrap().leak();
+            b.lock(&b_key).try_acquire().await.unwrap().leak();
             // Without a watchdog the loss is found at release; the closure still finishes.
             let _ = lost;
             "done"

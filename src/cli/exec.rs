@@ -1,0 +1,124 @@
+//! `cadenas exec KEY -- CMD`: hold a lock while a command runs.
+
+use std::process::ExitStatus;
+use std::time::Duration;
+
+use tokio::process::{Child, Command};
+use tokio::signal::unix::{signal, SignalKind};
+
+use super::{build_lock, open, output, retry_for, StoreArg, EXIT_LOST};
+use crate::Error;
+
+pub(super) struct Exec {
+    pub store: Option<String>,
+    pub ttl: String,
+    pub wait: Option<String>,
+    pub owner: Option<String>,
+    pub metadata: Option<String>,
+    pub kill_after: String,
+    pub key: String,
+    pub command: Vec<String>,
+}
+
+pub(super) async fn run(args: Exec) -> Result<u8, Error> {
+    let retry = retry_for(args.wait.as_deref())?;
+    let kill_after = crate::parse_duration("kill-after", &args.kill_after)?;
+    let locks = open(StoreArg { store: args.store }).await?;
+    let lock = build_lock(&locks, &args.key, &args.ttl, args.owner, args.metadata)?;
+    // The watchdog runs whenever there is a ttl: the lease lives exactly as long as CMD.
+    let lock = lock.auto_extend(true);
+    // Signals that arrive while we wait for the lock just stop the wait (nothing to forward).
+    let mut sigint = signal(SignalKind::interrupt()).map_err(signal_error)?;
+    let mut sigterm = signal(SignalKind::terminate()).map_err(signal_error)?;
+    let guard = tokio::select! {
+        g = output::acquire_showing_holder(&lock, &retry) => g?,
+        _ = sigint.recv() => return Ok(130),
+        _ = sigterm.recv() => return Ok(143),
+    };
+
+    let (program, rest) = args
+        .command
+        .split_first()
+        .ok_or_else(|| Error::invalid("command", "no command given after --"))?;
+    let mut cmd = Command::new(program);
+    cmd.args(rest)
+        .env("CADENAS_KEY", guard.key())
+        .env("CADENAS_OWNER", guard.owner());
+    match guard.fence() {
+        Some(f) => cmd.env("CADENAS_FENCE", f.to_string()),
+        None => cmd.env_remove("CADENAS_FENCE"),
+    };
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = guard.release().await;
+            eprintln!("cadenas: cannot run {program:?}: {e}");
+            // The shell's codes: 127 not found, 126 not executable.
+            return Ok(if e.kind() == std::io::ErrorKind::NotFound {
+                127
+            } else {
+                126
+            });
+        }
+    };
+
+    let lost = guard.lost_signal();
+    let status = loop {
+        tokio::select! {
+            status = child.wait() => break status,
+            e = lost.wait() => {
+                eprintln!("cadenas: {e}; stopping the command (SIGTERM, then SIGKILL after {})",
+                    crate::format_duration(kill_after));
+                stop(&mut child, kill_after).await;
+                let _ = guard.release().await;
+                return Ok(EXIT_LOST);
+            }
+            _ = sigint.recv() => forward(&child, nix::sys::signal::Signal::SIGINT),
+            _ = sigterm.recv() => forward(&child, nix::sys::signal::Signal::SIGTERM),
+        }
+    };
+    let status = status
+        .map_err(|e| Error::invalid("command", format!("waiting for {program:?} failed: {e}")));
+    // Release whatever happened to the command; a lease lost at the very end still counts.
+    let released = guard.release().await;
+    let status = status?;
+    if let Err(e) = released {
+        if matches!(e, Error::NotOwned { .. }) {
+            eprintln!(
+                "cadenas: lock '{}' was lost before the command finished",
+                args.key
+            );
+            return Ok(EXIT_LOST);
+        }
+        eprintln!("cadenas: {e}");
+    }
+    Ok(exit_code(status))
+}
+
+fn signal_error(e: std::io::Error) -> Error {
+    Error::config(format!("cannot install signal handlers: {e}"))
+}
+
+fn forward(child: &Child, sig: nix::sys::signal::Signal) {
+    if let Some(pid) = child.id() {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig);
+    }
+}
+
+/// SIGTERM, then SIGKILL if the command is still running after `grace`.
+async fn stop(child: &mut Child, grace: Duration) {
+    forward(child, nix::sys::signal::Signal::SIGTERM);
+    if tokio::time::timeout(grace, child.wait()).await.is_err() {
+        let _ = child.start_kill();
+        let _ = child.wait().await;
+    }
+}
+
+fn exit_code(status: ExitStatus) -> u8 {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => code as u8,
+        (None, Some(sig)) => 128u8.saturating_add(sig as u8),
+        _ => 1,
+    }
+}

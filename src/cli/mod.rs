@@ -1,0 +1,355 @@
+//! The `cadenas` command line: a distributed `flock` (feature `cli`).
+//!
+//! `main.rs` only calls [`main`]; everything is here so it can be tested.
+//!
+//! Exit codes: `0` success (`status`: locked), `1` failure (`status`: free; `release`/`extend`
+//! of a lock no longer held), `2` usage or configuration error, `69` store unreachable,
+//! `75` not acquired in time (`--conflict-exit-code`), `76` lock lost while the command ran;
+//! otherwise `exec` exits with the command's status (128 + signal if it was killed).
+
+mod exec;
+mod output;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::{Error, Locks, Retry};
+
+/// Exit code: not acquired in time.
+pub const EXIT_CONFLICT: u8 = 75;
+/// Exit code: the lock was lost while the command ran.
+pub const EXIT_LOST: u8 = 76;
+/// Exit code: the store could not be reached.
+pub const EXIT_UNAVAILABLE: u8 = 69;
+/// Exit code: bad usage or configuration.
+pub const EXIT_USAGE: u8 = 2;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "cadenas",
+    version,
+    about = "Distributed locks from the shell: a flock(1) for many hosts",
+    long_about = "Distributed locks from the shell: a flock(1) for many hosts.\n\n\
+        The store is --store, else $CADENAS_STORE, else a SQLite file under \
+        $XDG_STATE_HOME/cadenas (~/.local/state/cadenas).",
+    after_help = "Exit codes: 0 ok, 1 failed / free, 2 usage, 69 store unreachable, \
+        75 not acquired in time, 76 lock lost while CMD ran"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Args)]
+struct StoreArg {
+    /// Store URL (memory:, sqlite://PATH, redis://…, postgres://…); options such as
+    /// ?namespace=app ride in the query
+    #[arg(
+        long,
+        env = "CADENAS_STORE",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    store: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Hold KEY while CMD runs; extend it automatically; release when CMD ends
+    Exec {
+        #[command(flatten)]
+        store: StoreArg,
+        /// Lease length, renewed every third of it while CMD runs (or `none`)
+        #[arg(long, default_value = "30s", value_name = "DUR|none")]
+        ttl: String,
+        /// How long to wait for the lock: `0` tries once; default: forever
+        #[arg(long, value_name = "DUR")]
+        wait: Option<String>,
+        /// Owner id to hold the lock as (default: a random id)
+        #[arg(long, value_name = "S")]
+        owner: Option<String>,
+        /// Metadata stored with the lock, shown by `status`
+        #[arg(long, value_name = "S")]
+        metadata: Option<String>,
+        /// Exit code when the lock is not acquired in time
+        #[arg(long, default_value_t = EXIT_CONFLICT, value_name = "N")]
+        conflict_exit_code: u8,
+        /// After the lock is lost, how long CMD gets between SIGTERM and SIGKILL
+        #[arg(long, default_value = "10s", value_name = "DUR")]
+        kill_after: String,
+        /// The lock's name
+        key: String,
+        /// The command and its arguments
+        #[arg(last = true, required = true, value_name = "CMD")]
+        command: Vec<String>,
+    },
+    /// Take KEY and print a token for `release` and `extend`
+    Acquire {
+        #[command(flatten)]
+        store: StoreArg,
+        /// Lease length (or `none`)
+        #[arg(long, default_value = "30s", value_name = "DUR|none")]
+        ttl: String,
+        /// How long to wait for the lock: `0` tries once; default: forever
+        #[arg(long, value_name = "DUR")]
+        wait: Option<String>,
+        /// Owner id to hold the lock as (default: a random id)
+        #[arg(long, value_name = "S")]
+        owner: Option<String>,
+        /// Metadata stored with the lock, shown by `status`
+        #[arg(long, value_name = "S")]
+        metadata: Option<String>,
+        /// Exit code when the lock is not acquired in time
+        #[arg(long, default_value_t = EXIT_CONFLICT, value_name = "N")]
+        conflict_exit_code: u8,
+        /// The lock's name
+        key: String,
+    },
+    /// Release the lock a token holds (or, with --force, KEY whoever holds it)
+    Release {
+        #[command(flatten)]
+        store: StoreArg,
+        /// Remove the lock whoever holds it; the argument is then a KEY
+        #[arg(long)]
+        force: bool,
+        /// The token printed by `acquire` (or the KEY with --force)
+        token: String,
+    },
+    /// Renew the lease of the lock a token holds
+    Extend {
+        #[command(flatten)]
+        store: StoreArg,
+        /// The new lease length, from now (default: the ttl it was acquired with)
+        #[arg(long, value_name = "DUR")]
+        ttl: Option<String>,
+        /// The token printed by `acquire`
+        token: String,
+    },
+    /// Show who holds KEY; exit 0 if locked, 1 if free
+    Status {
+        #[command(flatten)]
+        store: StoreArg,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+        /// The lock's name
+        key: String,
+    },
+    /// List held locks whose key starts with PREFIX
+    List {
+        #[command(flatten)]
+        store: StoreArg,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+        /// Key prefix (default: all)
+        #[arg(default_value = "")]
+        prefix: String,
+    },
+}
+
+/// Runs the CLI with the process's arguments and returns its exit code.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { EXIT_USAGE } else { 0 });
+        }
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CADENAS_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cadenas: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    ExitCode::from(runtime.block_on(run(cli)))
+}
+
+async fn run(cli: Cli) -> u8 {
+    let mut conflict = EXIT_CONFLICT;
+    let result = match cli.command {
+        Command::Exec {
+            store,
+            ttl,
+            wait,
+            owner,
+            metadata,
+            conflict_exit_code,
+            kill_after,
+            key,
+            command,
+        } => {
+            conflict = conflict_exit_code;
+            exec::run(exec::Exec {
+                store: store.store,
+                ttl,
+                wait,
+                owner,
+                metadata,
+                kill_after,
+                key,
+                command,
+            })
+            .await
+        }
+        Command::Acquire {
+            store,
+            ttl,
+            wait,
+            owner,
+            metadata,
+            conflict_exit_code,
+            key,
+        } => {
+            conflict = conflict_exit_code;
+            acquire(store, ttl, wait, owner, metadata, key).await
+        }
+        Command::Release {
+            store,
+            force,
+            token,
+        } => release(store, force, token).await,
+        Command::Extend { store, ttl, token } => extend(store, ttl, token).await,
+        Command::Status { store, json, key } => output::status(open(store).await, json, &key).await,
+        Command::List {
+            store,
+            json,
+            prefix,
+        } => output::list(open(store).await, json, &prefix).await,
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("cadenas: {e}");
+            exit_code(&e, conflict)
+        }
+    }
+}
+
+/// The exit code for an error.
+fn exit_code(e: &Error, conflict: u8) -> u8 {
+    match e {
+        Error::Timeout { .. } | Error::AlreadyLocked { .. } => conflict,
+        Error::Lost { .. } => EXIT_LOST,
+        Error::InvalidInput { .. } | Error::Config { .. } | Error::Unsupported { .. } => EXIT_USAGE,
+        e if e.is_unavailable() => EXIT_UNAVAILABLE,
+        _ => 1,
+    }
+}
+
+/// The store URL: `--store`, `$CADENAS_STORE` (through clap), else the SQLite file.
+fn store_url(arg: StoreArg) -> Result<String, Error> {
+    match arg.store {
+        Some(url) if !url.trim().is_empty() => Ok(url),
+        _ => default_store_url(),
+    }
+}
+
+/// `sqlite://$XDG_STATE_HOME/cadenas/locks.db`, else under `~/.local/state`.
+pub fn default_store_url() -> Result<String, Error> {
+    let dir = std::env::var_os("XDG_STATE_HOME")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .filter(|h| !h.is_empty())
+                .map(|h| PathBuf::from(h).join(".local/state"))
+        })
+        .ok_or_else(|| Error::Config {
+            message: "neither XDG_STATE_HOME nor HOME is set; pass --store or set CADENAS_STORE"
+                .into(),
+        })?
+        .join("cadenas");
+    std::fs::create_dir_all(&dir).map_err(|e| Error::Config {
+        message: format!(
+            "cannot create the state directory {}: {e}; pass --store or set CADENAS_STORE",
+            dir.display()
+        ),
+    })?;
+    Ok(format!("sqlite://{}", dir.join("locks.db").display()))
+}
+
+async fn open(store: StoreArg) -> Result<Locks, Error> {
+    Locks::connect(&store_url(store)?).await
+}
+
+/// `--wait`: absent = forever, `0` = once, else a duration.
+fn retry_for(wait: Option<&str>) -> Result<Retry, Error> {
+    let retry = Retry::default().delay(Duration::from_millis(100));
+    match wait.map(str::trim) {
+        None | Some("forever") => Ok(retry),
+        Some("0") | Some("0s") | Some("0ms") => Ok(Retry::once()),
+        Some(d) => Ok(retry.timeout(crate::parse_duration("wait", d)?)),
+    }
+}
+
+fn build_lock(
+    locks: &Locks,
+    key: &str,
+    ttl: &str,
+    owner: Option<String>,
+    metadata: Option<String>,
+) -> Result<crate::Lock, Error> {
+    let mut lock = locks.lock(key).ttl(crate::parse_ttl(ttl)?);
+    if let Some(o) = owner {
+        lock = lock.owner(o);
+    }
+    if let Some(m) = metadata {
+        lock = lock.metadata(m);
+    }
+    Ok(lock)
+}
+
+async fn acquire(
+    store: StoreArg,
+    ttl: String,
+    wait: Option<String>,
+    owner: Option<String>,
+    metadata: Option<String>,
+    key: String,
+) -> Result<u8, Error> {
+    let retry = retry_for(wait.as_deref())?;
+    let locks = open(store).await?;
+    let lock = build_lock(&locks, &key, &ttl, owner, metadata)?;
+    let guard = output::acquire_showing_holder(&lock, &retry).await?;
+    println!("{}", guard.serialize());
+    Ok(0)
+}
+
+async fn release(store: StoreArg, force: bool, arg: String) -> Result<u8, Error> {
+    let locks = open(store).await?;
+    if force {
+        let removed = locks.lock(&arg).force_release().await?;
+        if !removed {
+            eprintln!("cadenas: lock '{arg}' on {} was not held", locks.describe());
+        }
+        return Ok(0);
+    }
+    let guard = locks.restore(&arg).await?;
+    guard.release().await?;
+    Ok(0)
+}
+
+async fn extend(store: StoreArg, ttl: Option<String>, token: String) -> Result<u8, Error> {
+    let ttl = ttl.map(|t| crate::parse_duration("ttl", &t)).transpose()?;
+    let locks = open(store).await?;
+    let guard = locks.restore(&token).await?;
+    guard.extend(ttl).await?;
+    guard.leak();
+    Ok(0)
+}
