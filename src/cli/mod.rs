@@ -7,6 +7,7 @@
 //! `75` not acquired in time (`--conflict-exit-code`), `76` lock lost while the command ran;
 //! otherwise `exec` exits with the command's status (128 + signal if it was killed).
 
+pub mod bench;
 mod exec;
 mod output;
 
@@ -138,6 +139,23 @@ enum Command {
         /// The lock's name
         key: String,
     },
+    /// Measure the store: cycles/s uncontended and contended, hand-off latency
+    Bench {
+        #[command(flatten)]
+        store: StoreArg,
+        /// Concurrent tasks
+        #[arg(long, default_value_t = 1)]
+        tasks: usize,
+        /// Distinct keys in the uncontended phase
+        #[arg(long, default_value_t = 1000)]
+        keys: usize,
+        /// Total run time, split over the three phases
+        #[arg(long, default_value = "3s", value_name = "DUR")]
+        duration: String,
+        /// Print one JSON object
+        #[arg(long)]
+        json: bool,
+    },
     /// List held locks whose key starts with PREFIX
     List {
         #[command(flatten)]
@@ -231,6 +249,13 @@ async fn run(cli: Cli) -> u8 {
             json,
             prefix,
         } => output::list(open(store).await, json, &prefix).await,
+        Command::Bench {
+            store,
+            tasks,
+            keys,
+            duration,
+            json,
+        } => bench_command(store, tasks, keys, &duration, json).await,
     };
     match result {
         Ok(code) => code,
@@ -351,5 +376,34 @@ async fn extend(store: StoreArg, ttl: Option<String>, token: String) -> Result<u
     let guard = locks.restore(&token).await?;
     guard.extend(ttl).await?;
     guard.leak();
+    Ok(0)
+}
+
+async fn bench_command(
+    store: StoreArg,
+    tasks: usize,
+    keys: usize,
+    duration: &str,
+    json: bool,
+) -> Result<u8, Error> {
+    let opts = bench::BenchOptions {
+        store: store_url(store)?,
+        tasks,
+        keys,
+        duration: crate::parse_duration("duration", duration)?,
+    };
+    let r = bench::run(&opts).await?;
+    if json {
+        println!("{}", serde_json::to_string(&r).unwrap_or_default());
+    } else {
+        println!("store            {}", r.store);
+        println!("tasks            {}   keys {}", r.tasks, r.keys);
+        println!("uncontended      {:.0} cycles/s", r.uncontended_cycles_per_sec);
+        println!("contended        {:.0} cycles/s", r.contended_cycles_per_sec);
+        println!(
+            "hand-off         p50 {:.0} µs  p95 {:.0} µs  p99 {:.0} µs  max {:.0} µs  ({} samples)",
+            r.handoff_p50_us, r.handoff_p95_us, r.handoff_p99_us, r.handoff_max_us, r.handoff_samples
+        );
+    }
     Ok(0)
 }
