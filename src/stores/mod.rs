@@ -1,1 +1,4 @@
 //! The stores, one module each, behind cargo features.
+
+#[cfg(feature = "sqlite")]
+pub mod sqlite;
