@@ -190,7 +190,7 @@ async fn ttl_none_never_expires() {
 }
 
 #[tokio::test]
-async fn fences_strictly_increase_across_release_expiry_takeover_and_restart() {
+async fn fences_strictly_increase_across_release_expiry_takeover_restart_and_deletion() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path()).await;
     let mut fences = Vec::new();
@@ -215,6 +215,13 @@ async fn fences_strictly_increase_across_release_expiry_takeover_and_restart() {
     store.close().await.unwrap();
     let store = open(dir.path()).await;
     fences.push(take(&store, "k", "f", Some(LONG)).await.fence);
+    store.close().await.unwrap();
+    // Even with the database deleted: fences follow the clock.
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        std::fs::remove_file(entry.unwrap().path()).unwrap();
+    }
+    let store = open(dir.path()).await;
+    fences.push(take(&store, "k", "g", Some(LONG)).await.fence);
 
     let fences: Vec<u64> = fences.into_iter().map(|f| f.expect("a fence")).collect();
     assert!(fences.windows(2).all(|w| w[0] < w[1]), "{fences:?}");
@@ -497,4 +504,70 @@ async fn verrou_rows_and_tables_are_shared() {
         .unwrap();
     let info = store.inspect("job").await.unwrap().unwrap();
     assert_eq!((info.owner.as_str(), info.fence), ("v2", None));
+}
+
+#[tokio::test]
+async fn bring_your_own_pool() {
+    let dir = tempfile::tempdir().unwrap();
+    let mine = SqliteStore::from_pool(raw_pool(dir.path()).await, "cadenas_locks")
+        .await
+        .unwrap();
+    assert_eq!(mine.describe(), url(dir.path()));
+    let theirs = open(dir.path()).await;
+    take(&mine, "k", "a", Some(LONG)).await;
+    held(&theirs, "k", "b").await;
+    // Same file and table in one process: releases wake the other store's waiters.
+    let mut sub = theirs.subscribe("k").await.unwrap().unwrap();
+    assert!(mine.release("k", "a").await.unwrap());
+    timeout(WAIT, sub.released()).await.expect("woken");
+    assert!(
+        SqliteStore::from_pool(raw_pool(dir.path()).await, "no-good")
+            .await
+            .is_err()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn contending_tasks_on_two_stores_never_overlap() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    let dir = tempfile::tempdir().unwrap();
+    let stores = [
+        Arc::new(open(dir.path()).await),
+        Arc::new(open(dir.path()).await),
+    ];
+    let inside = Arc::new(AtomicUsize::new(0));
+    let done = Arc::new(AtomicUsize::new(0));
+    let tasks: Vec<_> = (0..16)
+        .map(|i| {
+            let store = stores[i % 2].clone();
+            let (inside, done) = (inside.clone(), done.clone());
+            tokio::spawn(async move {
+                let owner = format!("task{i}");
+                for _ in 0..5 {
+                    let mut sub = store.subscribe("k").await.unwrap().unwrap();
+                    loop {
+                        let request = req("k", &owner, Some(LONG));
+                        if let Acquire::Acquired(_) = store.try_acquire(request).await.unwrap() {
+                            break;
+                        }
+                        let _ = timeout(Duration::from_millis(20), sub.released()).await;
+                    }
+                    assert_eq!(inside.fetch_add(1, Ordering::SeqCst), 0, "two holders");
+                    tokio::task::yield_now().await;
+                    inside.fetch_sub(1, Ordering::SeqCst);
+                    assert!(store.release("k", &owner).await.unwrap());
+                    done.fetch_add(1, Ordering::SeqCst);
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        timeout(Duration::from_secs(60), task)
+            .await
+            .expect("no deadlock")
+            .unwrap();
+    }
+    assert_eq!(done.load(Ordering::SeqCst), 80);
 }

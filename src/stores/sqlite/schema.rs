@@ -9,6 +9,12 @@ use crate::store::{StoreError, StoreErrorKind};
 /// `RETURNING` (3.35+); within one statement SQLite returns the same 'now' every time.
 const NOW: &str = "CAST(ROUND((julianday('now') - 2440587.5) * 86400000.0) AS INTEGER)";
 
+/// Fences are at least the time in milliseconds times this, so they stay ahead of any
+/// fence handed out before, even one whose commit a power cut undid or whose database file
+/// was deleted. SQLite commits far fewer than this many acquisitions per millisecond, and
+/// the numbers stay below 2^53 (exact in JavaScript) until the year 2255.
+const FENCES_PER_MS: i64 = 1000;
+
 /// The columns every lock table needs (Verrou's), and the nullable ones cadenas adds.
 const REQUIRED: [&str; 3] = ["key", "owner", "expiration"];
 const OURS: [(&str, &str); 2] = [("fence", "INTEGER"), ("metadata", "TEXT")];
@@ -36,13 +42,15 @@ impl Sql {
         let expires = format!("CASE WHEN ?3 IS NULL THEN NULL ELSE {NOW} + ?3 END");
         let info = format!("key, owner, expiration - {NOW} AS remaining_ms, fence, metadata");
         Sql {
-            // One statement: insert, or take over an expired row; the fence comes from the
-            // sequence, which the triggers advance to every fence written.
+            // One statement: insert, or take over an expired row. The fence is one more
+            // than the sequence (which the triggers advance to every fence written), and
+            // at least now in ms × 1000, so it stays ahead even of a deleted database.
             acquire: format!(
                 "INSERT INTO {t} (key, owner, expiration, fence, metadata) \
                  VALUES (?1, ?2, {expires}, \
-                   COALESCE((SELECT n FROM {seq} WHERE id = 1), \
-                            (SELECT MAX(fence) FROM {t}), 0) + 1, ?4) \
+                   max(COALESCE((SELECT n FROM {seq} WHERE id = 1), \
+                                (SELECT MAX(fence) FROM {t}), 0) + 1, \
+                       {NOW} * {FENCES_PER_MS}), ?4) \
                  ON CONFLICT(key) DO UPDATE SET owner = excluded.owner, \
                    expiration = excluded.expiration, fence = excluded.fence, \
                    metadata = excluded.metadata \
