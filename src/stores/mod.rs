@@ -10,3 +10,7 @@
 //! | MySQL / MariaDB | `mysql://`, `mariadb://` | `mysql` |
 
 pub mod memory;
+#[cfg(feature = "redis")]
+pub mod redis;
+#[cfg(feature = "sqlite")]
+pub mod sqlite;

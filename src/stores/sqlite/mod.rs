@@ -1,0 +1,539 @@
+//! The SQLite store (`sqlite://PATH`): locks shared by the processes of one host, and the
+//! CLI's embedded default. Feature `sqlite` (on by default).
+//!
+//! # Layout
+//!
+//! One table, `cadenas_locks` unless the URL says `?table=NAME`, with Verrou's columns plus
+//! two nullable ones, so a Verrou process inserting only its three columns shares the locks:
+//!
+//! | column | type | meaning |
+//! |---|---|---|
+//! | `key` | `TEXT PRIMARY KEY` | the stored key (namespace included) |
+//! | `owner` | `TEXT NOT NULL` | the holder |
+//! | `expiration` | `INTEGER NULL` | epoch milliseconds by SQLite's clock; `NULL` = never |
+//! | `fence` | `INTEGER NULL` | the holder's fence (cadenas only) |
+//! | `metadata` | `TEXT NULL` | the holder's metadata (cadenas only) |
+//!
+//! A row whose `expiration` has passed is not a lock: it is never reported and the next
+//! acquire takes it over. The table, and what fencing needs, is created on connect inside one
+//! `BEGIN IMMEDIATE` transaction, so two processes starting at once take turns. An existing
+//! Verrou table gets the two nullable columns added; a table without `key`, `owner` or
+//! `expiration` is refused with an error naming the missing column.
+//!
+//! The database runs in WAL mode with a 5 s busy timeout and `synchronous=NORMAL`: a commit
+//! survives the crash of any process (one fsync per checkpoint rather than per operation,
+//! about six times faster); an OS crash or power cut may undo the last commits, which can
+//! only matter for fences, and the fence scheme below covers that.
+//!
+//! # Fences
+//!
+//! A one-row table `{table}_fence` holds the highest fence ever handed out; it is never reset
+//! or lowered. Acquire is a single `INSERT … ON CONFLICT(key) DO UPDATE … WHERE expired …
+//! RETURNING fence`, and triggers on the lock table raise the sequence to every fence
+//! written — so taking the lock and advancing the sequence are one atomic statement. The
+//! fence is the larger of the sequence plus one and the current time in milliseconds × 1000:
+//! strictly increasing per key (in fact across the whole table) through releases, expiries,
+//! takeovers, restarts and several processes, and still ahead of every earlier fence if the
+//! database file is deleted or a power cut undoes commits (unless the clock was set back
+//! meanwhile). Fences are therefore large numbers (about 1.7 × 10^15 in 2025), exact as
+//! JavaScript numbers until the year 2255.
+//!
+//! # Clock
+//!
+//! "Now" is computed inside each statement by SQLite (`julianday('now')`), so every process
+//! on the host agrees on expiry. Every operation is one statement.
+//!
+//! # Cancellation
+//!
+//! [`Store::try_acquire`] runs its statement in a task of its own: if the caller's future is
+//! dropped, a lock the statement took is released in the background, so a cancelled acquire
+//! never leaves a lock held. Other operations, cancelled, may or may not have happened.
+//!
+//! # Across processes
+//!
+//! Waiters in this process wake the moment a lock is released through any `SqliteStore` of
+//! this process on the same file and table ([`Store::subscribe`]). Releases by other
+//! processes are not signalled: waiters find them by polling at their retry delay.
+//!
+//! # Example
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::time::Duration;
+//! use cadenas::stores::sqlite::SqliteStore;
+//! use cadenas::{Acquire, AcquireRequest, Store};
+//!
+//! let dir = tempfile::tempdir()?;
+//! let url = format!("sqlite://{}?table=my_locks", dir.path().join("locks.db").display());
+//! let store = SqliteStore::connect(&url).await?;
+//! let request = AcquireRequest { key: "reports", owner: "me", ttl: Some(Duration::from_secs(30)), metadata: None };
+//! let Acquire::Acquired(lease) = store.try_acquire(request).await? else { panic!("held") };
+//! println!("fence {:?}", lease.fence);
+//! assert!(store.release("reports", "me").await?);
+//! store.close().await?;
+//! # Ok(()) }
+//! ```
+
+mod errors;
+mod schema;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
+use sqlx::{Row, SqlitePool};
+use tokio::sync::oneshot;
+
+use crate::error::{Error, Result};
+use crate::notify::ReleaseNotifier;
+use crate::store::{
+    Acquire, AcquireRequest, Capabilities, Holder, Lease, LockInfo, Store, StoreError,
+    StoreErrorKind, Subscription,
+};
+use crate::url::{check_identifier, StoreUrl, COMMON_OPTIONS};
+
+use errors::{map_error, Target};
+use schema::Sql;
+
+/// The table used unless the URL says `?table=NAME`.
+pub const DEFAULT_TABLE: &str = "cadenas_locks";
+/// How long a statement waits for another connection's write before failing as busy.
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// The most connections a store opens to a file (one for `sqlite::memory:`).
+const MAX_CONNECTIONS: u32 = 4;
+
+/// Locks in a SQLite database, shared by every process of the host that opens the same file.
+/// See the [module docs](self) for the layout and guarantees.
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pool: SqlitePool,
+    sql: Sql,
+    describe: String,
+    /// The database file, to name it in errors (`None` for memory).
+    path: Option<PathBuf>,
+    notifier: Arc<ReleaseNotifier>,
+}
+
+impl fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("database", &self.inner.describe)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database a URL names: `sqlite://PATH` (relative),
+    /// `sqlite:///ABSOLUTE/PATH`, `sqlite:PATH`, or `sqlite::memory:` (private to this store).
+    /// Option `table=NAME` picks the table; the lock-layer options `namespace` and `ttl` are
+    /// ignored here; any other option is an error. The directory must exist.
+    pub async fn connect(url: &str) -> Result<SqliteStore> {
+        let mut url = StoreUrl::parse(url)?;
+        for name in COMMON_OPTIONS {
+            url.take(name);
+        }
+        Self::from_url(url).await
+    }
+
+    /// Like [`connect`](Self::connect), from a parsed URL whose lock-layer options have been
+    /// taken out.
+    pub async fn from_url(mut url: StoreUrl) -> Result<SqliteStore> {
+        if url.url.scheme() != "sqlite" {
+            return Err(Error::config(format!(
+                "{} is not a sqlite URL; write sqlite://path/to/locks.db",
+                url.redacted
+            )));
+        }
+        let table = url
+            .take("table")
+            .unwrap_or_else(|| DEFAULT_TABLE.to_owned());
+        check_identifier("table", &table)?;
+        url.reject_unknown(&["table"])?;
+        let target = Target::from_url(&url.url)?;
+        let describe = target.describe();
+        let (options, pool) = match &target {
+            Target::Memory => (
+                SqliteConnectOptions::from_str("sqlite::memory:")
+                    .map_err(|e| Error::config(format!("sqlite::memory: ({e})")))?,
+                // One connection that never closes: the database lives as long as it does.
+                SqlitePoolOptions::new()
+                    .max_connections(1)
+                    .min_connections(1)
+                    .idle_timeout(None)
+                    .max_lifetime(None),
+            ),
+            Target::File(path) => (
+                SqliteConnectOptions::new()
+                    .filename(path)
+                    .create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(SqliteSynchronous::Normal),
+                SqlitePoolOptions::new().max_connections(MAX_CONNECTIONS),
+            ),
+        };
+        let path = match target {
+            Target::File(path) => Some(path),
+            Target::Memory => None,
+        };
+        let pool = pool
+            .acquire_timeout(BUSY_TIMEOUT * 2)
+            .connect_with(options.busy_timeout(BUSY_TIMEOUT))
+            .await
+            .map_err(|e| connect_error(&describe, map_error(e, &describe, path.as_deref())))?;
+        Self::build(pool, &table, describe, path).await
+    }
+
+    /// Uses a pool you built. Set WAL mode and a busy timeout on it for use across processes;
+    /// for an in-memory database give it one connection that never closes. The table is
+    /// created if missing, as with [`connect`](Self::connect).
+    pub async fn from_pool(pool: SqlitePool, table: &str) -> Result<SqliteStore> {
+        check_identifier("table", table)?;
+        let file = pool.connect_options().get_filename().to_path_buf();
+        let name = file.to_string_lossy();
+        if name == ":memory:" || name.starts_with("file:sqlx-in-memory-") {
+            return Self::build(pool, table, "sqlite::memory:".to_owned(), None).await;
+        }
+        let describe = Target::File(file.clone()).describe();
+        Self::build(pool, table, describe, Some(file)).await
+    }
+
+    async fn build(
+        pool: SqlitePool,
+        table: &str,
+        describe: String,
+        path: Option<PathBuf>,
+    ) -> Result<SqliteStore> {
+        if let Err(e) = schema::ensure(&pool, table).await {
+            pool.close().await;
+            let error = e.into_store_error(|e| map_error(e, &describe, path.as_deref()));
+            return Err(connect_error(&describe, error));
+        }
+        let notifier = shared_notifier(path.as_deref(), table);
+        Ok(SqliteStore {
+            inner: Arc::new(Inner {
+                pool,
+                sql: Sql::new(table),
+                describe,
+                path,
+                notifier,
+            }),
+        })
+    }
+
+    /// The connection pool, e.g. to inspect the table yourself.
+    pub fn pool(&self) -> &SqlitePool {
+        &self.inner.pool
+    }
+}
+
+fn connect_error(describe: &str, source: StoreError) -> Error {
+    Error::Store {
+        store: describe.to_owned(),
+        operation: "connect",
+        key: None,
+        source,
+    }
+}
+
+/// One notifier per (file, table) in this process, so a release through one store wakes
+/// waiters of another store on the same file.
+fn shared_notifier(path: Option<&Path>, table: &str) -> Arc<ReleaseNotifier> {
+    type Registry = Mutex<HashMap<(PathBuf, String), Weak<ReleaseNotifier>>>;
+    static REGISTRY: OnceLock<Registry> = OnceLock::new();
+    let Some(path) = path else {
+        return ReleaseNotifier::new();
+    };
+    let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut map = REGISTRY
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    map.retain(|_, notifier| notifier.strong_count() > 0);
+    let key = (path, table.to_owned());
+    if let Some(notifier) = map.get(&key).and_then(Weak::upgrade) {
+        return notifier;
+    }
+    let notifier = ReleaseNotifier::new();
+    map.insert(key, Arc::downgrade(&notifier));
+    notifier
+}
+
+/// A ttl in whole milliseconds, rounded up so the store never holds less than asked.
+fn ttl_millis(ttl: Option<Duration>) -> Option<i64> {
+    // Capped (at about 285,000 years) far below overflow of `now + ttl`.
+    ttl.map(|t| {
+        i64::try_from(t.as_nanos().div_ceil(1_000_000))
+            .map_or(i64::MAX / 1024, |ms| ms.min(i64::MAX / 1024))
+    })
+}
+
+fn fence(row: &SqliteRow, column: &str) -> std::result::Result<Option<u64>, sqlx::Error> {
+    Ok(row
+        .try_get::<Option<i64>, _>(column)?
+        .and_then(|f| u64::try_from(f).ok()))
+}
+
+fn remaining(row: &SqliteRow) -> std::result::Result<Option<Duration>, sqlx::Error> {
+    Ok(row
+        .try_get::<Option<i64>, _>("remaining_ms")?
+        .map(|ms| Duration::from_millis(u64::try_from(ms).unwrap_or(0))))
+}
+
+fn lock_info(row: &SqliteRow) -> std::result::Result<LockInfo, sqlx::Error> {
+    Ok(LockInfo::new(
+        row.try_get::<String, _>("key")?,
+        row.try_get::<String, _>("owner")?,
+        remaining(row)?,
+        fence(row, "fence")?,
+        row.try_get::<Option<String>, _>("metadata")?,
+    ))
+}
+
+impl Inner {
+    fn error(&self, e: sqlx::Error) -> StoreError {
+        map_error(e, &self.describe, self.path.as_deref())
+    }
+
+    async fn acquire(
+        &self,
+        key: &str,
+        owner: &str,
+        ttl: Option<Duration>,
+        metadata: Option<&str>,
+    ) -> std::result::Result<Acquire, StoreError> {
+        let row = sqlx::query(&self.sql.acquire)
+            .bind(key)
+            .bind(owner)
+            .bind(ttl_millis(ttl))
+            .bind(metadata)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| self.error(e))?;
+        if let Some(row) = row {
+            let fence = fence(&row, "fence").map_err(|e| self.error(e))?;
+            return Ok(Acquire::Acquired(Lease { fence, ttl }));
+        }
+        // Informational, so a separate read: the holder may have left meanwhile.
+        let row = sqlx::query(&self.sql.holder)
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| self.error(e))?;
+        let holder = match row {
+            Some(row) => Holder {
+                owner: row.try_get("owner").ok(),
+                remaining: remaining(&row).ok().flatten(),
+            },
+            None => Holder::default(),
+        };
+        Ok(Acquire::Held(holder))
+    }
+
+    async fn release(&self, key: &str, owner: &str) -> std::result::Result<bool, StoreError> {
+        let row = sqlx::query(&self.sql.release)
+            .bind(key)
+            .bind(owner)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| self.error(e))?;
+        self.released(key, row)
+    }
+
+    /// Notifies waiters when a row was deleted, and tells whether its lease was live.
+    fn released(&self, key: &str, row: Option<SqliteRow>) -> std::result::Result<bool, StoreError> {
+        let Some(row) = row else {
+            return Ok(false);
+        };
+        self.notifier.notify(key);
+        row.try_get::<bool, _>("live").map_err(|e| self.error(e))
+    }
+}
+
+/// The caller's side of an acquire running in its own task. Dropping it before the answer
+/// arrives gives back a lock the task may have taken, so a cancelled acquire never leaves
+/// a lock held.
+struct Pending {
+    inner: Arc<Inner>,
+    key: String,
+    owner: String,
+    rx: Option<oneshot::Receiver<std::result::Result<Acquire, StoreError>>>,
+}
+
+impl Pending {
+    async fn wait(mut self) -> std::result::Result<Acquire, StoreError> {
+        let answer = match self.rx.as_mut() {
+            Some(rx) => rx.await,
+            None => return Err(StoreError::new(StoreErrorKind::Transient, "acquire lost")),
+        };
+        self.rx = None;
+        answer.unwrap_or_else(|_| {
+            Err(StoreError::new(
+                StoreErrorKind::Transient,
+                "the acquire task ended without an answer; retry",
+            ))
+        })
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        let Some(mut rx) = self.rx.take() else {
+            return;
+        };
+        // After close, the task cannot deliver, and releases itself; an answer that came
+        // before is ours to give back.
+        rx.close();
+        if let Ok(Ok(Acquire::Acquired(_))) = rx.try_recv() {
+            let (inner, key, owner) = (self.inner.clone(), self.key.clone(), self.owner.clone());
+            match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => {
+                    runtime.spawn(async move {
+                        let _ = inner.release(&key, &owner).await;
+                    });
+                }
+                Err(_) => tracing::warn!(
+                    key = %self.key,
+                    store = %self.inner.describe,
+                    "acquire cancelled outside a runtime; the lock stays held until its ttl ends"
+                ),
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn describe(&self) -> &str {
+        &self.inner.describe
+    }
+
+    /// Everything: fencing, notification (same process only; other processes are found by
+    /// polling), ttl none, list, and sharing between processes.
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::ALL
+    }
+
+    /// One statement. Cancel safe: if the future is dropped, a lock the statement took is
+    /// released in the background.
+    async fn try_acquire(
+        &self,
+        request: AcquireRequest<'_>,
+    ) -> std::result::Result<Acquire, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        let pending = Pending {
+            inner: self.inner.clone(),
+            key: request.key.to_owned(),
+            owner: request.owner.to_owned(),
+            rx: Some(rx),
+        };
+        let inner = self.inner.clone();
+        let (key, owner) = (pending.key.clone(), pending.owner.clone());
+        let (ttl, metadata) = (request.ttl, request.metadata.map(str::to_owned));
+        tokio::spawn(async move {
+            let answer = inner.acquire(&key, &owner, ttl, metadata.as_deref()).await;
+            if let Err(Ok(Acquire::Acquired(_))) = tx.send(answer) {
+                // Nobody is waiting for this lock any more.
+                let _ = inner.release(&key, &owner).await;
+            }
+        });
+        pending.wait().await
+    }
+
+    async fn release(&self, key: &str, owner: &str) -> std::result::Result<bool, StoreError> {
+        self.inner.release(key, owner).await
+    }
+
+    async fn extend(
+        &self,
+        key: &str,
+        owner: &str,
+        ttl: Option<Duration>,
+    ) -> std::result::Result<Option<Lease>, StoreError> {
+        let inner = &self.inner;
+        let row = sqlx::query(&inner.sql.extend)
+            .bind(key)
+            .bind(owner)
+            .bind(ttl_millis(ttl))
+            .fetch_optional(&inner.pool)
+            .await
+            .map_err(|e| inner.error(e))?;
+        row.map(|row| {
+            let fence = fence(&row, "fence").map_err(|e| inner.error(e))?;
+            Ok(Lease { fence, ttl })
+        })
+        .transpose()
+    }
+
+    async fn set_metadata(
+        &self,
+        key: &str,
+        owner: &str,
+        metadata: Option<&str>,
+    ) -> std::result::Result<bool, StoreError> {
+        let inner = &self.inner;
+        let done = sqlx::query(&inner.sql.set_metadata)
+            .bind(key)
+            .bind(owner)
+            .bind(metadata)
+            .execute(&inner.pool)
+            .await
+            .map_err(|e| inner.error(e))?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn force_release(&self, key: &str) -> std::result::Result<bool, StoreError> {
+        let inner = &self.inner;
+        let row = sqlx::query(&inner.sql.force_release)
+            .bind(key)
+            .fetch_optional(&inner.pool)
+            .await
+            .map_err(|e| inner.error(e))?;
+        inner.released(key, row)
+    }
+
+    async fn inspect(&self, key: &str) -> std::result::Result<Option<LockInfo>, StoreError> {
+        let inner = &self.inner;
+        let row = sqlx::query(&inner.sql.inspect)
+            .bind(key)
+            .fetch_optional(&inner.pool)
+            .await
+            .map_err(|e| inner.error(e))?;
+        row.map(|row| lock_info(&row).map_err(|e| inner.error(e)))
+            .transpose()
+    }
+
+    async fn list(&self, prefix: &str) -> std::result::Result<Vec<LockInfo>, StoreError> {
+        let inner = &self.inner;
+        let rows = sqlx::query(&inner.sql.list)
+            .bind(prefix)
+            .fetch_all(&inner.pool)
+            .await
+            .map_err(|e| inner.error(e))?;
+        rows.iter()
+            .map(|row| lock_info(row).map_err(|e| inner.error(e)))
+            .collect()
+    }
+
+    /// Wakes on releases made through any `SqliteStore` of this process on the same file and
+    /// table; releases by other processes are found by the waiter's polling.
+    async fn subscribe(&self, key: &str) -> std::result::Result<Option<Subscription>, StoreError> {
+        Ok(Some(self.inner.notifier.subscribe(key)))
+    }
+
+    /// Closes the pool; waiters wake and find the store closed on their next try.
+    async fn close(&self) -> std::result::Result<(), StoreError> {
+        self.inner.pool.close().await;
+        self.inner.notifier.notify_all();
+        Ok(())
+    }
+}
