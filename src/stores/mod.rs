@@ -1,1 +1,3 @@
 //! The stores, one module each, behind cargo features.
+#[cfg(feature = "redis")]
+pub mod redis;
