@@ -8,7 +8,7 @@
 //! string `K` holding the owner, with `PX` ttl or no expiry, set with `SET NX` — exactly what
 //! Verrou's Redis store writes, so Node.js processes on `@verrou/core` and Rust processes on
 //! cadenas exclude each other. Extra state lives in derived keys, named in
-//! [`keys`](self::keys) so that they share `K`'s Cluster slot:
+//! [`keys`] so that they share `K`'s Cluster slot:
 //!
 //! - `__cadenas:fence…K…` — the fence counter, an integer that **never expires**;
 //! - `__cadenas:state…K…` — a hash (owner, fence, metadata) of the current holding, expiring
