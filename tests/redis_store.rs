@@ -388,6 +388,52 @@ async fn a_server_that_dies_gives_retryable_errors() {
 }
 
 #[tokio::test]
+async fn a_restart_without_persistence_loses_the_lock_and_wakes_waiters() {
+    let mut server = RedisServer::start();
+    let s = store(&server).await;
+    let other = store(&server).await;
+    let f1 = fence(&s, req("k", "a", secs(30))).await;
+    let mut sub = other.subscribe("k").await.unwrap().unwrap();
+    server.restart();
+    // The connection comes back by itself; the lock is gone and is not re-established: the
+    // holder's next extend answers "not yours" (the lock layer reports it as lost).
+    let deadline = Instant::now() + WAIT;
+    let extended = loop {
+        match s.extend("k", "a", secs(30)).await {
+            Ok(answer) => break answer,
+            Err(e) => {
+                assert!(e.is_retryable(), "{e:?}");
+                assert!(Instant::now() < deadline, "no reconnect: {e}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    assert_eq!(extended, None);
+    // The subscriber reconnects and wakes its waiters, since releases may have been missed.
+    tokio::time::timeout(WAIT, sub.released())
+        .await
+        .expect("waiters are woken after the subscriber reconnects");
+    // The first command on `other`'s dropped connection fails (retryable); the next one
+    // goes through the new connection. The fence counter was lost with the data:
+    // documented, and visible here.
+    let deadline = Instant::now() + WAIT;
+    let f2 = loop {
+        match other.try_acquire(req("k", "b", secs(30))).await {
+            Ok(Acquire::Acquired(lease)) => break lease.fence.unwrap(),
+            Ok(held) => panic!("{held:?}"),
+            Err(e) => {
+                assert!(e.is_retryable() && Instant::now() < deadline, "{e:?}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    assert!(
+        f2 <= f1,
+        "a Redis without persistence cannot keep fences: {f2} vs {f1}"
+    );
+}
+
+#[tokio::test]
 async fn bad_urls_are_config_errors() {
     for url in [
         "redis://127.0.0.1:1/?bogus=1",

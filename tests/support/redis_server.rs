@@ -85,6 +85,7 @@ pub struct RedisServer {
     /// TLS files, for a TLS server.
     pub tls: Option<TlsFiles>,
     password: Option<String>,
+    args: Vec<String>,
 }
 
 impl RedisServer {
@@ -152,27 +153,41 @@ impl RedisServer {
             ]);
         }
         args.extend(extra.iter().map(|s| s.to_string()));
+        let mut server = RedisServer {
+            port,
+            child: None,
+            dir,
+            tls: tls_files,
+            password: password.map(str::to_owned),
+            args,
+        };
+        server.run();
+        server
+    }
+
+    fn run(&mut self) {
+        let readies_before = self.log().matches("Ready to accept connections").count();
         let child = Command::new("redis-server")
-            .args(&args)
+            .args(&self.args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn redis-server");
-        let server = RedisServer {
-            port,
-            child: Some(child),
-            dir,
-            tls: tls_files,
-            password: password.map(str::to_owned),
-        };
-        server.wait_ready();
-        server
+        self.child = Some(child);
+        self.wait_ready(readies_before);
     }
 
-    fn wait_ready(&self) {
+    /// Kills the server and starts it again on the same port, with empty data (no
+    /// persistence): what a crash of a Redis without AOF looks like to clients.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.run();
+    }
+
+    fn wait_ready(&self, readies_before: usize) {
         let deadline = Instant::now() + READY_TIMEOUT;
         while Instant::now() < deadline {
-            if self.log().contains("Ready to accept connections") {
+            if self.log().matches("Ready to accept connections").count() > readies_before {
                 return;
             }
             std::thread::sleep(Duration::from_millis(10));
