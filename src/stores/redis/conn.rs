@@ -1,0 +1,304 @@
+//! Connections: parsing `redis://`, `rediss://` and `redis+cluster://` URLs, one connection
+//! type over single node and Cluster, and mapping redis-rs errors to [`StoreError`].
+
+use std::time::Duration;
+
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClientBuilder;
+use redis::cluster_async::ClusterConnection;
+use redis::{Client, Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, ServerErrorKind, Value};
+
+use crate::error::{Error, Result};
+use crate::store::{StoreError, StoreErrorKind};
+use crate::url::{redact_text, StoreUrl};
+
+/// The store's own URL options.
+pub(super) const OPTIONS: &[&str] = &["ca_file", "connect_timeout", "timeout"];
+
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A connection to one node (reconnecting) or to a Cluster (following `MOVED`/`ASK`).
+/// Cheap to clone: clones share one multiplexed connection.
+#[derive(Clone)]
+pub(super) enum Conn {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Conn::Single(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Conn::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Single(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// Everything needed to open the store's connections, parsed from a URL.
+pub(super) struct Settings {
+    /// The URL without password, for messages.
+    pub describe: String,
+    /// One client per node: the node for a single-node store, the seed nodes for a Cluster.
+    pub nodes: Vec<Client>,
+    /// Whether this is a Cluster.
+    pub cluster: bool,
+    pub tls: Option<redis::TlsCertificates>,
+    pub connect_timeout: Duration,
+    pub response_timeout: Duration,
+}
+
+impl Settings {
+    /// Parses a `redis://`, `rediss://`, `redis+cluster://` or `rediss+cluster://` URL.
+    pub fn parse(text: &str) -> Result<Settings> {
+        let scheme = text.split("://").next().unwrap_or_default();
+        match scheme {
+            "redis+cluster" | "rediss+cluster" => Self::parse_cluster(text),
+            _ => Self::from_url(StoreUrl::parse(text)?),
+        }
+    }
+
+    /// Builds from a parsed single-node URL (or a Cluster URL with one seed node).
+    pub fn from_url(mut url: StoreUrl) -> Result<Settings> {
+        let scheme = url.url.scheme().to_owned();
+        if scheme.ends_with("+cluster") {
+            return Self::parse_cluster(url.url.as_str());
+        }
+        if scheme != "redis" && scheme != "rediss" {
+            return Err(Error::config(format!(
+                "{} is not a Redis URL; write redis://host:6379, rediss://host:6380 or redis+cluster://host:7000,host:7001",
+                url.redacted
+            )));
+        }
+        let (tls, connect_timeout, response_timeout) = take_options(&mut url)?;
+        let node = node_url(url.without_query().as_str(), &url.redacted, &tls)?;
+        Ok(Settings {
+            describe: url.redacted.clone(),
+            nodes: vec![node],
+            cluster: false,
+            tls,
+            connect_timeout,
+            response_timeout,
+        })
+    }
+
+    /// `redis+cluster://[user:pass@]h:p,h:p[/][?options]`: the `url` crate cannot parse a host
+    /// list, so the authority is split here and each node parsed as `redis://user:pass@h:p`.
+    fn parse_cluster(text: &str) -> Result<Settings> {
+        let redacted = redact_text(text.split('?').next().unwrap_or_default());
+        let (scheme, rest) = text.split_once("://").unwrap_or_default();
+        let node_scheme = if scheme.starts_with("rediss") {
+            "rediss"
+        } else {
+            "redis"
+        };
+        let (authority, tail) = match rest.find(['/', '?']) {
+            Some(i) => rest.split_at(i),
+            None => (rest, ""),
+        };
+        let (userinfo, hosts) = match authority.rsplit_once('@') {
+            Some((u, h)) => (format!("{u}@"), h),
+            None => (String::new(), authority),
+        };
+        let path = tail.split('?').next().unwrap_or_default();
+        if !path.is_empty() && path != "/" && path != "/0" {
+            return Err(Error::config(format!(
+                "{redacted}: Redis Cluster has only database 0; remove the path"
+            )));
+        }
+        let query = tail.split_once('?').map(|(_, q)| q).unwrap_or_default();
+        let first = hosts.split(',').next().unwrap_or_default();
+        let mut url = StoreUrl::parse(&format!("{node_scheme}://{userinfo}{first}/?{query}"))?;
+        let (tls, connect_timeout, response_timeout) = take_options(&mut url)?;
+        let mut nodes = Vec::new();
+        for host in hosts.split(',') {
+            if host.is_empty() {
+                return Err(Error::config(format!(
+                    "{redacted}: empty node in the host list; write redis+cluster://host:7000,host:7001"
+                )));
+            }
+            nodes.push(node_url(
+                &format!("{node_scheme}://{userinfo}{host}"),
+                &redacted,
+                &tls,
+            )?);
+        }
+        Ok(Settings {
+            describe: redacted,
+            nodes,
+            cluster: true,
+            tls,
+            connect_timeout,
+            response_timeout,
+        })
+    }
+
+    /// Opens the command connection: fails if no node can be reached.
+    pub async fn connect(&self) -> std::result::Result<Conn, StoreError> {
+        if self.cluster {
+            let infos = self.nodes.iter().map(|c| c.get_connection_info().clone());
+            let mut builder = ClusterClientBuilder::new(infos)
+                .connection_timeout(self.connect_timeout)
+                .response_timeout(self.response_timeout)
+                .retries(4);
+            if let Some(tls) = &self.tls {
+                builder = builder.certs(clone_certs(tls));
+            }
+            let client = builder
+                .build()
+                .map_err(|e| connect_error(&self.describe, e))?;
+            let conn = client
+                .get_async_connection()
+                .await
+                .map_err(|e| connect_error(&self.describe, e))?;
+            Ok(Conn::Cluster(conn))
+        } else {
+            let config = ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(self.connect_timeout))
+                .set_response_timeout(Some(self.response_timeout))
+                .set_number_of_retries(1)
+                .set_max_delay(Duration::from_millis(500));
+            let conn = ConnectionManager::new_with_config(self.nodes[0].clone(), config)
+                .await
+                .map_err(|e| connect_error(&self.describe, e))?;
+            Ok(Conn::Single(conn))
+        }
+    }
+}
+
+fn take_options(
+    url: &mut StoreUrl,
+) -> Result<(Option<redis::TlsCertificates>, Duration, Duration)> {
+    let ca_file = url.take("ca_file");
+    let connect_timeout = url
+        .take_duration("connect_timeout")?
+        .unwrap_or(DEFAULT_CONNECT_TIMEOUT);
+    let response_timeout = url
+        .take_duration("timeout")?
+        .unwrap_or(DEFAULT_RESPONSE_TIMEOUT);
+    url.reject_unknown(OPTIONS)?;
+    let tls = match ca_file {
+        None => None,
+        Some(path) => {
+            let pem = std::fs::read(&path).map_err(|e| {
+                Error::config(format!(
+                    "ca_file={path} in {}: cannot read the CA certificate ({e})",
+                    url.redacted
+                ))
+            })?;
+            Some(redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(pem),
+            })
+        }
+    };
+    Ok((tls, connect_timeout, response_timeout))
+}
+
+fn clone_certs(tls: &redis::TlsCertificates) -> redis::TlsCertificates {
+    redis::TlsCertificates {
+        client_tls: tls.client_tls.as_ref().map(|c| redis::ClientTlsConfig {
+            client_cert: c.client_cert.clone(),
+            client_key: c.client_key.clone(),
+        }),
+        root_cert: tls.root_cert.clone(),
+    }
+}
+
+/// A client for one node URL. redis-rs errors here name no password (checked in tests).
+fn node_url(url: &str, redacted: &str, tls: &Option<redis::TlsCertificates>) -> Result<Client> {
+    if tls.is_some() && !url.starts_with("rediss") {
+        return Err(Error::config(format!(
+            "ca_file in {redacted} needs TLS: write rediss://"
+        )));
+    }
+    let built = match tls {
+        Some(certs) => Client::build_with_tls(url, clone_certs(certs)),
+        None => Client::open(url),
+    };
+    built.map_err(|e| Error::config(format!("{redacted} is not a valid Redis URL: {e}")))
+}
+
+/// An error while connecting: the store cannot be reached (refused, DNS, TLS, auth).
+pub(super) fn connect_error(store: &str, e: RedisError) -> StoreError {
+    StoreError::new(
+        StoreErrorKind::Unavailable,
+        format!("cannot connect to {store}: {}", describe_error(&e)),
+    )
+    .with_source(e)
+}
+
+/// Maps an error of an operation on `key` to a [`StoreError`] kind.
+pub(super) fn op_error(key: Option<&str>, e: RedisError) -> StoreError {
+    let kind = match e.kind() {
+        ErrorKind::AuthenticationFailed | ErrorKind::InvalidClientConfig => {
+            StoreErrorKind::Unavailable
+        }
+        _ if e.is_connection_refusal() => StoreErrorKind::Unavailable,
+        _ if e.is_timeout() || e.is_io_error() || e.is_connection_dropped() => {
+            StoreErrorKind::Transient
+        }
+        ErrorKind::ClusterConnectionNotFound => StoreErrorKind::Unavailable,
+        ErrorKind::Server(
+            ServerErrorKind::BusyLoading
+            | ServerErrorKind::TryAgain
+            | ServerErrorKind::ClusterDown
+            | ServerErrorKind::MasterDown
+            | ServerErrorKind::ReadOnly
+            | ServerErrorKind::Moved
+            | ServerErrorKind::Ask,
+        ) => StoreErrorKind::Transient,
+        _ => StoreErrorKind::Rejected,
+    };
+    let message = match key {
+        Some(key) => format!("redis: {} (key '{key}')", describe_error(&e)),
+        None => format!("redis: {}", describe_error(&e)),
+    };
+    StoreError::new(kind, message).with_source(e)
+}
+
+/// A Rejected error for a key that holds another type than a string.
+pub(super) fn wrong_type(key: &str, found: &str) -> StoreError {
+    StoreError::new(
+        StoreErrorKind::Rejected,
+        format!(
+            "the Redis key '{key}' holds a {found}, not a lock (a string); it is someone else's data and was left untouched: choose another key or namespace"
+        ),
+    )
+}
+
+/// An answer of a script that does not have the expected shape.
+pub(super) fn bad_reply(key: &str, what: &str) -> StoreError {
+    StoreError::new(
+        StoreErrorKind::Rejected,
+        format!("unexpected reply from Redis for key '{key}': {what}"),
+    )
+}
+
+fn describe_error(e: &RedisError) -> String {
+    match e.kind() {
+        ErrorKind::AuthenticationFailed => {
+            format!("authentication failed (check user and password): {e}")
+        }
+        _ => e.to_string(),
+    }
+}

@@ -1,0 +1,389 @@
+//! The Redis store: `redis://`, `rediss://` (TLS) and `redis+cluster://` (Redis Cluster).
+//! Works with Redis-protocol servers that run Lua scripts: Redis ≥ 6.2, Valkey, KeyDB,
+//! Dragonfly, Upstash.
+//!
+//! # Layout (compatible with Verrou)
+//!
+//! The lock for stored key `K` (namespace already applied by the lock layer) is the Redis
+//! string `K` holding the owner, with `PX` ttl or no expiry, set with `SET NX` — exactly what
+//! Verrou's Redis store writes, so Node.js processes on `@verrou/core` and Rust processes on
+//! cadenas exclude each other. Extra state lives in derived keys, named in
+//! [`keys`] so that they share `K`'s Cluster slot:
+//!
+//! - `__cadenas:fence…K…` — the fence counter, an integer that **never expires**;
+//! - `__cadenas:state…K…` — a hash (owner, fence, metadata) of the current holding, expiring
+//!   with the lock;
+//! - `__cadenas:released…K…` — the pub/sub channel on which releases are announced.
+//!
+//! Every operation is one Lua script (sent by `EVALSHA`, re-loaded transparently after
+//! `SCRIPT FLUSH`). A key holding another type than a string is someone else's data: every
+//! operation answers a `Rejected` error and writes nothing.
+//!
+//! # Fencing: cost and limits
+//!
+//! Fences come from `INCR` on the fence counter, which must outlive every holding to stay
+//! strictly increasing, so it is never deleted: each key ever locked costs one small string
+//! key in Redis memory for good (about 70 bytes plus the key's length). Delete counters
+//! (`__cadenas:fence*`) only for keys that will never be locked again.
+//!
+//! Redis keeps data in memory. If the node restarts without persistence (or with `appendfsync
+//! everysec`, losing up to a second), or a replica without the latest writes is promoted,
+//! locks held at that moment vanish — two holders may then coexist — and fence counters may
+//! go back, handing out a fence that was already used. Fences are only as durable as Redis:
+//! run with AOF `appendfsync always` (and `WAIT` on replicas) when they must never repeat. A
+//! holder notices a vanished lock at its next extend (its watchdog reports it as lost); the
+//! lock is never re-established behind its back.
+//!
+//! # Cluster
+//!
+//! All keys of one lock are in one slot, so each script runs on one master. The connection
+//! follows `MOVED` and `ASK` redirections and refreshes its slot map, so a lock survives the
+//! resharding of its slot: `MIGRATE` moves the lock key and its derived keys together (same
+//! slot), ttl included. Releases are announced with plain `PUBLISH`, which Redis Cluster
+//! broadcasts to every node, and the store's one subscriber connection listens on any node
+//! (the next seed when it fails). Broadcasting costs cluster-bus traffic per release; it
+//! keeps hand-off working across resharding without tracking slot owners. `list` scans every
+//! master.
+//!
+//! # Hand-off
+//!
+//! `release` and `force_release` publish the key on its channel from inside their script.
+//! [`Store::subscribe`] subscribes the store's single pub/sub connection to that channel
+//! (confirmed before it returns) and wakes waiters through a [`ReleaseNotifier`]. Expiry
+//! publishes nothing: waiters fall back to polling, capped by the holder's remaining ttl
+//! that [`Store::try_acquire`] reports.
+
+mod conn;
+pub mod keys;
+mod pubsub;
+mod scan;
+mod scripts;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use redis::{FromRedisValue, Value};
+
+use self::conn::{bad_reply, op_error, wrong_type, Conn, Settings};
+use self::pubsub::Subscriber;
+use crate::error::{Error, Result};
+use crate::notify::ReleaseNotifier;
+use crate::store::{
+    Acquire, AcquireRequest, Capabilities, Holder, Lease, LockInfo, Store, StoreError, Subscription,
+};
+use crate::url::StoreUrl;
+
+/// A lock store on Redis (single node, TLS or Cluster).
+///
+/// # Examples
+///
+/// ```no_run
+/// # async fn example() -> cadenas::Result<()> {
+/// use cadenas::stores::redis::RedisStore;
+/// let store = RedisStore::connect("redis://127.0.0.1:6379/0").await?;
+/// # let _ = store;
+/// # Ok(()) }
+/// ```
+pub struct RedisStore {
+    conn: Conn,
+    describe: String,
+    cluster: bool,
+    notifier: Arc<ReleaseNotifier>,
+    subscriber: Subscriber,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("store", &self.describe)
+            .finish()
+    }
+}
+
+impl RedisStore {
+    /// Connects to `redis://[user:pass@]host[:port][/db]`, `rediss://…` (TLS, certificates
+    /// checked against the system's roots, or `?ca_file=PATH`), or
+    /// `redis+cluster://[user:pass@]host:port,host:port,…` (`rediss+cluster://` with TLS).
+    ///
+    /// Options: `ca_file` (PEM file of the CA to trust for TLS), `connect_timeout` (default
+    /// 5s), `timeout` (per command, default 5s). Fails with a `Store` error of kind
+    /// `Unavailable` when no server answers (refused, unknown host, TLS, password).
+    ///
+    /// # Cancel safety
+    /// Cancel safe: dropping the future drops the half-open connection.
+    pub async fn connect(url: &str) -> Result<RedisStore> {
+        Self::open(Settings::parse(url)?).await
+    }
+
+    /// Connects to an already parsed URL (the lock layer has taken its own options).
+    pub async fn from_url(url: StoreUrl) -> Result<RedisStore> {
+        Self::open(Settings::from_url(url)?).await
+    }
+
+    /// Connects through an existing single-node `redis::Client` (for settings a URL cannot
+    /// express, such as client certificates).
+    pub async fn from_client(client: redis::Client) -> Result<RedisStore> {
+        let info = client.get_connection_info();
+        let describe = format!("redis://{}/{}", info.addr(), info.redis_settings().db());
+        Self::open(Settings {
+            describe,
+            nodes: vec![client],
+            cluster: false,
+            tls: None,
+            connect_timeout: Duration::from_secs(5),
+            response_timeout: Duration::from_secs(5),
+        })
+        .await
+    }
+
+    async fn open(settings: Settings) -> Result<RedisStore> {
+        let conn = settings.connect().await.map_err(|source| Error::Store {
+            store: settings.describe.clone(),
+            operation: "connect",
+            key: None,
+            source,
+        })?;
+        let notifier = ReleaseNotifier::new();
+        let subscriber = Subscriber::start(settings.nodes, notifier.clone());
+        Ok(RedisStore {
+            conn,
+            describe: settings.describe,
+            cluster: settings.cluster,
+            notifier,
+            subscriber,
+        })
+    }
+
+    /// Whether this store talks to a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        self.cluster
+    }
+}
+
+/// A ttl for the scripts: milliseconds, at least 1, `0` for "never expires".
+fn ttl_ms(ttl: Option<Duration>) -> u64 {
+    ttl.map_or(0, |t| (t.as_millis().min(u64::MAX as u128) as u64).max(1))
+}
+
+/// `PTTL` to a remaining time: `-1` (no expiry) is `None`.
+fn remaining(pttl: i64) -> Option<Duration> {
+    (pttl >= 0).then(|| Duration::from_millis(pttl as u64))
+}
+
+fn int(key: &str, v: &Value) -> std::result::Result<i64, StoreError> {
+    i64::from_redis_value_ref(v).map_err(|_| bad_reply(key, "expected an integer"))
+}
+
+fn opt_string(key: &str, v: Option<&Value>) -> std::result::Result<Option<String>, StoreError> {
+    match v {
+        None | Some(Value::Nil) => Ok(None),
+        Some(v) => String::from_redis_value_ref(v)
+            .map(Some)
+            .map_err(|_| bad_reply(key, "expected a string")),
+    }
+}
+
+fn opt_fence(key: &str, v: Option<&Value>) -> std::result::Result<Option<u64>, StoreError> {
+    match v {
+        None | Some(Value::Nil) => Ok(None),
+        Some(v) => u64::from_redis_value_ref(v)
+            .map(Some)
+            .map_err(|_| bad_reply(key, "expected a fence")),
+    }
+}
+
+/// A script's `{-1, type}` answer as an error.
+fn check_type(key: &str, reply: &[Value]) -> std::result::Result<(), StoreError> {
+    if reply.first().map(|v| int(key, v)).transpose()? == Some(-1) {
+        let found = opt_string(key, reply.get(1))?.unwrap_or_else(|| "non-string".into());
+        return Err(wrong_type(key, &found));
+    }
+    Ok(())
+}
+
+impl RedisStore {
+    fn conn(&self) -> Conn {
+        self.conn.clone()
+    }
+
+    async fn inspect_one(&self, key: &str) -> std::result::Result<Option<LockInfo>, StoreError> {
+        let reply: Vec<Value> = scripts::INSPECT
+            .key(key)
+            .key(keys::state_key(key))
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(|e| op_error(Some(key), e))?;
+        check_type(key, &reply)?;
+        if reply.first().map(|v| int(key, v)).transpose()? != Some(1) {
+            return Ok(None);
+        }
+        let owner = opt_string(key, reply.get(1))?.ok_or_else(|| bad_reply(key, "no owner"))?;
+        let pttl = reply.get(2).map(|v| int(key, v)).transpose()?.unwrap_or(-1);
+        Ok(Some(LockInfo::new(
+            key,
+            owner,
+            remaining(pttl),
+            opt_fence(key, reply.get(3))?,
+            opt_string(key, reply.get(4))?,
+        )))
+    }
+}
+
+#[async_trait]
+impl Store for RedisStore {
+    fn describe(&self) -> &str {
+        &self.describe
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::ALL
+    }
+
+    async fn try_acquire(&self, request: AcquireRequest<'_>) -> Result<Acquire, StoreError> {
+        let key = request.key;
+        let ttl = ttl_ms(request.ttl);
+        let reply: Vec<Value> = scripts::ACQUIRE
+            .key(key)
+            .key(keys::state_key(key))
+            .key(keys::fence_key(key))
+            .arg(request.owner)
+            .arg(ttl)
+            .arg(u8::from(request.metadata.is_some()))
+            .arg(request.metadata.unwrap_or_default())
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(|e| op_error(Some(key), e))?;
+        check_type(key, &reply)?;
+        match reply.first().map(|v| int(key, v)).transpose()? {
+            Some(1) => Ok(Acquire::Acquired(Lease {
+                fence: opt_fence(key, reply.get(1))?,
+                ttl: request.ttl,
+            })),
+            Some(0) => {
+                let pttl = reply.get(2).map(|v| int(key, v)).transpose()?.unwrap_or(-1);
+                Ok(Acquire::Held(Holder {
+                    owner: opt_string(key, reply.get(1))?,
+                    remaining: remaining(pttl),
+                }))
+            }
+            _ => Err(bad_reply(key, "unknown acquire status")),
+        }
+    }
+
+    async fn release(&self, key: &str, owner: &str) -> Result<bool, StoreError> {
+        let status: i64 = scripts::RELEASE
+            .key(key)
+            .key(keys::state_key(key))
+            .arg(owner)
+            .arg(keys::release_channel(key))
+            .arg(key)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(|e| op_error(Some(key), e))?;
+        if status == -1 {
+            return Err(wrong_type(key, "non-string"));
+        }
+        if status == 1 {
+            // Waiters in this process need not wait for the message to come back.
+            self.notifier.notify(key);
+        }
+        Ok(status == 1)
+    }
+
+    async fn extend(
+        &self,
+        key: &str,
+        owner: &str,
+        ttl: Option<Duration>,
+    ) -> Result<Option<Lease>, StoreError> {
+        let reply: Vec<Value> = scripts::EXTEND
+            .key(key)
+            .key(keys::state_key(key))
+            .arg(owner)
+            .arg(ttl_ms(ttl))
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(|e| op_error(Some(key), e))?;
+        match reply.first().map(|v| int(key, v)).transpose()? {
+            Some(1) => Ok(Some(Lease {
+                fence: opt_fence(key, reply.get(1))?,
+                ttl,
+            })),
+            Some(-1) => Err(wrong_type(key, "non-string")),
+            _ => Ok(None),
+        }
+    }
+
+    async fn set_metadata(
+        &self,
+        key: &str,
+        owner: &str,
+        metadata: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let status: i64 = scripts::SET_METADATA
+            .key(key)
+            .key(keys::state_key(key))
+            .arg(owner)
+            .arg(u8::from(metadata.is_some()))
+            .arg(metadata.unwrap_or_default())
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(|e| op_error(Some(key), e))?;
+        if status == -1 {
+            return Err(wrong_type(key, "non-string"));
+        }
+        Ok(status == 1)
+    }
+
+    async fn force_release(&self, key: &str) -> Result<bool, StoreError> {
+        let status: i64 = scripts::FORCE_RELEASE
+            .key(key)
+            .key(keys::state_key(key))
+            .arg(keys::release_channel(key))
+            .arg(key)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(|e| op_error(Some(key), e))?;
+        if status == -1 {
+            return Err(wrong_type(key, "non-string"));
+        }
+        if status == 1 {
+            self.notifier.notify(key);
+        }
+        Ok(status == 1)
+    }
+
+    async fn inspect(&self, key: &str) -> Result<Option<LockInfo>, StoreError> {
+        self.inspect_one(key).await
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<LockInfo>, StoreError> {
+        let names = scan::lock_keys(&self.conn, prefix).await?;
+        let infos = futures_util::future::join_all(names.iter().map(|k| self.inspect_one(k))).await;
+        let mut out = Vec::with_capacity(infos.len());
+        for info in infos {
+            match info {
+                Ok(Some(info)) => out.push(info),
+                // Released, expired or replaced by another type since the scan.
+                Ok(None) => {}
+                Err(e) if e.kind == crate::StoreErrorKind::Rejected => {}
+                Err(e) => return Err(e),
+            }
+        }
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
+    async fn subscribe(&self, key: &str) -> Result<Option<Subscription>, StoreError> {
+        // Registered first, so a message that arrives right after the SUBSCRIBE is kept.
+        let subscription = self.notifier.subscribe(key);
+        if !self.subscriber.ensure(key).await {
+            tracing::debug!(
+                "{}: release notifications for '{key}' unavailable; waiters poll",
+                self.describe
+            );
+        }
+        Ok(Some(subscription))
+    }
+}

@@ -1,0 +1,116 @@
+//! `list`: the lock keys under a prefix, by `SCAN` (never `KEYS`), on every master of a
+//! Cluster.
+
+use std::collections::BTreeMap;
+
+use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+use redis::{cmd, Value};
+
+use super::conn::{op_error, Conn};
+use super::keys;
+use crate::store::StoreError;
+
+/// Keys per `SCAN` step: large enough to finish big key spaces in few round trips, small
+/// enough not to block the server noticeably.
+const SCAN_COUNT: u32 = 1000;
+
+/// The string keys that start with `prefix`, derived keys left out, in no particular order.
+pub(super) async fn lock_keys(conn: &Conn, prefix: &str) -> Result<Vec<String>, StoreError> {
+    let pattern = keys::match_pattern(prefix);
+    let mut found = Vec::new();
+    match conn {
+        Conn::Single(_) => scan_node(conn, None, &pattern, &mut found).await?,
+        Conn::Cluster(c) => {
+            for slot in master_slots(&mut c.clone()).await? {
+                scan_node(conn, Some(slot), &pattern, &mut found).await?;
+            }
+        }
+    }
+    found.sort();
+    found.dedup();
+    Ok(found)
+}
+
+/// One `SCAN` pass over one node: the node itself, or the master of `slot` on a Cluster.
+async fn scan_node(
+    conn: &Conn,
+    slot: Option<u16>,
+    pattern: &str,
+    found: &mut Vec<String>,
+) -> Result<(), StoreError> {
+    let mut cursor: u64 = 0;
+    loop {
+        let mut scan = cmd("SCAN");
+        scan.arg(cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(SCAN_COUNT)
+            .arg("TYPE")
+            .arg("string");
+        let reply: Value = match (conn, slot) {
+            (Conn::Cluster(c), Some(slot)) => {
+                let route = Route::new(slot, SlotAddr::Master);
+                c.clone()
+                    .route_command(
+                        scan,
+                        RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route)),
+                    )
+                    .await
+            }
+            _ => scan.query_async(&mut conn.clone()).await,
+        }
+        .map_err(|e| op_error(None, e))?;
+        let (next, names): (u64, Vec<Vec<u8>>) =
+            redis::from_redis_value(reply).map_err(|e| op_error(None, e.into()))?;
+        for name in names {
+            if keys::is_derived(&name) {
+                continue;
+            }
+            // Lock keys are UTF-8; anything else is not ours to list.
+            if let Ok(name) = String::from_utf8(name) {
+                found.push(name);
+            }
+        }
+        if next == 0 {
+            return Ok(());
+        }
+        cursor = next;
+    }
+}
+
+/// One slot per master, from `CLUSTER SLOTS`: routing `SCAN` by that slot reaches the master.
+async fn master_slots(
+    conn: &mut redis::cluster_async::ClusterConnection,
+) -> Result<Vec<u16>, StoreError> {
+    let reply = conn
+        .route_command(
+            cmd("CLUSTER").arg("SLOTS").clone(),
+            RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random),
+        )
+        .await
+        .map_err(|e| op_error(None, e))?;
+    let ranges: Vec<Vec<Value>> =
+        redis::from_redis_value(reply).map_err(|e| op_error(None, e.into()))?;
+    // master id (or address) -> first slot it serves
+    let mut masters: BTreeMap<String, u16> = BTreeMap::new();
+    for range in ranges {
+        let (Some(start), Some(master)) = (range.first(), range.get(2)) else {
+            continue;
+        };
+        let Ok(start) = redis::from_redis_value_ref::<u16>(start) else {
+            continue;
+        };
+        let Ok(node) = redis::from_redis_value_ref::<Vec<Value>>(master) else {
+            continue;
+        };
+        let id = node
+            .iter()
+            .take(3)
+            .map(|v| redis::from_redis_value_ref::<String>(v).unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join(" ");
+        masters.entry(id).or_insert(start);
+    }
+    Ok(masters.into_values().collect())
+}

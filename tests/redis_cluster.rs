@@ -1,0 +1,226 @@
+//! The Redis store on a real 3-master Redis Cluster started by the test harness.
+//! Run with `cargo test --features redis --test redis_cluster`.
+#![cfg(feature = "redis")]
+
+#[path = "support/redis_server.rs"]
+mod redis_server;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use cadenas::stores::redis::{keys, RedisStore};
+use cadenas::{Acquire, AcquireRequest, Store};
+use redis_server::RedisCluster;
+
+const WAIT: Duration = Duration::from_secs(5);
+
+fn req<'a>(key: &'a str, owner: &'a str, ttl: Option<Duration>) -> AcquireRequest<'a> {
+    AcquireRequest {
+        key,
+        owner,
+        ttl,
+        metadata: None,
+    }
+}
+
+async fn fence(store: &RedisStore, r: AcquireRequest<'_>) -> u64 {
+    match store.try_acquire(r).await.unwrap() {
+        Acquire::Acquired(lease) => lease.fence.expect("the Redis store fences"),
+        held => panic!("expected to acquire {}, got {held:?}", r.key),
+    }
+}
+
+/// One master as `CLUSTER NODES` shows it.
+struct Master {
+    id: String,
+    index: usize,
+    slots: Vec<(u16, u16)>,
+}
+
+fn masters(cluster: &RedisCluster) -> Vec<Master> {
+    let text = cluster.cli(0, &["CLUSTER", "NODES"]);
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if fields.len() < 8 || !fields[2].contains("master") {
+            continue;
+        }
+        let port: u16 = fields[1]
+            .split(['@', ':'])
+            .nth(1)
+            .and_then(|p| p.parse().ok())
+            .unwrap();
+        let index = cluster.nodes.iter().position(|n| n.port == port).unwrap();
+        let slots = fields[8..]
+            .iter()
+            .filter(|r| !r.starts_with('['))
+            .map(|r| match r.split_once('-') {
+                Some((a, b)) => (a.parse().unwrap(), b.parse().unwrap()),
+                None => (r.parse().unwrap(), r.parse().unwrap()),
+            })
+            .collect();
+        out.push(Master {
+            id: fields[0].to_owned(),
+            index,
+            slots,
+        });
+    }
+    out
+}
+
+fn owner_of(masters: &[Master], slot: u16) -> &Master {
+    masters
+        .iter()
+        .find(|m| m.slots.iter().any(|&(a, b)| a <= slot && slot <= b))
+        .expect("every slot is served")
+}
+
+#[tokio::test]
+async fn every_operation_works_on_keys_in_many_slots() {
+    let cluster = RedisCluster::start(3);
+    let s = RedisStore::connect(&cluster.url()).await.unwrap();
+    assert!(s.is_cluster());
+    let masters = masters(&cluster);
+    let mut lock_keys: Vec<String> = (0..40).map(|i| format!("c:key-{i}")).collect();
+    lock_keys.extend(["c:a}b", "c:{}x", "c:job{42}", "c:x}{y"].map(String::from));
+    let served_by: BTreeSet<usize> = lock_keys
+        .iter()
+        .map(|k| owner_of(&masters, keys::slot(k.as_bytes())).index)
+        .collect();
+    assert_eq!(served_by.len(), 3, "the keys span every master");
+
+    for key in &lock_keys {
+        let request = AcquireRequest {
+            metadata: Some("m"),
+            ..req(key, "a", Some(Duration::from_secs(30)))
+        };
+        let f1 = match s.try_acquire(request).await.unwrap() {
+            Acquire::Acquired(l) => l.fence.unwrap(),
+            other => panic!("{key}: {other:?}"),
+        };
+        assert!(matches!(
+            s.try_acquire(req(key, "b", None)).await.unwrap(),
+            Acquire::Held(_)
+        ));
+        let info = s.inspect(key).await.unwrap().unwrap();
+        assert_eq!(
+            (info.fence, info.metadata.as_deref()),
+            (Some(f1), Some("m"))
+        );
+        assert!(s.extend(key, "a", None).await.unwrap().is_some());
+        assert!(s.set_metadata(key, "a", Some("n")).await.unwrap());
+        assert!(s.release(key, "a").await.unwrap());
+        let f2 = fence(&s, req(key, "b", Some(Duration::from_secs(30)))).await;
+        assert!(f2 > f1, "{key}");
+    }
+    let listed: Vec<String> = s
+        .list("c:")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|i| i.key)
+        .collect();
+    let mut expected = lock_keys.clone();
+    expected.sort();
+    assert_eq!(listed, expected, "list scans every master");
+    for key in &lock_keys {
+        assert!(s.force_release(key).await.unwrap());
+    }
+    assert!(s.list("c:").await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn derived_keys_are_in_the_lock_keys_slot() {
+    let cluster = RedisCluster::start(3);
+    let s = RedisStore::connect(&cluster.url()).await.unwrap();
+    for key in ["plain", "app:job", "job{7}", "a}b", "{}x", "x}{y"] {
+        fence(&s, req(key, "a", Some(Duration::from_secs(30)))).await;
+        let slot = cluster.cli(0, &["CLUSTER", "KEYSLOT", key]);
+        for derived in [
+            keys::fence_key(key),
+            keys::state_key(key),
+            keys::release_channel(key),
+        ] {
+            assert_eq!(
+                cluster.cli(0, &["CLUSTER", "KEYSLOT", &derived]),
+                slot,
+                "{derived}"
+            );
+        }
+        assert_eq!(
+            slot.trim().parse::<u16>().unwrap(),
+            keys::slot(key.as_bytes())
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_release_on_any_master_wakes_the_waiter() {
+    let cluster = RedisCluster::start(3);
+    let holder = RedisStore::connect(&cluster.url()).await.unwrap();
+    let waiter = RedisStore::connect(&cluster.url()).await.unwrap();
+    let masters = masters(&cluster);
+    // One key per master: the subscriber listens on one node only.
+    let mut per_master = Vec::new();
+    for i in 0.. {
+        let key = format!("w:{i}");
+        let m = owner_of(&masters, keys::slot(key.as_bytes())).index;
+        if !per_master.iter().any(|(_, n)| *n == m) {
+            per_master.push((key, m));
+        }
+        if per_master.len() == 3 {
+            break;
+        }
+    }
+    for (key, _) in &per_master {
+        fence(&holder, req(key, "a", Some(Duration::from_secs(30)))).await;
+        let mut sub = waiter.subscribe(key).await.unwrap().unwrap();
+        assert!(holder.release(key, "a").await.unwrap());
+        tokio::time::timeout(WAIT, sub.released())
+            .await
+            .unwrap_or_else(|_| panic!("no release message for {key}"));
+    }
+}
+
+#[tokio::test]
+async fn a_lock_survives_the_migration_of_its_slot() {
+    let cluster = RedisCluster::start(3);
+    let s = RedisStore::connect(&cluster.url()).await.unwrap();
+    let key = "moving";
+    let slot = keys::slot(key.as_bytes());
+    let f1 = fence(&s, req(key, "a", Some(Duration::from_secs(60)))).await;
+    let masters = masters(&cluster);
+    let from = owner_of(&masters, slot);
+    let to = masters.iter().find(|m| m.id != from.id).unwrap();
+    let slot_text = slot.to_string();
+    let to_port = cluster.nodes[to.index].port.to_string();
+    // The steps of `redis-cli --cluster reshard` for one slot.
+    cluster.cli(
+        to.index,
+        &["CLUSTER", "SETSLOT", &slot_text, "IMPORTING", &from.id],
+    );
+    cluster.cli(
+        from.index,
+        &["CLUSTER", "SETSLOT", &slot_text, "MIGRATING", &to.id],
+    );
+    let names = cluster.cli(from.index, &["CLUSTER", "GETKEYSINSLOT", &slot_text, "100"]);
+    let names: Vec<&str> = names.lines().filter(|l| !l.is_empty()).collect();
+    assert_eq!(names.len(), 3, "lock, fence counter and state: {names:?}");
+    let mut migrate = vec!["MIGRATE", "127.0.0.1", &to_port, "", "0", "5000", "KEYS"];
+    migrate.extend(names.iter().copied());
+    assert!(cluster.cli(from.index, &migrate).contains("OK"));
+    for i in 0..cluster.nodes.len() {
+        cluster.cli(i, &["CLUSTER", "SETSLOT", &slot_text, "NODE", &to.id]);
+    }
+    // The store follows MOVED: the lock, its fence and its ttl moved with the slot.
+    let info = s.inspect(key).await.unwrap().unwrap();
+    assert_eq!((info.owner.as_str(), info.fence), ("a", Some(f1)));
+    assert!(info.remaining.unwrap() > Duration::from_secs(50));
+    assert!(matches!(
+        s.try_acquire(req(key, "b", None)).await.unwrap(),
+        Acquire::Held(_)
+    ));
+    assert!(s.release(key, "a").await.unwrap());
+    let f2 = fence(&s, req(key, "b", None)).await;
+    assert!(f2 > f1);
+}

@@ -1,0 +1,323 @@
+//! Test harness: real `redis-server` processes on free ports in temporary directories —
+//! plain, TLS (with a certificate authority made by the test) and a Cluster of masters built
+//! with `redis-cli --cluster create`. Each process is killed on Drop; when the test is
+//! failing (panicking), its log is printed first.
+//!
+//! A missing `redis-server` fails the test with the command that installs it: these tests
+//! are never silently skipped.
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const READY_TIMEOUT: Duration = Duration::from_secs(20);
+
+fn require(program: &str) {
+    let found = Command::new(program)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok();
+    assert!(
+        found,
+        "`{program}` was not found on PATH: these tests run a real Redis. Install it with \
+         `apt-get install redis-server` (Debian/Ubuntu) or `brew install redis` (macOS)."
+    );
+}
+
+/// A free TCP port on 127.0.0.1 (and, with `bus`, port + 10000 free too, for Cluster).
+fn free_port(bus: bool) -> u16 {
+    for _ in 0..200 {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        let port = listener.local_addr().unwrap().port();
+        if !bus {
+            return port;
+        }
+        if port < 55_000 && TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port pair found for a Redis Cluster node");
+}
+
+/// Files of a certificate authority and a server certificate for `127.0.0.1`/`localhost`.
+pub struct TlsFiles {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl TlsFiles {
+    /// Makes a fresh CA and a server certificate signed by it, in `dir`.
+    pub fn generate(dir: &Path) -> TlsFiles {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "cadenas test CA");
+        let ca_key = KeyPair::generate().unwrap();
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let params =
+            CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()]).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
+        let files = TlsFiles {
+            ca: dir.join("ca.crt"),
+            cert: dir.join("server.crt"),
+            key: dir.join("server.key"),
+        };
+        std::fs::write(&files.ca, ca.pem()).unwrap();
+        std::fs::write(&files.cert, cert.pem()).unwrap();
+        std::fs::write(&files.key, key.serialize_pem()).unwrap();
+        files
+    }
+}
+
+/// One `redis-server` process.
+pub struct RedisServer {
+    pub port: u16,
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    /// TLS files, for a TLS server.
+    pub tls: Option<TlsFiles>,
+    password: Option<String>,
+    args: Vec<String>,
+}
+
+impl RedisServer {
+    /// A plain server.
+    pub fn start() -> RedisServer {
+        Self::spawn(&[], false, None, false)
+    }
+
+    /// A plain server that requires `password` (`requirepass`).
+    pub fn with_password(password: &str) -> RedisServer {
+        Self::spawn(&["--requirepass", password], false, Some(password), false)
+    }
+
+    /// A TLS-only server whose certificate is signed by a CA made for this test.
+    pub fn tls() -> RedisServer {
+        Self::spawn(&[], true, None, false)
+    }
+
+    fn spawn(extra: &[&str], tls: bool, password: Option<&str>, cluster: bool) -> RedisServer {
+        require("redis-server");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = free_port(cluster);
+        let tls_files = tls.then(|| TlsFiles::generate(dir.path()));
+        let port_text = port.to_string();
+        let log = dir.path().join("redis.log");
+        let mut args: Vec<String> = vec![
+            "--bind".into(),
+            "127.0.0.1".into(),
+            "--dir".into(),
+            dir.path().display().to_string(),
+            "--logfile".into(),
+            log.display().to_string(),
+            "--save".into(),
+            "".into(),
+            "--appendonly".into(),
+            "no".into(),
+            "--daemonize".into(),
+            "no".into(),
+        ];
+        match &tls_files {
+            Some(files) => args.extend([
+                "--port".into(),
+                "0".into(),
+                "--tls-port".into(),
+                port_text.clone(),
+                "--tls-cert-file".into(),
+                files.cert.display().to_string(),
+                "--tls-key-file".into(),
+                files.key.display().to_string(),
+                "--tls-ca-cert-file".into(),
+                files.ca.display().to_string(),
+                "--tls-auth-clients".into(),
+                "no".into(),
+            ]),
+            None => args.extend(["--port".into(), port_text.clone()]),
+        }
+        if cluster {
+            args.extend([
+                "--cluster-enabled".into(),
+                "yes".into(),
+                "--cluster-config-file".into(),
+                dir.path().join("nodes.conf").display().to_string(),
+                "--cluster-node-timeout".into(),
+                "5000".into(),
+            ]);
+        }
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut server = RedisServer {
+            port,
+            child: None,
+            dir,
+            tls: tls_files,
+            password: password.map(str::to_owned),
+            args,
+        };
+        server.run();
+        server
+    }
+
+    fn run(&mut self) {
+        let readies_before = self.log().matches("Ready to accept connections").count();
+        let child = Command::new("redis-server")
+            .args(&self.args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn redis-server");
+        self.child = Some(child);
+        self.wait_ready(readies_before);
+    }
+
+    /// Kills the server and starts it again on the same port, with empty data (no
+    /// persistence): what a crash of a Redis without AOF looks like to clients.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.run();
+    }
+
+    fn wait_ready(&self, readies_before: usize) {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        while Instant::now() < deadline {
+            if self.log().matches("Ready to accept connections").count() > readies_before {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!(
+            "redis-server on port {} not ready after {READY_TIMEOUT:?}; its log:\n{}",
+            self.port,
+            self.log()
+        );
+    }
+
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("redis.log")).unwrap_or_default()
+    }
+
+    /// `redis://127.0.0.1:PORT` (with the password, if any), or `rediss://` for TLS.
+    pub fn url(&self) -> String {
+        let auth = self
+            .password
+            .as_ref()
+            .map(|p| format!(":{p}@"))
+            .unwrap_or_default();
+        let scheme = if self.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
+        format!("{scheme}://{auth}127.0.0.1:{}", self.port)
+    }
+
+    /// A redis-rs client for direct checks (plain servers only).
+    pub fn client(&self) -> redis::Client {
+        redis::Client::open(self.url()).unwrap()
+    }
+
+    /// Kills the server now (to test a server going away).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "--- log of redis-server on port {} ({}) ---\n{}",
+                self.port,
+                self.url()
+                    .replace(self.password.as_deref().unwrap_or("\u{0}"), "***"),
+                self.log()
+            );
+        }
+        self.kill();
+    }
+}
+
+/// A Redis Cluster of `masters` masters, no replicas.
+pub struct RedisCluster {
+    pub nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    /// Starts the nodes, joins them with `redis-cli --cluster create`, and waits until every
+    /// node reports `cluster_state:ok`.
+    pub fn start(masters: usize) -> RedisCluster {
+        require("redis-cli");
+        let nodes: Vec<RedisServer> = (0..masters)
+            .map(|_| RedisServer::spawn(&[], false, None, true))
+            .collect();
+        let addrs: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        let out = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(&addrs)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .expect("run redis-cli --cluster create");
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster create failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let cluster = RedisCluster { nodes };
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            let ok = cluster
+                .nodes
+                .iter()
+                .all(|n| cli(n.port, &["CLUSTER", "INFO"]).contains("cluster_state:ok"));
+            if ok {
+                return cluster;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the cluster did not reach cluster_state:ok in {READY_TIMEOUT:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `redis+cluster://127.0.0.1:P1,127.0.0.1:P2,…`
+    pub fn url(&self) -> String {
+        let hosts: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        format!("redis+cluster://{}", hosts.join(","))
+    }
+
+    /// Runs `redis-cli -p PORT ARGS…` against node `i`.
+    pub fn cli(&self, i: usize, args: &[&str]) -> String {
+        cli(self.nodes[i].port, args)
+    }
+}
+
+/// Runs `redis-cli -p PORT ARGS…` and returns its output.
+pub fn cli(port: u16, args: &[&str]) -> String {
+    let out = Command::new("redis-cli")
+        .args(["-p", &port.to_string()])
+        .args(args)
+        .output()
+        .expect("run redis-cli");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
