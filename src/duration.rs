@@ -63,7 +63,13 @@ pub fn parse_duration(what: &'static str, text: &str) -> Result<Duration> {
             format!("'{text}' is not a duration ({e}); write e.g. 250ms, 10s, 5m or 1h30m"),
         )
     })?;
-    check(what, d)
+    check(what, d).map_err(|e| match e {
+        Error::InvalidInput { what, message } => Error::InvalidInput {
+            what,
+            message: format!("'{text}': {message}"),
+        },
+        other => other,
+    })
 }
 
 /// Parses a ttl: a duration as in [`parse_duration`], or `none` for "never expires".

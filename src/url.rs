@@ -22,6 +22,9 @@ pub struct StoreUrl {
     pub options: BTreeMap<String, String>,
     /// The URL with the password replaced by `***` and without the query.
     pub redacted: String,
+    /// Every `host:port` of the authority. URLs of Redis Cluster and Redlock name several
+    /// (`redis+cluster://h1:7000,h2:7001`); `url` then holds the first.
+    pub hosts: Vec<String>,
 }
 
 impl std::fmt::Debug for StoreUrl {
@@ -36,7 +39,8 @@ impl std::fmt::Debug for StoreUrl {
 impl StoreUrl {
     /// Parses `text`. A parse error never echoes the password.
     pub fn parse(text: &str) -> Result<StoreUrl> {
-        let url = Url::parse(text).map_err(|e| {
+        let (first_only, hosts) = split_hosts(text);
+        let url = Url::parse(&first_only).map_err(|e| {
             Error::config(format!(
                 "'{}' is not a store URL ({e}); write e.g. memory:, sqlite://locks.db, redis://host:6379",
                 redact_text(text)
@@ -46,11 +50,15 @@ impl StoreUrl {
         for (k, v) in url.query_pairs() {
             options.insert(k.into_owned(), v.into_owned());
         }
-        let redacted = redact(&url);
+        let mut redacted = redact(&url);
+        if hosts.len() > 1 {
+            redacted = redacted.replacen(&hosts[0], &hosts.join(","), 1);
+        }
         Ok(StoreUrl {
             url,
             options,
             redacted,
+            hosts,
         })
     }
 
@@ -156,6 +164,29 @@ fn missing_store(scheme: &str, redacted: &str) -> Error {
     }
 }
 
+/// Splits `scheme://[userinfo@]h1:p1,h2:p2/rest` into the URL with only `h1:p1` and the list
+/// of hosts. A URL without a host list comes back unchanged (its one host, if any, listed).
+fn split_hosts(text: &str) -> (String, Vec<String>) {
+    let Some((scheme, rest)) = text.split_once("://") else {
+        return (text.to_owned(), Vec::new());
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    let (userinfo, hostlist) = match authority.rfind('@') {
+        Some(i) => (&authority[..=i], &authority[i + 1..]),
+        None => ("", authority),
+    };
+    let hosts: Vec<String> = hostlist
+        .split(',')
+        .filter(|h| !h.is_empty())
+        .map(str::to_owned)
+        .collect();
+    match hosts.first() {
+        Some(first) if hosts.len() > 1 => (format!("{scheme}://{userinfo}{first}{tail}"), hosts),
+        _ => (text.to_owned(), hosts),
+    }
+}
+
 /// A URL for people: password replaced by `***`, query dropped.
 pub fn redact(url: &Url) -> String {
     let mut u = url.clone();
@@ -213,6 +244,17 @@ mod tests {
         let e = StoreUrl::parse(bad).err().unwrap().to_string();
         assert!(!e.contains("s3cr3t"), "{e}");
         assert_eq!(redact_text("x://u:p@h"), "x://u:***@h");
+    }
+
+    #[test]
+    fn host_lists() {
+        let u = StoreUrl::parse("redis+cluster://u:pw@a:7000,b:7001,c:7002/?namespace=x").unwrap();
+        assert_eq!(u.hosts, ["a:7000", "b:7001", "c:7002"]);
+        assert_eq!(u.url.host_str(), Some("a"));
+        assert_eq!(u.url.password(), Some("pw"));
+        assert_eq!(u.redacted, "redis+cluster://u:***@a:7000,b:7001,c:7002/");
+        let one = StoreUrl::parse("redis://h:1/2").unwrap();
+        assert_eq!(one.hosts, ["h:1"]);
     }
 
     #[test]

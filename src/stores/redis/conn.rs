@@ -10,7 +10,7 @@ use redis::{Client, Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, ServerErr
 
 use crate::error::{Error, Result};
 use crate::store::{StoreError, StoreErrorKind};
-use crate::url::{redact_text, StoreUrl};
+use crate::url::StoreUrl;
 
 /// The store's own URL options.
 pub(super) const OPTIONS: &[&str] = &["ca_file", "connect_timeout", "timeout"];
@@ -70,82 +70,72 @@ pub(super) struct Settings {
 impl Settings {
     /// Parses a `redis://`, `rediss://`, `redis+cluster://` or `rediss+cluster://` URL.
     pub fn parse(text: &str) -> Result<Settings> {
-        let scheme = text.split("://").next().unwrap_or_default();
-        match scheme {
-            "redis+cluster" | "rediss+cluster" => Self::parse_cluster(text),
-            _ => Self::from_url(StoreUrl::parse(text)?),
-        }
+        Self::from_url(StoreUrl::parse(text)?)
     }
 
-    /// Builds from a parsed single-node URL (or a Cluster URL with one seed node).
+    /// Builds from a parsed URL (the lock layer has taken its own options).
     pub fn from_url(mut url: StoreUrl) -> Result<Settings> {
         let scheme = url.url.scheme().to_owned();
-        if scheme.ends_with("+cluster") {
-            return Self::parse_cluster(url.url.as_str());
-        }
-        if scheme != "redis" && scheme != "rediss" {
-            return Err(Error::config(format!(
-                "{} is not a Redis URL; write redis://host:6379, rediss://host:6380 or redis+cluster://host:7000,host:7001",
-                url.redacted
-            )));
-        }
+        let cluster = match scheme.as_str() {
+            "redis" | "rediss" => false,
+            "redis+cluster" | "rediss+cluster" => true,
+            _ => {
+                return Err(Error::config(format!(
+                    "{} is not a Redis URL; write redis://host:6379, rediss://host:6380 or redis+cluster://host:7000,host:7001",
+                    url.redacted
+                )))
+            }
+        };
         let (tls, connect_timeout, response_timeout) = take_options(&mut url)?;
-        let node = node_url(url.without_query().as_str(), &url.redacted, &tls)?;
-        Ok(Settings {
-            describe: url.redacted.clone(),
-            nodes: vec![node],
-            cluster: false,
-            tls,
-            connect_timeout,
-            response_timeout,
-        })
-    }
-
-    /// `redis+cluster://[user:pass@]h:p,h:p[/][?options]`: the `url` crate cannot parse a host
-    /// list, so the authority is split here and each node parsed as `redis://user:pass@h:p`.
-    fn parse_cluster(text: &str) -> Result<Settings> {
-        let redacted = redact_text(text.split('?').next().unwrap_or_default());
-        let (scheme, rest) = text.split_once("://").unwrap_or_default();
         let node_scheme = if scheme.starts_with("rediss") {
             "rediss"
         } else {
             "redis"
         };
-        let (authority, tail) = match rest.find(['/', '?']) {
-            Some(i) => rest.split_at(i),
-            None => (rest, ""),
-        };
-        let (userinfo, hosts) = match authority.rsplit_once('@') {
-            Some((u, h)) => (format!("{u}@"), h),
-            None => (String::new(), authority),
-        };
-        let path = tail.split('?').next().unwrap_or_default();
+        let mut base = url.without_query();
+        if !cluster {
+            let node = node_url(base.as_str(), &url.redacted, &tls)?;
+            return Ok(Settings {
+                describe: url.redacted.clone(),
+                nodes: vec![node],
+                cluster,
+                tls,
+                connect_timeout,
+                response_timeout,
+            });
+        }
+        let path = base.path().to_owned();
         if !path.is_empty() && path != "/" && path != "/0" {
             return Err(Error::config(format!(
-                "{redacted}: Redis Cluster has only database 0; remove the path"
+                "{}: Redis Cluster has only database 0; remove the path",
+                url.redacted
             )));
         }
-        let query = tail.split_once('?').map(|(_, q)| q).unwrap_or_default();
-        let first = hosts.split(',').next().unwrap_or_default();
-        let mut url = StoreUrl::parse(&format!("{node_scheme}://{userinfo}{first}/?{query}"))?;
-        let (tls, connect_timeout, response_timeout) = take_options(&mut url)?;
+        base.set_path("");
         let mut nodes = Vec::new();
-        for host in hosts.split(',') {
-            if host.is_empty() {
-                return Err(Error::config(format!(
-                    "{redacted}: empty node in the host list; write redis+cluster://host:7000,host:7001"
-                )));
-            }
-            nodes.push(node_url(
-                &format!("{node_scheme}://{userinfo}{host}"),
-                &redacted,
-                &tls,
-            )?);
+        for host in &url.hosts {
+            // Each node as redis://user:pass@host:port, keeping the credentials of the URL.
+            let mut node = base.clone();
+            let (h, p) = host.rsplit_once(':').unwrap_or((host.as_str(), "6379"));
+            let port: u16 = p.parse().map_err(|_| {
+                Error::config(format!("{}: '{host}' is not host:port", url.redacted))
+            })?;
+            node.set_host(Some(h))
+                .and_then(|_| node.set_port(Some(port)).map_err(|_| url::ParseError::InvalidPort))
+                .map_err(|_| Error::config(format!("{}: '{host}' is not host:port", url.redacted)))?;
+            let text = node.as_str().replacen(&format!("{scheme}://"), &format!("{node_scheme}://"), 1);
+            nodes.push(node_url(&text, &url.redacted, &tls)?);
+        }
+        if nodes.is_empty() {
+            return Err(Error::config(format!(
+                "{}: no nodes; write redis+cluster://host:7000,host:7001",
+                url.redacted
+            )));
         }
         Ok(Settings {
-            describe: redacted,
+            describe: url.redacted.clone(),
             nodes,
-            cluster: true,
+            cluster,
             tls,
             connect_timeout,
             response_timeout,
