@@ -1,0 +1,536 @@
+//! The PostgreSQL store against a real server.
+//!
+//! Set `CADENAS_TEST_POSTGRES_URL` (default `postgres://postgres@127.0.0.1:5432/test`).
+//! Every test uses its own random table and drops it at the end. An unreachable server
+//! fails the tests: they never skip.
+#![cfg(feature = "postgres")]
+
+use std::time::{Duration, Instant};
+
+use cadenas::store::{Acquire, AcquireRequest, Store, StoreErrorKind};
+use cadenas::stores::postgres::{PostgresOptions, PostgresStore};
+use cadenas::Error;
+use sqlx::postgres::{PgPool, PgPoolOptions};
+
+fn base_url() -> String {
+    std::env::var("CADENAS_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+}
+
+fn with_query(url: &str, query: &str) -> String {
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}{query}")
+}
+
+fn random_name(prefix: &str) -> String {
+    format!("{prefix}_{:016x}", rand::random::<u64>())
+}
+
+async fn admin() -> PgPool {
+    PgPoolOptions::new()
+        .max_connections(2)
+        .connect(&base_url())
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "PostgreSQL is not reachable at {} ({e}). Start one (e.g. `docker run -p 5432:5432 -e POSTGRES_HOST_AUTH_METHOD=trust -e POSTGRES_DB=test postgres`) or point CADENAS_TEST_POSTGRES_URL at one.",
+                base_url()
+            )
+        })
+}
+
+/// Drops the test's table and sequence when the test ends, even if it panicked.
+struct Cleanup(Vec<String>);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let statements = std::mem::take(&mut self.0);
+        let url = base_url();
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                if let Ok(pool) = PgPool::connect(&url).await {
+                    for s in statements {
+                        let _ = sqlx::query(&s).execute(&pool).await;
+                    }
+                    pool.close().await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+fn cleanup_table(table: &str) -> Cleanup {
+    Cleanup(vec![
+        format!("DROP TABLE IF EXISTS \"{table}\""),
+        format!("DROP SEQUENCE IF EXISTS \"{table}_fence_seq\""),
+    ])
+}
+
+/// A fresh store on a fresh table.
+async fn store_with(query: &str) -> (PostgresStore, String, Cleanup) {
+    let table = random_name("cadenas_t");
+    let cleanup = cleanup_table(&table);
+    let url = with_query(&base_url(), &format!("table={table}"));
+    let url = if query.is_empty() {
+        url
+    } else {
+        with_query(&url, query)
+    };
+    let store = connect(&url).await;
+    (store, table, cleanup)
+}
+
+async fn connect(url: &str) -> PostgresStore {
+    admin().await.close().await; // a clear message if the server is down
+    PostgresStore::connect(url)
+        .await
+        .unwrap_or_else(|e| panic!("connecting the store: {e}"))
+}
+
+fn req<'a>(key: &'a str, owner: &'a str, ttl: Option<Duration>) -> AcquireRequest<'a> {
+    AcquireRequest {
+        key,
+        owner,
+        ttl,
+        metadata: None,
+    }
+}
+
+fn fence_of(a: Acquire) -> u64 {
+    match a {
+        Acquire::Acquired(lease) => lease.fence.expect("postgres fences"),
+        Acquire::Held(h) => panic!("expected to acquire, held by {h:?}"),
+    }
+}
+
+const LONG: Option<Duration> = Some(Duration::from_secs(60));
+
+/// Tries until acquired or the deadline passes.
+async fn acquire_within(store: &PostgresStore, key: &str, owner: &str, limit: Duration) -> u64 {
+    let deadline = Instant::now() + limit;
+    loop {
+        match store.try_acquire(req(key, owner, LONG)).await.unwrap() {
+            Acquire::Acquired(l) => return l.fence.unwrap(),
+            Acquire::Held(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(10)).await
+            }
+            Acquire::Held(h) => panic!("still held after {limit:?}: {h:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn exclusion_and_owner_checks() {
+    let (s, _t, _c) = store_with("").await;
+    assert!(s.capabilities().fencing && s.capabilities().notify);
+    let f1 = fence_of(s.try_acquire(req("k", "alice", LONG)).await.unwrap());
+    match s.try_acquire(req("k", "bob", LONG)).await.unwrap() {
+        Acquire::Held(h) => {
+            assert_eq!(h.owner.as_deref(), Some("alice"));
+            let r = h.remaining.unwrap();
+            assert!(
+                r > Duration::from_secs(50) && r <= Duration::from_secs(60),
+                "{r:?}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    // Not re-entrant.
+    assert!(matches!(
+        s.try_acquire(req("k", "alice", LONG)).await.unwrap(),
+        Acquire::Held(_)
+    ));
+    assert!(!s.release("k", "bob").await.unwrap());
+    assert!(s.extend("k", "bob", LONG).await.unwrap().is_none());
+    assert!(!s.set_metadata("k", "bob", Some("x")).await.unwrap());
+    assert!(s.release("k", "alice").await.unwrap());
+    assert!(!s.release("k", "alice").await.unwrap());
+    let f2 = fence_of(s.try_acquire(req("k", "bob", LONG)).await.unwrap());
+    assert!(f2 > f1);
+    s.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn expiry_takeover_and_fences() {
+    let (s, table, _c) = store_with("").await;
+    let mut fences = vec![];
+    let short = Some(Duration::from_millis(150));
+    fences.push(fence_of(s.try_acquire(req("k", "a", short)).await.unwrap()));
+    // Takeover once the database says it expired.
+    fences.push(acquire_within(&s, "k", "b", Duration::from_secs(5)).await);
+    assert!(
+        !s.release("k", "a").await.unwrap(),
+        "the expired owner cannot release"
+    );
+    assert!(s.extend("k", "a", LONG).await.unwrap().is_none());
+    assert!(s.release("k", "b").await.unwrap());
+    fences.push(fence_of(s.try_acquire(req("k", "c", None)).await.unwrap()));
+    assert!(s.force_release("k").await.unwrap());
+    assert!(!s.force_release("k").await.unwrap());
+    // A new store (a reconnect, as after a client restart) keeps counting up.
+    s.close().await.unwrap();
+    let s2 = connect(&with_query(&base_url(), &format!("table={table}"))).await;
+    fences.push(fence_of(s2.try_acquire(req("k", "d", LONG)).await.unwrap()));
+    fences.push(fence_of(
+        s2.try_acquire(req("other", "d", LONG)).await.unwrap(),
+    ));
+    assert!(fences.windows(2).all(|w| w[0] < w[1]), "{fences:?}");
+}
+
+#[tokio::test]
+async fn ttl_none_extend_and_inspect() {
+    let (s, _t, _c) = store_with("").await;
+    s.try_acquire(req("forever", "a", None)).await.unwrap();
+    let info = s.inspect("forever").await.unwrap().unwrap();
+    assert_eq!(info.owner, "a");
+    assert_eq!(info.remaining, None);
+    assert!(info.fence.is_some());
+    match s.try_acquire(req("forever", "b", LONG)).await.unwrap() {
+        Acquire::Held(h) => assert_eq!((h.owner.as_deref(), h.remaining), (Some("a"), None)),
+        other => panic!("{other:?}"),
+    }
+    // Extend: from none to a ttl, and from a short ttl to a long one.
+    let lease = s
+        .extend("forever", "a", Some(Duration::from_millis(300)))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(lease.fence, info.fence);
+    let lease = s.extend("forever", "a", LONG).await.unwrap().unwrap();
+    assert_eq!(lease.ttl, LONG);
+    let r = s
+        .inspect("forever")
+        .await
+        .unwrap()
+        .unwrap()
+        .remaining
+        .unwrap();
+    assert!(r > Duration::from_secs(50), "{r:?}");
+    assert!(s.extend("forever", "a", None).await.unwrap().is_some());
+    assert_eq!(s.inspect("forever").await.unwrap().unwrap().remaining, None);
+    assert!(s.inspect("absent").await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn metadata_round_trip() {
+    let (s, _t, _c) = store_with("").await;
+    let big = "é".repeat(32 * 1024); // 64 KiB of UTF-8
+    let r = AcquireRequest {
+        key: "m",
+        owner: "a",
+        ttl: LONG,
+        metadata: Some("{\"pid\": 42, \"host\": \"ñandú\"}"),
+    };
+    s.try_acquire(r).await.unwrap();
+    let info = s.inspect("m").await.unwrap().unwrap();
+    assert_eq!(info.metadata.as_deref(), r.metadata);
+    assert!(s.set_metadata("m", "a", Some(&big)).await.unwrap());
+    assert_eq!(s.inspect("m").await.unwrap().unwrap().metadata, Some(big));
+    assert!(s.set_metadata("m", "a", None).await.unwrap());
+    assert_eq!(s.inspect("m").await.unwrap().unwrap().metadata, None);
+}
+
+#[tokio::test]
+async fn list_escapes_like_and_sorts() {
+    let (s, _t, _c) = store_with("").await;
+    for key in ["a%b:1", "a_b:2", "axb:3", "a%c", "B", "a%b:0"] {
+        s.try_acquire(req(key, "o", LONG)).await.unwrap();
+    }
+    s.try_acquire(req("a%b:expired", "o", Some(Duration::from_millis(1))))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let keys = |v: Vec<cadenas::LockInfo>| v.into_iter().map(|i| i.key).collect::<Vec<_>>();
+    assert_eq!(keys(s.list("a%b").await.unwrap()), ["a%b:0", "a%b:1"]);
+    assert_eq!(keys(s.list("a_b").await.unwrap()), ["a_b:2"]);
+    assert_eq!(
+        keys(s.list("").await.unwrap()),
+        ["B", "a%b:0", "a%b:1", "a%c", "a_b:2", "axb:3"]
+    );
+    assert!(s.list("zzz").await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn sql_metacharacters_and_unicode_keys() {
+    let (s, _t, _c) = store_with("").await;
+    let long = "ü".repeat(127); // 254 bytes
+    let keys = [
+        "'; DROP TABLE cadenas_locks; --",
+        "\"quoted\" \\ back\\slash",
+        "ключ🔒:锁",
+        "$1 %s ?",
+        long.as_str(),
+    ];
+    for key in keys {
+        let owner = format!("{key}-owner'");
+        s.try_acquire(req(key, &owner, LONG)).await.unwrap();
+        let info = s.inspect(key).await.unwrap().unwrap();
+        assert_eq!(
+            (info.key.as_str(), info.owner.as_str()),
+            (key, owner.as_str())
+        );
+        assert_eq!(s.list(key).await.unwrap().len(), 1, "{key}");
+        assert!(s.release(key, &owner).await.unwrap());
+    }
+}
+
+#[tokio::test]
+async fn bad_table_name_is_refused_before_any_sql() {
+    // Port 1 has no server: a config error (not a connection error) proves no SQL was sent.
+    for bad in ["bad;drop", "1abc", "a-b", "x%20y"] {
+        let url = format!("postgres://u:secret@127.0.0.1:1/db?table={bad}");
+        let e = PostgresStore::connect(&url).await.unwrap_err();
+        assert!(matches!(e, Error::Config { .. }), "{e}");
+        assert!(!e.to_string().contains("secret"));
+    }
+    let e = PostgresStore::connect("postgres://127.0.0.1:1/db?schema=no-pe")
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::Config { .. }), "{e}");
+    let e = PostgresStore::from_pool(
+        PgPoolOptions::new()
+            .connect_lazy("postgres://127.0.0.1:1/db")
+            .unwrap(),
+        PostgresOptions::new().table("robert'); drop"),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(e, Error::Config { .. }), "{e}");
+    let e = PostgresStore::connect("postgres://127.0.0.1:1/db?frobnicate=1")
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("frobnicate"), "{e}");
+}
+
+#[tokio::test]
+async fn table_with_wrong_columns_is_rejected() {
+    let admin = admin().await;
+    let table = random_name("cadenas_bad");
+    let _c = cleanup_table(&table);
+    sqlx::query(&format!(
+        "CREATE TABLE \"{table}\" (\"key\" varchar(255) primary key, \"owner\" varchar(255))"
+    ))
+    .execute(&admin)
+    .await
+    .unwrap();
+    let e = PostgresStore::connect(&with_query(&base_url(), &format!("table={table}")))
+        .await
+        .unwrap_err();
+    let text = e.to_string();
+    assert!(
+        text.contains("expiration") && text.contains(&table),
+        "{text}"
+    );
+    assert!(matches!(&e, Error::Store { source, .. } if source.kind == StoreErrorKind::Rejected));
+}
+
+#[tokio::test]
+async fn a_verrou_table_gets_our_columns() {
+    let admin = admin().await;
+    let table = random_name("cadenas_v");
+    let _c = cleanup_table(&table);
+    sqlx::query(&format!(
+        "CREATE TABLE \"{table}\" (\"key\" varchar(255) primary key, \"owner\" varchar(255) not null, expiration bigint)"
+    ))
+    .execute(&admin)
+    .await
+    .unwrap();
+    // A Verrou row: three columns, client-clock expiration.
+    sqlx::query(&format!(
+        "INSERT INTO \"{table}\" (\"key\", owner, expiration) VALUES ('v', 'node', (extract(epoch from now())*1000)::bigint + 60000)"
+    ))
+    .execute(&admin)
+    .await
+    .unwrap();
+    let s = connect(&with_query(&base_url(), &format!("table={table}"))).await;
+    match s.try_acquire(req("v", "rust", LONG)).await.unwrap() {
+        Acquire::Held(h) => assert_eq!(h.owner.as_deref(), Some("node")),
+        other => panic!("{other:?}"),
+    }
+    let info = s.inspect("v").await.unwrap().unwrap();
+    assert_eq!((info.owner.as_str(), info.fence), ("node", None));
+    fence_of(s.try_acquire(req("w", "rust", LONG)).await.unwrap());
+}
+
+#[tokio::test]
+async fn unreachable_and_wrong_credentials() {
+    admin().await.close().await;
+    let e = PostgresStore::connect("postgres://u:hunter2@127.0.0.1:1/test")
+        .await
+        .unwrap_err();
+    assert!(e.is_unavailable(), "{e}");
+    assert!(!e.to_string().contains("hunter2"), "{e}");
+    let u = url::Url::parse(&base_url()).unwrap();
+    let host = format!("{}:{}", u.host_str().unwrap(), u.port().unwrap_or(5432));
+    let user = random_name("nobody");
+    let e = PostgresStore::connect(&format!("postgres://{user}:hunter2@{host}/test"))
+        .await
+        .unwrap_err();
+    assert!(e.is_unavailable(), "{e}");
+    assert!(!e.to_string().contains("hunter2"), "{e}");
+    let e = PostgresStore::connect(&format!("postgres://postgres@{host}/{user}"))
+        .await
+        .unwrap_err();
+    assert!(e.is_unavailable(), "{e}");
+}
+
+#[tokio::test]
+async fn concurrent_creation_is_race_free() {
+    let table = random_name("cadenas_race");
+    let _c = cleanup_table(&table);
+    admin().await.close().await;
+    let url = with_query(&base_url(), &format!("table={table}&pool_size=1"));
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move { PostgresStore::connect(&url).await.map(|_| ()) })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap().unwrap_or_else(|e| panic!("{e}"));
+    }
+}
+
+#[tokio::test]
+async fn unlogged_table_and_schema_option() {
+    let admin = admin().await;
+    let (s, table, _c) = store_with("unlogged=true").await;
+    let persistence: String =
+        sqlx::query_scalar("SELECT relpersistence::text FROM pg_class WHERE relname = $1")
+            .bind(&table)
+            .fetch_one(&admin)
+            .await
+            .unwrap();
+    assert_eq!(persistence, "u");
+    fence_of(s.try_acquire(req("k", "o", LONG)).await.unwrap());
+
+    let schema = random_name("cadenas_s");
+    let _cs = Cleanup(vec![format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE")]);
+    sqlx::query(&format!("CREATE SCHEMA \"{schema}\""))
+        .execute(&admin)
+        .await
+        .unwrap();
+    let s = connect(&with_query(&base_url(), &format!("schema={schema}"))).await;
+    assert_eq!(s.table(), format!("{schema}.cadenas_locks"));
+    fence_of(s.try_acquire(req("k", "o", LONG)).await.unwrap());
+}
+
+#[tokio::test]
+async fn killed_connections_leave_the_lease_standing() {
+    let app = random_name("cadenas_kill");
+    let (s, _t, _c) = store_with(&format!("application_name={app}")).await;
+    let f = fence_of(s.try_acquire(req("k", "a", LONG)).await.unwrap());
+    let admin = admin().await;
+    let killed: Vec<(bool,)> = sqlx::query_as(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
+    )
+    .bind(&app)
+    .fetch_all(&admin)
+    .await
+    .unwrap();
+    assert!(!killed.is_empty(), "the store's connections were found");
+    // The lease stands, and the pool reconnects for the next operations.
+    let info = s.inspect("k").await.unwrap().unwrap();
+    assert_eq!((info.owner.as_str(), info.fence), ("a", Some(f)));
+    assert!(matches!(
+        s.try_acquire(req("k", "b", LONG)).await.unwrap(),
+        Acquire::Held(_)
+    ));
+    assert!(s.release("k", "a").await.unwrap());
+}
+
+#[tokio::test]
+async fn notification_wakes_a_subscriber_in_another_store() {
+    let (waiter, table, _c) = store_with("").await;
+    let holder = connect(&with_query(&base_url(), &format!("table={table}"))).await;
+    let mut sub = waiter
+        .subscribe("k")
+        .await
+        .unwrap()
+        .expect("postgres notifies");
+    fence_of(holder.try_acquire(req("k", "h", LONG)).await.unwrap());
+    assert!(matches!(
+        waiter.try_acquire(req("k", "w", LONG)).await.unwrap(),
+        Acquire::Held(_)
+    ));
+    let mut latencies = vec![];
+    for i in 0..5 {
+        let released = Instant::now();
+        assert!(holder.release("k", "h").await.unwrap());
+        tokio::time::timeout(Duration::from_secs(2), sub.released())
+            .await
+            .expect("woken by NOTIFY");
+        latencies.push(released.elapsed());
+        fence_of(waiter.try_acquire(req("k", "w", LONG)).await.unwrap());
+        assert!(waiter.release("k", "w").await.unwrap());
+        // Our own release notifies too: drain it before the next round.
+        tokio::time::timeout(Duration::from_secs(2), sub.released())
+            .await
+            .unwrap();
+        if i < 4 {
+            fence_of(holder.try_acquire(req("k", "h", LONG)).await.unwrap());
+        }
+    }
+    latencies.sort();
+    assert!(latencies[2] < Duration::from_millis(200), "{latencies:?}");
+    // Force release notifies as well.
+    fence_of(holder.try_acquire(req("k", "h", LONG)).await.unwrap());
+    assert!(waiter.force_release("k").await.unwrap());
+    tokio::time::timeout(Duration::from_secs(2), sub.released())
+        .await
+        .expect("woken by force release");
+}
+
+#[tokio::test]
+async fn a_pool_of_one_with_subscriptions_does_not_deadlock() {
+    let table = random_name("cadenas_one");
+    let _c = cleanup_table(&table);
+    admin().await.close().await;
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect(&base_url())
+        .await
+        .unwrap();
+    let s = std::sync::Arc::new(
+        PostgresStore::from_pool(pool.clone(), PostgresOptions::new().table(&table))
+            .await
+            .unwrap(),
+    );
+    let run = async {
+        fence_of(s.try_acquire(req("k", "holder", LONG)).await.unwrap());
+        let waiters: Vec<_> = (0..4)
+            .map(|i| {
+                let s = s.clone();
+                tokio::spawn(async move {
+                    let owner = format!("w{i}");
+                    let mut sub = s.subscribe("k").await.unwrap().unwrap();
+                    loop {
+                        if let Acquire::Acquired(_) =
+                            s.try_acquire(req("k", &owner, LONG)).await.unwrap()
+                        {
+                            assert!(s.release("k", &owner).await.unwrap());
+                            return;
+                        }
+                        let _ = tokio::time::timeout(Duration::from_secs(1), sub.released()).await;
+                    }
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(s.release("k", "holder").await.unwrap());
+        for w in waiters {
+            w.await.unwrap();
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), run)
+        .await
+        .expect("no deadlock with a pool of one");
+    s.close().await.unwrap();
+    assert!(!pool.is_closed(), "close leaves a caller's pool open");
+}
