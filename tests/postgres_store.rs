@@ -416,7 +416,7 @@ async fn unlogged_table_and_schema_option() {
         .await
         .unwrap();
     let s = connect(&with_query(&base_url(), &format!("schema={schema}"))).await;
-    assert_eq!(s.table(), format!("{schema}.cadenas_locks"));
+    assert_eq!(s.qualified_table(), format!("{schema}.cadenas_locks"));
     fence_of(s.try_acquire(req("k", "o", LONG)).await.unwrap());
 }
 

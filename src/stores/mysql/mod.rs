@@ -316,7 +316,7 @@ impl MySqlStore {
     }
 
     /// The table as `database.table`.
-    pub fn table(&self) -> &str {
+    pub fn qualified_table(&self) -> &str {
         &self.names.display
     }
 

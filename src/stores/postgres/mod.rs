@@ -378,7 +378,7 @@ impl PostgresStore {
     }
 
     /// The table as `schema.table`.
-    pub fn table(&self) -> &str {
+    pub fn qualified_table(&self) -> &str {
         &self.names.display
     }
 
