@@ -534,3 +534,158 @@ async fn a_pool_of_one_with_subscriptions_does_not_deadlock() {
     s.close().await.unwrap();
     assert!(!pool.is_closed(), "close leaves a caller's pool open");
 }
+
+/// Drives a real Node.js Verrou (`@verrou/core` with its Knex adapter) over stdin/stdout.
+/// Its packages are installed with npm into the target directory on first use.
+mod verrou {
+    use std::path::PathBuf;
+    use std::process::Stdio;
+
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+    use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+
+    const SCRIPT: &str = r#"
+import { Verrou } from '@verrou/core'
+import { knexStore } from '@verrou/core/drivers/knex'
+import knex from 'knex'
+import readline from 'node:readline'
+const [client, connection, tableName] = process.argv.slice(2)
+const db = knex({ client, connection })
+const verrou = new Verrou({ default: 'db', stores: { db: { driver: knexStore({ connection: db, tableName }) } } })
+const held = new Map()
+const say = (s) => process.stdout.write(s + '\n')
+// Creating a first lock makes Verrou create its table.
+await verrou.createLock('cadenas-warmup', '1s').isLocked()
+say('ready')
+for await (const line of readline.createInterface({ input: process.stdin })) {
+  const [cmd, key] = line.split(' ')
+  try {
+    if (cmd === 'try') {
+      const lock = verrou.createLock(key, '30s')
+      if (await lock.acquireImmediately()) { held.set(key, lock); say('acquired ' + lock.getOwner()) } else say('held')
+    } else if (cmd === 'release') { await held.get(key).release(); held.delete(key); say('released') }
+    else if (cmd === 'locked') say(String(await verrou.createLock(key).isLocked()))
+    else if (cmd === 'quit') break
+  } catch (e) { say('error ' + e.message) }
+}
+await db.destroy()
+"#;
+
+    fn dir() -> PathBuf {
+        PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("verrou-node")
+    }
+
+    async fn install() -> PathBuf {
+        let dir = dir();
+        std::fs::create_dir_all(&dir).expect("creating the node folder");
+        if !dir.join("node_modules/@verrou/core").exists() {
+            std::fs::write(
+                dir.join("package.json"),
+                "{\"private\":true,\"type\":\"module\"}",
+            )
+            .unwrap();
+            let status = Command::new("npm")
+                .args(["install", "--no-audit", "--no-fund", "--silent"])
+                .args(["@verrou/core@0.5", "knex@3", "pg@8", "mysql2@3"])
+                .current_dir(&dir)
+                .status()
+                .await
+                .expect("npm must be installed (with Node.js 20+) for the Verrou interop test");
+            assert!(status.success(), "npm install of @verrou/core failed");
+        }
+        std::fs::write(dir.join("interop.mjs"), SCRIPT).unwrap();
+        dir
+    }
+
+    /// A running Verrou process.
+    pub struct Node {
+        child: Child,
+        stdin: ChildStdin,
+        lines: Lines<BufReader<ChildStdout>>,
+    }
+
+    impl Node {
+        /// Starts Verrou on `table` with Knex client `client` (`pg`, `mysql2`).
+        pub async fn start(client: &str, url: &str, table: &str) -> Node {
+            let dir = install().await;
+            let mut child = Command::new("node")
+                .arg("interop.mjs")
+                .args([client, url, table])
+                .current_dir(&dir)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .kill_on_drop(true)
+                .spawn()
+                .expect("node must be installed for the Verrou interop test");
+            let stdin = child.stdin.take().unwrap();
+            let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+            let mut node = Node {
+                child,
+                stdin,
+                lines,
+            };
+            assert_eq!(node.read().await, "ready");
+            node
+        }
+
+        async fn read(&mut self) -> String {
+            let line =
+                tokio::time::timeout(std::time::Duration::from_secs(30), self.lines.next_line())
+                    .await
+                    .expect("Verrou answers within 30s")
+                    .expect("reading from node");
+            line.expect("node exited early (see its stderr above)")
+        }
+
+        /// Sends one command and returns its answer line.
+        pub async fn cmd(&mut self, line: &str) -> String {
+            self.stdin
+                .write_all(format!("{line}\n").as_bytes())
+                .await
+                .unwrap();
+            self.stdin.flush().await.unwrap();
+            self.read().await
+        }
+
+        /// Stops the process.
+        pub async fn quit(mut self) {
+            let _ = self.stdin.write_all(b"quit\n").await;
+            let _ =
+                tokio::time::timeout(std::time::Duration::from_secs(10), self.child.wait()).await;
+        }
+    }
+}
+
+/// Verrou (Node.js, Knex) and cadenas share one table and exclude each other.
+#[tokio::test]
+async fn verrou_interop() {
+    admin().await.close().await;
+    let table = random_name("verrou");
+    let _c = cleanup_table(&table);
+    // Verrou starts first and creates its three-column table.
+    let mut node = verrou::Node::start(KNEX_CLIENT, &base_url(), &table).await;
+    let answer = node.cmd("try k1").await;
+    let node_owner = answer.strip_prefix("acquired ").expect(&answer).to_owned();
+    let s = connect(&with_query(&base_url(), &format!("table={table}"))).await;
+    match s.try_acquire(req("k1", "rust", LONG)).await.unwrap() {
+        Acquire::Held(h) => assert_eq!(h.owner.as_deref(), Some(node_owner.as_str())),
+        other => panic!("cadenas took a lock Verrou holds: {other:?}"),
+    }
+    assert_eq!(s.inspect("k1").await.unwrap().unwrap().owner, node_owner);
+    assert_eq!(node.cmd("release k1").await, "released");
+    fence_of(s.try_acquire(req("k1", "rust", LONG)).await.unwrap());
+    assert_eq!(node.cmd("try k1").await, "held");
+    assert_eq!(node.cmd("locked k1").await, "true");
+    assert!(s.release("k1", "rust").await.unwrap());
+    assert_eq!(node.cmd("locked k1").await, "false");
+    assert!(node.cmd("try k1").await.starts_with("acquired "));
+    // A lock that never expires (NULL expiration) holds Verrou off too.
+    fence_of(s.try_acquire(req("k2", "rust", None)).await.unwrap());
+    assert_eq!(node.cmd("try k2").await, "held");
+    // Verrou can release what it took after cadenas added its columns.
+    assert_eq!(node.cmd("release k1").await, "released");
+    assert!(s.inspect("k1").await.unwrap().is_none());
+    node.quit().await;
+}
+
+const KNEX_CLIENT: &str = "pg";
