@@ -5,6 +5,7 @@
 //! fails the tests: they never skip.
 #![cfg(feature = "postgres")]
 
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cadenas::store::{Acquire, AcquireRequest, Store, StoreErrorKind};
@@ -180,6 +181,39 @@ async fn expiry_takeover_and_fences() {
         s2.try_acquire(req("other", "d", LONG)).await.unwrap(),
     ));
     assert!(fences.windows(2).all(|w| w[0] < w[1]), "{fences:?}");
+}
+
+#[tokio::test]
+async fn contention_keeps_fences_increasing() {
+    let (s, _t, _c) = store_with("pool_size=8").await;
+    let s = Arc::new(s);
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let tasks: Vec<_> = (0..8)
+        .map(|i| {
+            let (s, order) = (s.clone(), order.clone());
+            tokio::spawn(async move {
+                let owner = format!("t{i}");
+                for _ in 0..5 {
+                    loop {
+                        if let Acquire::Acquired(l) =
+                            s.try_acquire(req("hot", &owner, LONG)).await.unwrap()
+                        {
+                            order.lock().unwrap().push(l.fence.unwrap());
+                            assert!(s.release("hot", &owner).await.unwrap());
+                            break;
+                        }
+                        tokio::time::sleep(Duration::from_millis(2)).await;
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let order = order.lock().unwrap();
+    assert_eq!(order.len(), 40);
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "{order:?}");
 }
 
 #[tokio::test]
@@ -446,7 +480,8 @@ async fn killed_connections_leave_the_lease_standing() {
 
 #[tokio::test]
 async fn notification_wakes_a_subscriber_in_another_store() {
-    let (waiter, table, _c) = store_with("").await;
+    let app = random_name("cadenas_listen");
+    let (waiter, table, _c) = store_with(&format!("application_name={app}")).await;
     let holder = connect(&with_query(&base_url(), &format!("table={table}"))).await;
     let mut sub = waiter
         .subscribe("k")
@@ -478,6 +513,24 @@ async fn notification_wakes_a_subscriber_in_another_store() {
     }
     latencies.sort();
     assert!(latencies[2] < Duration::from_millis(200), "{latencies:?}");
+    // The LISTEN connection is killed (as by a server restart): waiters are woken when it
+    // is back, and later releases are heard again.
+    fence_of(holder.try_acquire(req("k", "h", LONG)).await.unwrap());
+    let killed: Vec<(bool,)> = sqlx::query_as(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
+    )
+    .bind(&app)
+    .fetch_all(&admin().await)
+    .await
+    .unwrap();
+    assert!(!killed.is_empty());
+    tokio::time::timeout(Duration::from_secs(10), sub.released())
+        .await
+        .expect("woken after the listener reconnected");
+    assert!(holder.release("k", "h").await.unwrap());
+    tokio::time::timeout(Duration::from_secs(5), sub.released())
+        .await
+        .expect("notifications work again after the reconnect");
     // Force release notifies as well.
     fence_of(holder.try_acquire(req("k", "h", LONG)).await.unwrap());
     assert!(waiter.force_release("k").await.unwrap());
@@ -497,7 +550,7 @@ async fn a_pool_of_one_with_subscriptions_does_not_deadlock() {
         .connect(&base_url())
         .await
         .unwrap();
-    let s = std::sync::Arc::new(
+    let s = Arc::new(
         PostgresStore::from_pool(pool.clone(), PostgresOptions::new().table(&table))
             .await
             .unwrap(),

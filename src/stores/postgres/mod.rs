@@ -85,6 +85,9 @@ const DRIVER_PARAMS: &[&str] = &[
 /// The database's clock at statement start, in epoch milliseconds.
 const NOW_MS: &str = "(extract(epoch FROM now()) * 1000)::bigint";
 
+/// How long a first `subscribe` waits for the `LISTEN` connection before it lets waiters poll.
+const LISTEN_WAIT: Duration = Duration::from_secs(2);
+
 /// Where the PostgreSQL store keeps its locks.
 #[derive(Debug, Clone)]
 pub struct PostgresOptions {
@@ -539,9 +542,10 @@ impl Store for PostgresStore {
                 Listener::start(pool, self.names.channel.clone(), self.notifier.clone())
             })
             .await;
-        // Wait for LISTEN to be active, so a release right after our first try is heard.
-        // If it cannot connect, waiters fall back to polling until it can.
-        if listener.started(self.listener_timeout).await != State::Listening {
+        // Wait (briefly) for LISTEN to be active, so a release right after our first try is
+        // heard. If it cannot connect in time, waiters poll until it can.
+        let limit = self.listener_timeout.min(LISTEN_WAIT);
+        if listener.started(limit).await != State::Listening {
             tracing::debug!(store = %self.describe, "LISTEN not active yet; waiters poll");
         }
         Ok(Some(subscription))
