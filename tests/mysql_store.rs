@@ -639,3 +639,61 @@ async fn verrou_interop() {
 }
 
 const KNEX_CLIENT: &str = "mysql2";
+
+/// Throughput next to a bare `GET_LOCK`/`RELEASE_LOCK` loop. Run with
+/// `cargo test --release --features mysql --test mysql_store -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, not a check"]
+async fn measure() {
+    let run_for = Duration::from_secs(3);
+    let (s, _t, _c) = store_with("pool_size=16").await;
+    let s = Arc::new(s);
+    let pool = s.pool().clone();
+    for tasks in [1usize, 16] {
+        let cycles = |bare: bool| {
+            let (s, pool) = (s.clone(), pool.clone());
+            async move {
+                let end = Instant::now() + run_for;
+                let handles: Vec<_> = (0..tasks)
+                    .map(|i| {
+                        let (s, pool) = (s.clone(), pool.clone());
+                        tokio::spawn(async move {
+                            let (key, mut n) = (format!("bench{i}"), 0u64);
+                            while Instant::now() < end {
+                                if bare {
+                                    let mut c = pool.acquire().await.unwrap();
+                                    sqlx::query("SELECT GET_LOCK(?, 0)")
+                                        .bind(&key)
+                                        .execute(&mut *c)
+                                        .await
+                                        .unwrap();
+                                    sqlx::query("SELECT RELEASE_LOCK(?)")
+                                        .bind(&key)
+                                        .execute(&mut *c)
+                                        .await
+                                        .unwrap();
+                                } else {
+                                    fence_of(s.try_acquire(req(&key, "o", LONG)).await.unwrap());
+                                    assert!(s.release(&key, "o").await.unwrap());
+                                }
+                                n += 1;
+                            }
+                            n
+                        })
+                    })
+                    .collect();
+                let mut total = 0;
+                for h in handles {
+                    total += h.await.unwrap();
+                }
+                total as f64 / run_for.as_secs_f64()
+            }
+        };
+        let ceiling = cycles(true).await;
+        let ours = cycles(false).await;
+        println!(
+            "mariadb tasks={tasks}: {ours:.0} cycles/s, GET_LOCK ceiling {ceiling:.0}/s, ratio {:.2}",
+            ours / ceiling
+        );
+    }
+}
