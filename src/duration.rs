@@ -22,9 +22,7 @@ pub(crate) fn check(what: &'static str, d: Duration) -> Result<Duration> {
     if d < Duration::from_millis(1) {
         return Err(Error::invalid(
             what,
-            format!(
-                "{d:?} is too short: give at least 1ms (or `none` for a lock that never expires)"
-            ),
+            format!("{d:?} is too short: give at least 1ms (or `none` for a lock that never expires)"),
         ));
     }
     if d > MAX_DURATION {
@@ -94,10 +92,7 @@ mod tests {
     fn bad_durations_are_typed_errors() {
         for bad in ["0", "0s", "-5s", "abc", "10 parsecs", "999999h", "", "5"] {
             match parse_ttl(bad) {
-                Err(Error::InvalidInput {
-                    what: "ttl",
-                    message,
-                }) => {
+                Err(Error::InvalidInput { what: "ttl", message }) => {
                     assert!(message.contains(bad.trim()), "{message}")
                 }
                 other => panic!("{bad:?} gave {other:?}"),

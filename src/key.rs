@@ -31,11 +31,7 @@ pub(crate) fn check_key(key: &str, namespace: Option<&str>) -> Result<()> {
             format!(
                 "'{}…' is {total} bytes{}; the limit is {MAX_KEY_BYTES} (hash long names first)",
                 prefix_chars(key, 40),
-                if namespace.is_some() {
-                    " with its namespace"
-                } else {
-                    ""
-                }
+                if namespace.is_some() { " with its namespace" } else { "" }
             ),
         ));
     }

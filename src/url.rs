@@ -137,7 +137,9 @@ pub(crate) fn redact_text(text: &str) -> String {
 pub fn check_identifier(what: &'static str, name: &str) -> Result<()> {
     let ok = !name.is_empty()
         && name.len() <= 63
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_')
         && !name.as_bytes()[0].is_ascii_digit();
     if ok {
         Ok(())
@@ -168,10 +170,7 @@ mod tests {
         let mut u = StoreUrl::parse("postgres://h/db?table=t&unlogged=true&x=1").unwrap();
         assert_eq!(u.take("table").as_deref(), Some("t"));
         assert_eq!(u.take_bool("unlogged").unwrap(), Some(true));
-        let e = u
-            .reject_unknown(&["table", "unlogged"])
-            .unwrap_err()
-            .to_string();
+        let e = u.reject_unknown(&["table", "unlogged"]).unwrap_err().to_string();
         assert!(e.contains("unknown option 'x'"), "{e}");
     }
 
