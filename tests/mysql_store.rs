@@ -1,0 +1,699 @@
+//! The MySQL / MariaDB store against a real server.
+//!
+//! Set `CADENAS_TEST_MYSQL_URL` (default `mysql://root@127.0.0.1:3306/test`).
+//! Every test uses its own random table and drops it at the end. An unreachable server
+//! fails the tests: they never skip.
+#![cfg(feature = "mysql")]
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use cadenas::store::{Acquire, AcquireRequest, Store, StoreErrorKind};
+use cadenas::stores::mysql::{MySqlOptions, MySqlStore};
+use cadenas::Error;
+use sqlx::mysql::{MySqlPool, MySqlPoolOptions};
+use sqlx::Executor;
+
+fn base_url() -> String {
+    std::env::var("CADENAS_TEST_MYSQL_URL")
+        .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".to_owned())
+}
+
+fn with_query(url: &str, query: &str) -> String {
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}{query}")
+}
+
+fn random_name(prefix: &str) -> String {
+    format!("{prefix}_{:016x}", rand::random::<u64>())
+}
+
+async fn admin() -> MySqlPool {
+    MySqlPoolOptions::new()
+        .max_connections(2)
+        .connect(&base_url())
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "MySQL/MariaDB is not reachable at {} ({e}). Start one (e.g. `docker run -p 3306:3306 -e MARIADB_ALLOW_EMPTY_ROOT_PASSWORD=1 -e MARIADB_DATABASE=test mariadb`) or point CADENAS_TEST_MYSQL_URL at one.",
+                base_url()
+            )
+        })
+}
+
+/// Drops the test's tables when the test ends, even if it panicked.
+struct Cleanup(Vec<String>);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let statements = std::mem::take(&mut self.0);
+        let url = base_url();
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                if let Ok(pool) = MySqlPool::connect(&url).await {
+                    for s in statements {
+                        let _ = sqlx::query(&s).execute(&pool).await;
+                    }
+                    pool.close().await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+fn cleanup_table(table: &str) -> Cleanup {
+    Cleanup(vec![
+        format!("DROP TABLE IF EXISTS `{table}`"),
+        format!("DROP TABLE IF EXISTS `{table}_fences`"),
+    ])
+}
+
+async fn store_with(query: &str) -> (MySqlStore, String, Cleanup) {
+    let table = random_name("cadenas_t");
+    let cleanup = cleanup_table(&table);
+    let url = with_query(&base_url(), &format!("table={table}"));
+    let url = if query.is_empty() {
+        url
+    } else {
+        with_query(&url, query)
+    };
+    (connect(&url).await, table, cleanup)
+}
+
+async fn connect(url: &str) -> MySqlStore {
+    admin().await.close().await; // a clear message if the server is down
+    MySqlStore::connect(url)
+        .await
+        .unwrap_or_else(|e| panic!("connecting the store: {e}"))
+}
+
+fn req<'a>(key: &'a str, owner: &'a str, ttl: Option<Duration>) -> AcquireRequest<'a> {
+    AcquireRequest {
+        key,
+        owner,
+        ttl,
+        metadata: None,
+    }
+}
+
+fn fence_of(a: Acquire) -> u64 {
+    match a {
+        Acquire::Acquired(lease) => lease.fence.expect("mysql fences"),
+        Acquire::Held(h) => panic!("expected to acquire, held by {h:?}"),
+    }
+}
+
+const LONG: Option<Duration> = Some(Duration::from_secs(60));
+
+async fn acquire_within(store: &MySqlStore, key: &str, owner: &str, limit: Duration) -> u64 {
+    let deadline = Instant::now() + limit;
+    loop {
+        match store.try_acquire(req(key, owner, LONG)).await.unwrap() {
+            Acquire::Acquired(l) => return l.fence.unwrap(),
+            Acquire::Held(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(10)).await
+            }
+            Acquire::Held(h) => panic!("still held after {limit:?}: {h:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn exclusion_and_owner_checks() {
+    let (s, _t, _c) = store_with("").await;
+    let caps = s.capabilities();
+    assert!(caps.fencing && caps.ttl_none && caps.list && caps.shared && !caps.notify);
+    let f1 = fence_of(s.try_acquire(req("k", "alice", LONG)).await.unwrap());
+    match s.try_acquire(req("k", "bob", LONG)).await.unwrap() {
+        Acquire::Held(h) => {
+            assert_eq!(h.owner.as_deref(), Some("alice"));
+            let r = h.remaining.unwrap();
+            assert!(
+                r > Duration::from_secs(50) && r <= Duration::from_secs(60),
+                "{r:?}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        s.try_acquire(req("k", "alice", LONG)).await.unwrap(),
+        Acquire::Held(_)
+    ));
+    // Case and trailing spaces make other keys and other owners.
+    fence_of(s.try_acquire(req("K", "alice", LONG)).await.unwrap());
+    fence_of(s.try_acquire(req("k ", "alice", LONG)).await.unwrap());
+    assert!(!s.release("k", "ALICE").await.unwrap());
+    assert!(!s.release("k", "bob").await.unwrap());
+    assert!(s.extend("k", "bob", LONG).await.unwrap().is_none());
+    assert!(!s.set_metadata("k", "bob", Some("x")).await.unwrap());
+    assert!(s.release("k", "alice").await.unwrap());
+    assert!(!s.release("k", "alice").await.unwrap());
+    let f2 = fence_of(s.try_acquire(req("k", "bob", LONG)).await.unwrap());
+    assert!(f2 > f1);
+    s.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn expiry_takeover_and_fences() {
+    let (s, table, _c) = store_with("").await;
+    let mut fences = vec![];
+    let short = Some(Duration::from_millis(150));
+    fences.push(fence_of(s.try_acquire(req("k", "a", short)).await.unwrap()));
+    fences.push(acquire_within(&s, "k", "b", Duration::from_secs(5)).await);
+    assert!(!s.release("k", "a").await.unwrap());
+    assert!(s.extend("k", "a", LONG).await.unwrap().is_none());
+    assert!(s.release("k", "b").await.unwrap());
+    fences.push(fence_of(s.try_acquire(req("k", "c", None)).await.unwrap()));
+    assert!(s.force_release("k").await.unwrap());
+    assert!(!s.force_release("k").await.unwrap());
+    s.close().await.unwrap();
+    let s2 = connect(&with_query(&base_url(), &format!("table={table}"))).await;
+    fences.push(fence_of(s2.try_acquire(req("k", "d", LONG)).await.unwrap()));
+    assert!(fences.windows(2).all(|w| w[0] < w[1]), "{fences:?}");
+}
+
+#[tokio::test]
+async fn contention_keeps_fences_increasing() {
+    let (s, _t, _c) = store_with("pool_size=8").await;
+    let s = Arc::new(s);
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let tasks: Vec<_> = (0..8)
+        .map(|i| {
+            let (s, order) = (s.clone(), order.clone());
+            tokio::spawn(async move {
+                let owner = format!("t{i}");
+                for _ in 0..5 {
+                    loop {
+                        if let Acquire::Acquired(l) =
+                            s.try_acquire(req("hot", &owner, LONG)).await.unwrap()
+                        {
+                            order.lock().unwrap().push(l.fence.unwrap());
+                            assert!(s.release("hot", &owner).await.unwrap());
+                            break;
+                        }
+                        tokio::time::sleep(Duration::from_millis(2)).await;
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let order = order.lock().unwrap();
+    assert_eq!(order.len(), 40);
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "{order:?}");
+}
+
+#[tokio::test]
+async fn ttl_none_extend_and_inspect() {
+    let (s, _t, _c) = store_with("").await;
+    s.try_acquire(req("forever", "a", None)).await.unwrap();
+    let info = s.inspect("forever").await.unwrap().unwrap();
+    assert_eq!((info.owner.as_str(), info.remaining), ("a", None));
+    assert!(info.fence.is_some());
+    match s.try_acquire(req("forever", "b", LONG)).await.unwrap() {
+        Acquire::Held(h) => assert_eq!((h.owner.as_deref(), h.remaining), (Some("a"), None)),
+        other => panic!("{other:?}"),
+    }
+    let lease = s
+        .extend("forever", "a", Some(Duration::from_millis(300)))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(lease.fence, info.fence);
+    // Twice within the same millisecond still counts as extended.
+    assert!(s.extend("forever", "a", LONG).await.unwrap().is_some());
+    assert!(s.extend("forever", "a", LONG).await.unwrap().is_some());
+    let r = s
+        .inspect("forever")
+        .await
+        .unwrap()
+        .unwrap()
+        .remaining
+        .unwrap();
+    assert!(r > Duration::from_secs(50), "{r:?}");
+    assert!(s.extend("forever", "a", None).await.unwrap().is_some());
+    assert_eq!(s.inspect("forever").await.unwrap().unwrap().remaining, None);
+    assert!(s.inspect("absent").await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn metadata_round_trip() {
+    let (s, _t, _c) = store_with("").await;
+    let big = "é".repeat(32 * 1024);
+    let r = AcquireRequest {
+        key: "m",
+        owner: "a",
+        ttl: LONG,
+        metadata: Some("{\"pid\": 42, \"host\": \"ñandú 🔒\"}"),
+    };
+    s.try_acquire(r).await.unwrap();
+    assert_eq!(
+        s.inspect("m").await.unwrap().unwrap().metadata.as_deref(),
+        r.metadata
+    );
+    assert!(s.set_metadata("m", "a", Some(&big)).await.unwrap());
+    assert!(
+        s.set_metadata("m", "a", Some(&big)).await.unwrap(),
+        "unchanged still matches"
+    );
+    assert_eq!(s.inspect("m").await.unwrap().unwrap().metadata, Some(big));
+    assert!(s.set_metadata("m", "a", None).await.unwrap());
+    assert_eq!(s.inspect("m").await.unwrap().unwrap().metadata, None);
+}
+
+#[tokio::test]
+async fn list_escapes_like_and_sorts() {
+    let (s, _t, _c) = store_with("").await;
+    for key in ["a%b:1", "a_b:2", "axb:3", "a%c", "B", "a%b:0", "a!b"] {
+        s.try_acquire(req(key, "o", LONG)).await.unwrap();
+    }
+    s.try_acquire(req("a%b:expired", "o", Some(Duration::from_millis(1))))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let keys = |v: Vec<cadenas::LockInfo>| v.into_iter().map(|i| i.key).collect::<Vec<_>>();
+    assert_eq!(keys(s.list("a%b").await.unwrap()), ["a%b:0", "a%b:1"]);
+    assert_eq!(keys(s.list("a_b").await.unwrap()), ["a_b:2"]);
+    assert_eq!(keys(s.list("a!").await.unwrap()), ["a!b"]);
+    assert_eq!(
+        keys(s.list("").await.unwrap()),
+        ["B", "a!b", "a%b:0", "a%b:1", "a%c", "a_b:2", "axb:3"]
+    );
+    assert!(s.list("A").await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn sql_metacharacters_and_unicode_keys() {
+    let (s, _t, _c) = store_with("").await;
+    let long = "ü".repeat(127);
+    let keys = [
+        "'; DROP TABLE cadenas_locks; --",
+        "`backtick` \"quoted\" \\ back\\slash",
+        "ключ🔒:锁",
+        "? %s $1",
+        long.as_str(),
+    ];
+    for key in keys {
+        let owner = format!("{key}-owner'");
+        s.try_acquire(req(key, &owner, LONG)).await.unwrap();
+        let info = s.inspect(key).await.unwrap().unwrap();
+        assert_eq!(
+            (info.key.as_str(), info.owner.as_str()),
+            (key, owner.as_str())
+        );
+        assert_eq!(s.list(key).await.unwrap().len(), 1, "{key}");
+        assert!(s.release(key, &owner).await.unwrap());
+    }
+}
+
+#[tokio::test]
+async fn bad_table_name_is_refused_before_any_sql() {
+    for bad in ["bad;drop", "1abc", "a-b", "x%60y"] {
+        let url = format!("mariadb://u:secret@127.0.0.1:1/db?table={bad}");
+        let e = MySqlStore::connect(&url).await.unwrap_err();
+        assert!(matches!(e, Error::Config { .. }), "{e}");
+        assert!(!e.to_string().contains("secret"));
+    }
+    let e = MySqlStore::from_pool(
+        MySqlPoolOptions::new()
+            .connect_lazy("mysql://127.0.0.1:1/db")
+            .unwrap(),
+        MySqlOptions::new().table("robert`); drop"),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(e, Error::Config { .. }), "{e}");
+    let e = MySqlStore::connect("mysql://127.0.0.1:1/db?schema=x")
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("schema"), "{e}");
+}
+
+#[tokio::test]
+async fn table_with_wrong_columns_is_rejected() {
+    let admin = admin().await;
+    let table = random_name("cadenas_bad");
+    let _c = cleanup_table(&table);
+    sqlx::query(&format!(
+        "CREATE TABLE `{table}` (`key` varchar(255) primary key, `expiration` bigint)"
+    ))
+    .execute(&admin)
+    .await
+    .unwrap();
+    let e = MySqlStore::connect(&with_query(&base_url(), &format!("table={table}")))
+        .await
+        .unwrap_err();
+    let text = e.to_string();
+    assert!(text.contains("owner") && text.contains(&table), "{text}");
+    assert!(matches!(&e, Error::Store { source, .. } if source.kind == StoreErrorKind::Rejected));
+}
+
+#[tokio::test]
+async fn a_verrou_table_gets_our_columns() {
+    let admin = admin().await;
+    let table = random_name("cadenas_v");
+    let _c = cleanup_table(&table);
+    // The shape Verrou's Knex adapter creates: unsigned expiration, default collation.
+    sqlx::query(&format!(
+        "CREATE TABLE `{table}` (`key` varchar(255) not null primary key, `owner` varchar(255) not null, `expiration` bigint unsigned null)"
+    ))
+    .execute(&admin)
+    .await
+    .unwrap();
+    sqlx::query(&format!(
+        "INSERT INTO `{table}` (`key`, owner, expiration) VALUES ('v', 'node', CAST(UNIX_TIMESTAMP(NOW(3)) * 1000 AS UNSIGNED) + 60000)"
+    ))
+    .execute(&admin)
+    .await
+    .unwrap();
+    let s = connect(&with_query(&base_url(), &format!("table={table}"))).await;
+    match s.try_acquire(req("v", "rust", LONG)).await.unwrap() {
+        Acquire::Held(h) => assert_eq!(h.owner.as_deref(), Some("node")),
+        other => panic!("{other:?}"),
+    }
+    let info = s.inspect("v").await.unwrap().unwrap();
+    assert_eq!((info.owner.as_str(), info.fence), ("node", None));
+    assert!(info.remaining.unwrap() > Duration::from_secs(50));
+    fence_of(
+        s.try_acquire(req("w", "rust", Some(Duration::from_millis(1))))
+            .await
+            .unwrap(),
+    );
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert!(
+        s.inspect("w").await.unwrap().is_none(),
+        "unsigned expiry arithmetic"
+    );
+    fence_of(s.try_acquire(req("w", "rust", None)).await.unwrap());
+}
+
+#[tokio::test]
+async fn unreachable_and_wrong_credentials() {
+    admin().await.close().await;
+    let e = MySqlStore::connect("mysql://u:hunter2@127.0.0.1:1/test")
+        .await
+        .unwrap_err();
+    assert!(e.is_unavailable(), "{e}");
+    assert!(!e.to_string().contains("hunter2"), "{e}");
+    let u = url::Url::parse(&base_url()).unwrap();
+    let host = format!("{}:{}", u.host_str().unwrap(), u.port().unwrap_or(3306));
+    let user = random_name("nobody");
+    let e = MySqlStore::connect(&format!("mariadb://{user}:hunter2@{host}/test"))
+        .await
+        .unwrap_err();
+    assert!(e.is_unavailable(), "{e}");
+    assert!(!e.to_string().contains("hunter2"), "{e}");
+    let e = MySqlStore::connect(&format!("mysql://root@{host}/{user}"))
+        .await
+        .unwrap_err();
+    assert!(e.is_unavailable(), "{e}");
+}
+
+#[tokio::test]
+async fn concurrent_creation_is_race_free() {
+    let table = random_name("cadenas_race");
+    let _c = cleanup_table(&table);
+    admin().await.close().await;
+    let url = with_query(&base_url(), &format!("table={table}&pool_size=1"));
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move { MySqlStore::connect(&url).await.map(|_| ()) })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap().unwrap_or_else(|e| panic!("{e}"));
+    }
+}
+
+#[tokio::test]
+async fn killed_connections_leave_the_lease_standing() {
+    let table = random_name("cadenas_kill");
+    let _c = cleanup_table(&table);
+    admin().await.close().await;
+    let ids = Arc::new(Mutex::new(Vec::<u64>::new()));
+    let seen = ids.clone();
+    let pool = MySqlPoolOptions::new()
+        .max_connections(2)
+        .after_connect(move |conn, _| {
+            let seen = seen.clone();
+            Box::pin(async move {
+                let id: u64 = sqlx::query_scalar("SELECT CONNECTION_ID()")
+                    .fetch_one(&mut *conn)
+                    .await?;
+                seen.lock().unwrap().push(id);
+                Ok(())
+            })
+        })
+        .connect(&base_url())
+        .await
+        .unwrap();
+    let s = MySqlStore::from_pool(pool, MySqlOptions::new().table(&table))
+        .await
+        .unwrap();
+    let f = fence_of(s.try_acquire(req("k", "a", LONG)).await.unwrap());
+    let admin = admin().await;
+    let to_kill: Vec<u64> = ids.lock().unwrap().clone();
+    assert!(!to_kill.is_empty());
+    for id in to_kill {
+        let _ = admin.execute(format!("KILL {id}").as_str()).await;
+    }
+    let info = s.inspect("k").await.unwrap().unwrap();
+    assert_eq!((info.owner.as_str(), info.fence), ("a", Some(f)));
+    assert!(matches!(
+        s.try_acquire(req("k", "b", LONG)).await.unwrap(),
+        Acquire::Held(_)
+    ));
+    assert!(s.release("k", "a").await.unwrap());
+}
+
+#[tokio::test]
+async fn local_releases_wake_local_subscribers() {
+    let (s, _t, _c) = store_with("").await;
+    let mut sub = s.subscribe("k").await.unwrap().expect("local subscription");
+    fence_of(s.try_acquire(req("k", "h", LONG)).await.unwrap());
+    assert!(s.release("k", "h").await.unwrap());
+    tokio::time::timeout(Duration::from_secs(2), sub.released())
+        .await
+        .expect("woken by a release in this process");
+}
+
+/// Drives a real Node.js Verrou (`@verrou/core` with its Knex adapter) over stdin/stdout.
+/// Its packages are installed with npm into the target directory on first use.
+mod verrou {
+    use std::path::PathBuf;
+    use std::process::Stdio;
+
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+    use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+
+    const SCRIPT: &str = r#"
+import { Verrou } from '@verrou/core'
+import { knexStore } from '@verrou/core/drivers/knex'
+import knex from 'knex'
+import readline from 'node:readline'
+const [client, connection, tableName] = process.argv.slice(2)
+const db = knex({ client, connection })
+const verrou = new Verrou({ default: 'db', stores: { db: { driver: knexStore({ connection: db, tableName }) } } })
+const held = new Map()
+const say = (s) => process.stdout.write(s + '\n')
+// Creating a first lock makes Verrou create its table.
+await verrou.createLock('cadenas-warmup', '1s').isLocked()
+say('ready')
+for await (const line of readline.createInterface({ input: process.stdin })) {
+  const [cmd, key] = line.split(' ')
+  try {
+    if (cmd === 'try') {
+      const lock = verrou.createLock(key, '30s')
+      if (await lock.acquireImmediately()) { held.set(key, lock); say('acquired ' + lock.getOwner()) } else say('held')
+    } else if (cmd === 'release') { await held.get(key).release(); held.delete(key); say('released') }
+    else if (cmd === 'locked') say(String(await verrou.createLock(key).isLocked()))
+    else if (cmd === 'quit') break
+  } catch (e) { say('error ' + e.message) }
+}
+await db.destroy()
+"#;
+
+    fn dir() -> PathBuf {
+        PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("verrou-node")
+    }
+
+    async fn install() -> PathBuf {
+        let dir = dir();
+        std::fs::create_dir_all(&dir).expect("creating the node folder");
+        if !dir.join("node_modules/@verrou/core").exists() {
+            std::fs::write(
+                dir.join("package.json"),
+                "{\"private\":true,\"type\":\"module\"}",
+            )
+            .unwrap();
+            let status = Command::new("npm")
+                .args(["install", "--no-audit", "--no-fund", "--silent"])
+                .args(["@verrou/core@0.5", "knex@3", "pg@8", "mysql2@3"])
+                .current_dir(&dir)
+                .status()
+                .await
+                .expect("npm must be installed (with Node.js 20+) for the Verrou interop test");
+            assert!(status.success(), "npm install of @verrou/core failed");
+        }
+        std::fs::write(dir.join("interop.mjs"), SCRIPT).unwrap();
+        dir
+    }
+
+    /// A running Verrou process.
+    pub struct Node {
+        child: Child,
+        stdin: ChildStdin,
+        lines: Lines<BufReader<ChildStdout>>,
+    }
+
+    impl Node {
+        /// Starts Verrou on `table` with Knex client `client` (`pg`, `mysql2`).
+        pub async fn start(client: &str, url: &str, table: &str) -> Node {
+            let dir = install().await;
+            let mut child = Command::new("node")
+                .arg("interop.mjs")
+                .args([client, url, table])
+                .current_dir(&dir)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .kill_on_drop(true)
+                .spawn()
+                .expect("node must be installed for the Verrou interop test");
+            let stdin = child.stdin.take().unwrap();
+            let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+            let mut node = Node {
+                child,
+                stdin,
+                lines,
+            };
+            assert_eq!(node.read().await, "ready");
+            node
+        }
+
+        async fn read(&mut self) -> String {
+            let line =
+                tokio::time::timeout(std::time::Duration::from_secs(30), self.lines.next_line())
+                    .await
+                    .expect("Verrou answers within 30s")
+                    .expect("reading from node");
+            line.expect("node exited early (see its stderr above)")
+        }
+
+        /// Sends one command and returns its answer line.
+        pub async fn cmd(&mut self, line: &str) -> String {
+            self.stdin
+                .write_all(format!("{line}\n").as_bytes())
+                .await
+                .unwrap();
+            self.stdin.flush().await.unwrap();
+            self.read().await
+        }
+
+        /// Stops the process.
+        pub async fn quit(mut self) {
+            let _ = self.stdin.write_all(b"quit\n").await;
+            let _ =
+                tokio::time::timeout(std::time::Duration::from_secs(10), self.child.wait()).await;
+        }
+    }
+}
+
+/// Verrou (Node.js, Knex) and cadenas share one table and exclude each other.
+#[tokio::test]
+async fn verrou_interop() {
+    admin().await.close().await;
+    let table = random_name("verrou");
+    let _c = cleanup_table(&table);
+    // Verrou starts first and creates its three-column table.
+    let mut node = verrou::Node::start(KNEX_CLIENT, &base_url(), &table).await;
+    let answer = node.cmd("try k1").await;
+    let node_owner = answer.strip_prefix("acquired ").expect(&answer).to_owned();
+    let s = connect(&with_query(&base_url(), &format!("table={table}"))).await;
+    match s.try_acquire(req("k1", "rust", LONG)).await.unwrap() {
+        Acquire::Held(h) => assert_eq!(h.owner.as_deref(), Some(node_owner.as_str())),
+        other => panic!("cadenas took a lock Verrou holds: {other:?}"),
+    }
+    assert_eq!(s.inspect("k1").await.unwrap().unwrap().owner, node_owner);
+    assert_eq!(node.cmd("release k1").await, "released");
+    fence_of(s.try_acquire(req("k1", "rust", LONG)).await.unwrap());
+    assert_eq!(node.cmd("try k1").await, "held");
+    assert_eq!(node.cmd("locked k1").await, "true");
+    assert!(s.release("k1", "rust").await.unwrap());
+    assert_eq!(node.cmd("locked k1").await, "false");
+    assert!(node.cmd("try k1").await.starts_with("acquired "));
+    // A lock that never expires (NULL expiration) holds Verrou off too.
+    fence_of(s.try_acquire(req("k2", "rust", None)).await.unwrap());
+    assert_eq!(node.cmd("try k2").await, "held");
+    // Verrou can release what it took after cadenas added its columns.
+    assert_eq!(node.cmd("release k1").await, "released");
+    assert!(s.inspect("k1").await.unwrap().is_none());
+    node.quit().await;
+}
+
+const KNEX_CLIENT: &str = "mysql2";
+
+/// Throughput next to a bare `GET_LOCK`/`RELEASE_LOCK` loop. Run with
+/// `cargo test --release --features mysql --test mysql_store -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, not a check"]
+async fn measure() {
+    let run_for = Duration::from_secs(3);
+    let (s, _t, _c) = store_with("pool_size=16").await;
+    let s = Arc::new(s);
+    let pool = s.pool().clone();
+    for tasks in [1usize, 16] {
+        let cycles = |bare: bool| {
+            let (s, pool) = (s.clone(), pool.clone());
+            async move {
+                let end = Instant::now() + run_for;
+                let handles: Vec<_> = (0..tasks)
+                    .map(|i| {
+                        let (s, pool) = (s.clone(), pool.clone());
+                        tokio::spawn(async move {
+                            let (key, mut n) = (format!("bench{i}"), 0u64);
+                            while Instant::now() < end {
+                                if bare {
+                                    let mut c = pool.acquire().await.unwrap();
+                                    sqlx::query("SELECT GET_LOCK(?, 0)")
+                                        .bind(&key)
+                                        .execute(&mut *c)
+                                        .await
+                                        .unwrap();
+                                    sqlx::query("SELECT RELEASE_LOCK(?)")
+                                        .bind(&key)
+                                        .execute(&mut *c)
+                                        .await
+                                        .unwrap();
+                                } else {
+                                    fence_of(s.try_acquire(req(&key, "o", LONG)).await.unwrap());
+                                    assert!(s.release(&key, "o").await.unwrap());
+                                }
+                                n += 1;
+                            }
+                            n
+                        })
+                    })
+                    .collect();
+                let mut total = 0;
+                for h in handles {
+                    total += h.await.unwrap();
+                }
+                total as f64 / run_for.as_secs_f64()
+            }
+        };
+        let ceiling = cycles(true).await;
+        let ours = cycles(false).await;
+        println!(
+            "mariadb tasks={tasks}: {ours:.0} cycles/s, GET_LOCK ceiling {ceiling:.0}/s, ratio {:.2}",
+            ours / ceiling
+        );
+    }
+}

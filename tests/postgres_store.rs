@@ -1,0 +1,824 @@
+//! The PostgreSQL store against a real server.
+//!
+//! Set `CADENAS_TEST_POSTGRES_URL` (default `postgres://postgres@127.0.0.1:5432/test`).
+//! Every test uses its own random table and drops it at the end. An unreachable server
+//! fails the tests: they never skip.
+#![cfg(feature = "postgres")]
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use cadenas::store::{Acquire, AcquireRequest, Store, StoreErrorKind};
+use cadenas::stores::postgres::{PostgresOptions, PostgresStore};
+use cadenas::Error;
+use sqlx::postgres::{PgPool, PgPoolOptions};
+
+fn base_url() -> String {
+    std::env::var("CADENAS_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+}
+
+fn with_query(url: &str, query: &str) -> String {
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}{query}")
+}
+
+fn random_name(prefix: &str) -> String {
+    format!("{prefix}_{:016x}", rand::random::<u64>())
+}
+
+async fn admin() -> PgPool {
+    PgPoolOptions::new()
+        .max_connections(2)
+        .connect(&base_url())
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "PostgreSQL is not reachable at {} ({e}). Start one (e.g. `docker run -p 5432:5432 -e POSTGRES_HOST_AUTH_METHOD=trust -e POSTGRES_DB=test postgres`) or point CADENAS_TEST_POSTGRES_URL at one.",
+                base_url()
+            )
+        })
+}
+
+/// Drops the test's table and sequence when the test ends, even if it panicked.
+struct Cleanup(Vec<String>);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let statements = std::mem::take(&mut self.0);
+        let url = base_url();
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                if let Ok(pool) = PgPool::connect(&url).await {
+                    for s in statements {
+                        let _ = sqlx::query(&s).execute(&pool).await;
+                    }
+                    pool.close().await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+fn cleanup_table(table: &str) -> Cleanup {
+    Cleanup(vec![
+        format!("DROP TABLE IF EXISTS \"{table}\""),
+        format!("DROP SEQUENCE IF EXISTS \"{table}_fence_seq\""),
+    ])
+}
+
+/// A fresh store on a fresh table.
+async fn store_with(query: &str) -> (PostgresStore, String, Cleanup) {
+    let table = random_name("cadenas_t");
+    let cleanup = cleanup_table(&table);
+    let url = with_query(&base_url(), &format!("table={table}"));
+    let url = if query.is_empty() {
+        url
+    } else {
+        with_query(&url, query)
+    };
+    let store = connect(&url).await;
+    (store, table, cleanup)
+}
+
+async fn connect(url: &str) -> PostgresStore {
+    admin().await.close().await; // a clear message if the server is down
+    PostgresStore::connect(url)
+        .await
+        .unwrap_or_else(|e| panic!("connecting the store: {e}"))
+}
+
+fn req<'a>(key: &'a str, owner: &'a str, ttl: Option<Duration>) -> AcquireRequest<'a> {
+    AcquireRequest {
+        key,
+        owner,
+        ttl,
+        metadata: None,
+    }
+}
+
+fn fence_of(a: Acquire) -> u64 {
+    match a {
+        Acquire::Acquired(lease) => lease.fence.expect("postgres fences"),
+        Acquire::Held(h) => panic!("expected to acquire, held by {h:?}"),
+    }
+}
+
+const LONG: Option<Duration> = Some(Duration::from_secs(60));
+
+/// Tries until acquired or the deadline passes.
+async fn acquire_within(store: &PostgresStore, key: &str, owner: &str, limit: Duration) -> u64 {
+    let deadline = Instant::now() + limit;
+    loop {
+        match store.try_acquire(req(key, owner, LONG)).await.unwrap() {
+            Acquire::Acquired(l) => return l.fence.unwrap(),
+            Acquire::Held(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(10)).await
+            }
+            Acquire::Held(h) => panic!("still held after {limit:?}: {h:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn exclusion_and_owner_checks() {
+    let (s, _t, _c) = store_with("").await;
+    assert!(s.capabilities().fencing && s.capabilities().notify);
+    let f1 = fence_of(s.try_acquire(req("k", "alice", LONG)).await.unwrap());
+    match s.try_acquire(req("k", "bob", LONG)).await.unwrap() {
+        Acquire::Held(h) => {
+            assert_eq!(h.owner.as_deref(), Some("alice"));
+            let r = h.remaining.unwrap();
+            assert!(
+                r > Duration::from_secs(50) && r <= Duration::from_secs(60),
+                "{r:?}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    // Not re-entrant.
+    assert!(matches!(
+        s.try_acquire(req("k", "alice", LONG)).await.unwrap(),
+        Acquire::Held(_)
+    ));
+    assert!(!s.release("k", "bob").await.unwrap());
+    assert!(s.extend("k", "bob", LONG).await.unwrap().is_none());
+    assert!(!s.set_metadata("k", "bob", Some("x")).await.unwrap());
+    assert!(s.release("k", "alice").await.unwrap());
+    assert!(!s.release("k", "alice").await.unwrap());
+    let f2 = fence_of(s.try_acquire(req("k", "bob", LONG)).await.unwrap());
+    assert!(f2 > f1);
+    s.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn expiry_takeover_and_fences() {
+    let (s, table, _c) = store_with("").await;
+    let mut fences = vec![];
+    let short = Some(Duration::from_millis(150));
+    fences.push(fence_of(s.try_acquire(req("k", "a", short)).await.unwrap()));
+    // Takeover once the database says it expired.
+    fences.push(acquire_within(&s, "k", "b", Duration::from_secs(5)).await);
+    assert!(
+        !s.release("k", "a").await.unwrap(),
+        "the expired owner cannot release"
+    );
+    assert!(s.extend("k", "a", LONG).await.unwrap().is_none());
+    assert!(s.release("k", "b").await.unwrap());
+    fences.push(fence_of(s.try_acquire(req("k", "c", None)).await.unwrap()));
+    assert!(s.force_release("k").await.unwrap());
+    assert!(!s.force_release("k").await.unwrap());
+    // A new store (a reconnect, as after a client restart) keeps counting up.
+    s.close().await.unwrap();
+    let s2 = connect(&with_query(&base_url(), &format!("table={table}"))).await;
+    fences.push(fence_of(s2.try_acquire(req("k", "d", LONG)).await.unwrap()));
+    fences.push(fence_of(
+        s2.try_acquire(req("other", "d", LONG)).await.unwrap(),
+    ));
+    assert!(fences.windows(2).all(|w| w[0] < w[1]), "{fences:?}");
+}
+
+#[tokio::test]
+async fn contention_keeps_fences_increasing() {
+    let (s, _t, _c) = store_with("pool_size=8").await;
+    let s = Arc::new(s);
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let tasks: Vec<_> = (0..8)
+        .map(|i| {
+            let (s, order) = (s.clone(), order.clone());
+            tokio::spawn(async move {
+                let owner = format!("t{i}");
+                for _ in 0..5 {
+                    loop {
+                        if let Acquire::Acquired(l) =
+                            s.try_acquire(req("hot", &owner, LONG)).await.unwrap()
+                        {
+                            order.lock().unwrap().push(l.fence.unwrap());
+                            assert!(s.release("hot", &owner).await.unwrap());
+                            break;
+                        }
+                        tokio::time::sleep(Duration::from_millis(2)).await;
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let order = order.lock().unwrap();
+    assert_eq!(order.len(), 40);
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "{order:?}");
+}
+
+#[tokio::test]
+async fn ttl_none_extend_and_inspect() {
+    let (s, _t, _c) = store_with("").await;
+    s.try_acquire(req("forever", "a", None)).await.unwrap();
+    let info = s.inspect("forever").await.unwrap().unwrap();
+    assert_eq!(info.owner, "a");
+    assert_eq!(info.remaining, None);
+    assert!(info.fence.is_some());
+    match s.try_acquire(req("forever", "b", LONG)).await.unwrap() {
+        Acquire::Held(h) => assert_eq!((h.owner.as_deref(), h.remaining), (Some("a"), None)),
+        other => panic!("{other:?}"),
+    }
+    // Extend: from none to a ttl, and from a short ttl to a long one.
+    let lease = s
+        .extend("forever", "a", Some(Duration::from_millis(300)))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(lease.fence, info.fence);
+    let lease = s.extend("forever", "a", LONG).await.unwrap().unwrap();
+    assert_eq!(lease.ttl, LONG);
+    let r = s
+        .inspect("forever")
+        .await
+        .unwrap()
+        .unwrap()
+        .remaining
+        .unwrap();
+    assert!(r > Duration::from_secs(50), "{r:?}");
+    assert!(s.extend("forever", "a", None).await.unwrap().is_some());
+    assert_eq!(s.inspect("forever").await.unwrap().unwrap().remaining, None);
+    assert!(s.inspect("absent").await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn metadata_round_trip() {
+    let (s, _t, _c) = store_with("").await;
+    let big = "é".repeat(32 * 1024); // 64 KiB of UTF-8
+    let r = AcquireRequest {
+        key: "m",
+        owner: "a",
+        ttl: LONG,
+        metadata: Some("{\"pid\": 42, \"host\": \"ñandú\"}"),
+    };
+    s.try_acquire(r).await.unwrap();
+    let info = s.inspect("m").await.unwrap().unwrap();
+    assert_eq!(info.metadata.as_deref(), r.metadata);
+    assert!(s.set_metadata("m", "a", Some(&big)).await.unwrap());
+    assert_eq!(s.inspect("m").await.unwrap().unwrap().metadata, Some(big));
+    assert!(s.set_metadata("m", "a", None).await.unwrap());
+    assert_eq!(s.inspect("m").await.unwrap().unwrap().metadata, None);
+}
+
+#[tokio::test]
+async fn list_escapes_like_and_sorts() {
+    let (s, _t, _c) = store_with("").await;
+    for key in ["a%b:1", "a_b:2", "axb:3", "a%c", "B", "a%b:0"] {
+        s.try_acquire(req(key, "o", LONG)).await.unwrap();
+    }
+    s.try_acquire(req("a%b:expired", "o", Some(Duration::from_millis(1))))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let keys = |v: Vec<cadenas::LockInfo>| v.into_iter().map(|i| i.key).collect::<Vec<_>>();
+    assert_eq!(keys(s.list("a%b").await.unwrap()), ["a%b:0", "a%b:1"]);
+    assert_eq!(keys(s.list("a_b").await.unwrap()), ["a_b:2"]);
+    assert_eq!(
+        keys(s.list("").await.unwrap()),
+        ["B", "a%b:0", "a%b:1", "a%c", "a_b:2", "axb:3"]
+    );
+    assert!(s.list("zzz").await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn sql_metacharacters_and_unicode_keys() {
+    let (s, _t, _c) = store_with("").await;
+    let long = "ü".repeat(127); // 254 bytes
+    let keys = [
+        "'; DROP TABLE cadenas_locks; --",
+        "\"quoted\" \\ back\\slash",
+        "ключ🔒:锁",
+        "$1 %s ?",
+        long.as_str(),
+    ];
+    for key in keys {
+        let owner = format!("{key}-owner'");
+        s.try_acquire(req(key, &owner, LONG)).await.unwrap();
+        let info = s.inspect(key).await.unwrap().unwrap();
+        assert_eq!(
+            (info.key.as_str(), info.owner.as_str()),
+            (key, owner.as_str())
+        );
+        assert_eq!(s.list(key).await.unwrap().len(), 1, "{key}");
+        assert!(s.release(key, &owner).await.unwrap());
+    }
+}
+
+#[tokio::test]
+async fn bad_table_name_is_refused_before_any_sql() {
+    // Port 1 has no server: a config error (not a connection error) proves no SQL was sent.
+    for bad in ["bad;drop", "1abc", "a-b", "x%20y"] {
+        let url = format!("postgres://u:secret@127.0.0.1:1/db?table={bad}");
+        let e = PostgresStore::connect(&url).await.unwrap_err();
+        assert!(matches!(e, Error::Config { .. }), "{e}");
+        assert!(!e.to_string().contains("secret"));
+    }
+    let e = PostgresStore::connect("postgres://127.0.0.1:1/db?schema=no-pe")
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::Config { .. }), "{e}");
+    let e = PostgresStore::from_pool(
+        PgPoolOptions::new()
+            .connect_lazy("postgres://127.0.0.1:1/db")
+            .unwrap(),
+        PostgresOptions::new().table("robert'); drop"),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(e, Error::Config { .. }), "{e}");
+    let e = PostgresStore::connect("postgres://127.0.0.1:1/db?frobnicate=1")
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("frobnicate"), "{e}");
+}
+
+#[tokio::test]
+async fn table_with_wrong_columns_is_rejected() {
+    let admin = admin().await;
+    let table = random_name("cadenas_bad");
+    let _c = cleanup_table(&table);
+    sqlx::query(&format!(
+        "CREATE TABLE \"{table}\" (\"key\" varchar(255) primary key, \"owner\" varchar(255))"
+    ))
+    .execute(&admin)
+    .await
+    .unwrap();
+    let e = PostgresStore::connect(&with_query(&base_url(), &format!("table={table}")))
+        .await
+        .unwrap_err();
+    let text = e.to_string();
+    assert!(
+        text.contains("expiration") && text.contains(&table),
+        "{text}"
+    );
+    assert!(matches!(&e, Error::Store { source, .. } if source.kind == StoreErrorKind::Rejected));
+}
+
+#[tokio::test]
+async fn a_verrou_table_gets_our_columns() {
+    let admin = admin().await;
+    let table = random_name("cadenas_v");
+    let _c = cleanup_table(&table);
+    sqlx::query(&format!(
+        "CREATE TABLE \"{table}\" (\"key\" varchar(255) primary key, \"owner\" varchar(255) not null, expiration bigint)"
+    ))
+    .execute(&admin)
+    .await
+    .unwrap();
+    // A Verrou row: three columns, client-clock expiration.
+    sqlx::query(&format!(
+        "INSERT INTO \"{table}\" (\"key\", owner, expiration) VALUES ('v', 'node', (extract(epoch from now())*1000)::bigint + 60000)"
+    ))
+    .execute(&admin)
+    .await
+    .unwrap();
+    let s = connect(&with_query(&base_url(), &format!("table={table}"))).await;
+    match s.try_acquire(req("v", "rust", LONG)).await.unwrap() {
+        Acquire::Held(h) => assert_eq!(h.owner.as_deref(), Some("node")),
+        other => panic!("{other:?}"),
+    }
+    let info = s.inspect("v").await.unwrap().unwrap();
+    assert_eq!((info.owner.as_str(), info.fence), ("node", None));
+    fence_of(s.try_acquire(req("w", "rust", LONG)).await.unwrap());
+}
+
+#[tokio::test]
+async fn unreachable_and_wrong_credentials() {
+    admin().await.close().await;
+    let e = PostgresStore::connect("postgres://u:hunter2@127.0.0.1:1/test")
+        .await
+        .unwrap_err();
+    assert!(e.is_unavailable(), "{e}");
+    assert!(!e.to_string().contains("hunter2"), "{e}");
+    let u = url::Url::parse(&base_url()).unwrap();
+    let host = format!("{}:{}", u.host_str().unwrap(), u.port().unwrap_or(5432));
+    let user = random_name("nobody");
+    let e = PostgresStore::connect(&format!("postgres://{user}:hunter2@{host}/test"))
+        .await
+        .unwrap_err();
+    assert!(e.is_unavailable(), "{e}");
+    assert!(!e.to_string().contains("hunter2"), "{e}");
+    let e = PostgresStore::connect(&format!("postgres://postgres@{host}/{user}"))
+        .await
+        .unwrap_err();
+    assert!(e.is_unavailable(), "{e}");
+}
+
+#[tokio::test]
+async fn concurrent_creation_is_race_free() {
+    let table = random_name("cadenas_race");
+    let _c = cleanup_table(&table);
+    admin().await.close().await;
+    let url = with_query(&base_url(), &format!("table={table}&pool_size=1"));
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move { PostgresStore::connect(&url).await.map(|_| ()) })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap().unwrap_or_else(|e| panic!("{e}"));
+    }
+}
+
+#[tokio::test]
+async fn unlogged_table_and_schema_option() {
+    let admin = admin().await;
+    let (s, table, _c) = store_with("unlogged=true").await;
+    let persistence: String =
+        sqlx::query_scalar("SELECT relpersistence::text FROM pg_class WHERE relname = $1")
+            .bind(&table)
+            .fetch_one(&admin)
+            .await
+            .unwrap();
+    assert_eq!(persistence, "u");
+    fence_of(s.try_acquire(req("k", "o", LONG)).await.unwrap());
+
+    let schema = random_name("cadenas_s");
+    let _cs = Cleanup(vec![format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE")]);
+    sqlx::query(&format!("CREATE SCHEMA \"{schema}\""))
+        .execute(&admin)
+        .await
+        .unwrap();
+    let s = connect(&with_query(&base_url(), &format!("schema={schema}"))).await;
+    assert_eq!(s.qualified_table(), format!("{schema}.cadenas_locks"));
+    fence_of(s.try_acquire(req("k", "o", LONG)).await.unwrap());
+}
+
+#[tokio::test]
+async fn killed_connections_leave_the_lease_standing() {
+    let app = random_name("cadenas_kill");
+    let (s, _t, _c) = store_with(&format!("application_name={app}")).await;
+    let f = fence_of(s.try_acquire(req("k", "a", LONG)).await.unwrap());
+    let admin = admin().await;
+    let killed: Vec<(bool,)> = sqlx::query_as(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
+    )
+    .bind(&app)
+    .fetch_all(&admin)
+    .await
+    .unwrap();
+    assert!(!killed.is_empty(), "the store's connections were found");
+    // The lease stands, and the pool reconnects for the next operations.
+    let info = s.inspect("k").await.unwrap().unwrap();
+    assert_eq!((info.owner.as_str(), info.fence), ("a", Some(f)));
+    assert!(matches!(
+        s.try_acquire(req("k", "b", LONG)).await.unwrap(),
+        Acquire::Held(_)
+    ));
+    assert!(s.release("k", "a").await.unwrap());
+}
+
+#[tokio::test]
+async fn notification_wakes_a_subscriber_in_another_store() {
+    let app = random_name("cadenas_listen");
+    let (waiter, table, _c) = store_with(&format!("application_name={app}")).await;
+    let holder = connect(&with_query(&base_url(), &format!("table={table}"))).await;
+    let mut sub = waiter
+        .subscribe("k")
+        .await
+        .unwrap()
+        .expect("postgres notifies");
+    fence_of(holder.try_acquire(req("k", "h", LONG)).await.unwrap());
+    assert!(matches!(
+        waiter.try_acquire(req("k", "w", LONG)).await.unwrap(),
+        Acquire::Held(_)
+    ));
+    let mut latencies = vec![];
+    for i in 0..5 {
+        let released = Instant::now();
+        assert!(holder.release("k", "h").await.unwrap());
+        tokio::time::timeout(Duration::from_secs(2), sub.released())
+            .await
+            .expect("woken by NOTIFY");
+        latencies.push(released.elapsed());
+        fence_of(waiter.try_acquire(req("k", "w", LONG)).await.unwrap());
+        assert!(waiter.release("k", "w").await.unwrap());
+        // Our own release notifies too: drain it before the next round.
+        tokio::time::timeout(Duration::from_secs(2), sub.released())
+            .await
+            .unwrap();
+        if i < 4 {
+            fence_of(holder.try_acquire(req("k", "h", LONG)).await.unwrap());
+        }
+    }
+    latencies.sort();
+    assert!(latencies[2] < Duration::from_millis(200), "{latencies:?}");
+    // The LISTEN connection is killed (as by a server restart): waiters are woken when it
+    // is back, and later releases are heard again.
+    fence_of(holder.try_acquire(req("k", "h", LONG)).await.unwrap());
+    let killed: Vec<(bool,)> = sqlx::query_as(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
+    )
+    .bind(&app)
+    .fetch_all(&admin().await)
+    .await
+    .unwrap();
+    assert!(!killed.is_empty());
+    tokio::time::timeout(Duration::from_secs(10), sub.released())
+        .await
+        .expect("woken after the listener reconnected");
+    assert!(holder.release("k", "h").await.unwrap());
+    tokio::time::timeout(Duration::from_secs(5), sub.released())
+        .await
+        .expect("notifications work again after the reconnect");
+    // Force release notifies as well.
+    fence_of(holder.try_acquire(req("k", "h", LONG)).await.unwrap());
+    assert!(waiter.force_release("k").await.unwrap());
+    tokio::time::timeout(Duration::from_secs(2), sub.released())
+        .await
+        .expect("woken by force release");
+}
+
+#[tokio::test]
+async fn a_pool_of_one_with_subscriptions_does_not_deadlock() {
+    let table = random_name("cadenas_one");
+    let _c = cleanup_table(&table);
+    admin().await.close().await;
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect(&base_url())
+        .await
+        .unwrap();
+    let s = Arc::new(
+        PostgresStore::from_pool(pool.clone(), PostgresOptions::new().table(&table))
+            .await
+            .unwrap(),
+    );
+    let run = async {
+        fence_of(s.try_acquire(req("k", "holder", LONG)).await.unwrap());
+        let waiters: Vec<_> = (0..4)
+            .map(|i| {
+                let s = s.clone();
+                tokio::spawn(async move {
+                    let owner = format!("w{i}");
+                    let mut sub = s.subscribe("k").await.unwrap().unwrap();
+                    loop {
+                        if let Acquire::Acquired(_) =
+                            s.try_acquire(req("k", &owner, LONG)).await.unwrap()
+                        {
+                            assert!(s.release("k", &owner).await.unwrap());
+                            return;
+                        }
+                        let _ = tokio::time::timeout(Duration::from_secs(1), sub.released()).await;
+                    }
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(s.release("k", "holder").await.unwrap());
+        for w in waiters {
+            w.await.unwrap();
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), run)
+        .await
+        .expect("no deadlock with a pool of one");
+    s.close().await.unwrap();
+    assert!(!pool.is_closed(), "close leaves a caller's pool open");
+}
+
+/// Drives a real Node.js Verrou (`@verrou/core` with its Knex adapter) over stdin/stdout.
+/// Its packages are installed with npm into the target directory on first use.
+mod verrou {
+    use std::path::PathBuf;
+    use std::process::Stdio;
+
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+    use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+
+    const SCRIPT: &str = r#"
+import { Verrou } from '@verrou/core'
+import { knexStore } from '@verrou/core/drivers/knex'
+import knex from 'knex'
+import readline from 'node:readline'
+const [client, connection, tableName] = process.argv.slice(2)
+const db = knex({ client, connection })
+const verrou = new Verrou({ default: 'db', stores: { db: { driver: knexStore({ connection: db, tableName }) } } })
+const held = new Map()
+const say = (s) => process.stdout.write(s + '\n')
+// Creating a first lock makes Verrou create its table.
+await verrou.createLock('cadenas-warmup', '1s').isLocked()
+say('ready')
+for await (const line of readline.createInterface({ input: process.stdin })) {
+  const [cmd, key] = line.split(' ')
+  try {
+    if (cmd === 'try') {
+      const lock = verrou.createLock(key, '30s')
+      if (await lock.acquireImmediately()) { held.set(key, lock); say('acquired ' + lock.getOwner()) } else say('held')
+    } else if (cmd === 'release') { await held.get(key).release(); held.delete(key); say('released') }
+    else if (cmd === 'locked') say(String(await verrou.createLock(key).isLocked()))
+    else if (cmd === 'quit') break
+  } catch (e) { say('error ' + e.message) }
+}
+await db.destroy()
+"#;
+
+    fn dir() -> PathBuf {
+        PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("verrou-node")
+    }
+
+    async fn install() -> PathBuf {
+        let dir = dir();
+        std::fs::create_dir_all(&dir).expect("creating the node folder");
+        if !dir.join("node_modules/@verrou/core").exists() {
+            std::fs::write(
+                dir.join("package.json"),
+                "{\"private\":true,\"type\":\"module\"}",
+            )
+            .unwrap();
+            let status = Command::new("npm")
+                .args(["install", "--no-audit", "--no-fund", "--silent"])
+                .args(["@verrou/core@0.5", "knex@3", "pg@8", "mysql2@3"])
+                .current_dir(&dir)
+                .status()
+                .await
+                .expect("npm must be installed (with Node.js 20+) for the Verrou interop test");
+            assert!(status.success(), "npm install of @verrou/core failed");
+        }
+        std::fs::write(dir.join("interop.mjs"), SCRIPT).unwrap();
+        dir
+    }
+
+    /// A running Verrou process.
+    pub struct Node {
+        child: Child,
+        stdin: ChildStdin,
+        lines: Lines<BufReader<ChildStdout>>,
+    }
+
+    impl Node {
+        /// Starts Verrou on `table` with Knex client `client` (`pg`, `mysql2`).
+        pub async fn start(client: &str, url: &str, table: &str) -> Node {
+            let dir = install().await;
+            let mut child = Command::new("node")
+                .arg("interop.mjs")
+                .args([client, url, table])
+                .current_dir(&dir)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .kill_on_drop(true)
+                .spawn()
+                .expect("node must be installed for the Verrou interop test");
+            let stdin = child.stdin.take().unwrap();
+            let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+            let mut node = Node {
+                child,
+                stdin,
+                lines,
+            };
+            assert_eq!(node.read().await, "ready");
+            node
+        }
+
+        async fn read(&mut self) -> String {
+            let line =
+                tokio::time::timeout(std::time::Duration::from_secs(30), self.lines.next_line())
+                    .await
+                    .expect("Verrou answers within 30s")
+                    .expect("reading from node");
+            line.expect("node exited early (see its stderr above)")
+        }
+
+        /// Sends one command and returns its answer line.
+        pub async fn cmd(&mut self, line: &str) -> String {
+            self.stdin
+                .write_all(format!("{line}\n").as_bytes())
+                .await
+                .unwrap();
+            self.stdin.flush().await.unwrap();
+            self.read().await
+        }
+
+        /// Stops the process.
+        pub async fn quit(mut self) {
+            let _ = self.stdin.write_all(b"quit\n").await;
+            let _ =
+                tokio::time::timeout(std::time::Duration::from_secs(10), self.child.wait()).await;
+        }
+    }
+}
+
+/// Verrou (Node.js, Knex) and cadenas share one table and exclude each other.
+#[tokio::test]
+async fn verrou_interop() {
+    admin().await.close().await;
+    let table = random_name("verrou");
+    let _c = cleanup_table(&table);
+    // Verrou starts first and creates its three-column table.
+    let mut node = verrou::Node::start(KNEX_CLIENT, &base_url(), &table).await;
+    let answer = node.cmd("try k1").await;
+    let node_owner = answer.strip_prefix("acquired ").expect(&answer).to_owned();
+    let s = connect(&with_query(&base_url(), &format!("table={table}"))).await;
+    match s.try_acquire(req("k1", "rust", LONG)).await.unwrap() {
+        Acquire::Held(h) => assert_eq!(h.owner.as_deref(), Some(node_owner.as_str())),
+        other => panic!("cadenas took a lock Verrou holds: {other:?}"),
+    }
+    assert_eq!(s.inspect("k1").await.unwrap().unwrap().owner, node_owner);
+    assert_eq!(node.cmd("release k1").await, "released");
+    fence_of(s.try_acquire(req("k1", "rust", LONG)).await.unwrap());
+    assert_eq!(node.cmd("try k1").await, "held");
+    assert_eq!(node.cmd("locked k1").await, "true");
+    assert!(s.release("k1", "rust").await.unwrap());
+    assert_eq!(node.cmd("locked k1").await, "false");
+    assert!(node.cmd("try k1").await.starts_with("acquired "));
+    // A lock that never expires (NULL expiration) holds Verrou off too.
+    fence_of(s.try_acquire(req("k2", "rust", None)).await.unwrap());
+    assert_eq!(node.cmd("try k2").await, "held");
+    // Verrou can release what it took after cadenas added its columns.
+    assert_eq!(node.cmd("release k1").await, "released");
+    assert!(s.inspect("k1").await.unwrap().is_none());
+    node.quit().await;
+}
+
+const KNEX_CLIENT: &str = "pg";
+
+/// Throughput next to a bare advisory-lock loop, and hand-off latency. Run with
+/// `cargo test --release --features postgres --test postgres_store -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, not a check"]
+async fn measure() {
+    let run_for = Duration::from_secs(3);
+    for unlogged in [false, true] {
+        let (s, _t, _c) = store_with(&format!("pool_size=16&unlogged={unlogged}")).await;
+        let s = Arc::new(s);
+        let pool = s.pool().clone();
+        for tasks in [1usize, 16] {
+            let cycles = |bare: bool| {
+                let (s, pool) = (s.clone(), pool.clone());
+                async move {
+                    let end = Instant::now() + run_for;
+                    let handles: Vec<_> = (0..tasks)
+                        .map(|i| {
+                            let (s, pool) = (s.clone(), pool.clone());
+                            tokio::spawn(async move {
+                                let (key, mut n) = (format!("bench{i}"), 0u64);
+                                while Instant::now() < end {
+                                    if bare {
+                                        let mut c = pool.acquire().await.unwrap();
+                                        sqlx::query("SELECT pg_try_advisory_lock(hashtext($1))")
+                                            .bind(&key)
+                                            .execute(&mut *c)
+                                            .await
+                                            .unwrap();
+                                        sqlx::query("SELECT pg_advisory_unlock(hashtext($1))")
+                                            .bind(&key)
+                                            .execute(&mut *c)
+                                            .await
+                                            .unwrap();
+                                    } else {
+                                        fence_of(
+                                            s.try_acquire(req(&key, "o", LONG)).await.unwrap(),
+                                        );
+                                        assert!(s.release(&key, "o").await.unwrap());
+                                    }
+                                    n += 1;
+                                }
+                                n
+                            })
+                        })
+                        .collect();
+                    let mut total = 0;
+                    for h in handles {
+                        total += h.await.unwrap();
+                    }
+                    total as f64 / run_for.as_secs_f64()
+                }
+            };
+            let ceiling = cycles(true).await;
+            let ours = cycles(false).await;
+            println!(
+                "postgres unlogged={unlogged} tasks={tasks}: {ours:.0} cycles/s, advisory-lock ceiling {ceiling:.0}/s, ratio {:.2}",
+                ours / ceiling
+            );
+        }
+    }
+    // Hand-off latency: release in one store, wake in another.
+    let (waiter, table, _c) = store_with("").await;
+    let holder = connect(&with_query(&base_url(), &format!("table={table}"))).await;
+    let mut sub = waiter.subscribe("h").await.unwrap().unwrap();
+    let mut lat = vec![];
+    for _ in 0..200 {
+        fence_of(holder.try_acquire(req("h", "h", LONG)).await.unwrap());
+        let t = Instant::now();
+        holder.release("h", "h").await.unwrap();
+        sub.released().await;
+        lat.push(t.elapsed());
+    }
+    lat.sort();
+    println!(
+        "postgres hand-off (release call + NOTIFY): p50 {:?} p99 {:?}",
+        lat[lat.len() / 2],
+        lat[lat.len() * 99 / 100]
+    );
+}
