@@ -3,7 +3,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -15,11 +15,15 @@ use crate::store::Lease;
 /// State shared by a guard, its watchdog and its lost signals.
 #[derive(Debug)]
 pub(crate) struct Held {
+    lock: Lock,
+    fence: Option<u64>,
     /// When our lease ends by our own clock (`None` = never). Measured from before the request
     /// that set it was sent, so it is never later than the store's expiry.
     deadline: Mutex<Option<Instant>>,
     /// Why the lease is gone, once it is.
-    lost: watch::Sender<Option<String>>,
+    lost: Mutex<Option<String>>,
+    /// Wakes lost-signal waiters when `lost` is set.
+    lost_notify: Notify,
     /// Whether the watchdog decides loss (otherwise the local deadline does).
     watchdog: bool,
 }
@@ -35,19 +39,24 @@ impl Held {
 
     /// Records the loss once; returns whether this call was the first.
     fn mark_lost(&self, reason: &str) -> bool {
-        self.lost.send_if_modified(|r| {
-            if r.is_none() {
-                *r = Some(reason.to_owned());
+        let first = {
+            let mut lost = self.lost.lock().unwrap_or_else(|e| e.into_inner());
+            if lost.is_none() {
+                *lost = Some(reason.to_owned());
                 true
             } else {
                 false
             }
-        })
+        };
+        if first {
+            self.lost_notify.notify_waiters();
+        }
+        first
     }
 
     /// The reason if lost, including a local deadline that has passed.
     fn reason(&self) -> Option<String> {
-        if let Some(r) = self.lost.borrow().clone() {
+        if let Some(r) = self.lost.lock().unwrap_or_else(|e| e.into_inner()).clone() {
             return Some(r);
         }
         match self.deadline() {
@@ -75,8 +84,6 @@ impl Held {
 /// as soon as the lease can no longer be confirmed.
 #[derive(Debug)]
 pub struct Guard {
-    lock: Lock,
-    fence: Option<u64>,
     held: Arc<Held>,
     watchdog: Option<JoinHandle<()>>,
     done: bool,
@@ -87,52 +94,49 @@ impl Guard {
         let deadline = lease.ttl.map(|t| sent + t);
         let watchdog = lock.auto_extend && lease.ttl.is_some();
         let held = Arc::new(Held {
+            lock,
+            fence: lease.fence,
             deadline: Mutex::new(deadline),
-            lost: watch::channel(None).0,
+            lost: Mutex::new(None),
+            lost_notify: Notify::new(),
             watchdog,
         });
         let mut guard = Guard {
-            fence: lease.fence,
             held,
             watchdog: None,
             done: false,
-            lock,
         };
         guard.emit(EventKind::Acquired, lease.ttl);
         if watchdog {
-            guard.watchdog = Some(tokio::spawn(watchdog_loop(
-                guard.lock.clone(),
-                guard.held.clone(),
-                guard.fence,
-            )));
+            guard.watchdog = Some(tokio::spawn(watchdog_loop(guard.held.clone())));
         }
         guard
     }
 
     fn emit(&self, kind: EventKind, ttl: Option<Duration>) {
-        emit(&self.lock, kind, self.fence, ttl);
+        emit(&self.held.lock, kind, self.held.fence, ttl);
     }
 
     /// The key, as named (without namespace).
     pub fn key(&self) -> &str {
-        self.lock.key()
+        self.held.lock.key()
     }
 
     /// Our owner id.
     pub fn owner(&self) -> &str {
-        self.lock.owner_id()
+        self.held.lock.owner_id()
     }
 
     /// The fence of this acquisition: strictly greater than every fence handed out before for
     /// this key on this store. Give it to the resource you protect so it can reject writes
     /// from a holder whose lease is gone. `None` on stores without fencing (Redlock).
     pub fn fence(&self) -> Option<u64> {
-        self.fence
+        self.held.fence
     }
 
     /// The lock this guard holds.
     pub fn lock(&self) -> &Lock {
-        &self.lock
+        &self.held.lock
     }
 
     /// Time left on the lease by our clock (`None` = never expires). Never more than the
@@ -158,9 +162,9 @@ impl Guard {
     pub async fn extend(&self, ttl: Option<Duration>) -> Result<()> {
         let ttl = match ttl {
             Some(t) => Some(crate::duration::check("ttl", t)?),
-            None => self.lock.ttl,
+            None => self.held.lock.ttl,
         };
-        extend_once(&self.lock, &self.held, self.fence, ttl).await
+        extend_once(&self.held.lock, &self.held, self.held.fence, ttl).await
     }
 
     /// Replaces the metadata stored with the lock.
@@ -169,11 +173,12 @@ impl Guard {
             crate::key::check_metadata(m)?;
         }
         let ok = self
+            .held
             .lock
             .store()
-            .set_metadata(&self.lock.stored, &self.lock.owner, metadata)
+            .set_metadata(&self.held.lock.stored, &self.held.lock.owner, metadata)
             .await
-            .map_err(|e| self.lock.store_error("set metadata", e))?;
+            .map_err(|e| self.held.lock.store_error("set metadata", e))?;
         if ok {
             Ok(())
         } else {
@@ -183,9 +188,9 @@ impl Guard {
 
     fn not_owned(&self) -> Error {
         Error::NotOwned {
-            key: self.lock.key.to_string(),
-            store: self.lock.store().describe().to_owned(),
-            owner: self.lock.owner.to_string(),
+            key: self.held.lock.key.to_string(),
+            store: self.held.lock.store().describe().to_owned(),
+            owner: self.held.lock.owner.to_string(),
         }
     }
 
@@ -193,7 +198,6 @@ impl Guard {
     pub fn lost_signal(&self) -> LostSignal {
         LostSignal {
             held: self.held.clone(),
-            lock: self.lock.clone(),
         }
     }
 
@@ -217,11 +221,12 @@ impl Guard {
             w.abort();
         }
         let released = self
+            .held
             .lock
             .store()
-            .release(&self.lock.stored, &self.lock.owner)
+            .release(&self.held.lock.stored, &self.held.lock.owner)
             .await
-            .map_err(|e| self.lock.store_error("release", e))?;
+            .map_err(|e| self.held.lock.store_error("release", e))?;
         if released {
             self.emit(EventKind::Released, None);
             Ok(())
@@ -258,15 +263,15 @@ impl Drop for Guard {
         if self.done {
             return;
         }
-        let store = self.lock.store().clone();
-        let stored = self.lock.stored.clone();
-        let owner = self.lock.owner.clone();
+        let store = self.held.lock.store().clone();
+        let stored = self.held.lock.stored.clone();
+        let owner = self.held.lock.owner.clone();
         match tokio::runtime::Handle::try_current() {
             Ok(rt) => {
-                tracing::warn!(key = %self.lock.key, store = store.describe(),
+                tracing::warn!(key = %self.held.lock.key, store = store.describe(),
                     "lock guard dropped without release(); releasing in the background");
-                let lock = self.lock.clone();
-                let fence = self.fence;
+                let lock = self.held.lock.clone();
+                let fence = self.held.fence;
                 rt.spawn(async move {
                     match store.release(&stored, &owner).await {
                         Ok(true) => emit(&lock, EventKind::Released, fence, None),
@@ -276,7 +281,7 @@ impl Drop for Guard {
                     }
                 });
             }
-            Err(_) => tracing::warn!(key = %self.lock.key, store = store.describe(),
+            Err(_) => tracing::warn!(key = %self.held.lock.key, store = store.describe(),
                 "lock guard dropped without release() outside a tokio runtime; the lock stays held until its ttl runs out"),
         }
     }
@@ -286,7 +291,6 @@ impl Drop for Guard {
 #[derive(Debug, Clone)]
 pub struct LostSignal {
     held: Arc<Held>,
-    lock: Lock,
 }
 
 impl LostSignal {
@@ -308,26 +312,26 @@ impl LostSignal {
     /// # Cancel safety
     /// Cancel safe.
     pub async fn wait(&self) -> Error {
-        let mut rx = self.held.lost.subscribe();
+        let held = &self.held;
         loop {
-            if let Some(reason) = self.held.reason() {
-                if self.held.mark_lost(&reason) {
-                    emit(&self.lock, EventKind::Expired, None, None);
+            // Registered before the check, so a loss marked in between still wakes us.
+            let notified = held.lost_notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(reason) = held.reason() {
+                if held.mark_lost(&reason) {
+                    emit(&held.lock, EventKind::Expired, held.fence, None);
                 }
-                return self.lock.lost_error(reason);
+                return held.lock.lost_error(reason);
             }
-            match self.held.deadline() {
-                Some(d) if !self.held.watchdog => {
+            match held.deadline() {
+                Some(d) if !held.watchdog => {
                     tokio::select! {
                         _ = tokio::time::sleep_until(d) => {}
-                        _ = rx.changed() => {}
+                        _ = &mut notified => {}
                     }
                 }
-                _ => {
-                    if rx.changed().await.is_err() {
-                        std::future::pending::<()>().await;
-                    }
-                }
+                _ => notified.await,
             }
         }
     }
@@ -379,7 +383,8 @@ async fn extend_once(
 
 /// Extends every ttl/3; on store errors retries with backoff until the lease would end; fires
 /// the lost signal when the lease is gone or cannot be confirmed in time.
-async fn watchdog_loop(lock: Lock, held: Arc<Held>, fence: Option<u64>) {
+async fn watchdog_loop(held: Arc<Held>) {
+    let (lock, fence) = (&held.lock, held.fence);
     let Some(ttl) = lock.ttl else { return };
     let interval = (ttl / 3).max(Duration::from_millis(1));
     let mut next = Instant::now() + interval;
@@ -395,11 +400,11 @@ async fn watchdog_loop(lock: Lock, held: Arc<Held>, fence: Option<u64>) {
                 if held.mark_lost("the watchdog could not confirm the lease before it expired") {
                     tracing::warn!(key = %lock.key, store = lock.store().describe(),
                         "lock lost: the lease could not be confirmed before it expired");
-                    emit(&lock, EventKind::Lost, fence, None);
+                    emit(lock, EventKind::Lost, fence, None);
                 }
                 return;
             }
-            match tokio::time::timeout(left, extend_once(&lock, &held, fence, Some(ttl))).await {
+            match tokio::time::timeout(left, extend_once(lock, &held, fence, Some(ttl))).await {
                 Ok(Ok(())) => break,
                 Ok(Err(Error::NotOwned { .. })) => {
                     tracing::warn!(key = %lock.key, store = lock.store().describe(),
@@ -416,7 +421,7 @@ async fn watchdog_loop(lock: Lock, held: Arc<Held>, fence: Option<u64>) {
                     let reason = format!("the watchdog's extend failed: {e}");
                     if held.mark_lost(&reason) {
                         tracing::warn!(key = %lock.key, store = lock.store().describe(), error = %e, "lock lost");
-                        emit(&lock, EventKind::Lost, fence, None);
+                        emit(lock, EventKind::Lost, fence, None);
                     }
                     return;
                 }

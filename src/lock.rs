@@ -195,12 +195,12 @@ impl Lock {
     pub async fn acquire_with(&self, retry: &Retry) -> Result<Guard> {
         self.check()?;
         retry.validate()?;
-        let started = Instant::now();
-        // The fast path: no subscription when the lock is free.
+        // The fast path: no subscription and no clock read when the lock is free.
         let mut holder = match self.attempt().await? {
             Ok(guard) => return Ok(guard),
             Err(holder) => holder,
         };
+        let started = Instant::now();
         let mut attempts = 1u32;
         let mut subscription = None;
         if self.store().capabilities().notify && retry.may_retry(attempts, started.elapsed()) {

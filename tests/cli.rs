@@ -45,12 +45,22 @@ impl Env {
             .arg(key)
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout).unwrap().trim().to_owned()
     }
 
     fn locked(&self, key: &str) -> bool {
-        let code = self.cmd().args(["status", key]).output().unwrap().status.code();
+        let code = self
+            .cmd()
+            .args(["status", key])
+            .output()
+            .unwrap()
+            .status
+            .code();
         match code {
             Some(0) => true,
             Some(1) => false,
@@ -121,26 +131,47 @@ fn conflicts_exit_75_or_the_chosen_code() {
         .code(75)
         .stderr(predicates::str::contains("busy").and(predicates::str::contains("cron-a")));
     env.cmd()
-        .args(["exec", "--wait", "150ms", "--conflict-exit-code", "9", "busy", "--", "true"])
+        .args([
+            "exec",
+            "--wait",
+            "150ms",
+            "--conflict-exit-code",
+            "9",
+            "busy",
+            "--",
+            "true",
+        ])
         .assert()
         .code(9);
-    env.cmd().args(["acquire", "--wait", "0", "busy"]).assert().code(75);
+    env.cmd()
+        .args(["acquire", "--wait", "0", "busy"])
+        .assert()
+        .code(75);
     env.cmd().args(["release", &token]).assert().success();
-    env.cmd().args(["exec", "--wait", "0", "busy", "--", "true"]).assert().success();
+    env.cmd()
+        .args(["exec", "--wait", "0", "busy", "--", "true"])
+        .assert()
+        .success();
 }
-
 
 #[test]
 fn acquire_status_list_extend_release() {
     let env = Env::new();
     let token = env.acquire("deploy", &["--ttl", "10s", "--metadata", "v1.2.3 by ci"]);
-    let out = env.cmd().args(["status", "--json", "deploy"]).output().unwrap();
+    let out = env
+        .cmd()
+        .args(["status", "--json", "deploy"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(0));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["locked"], true);
     assert_eq!(v["metadata"], "v1.2.3 by ci");
     assert!(v["remaining_ms"].as_u64().unwrap() <= 10_000);
-    env.cmd().args(["extend", "--ttl", "5m", &token]).assert().success();
+    env.cmd()
+        .args(["extend", "--ttl", "5m", &token])
+        .assert()
+        .success();
     let out = env.cmd().args(["list", "--json", "dep"]).output().unwrap();
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v.as_array().unwrap().len(), 1);
@@ -171,7 +202,10 @@ fn force_release_frees_anyones_lock() {
     let env = Env::new();
     env.acquire("stuck", &["--ttl", "none"]);
     assert!(env.locked("stuck"));
-    env.cmd().args(["release", "--force", "stuck"]).assert().success();
+    env.cmd()
+        .args(["release", "--force", "stuck"])
+        .assert()
+        .success();
     assert!(!env.locked("stuck"));
 }
 
@@ -182,12 +216,21 @@ fn bad_input_gets_exit_2_and_a_message() {
         (vec!["acquire", "--ttl", "0", "k"], "ttl"),
         (vec!["acquire", "--ttl", "-5s", "k"], "negative"),
         (vec!["acquire", "--ttl", "abc", "k"], "not a duration"),
-        (vec!["acquire", "--ttl", "10 parsecs", "k"], "not a duration"),
+        (
+            vec!["acquire", "--ttl", "10 parsecs", "k"],
+            "not a duration",
+        ),
         (vec!["acquire", "--ttl", "999999h", "k"], "one year"),
         (vec!["acquire", ""], "key is empty"),
         (vec!["release", "not-a-token"], "not a cadenas token"),
-        (vec!["release", "cadenas1.eyJrIjoiayJ9.00000000"], "checksum"),
-        (vec!["status", "--store", "gopher://h", "k"], "unknown store URL scheme"),
+        (
+            vec!["release", "cadenas1.eyJrIjoiayJ9.00000000"],
+            "checksum",
+        ),
+        (
+            vec!["status", "--store", "gopher://h", "k"],
+            "unknown store URL scheme",
+        ),
         (vec!["exec", "k"], "CMD"),
     ] {
         env.cmd()
@@ -209,7 +252,12 @@ fn passwords_never_reach_the_terminal() {
     let env = Env::new();
     let out = env
         .cmd()
-        .args(["status", "--store", "gopher://admin:hunter2secret@db:1/x", "k"])
+        .args([
+            "status",
+            "--store",
+            "gopher://admin:hunter2secret@db:1/x",
+            "k",
+        ])
         .output()
         .unwrap();
     let all = format!(
@@ -225,12 +273,28 @@ fn passwords_never_reach_the_terminal() {
 fn a_lost_lock_stops_the_command_and_exits_76() {
     let env = Env::new();
     let mut exec = env.spawn(&[
-        "exec", "--ttl", "600ms", "--kill-after", "5s", "lease", "--", "sleep", "60",
+        "exec",
+        "--ttl",
+        "600ms",
+        "--kill-after",
+        "5s",
+        "lease",
+        "--",
+        "sleep",
+        "60",
     ]);
     env.wait_until("exec holds the lock", || env.locked("lease"));
-    env.cmd().args(["release", "--force", "lease"]).assert().success();
+    env.cmd()
+        .args(["release", "--force", "lease"])
+        .assert()
+        .success();
     let out = wait_exit(&mut exec, Duration::from_secs(20));
-    assert_eq!(out.status.code(), Some(76), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(76),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stderr).contains("lost"));
 }
 
@@ -246,7 +310,12 @@ fn sigterm_is_forwarded_and_the_lock_released() {
     env.wait_until("the command started", || Path::new(&marker).exists());
     nix_kill(exec.id(), "TERM");
     let out = wait_exit(&mut exec, Duration::from_secs(20));
-    assert_eq!(out.status.code(), Some(42), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(42),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(!env.locked("sig"));
 }
 
@@ -270,8 +339,11 @@ fn processes_take_turns_on_one_key() {
     );
     let mut children: Vec<Child> = (0..4)
         .map(|_| {
-            let s = format!("for i in 1 2 3; do {} exec --wait 60s turn -- sh -c '{}' || exit 1; done",
-                assert_cmd::cargo::cargo_bin("cadenas").display(), script);
+            let s = format!(
+                "for i in 1 2 3; do {} exec --wait 60s turn -- sh -c '{}' || exit 1; done",
+                assert_cmd::cargo::cargo_bin("cadenas").display(),
+                script
+            );
             StdCommand::new("sh")
                 .args(["-c", &s])
                 .env("CADENAS_STORE", &env.store)
@@ -283,7 +355,10 @@ fn processes_take_turns_on_one_key() {
         let out = wait_exit(c, Duration::from_secs(120));
         assert!(out.status.success());
     }
-    assert!(!dir.join("errors").exists(), "two processes held the lock at once");
+    assert!(
+        !dir.join("errors").exists(),
+        "two processes held the lock at once"
+    );
     let turns = std::fs::read_to_string(dir.join("turns")).unwrap();
     assert_eq!(turns.lines().count(), 12);
 }

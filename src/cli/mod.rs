@@ -398,11 +398,21 @@ async fn bench_command(
     } else {
         println!("store            {}", r.store);
         println!("tasks            {}   keys {}", r.tasks, r.keys);
-        println!("uncontended      {:.0} cycles/s", r.uncontended_cycles_per_sec);
-        println!("contended        {:.0} cycles/s", r.contended_cycles_per_sec);
+        println!(
+            "uncontended      {:.0} cycles/s",
+            r.uncontended_cycles_per_sec
+        );
+        println!(
+            "contended        {:.0} cycles/s",
+            r.contended_cycles_per_sec
+        );
         println!(
             "hand-off         p50 {:.0} µs  p95 {:.0} µs  p99 {:.0} µs  max {:.0} µs  ({} samples)",
-            r.handoff_p50_us, r.handoff_p95_us, r.handoff_p99_us, r.handoff_max_us, r.handoff_samples
+            r.handoff_p50_us,
+            r.handoff_p95_us,
+            r.handoff_p99_us,
+            r.handoff_max_us,
+            r.handoff_samples
         );
     }
     Ok(0)

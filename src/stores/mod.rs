@@ -10,13 +10,13 @@
 //! | MySQL / MariaDB | `mysql://`, `mariadb://` | `mysql` |
 
 pub mod memory;
-#[cfg(feature = "redis")]
-pub mod redis;
-#[cfg(feature = "sqlite")]
-pub mod sqlite;
 #[cfg(feature = "mysql")]
 pub mod mysql;
 #[cfg(feature = "postgres")]
 pub mod postgres;
+#[cfg(feature = "redis")]
+pub mod redis;
 #[cfg(any(feature = "postgres", feature = "mysql"))]
 pub(crate) mod sql_common;
+#[cfg(feature = "sqlite")]
+pub mod sqlite;

@@ -121,9 +121,16 @@ impl Settings {
                 Error::config(format!("{}: '{host}' is not host:port", url.redacted))
             })?;
             node.set_host(Some(h))
-                .and_then(|_| node.set_port(Some(port)).map_err(|_| url::ParseError::InvalidPort))
-                .map_err(|_| Error::config(format!("{}: '{host}' is not host:port", url.redacted)))?;
-            let text = node.as_str().replacen(&format!("{scheme}://"), &format!("{node_scheme}://"), 1);
+                .and_then(|_| {
+                    node.set_port(Some(port))
+                        .map_err(|_| url::ParseError::InvalidPort)
+                })
+                .map_err(|_| {
+                    Error::config(format!("{}: '{host}' is not host:port", url.redacted))
+                })?;
+            let text =
+                node.as_str()
+                    .replacen(&format!("{scheme}://"), &format!("{node_scheme}://"), 1);
             nodes.push(node_url(&text, &url.redacted, &tls)?);
         }
         if nodes.is_empty() {
