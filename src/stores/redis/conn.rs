@@ -12,8 +12,8 @@ use crate::error::{Error, Result};
 use crate::store::{StoreError, StoreErrorKind};
 use crate::url::StoreUrl;
 
-/// The store's own URL options.
-pub(super) const OPTIONS: &[&str] = &["ca_file", "connect_timeout", "timeout"];
+/// The store's own URL options (Redlock passes them on to each of its nodes).
+pub(crate) const OPTIONS: &[&str] = &["ca_file", "connect_timeout", "timeout"];
 
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -179,6 +179,21 @@ impl Settings {
                 .map_err(|e| connect_error(&self.describe, e))?;
             Ok(Conn::Single(conn))
         }
+    }
+}
+
+impl Settings {
+    /// Makes the command connection of a single node without connecting: the first command
+    /// connects, and every command after a failure tries once more (no backoff, so a node
+    /// that is down answers at once). For Redlock, whose nodes may be down when it opens.
+    pub fn connect_lazy(&self) -> std::result::Result<Conn, StoreError> {
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(self.connect_timeout))
+            .set_response_timeout(Some(self.response_timeout))
+            .set_number_of_retries(0);
+        let conn = ConnectionManager::new_lazy_with_config(self.nodes[0].clone(), config)
+            .map_err(|e| connect_error(&self.describe, e))?;
+        Ok(Conn::Single(conn))
     }
 }
 

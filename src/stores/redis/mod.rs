@@ -65,6 +65,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use redis::{FromRedisValue, Value};
 
+pub(crate) use self::conn::OPTIONS;
 use self::conn::{bad_reply, op_error, wrong_type, Conn, Settings};
 use self::pubsub::Subscriber;
 use crate::error::{Error, Result};
@@ -153,6 +154,39 @@ impl RedisStore {
             notifier,
             subscriber,
         })
+    }
+
+    /// One master of a Redlock (`redis://` or `rediss://` URL of a single node): connects
+    /// on first use, so a node that is down does not stop the Redlock store from opening,
+    /// and wakes waiters through the Redlock store's shared `notifier`.
+    pub(crate) async fn lazy_node(url: &str, notifier: Arc<ReleaseNotifier>) -> Result<RedisStore> {
+        let settings = Settings::parse(url)?;
+        if settings.cluster {
+            return Err(Error::config(format!(
+                "{}: a Redlock node is a single Redis master, not a Cluster",
+                settings.describe
+            )));
+        }
+        let conn = settings.connect_lazy().map_err(|source| Error::Store {
+            store: settings.describe.clone(),
+            operation: "connect",
+            key: None,
+            source,
+        })?;
+        let subscriber = Subscriber::start(settings.nodes, notifier.clone());
+        Ok(RedisStore {
+            conn,
+            describe: settings.describe,
+            cluster: false,
+            notifier,
+            subscriber,
+        })
+    }
+
+    /// Makes sure release messages of `key` reach the store's notifier; `false` when the
+    /// server did not confirm the subscription in time.
+    pub(crate) async fn ensure_subscribed(&self, key: &str) -> bool {
+        self.subscriber.ensure(key).await
     }
 
     /// Whether this store talks to a Redis Cluster.
