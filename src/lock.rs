@@ -254,6 +254,12 @@ impl Lock {
     /// One try: `Ok(Ok(guard))` acquired, `Ok(Err(holder))` held by someone.
     async fn attempt(&self) -> Result<std::result::Result<Guard, Holder>> {
         let store = self.store();
+        if self.ttl.is_none() && !store.capabilities().ttl_none {
+            return Err(Error::Unsupported {
+                store: store.describe().to_owned(),
+                what: "locks without ttl".into(),
+            });
+        }
         let request = AcquireRequest {
             key: &self.stored,
             owner: &self.owner,

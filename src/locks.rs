@@ -219,7 +219,8 @@ impl LocksBuilder {
         self
     }
 
-    /// The default retry policy of `acquire`.
+    /// The default retry policy of `acquire` (default: the store's suggestion, if it makes
+    /// one — Redlock's `retry_*` options — else [`Retry::default`]).
     pub fn retry(mut self, retry: Retry) -> Self {
         self.retry = Some(retry);
         self
@@ -242,7 +243,10 @@ impl LocksBuilder {
             key::check_namespace(ns)?;
         }
         let ttl = crate::duration::check_ttl(self.ttl.unwrap_or(Some(DEFAULT_TTL)))?;
-        let retry = self.retry.unwrap_or_default();
+        let retry = self
+            .retry
+            .or_else(|| store.default_retry())
+            .unwrap_or_default();
         retry.validate()?;
         if ttl.is_none() && !store.capabilities().ttl_none {
             return Err(Error::Unsupported {

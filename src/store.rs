@@ -264,6 +264,13 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         Ok(None)
     }
 
+    /// The retry policy this store suggests for `acquire` when the [`Locks`](crate::Locks)
+    /// builder is given none (Redlock's `retry_delay`, `retry_jitter`, `retry_count`).
+    /// `None` (the default): the lock layer's own default.
+    fn default_retry(&self) -> Option<crate::Retry> {
+        None
+    }
+
     /// Closes connections. Operations after `close` may fail.
     async fn close(&self) -> Result<(), StoreError> {
         Ok(())
