@@ -224,6 +224,31 @@ impl RedisServer {
         redis::Client::open(self.url()).unwrap()
     }
 
+    /// Suspends the server (SIGSTOP): its connections stay open but it answers nothing, like
+    /// a hung host. Killing it (or Drop) still works while it is stopped.
+    pub fn pause(&self) {
+        self.signal("STOP");
+    }
+
+    /// Resumes a server suspended by [`pause`](Self::pause) (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("CONT");
+    }
+
+    fn signal(&self, name: &str) {
+        let pid = self
+            .child
+            .as_ref()
+            .expect("the server runs")
+            .id()
+            .to_string();
+        let status = Command::new("kill")
+            .args(["-s", name, &pid])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -s {name} {pid} failed");
+    }
+
     /// Kills the server now (to test a server going away).
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
