@@ -129,6 +129,10 @@ pub(crate) async fn open(url: StoreUrl) -> Result<std::sync::Arc<dyn crate::Stor
         "redis" | "rediss" | "redis+cluster" | "rediss+cluster" => Ok(Arc::new(
             crate::stores::redis::RedisStore::from_url(url).await?,
         )),
+        #[cfg(feature = "redlock")]
+        "redlock" | "redlock+tls" => Ok(Arc::new(
+            crate::stores::redlock::RedlockStore::from_url(url).await?,
+        )),
         #[cfg(feature = "postgres")]
         "postgres" | "postgresql" => Ok(Arc::new(
             crate::stores::postgres::PostgresStore::from_url(url).await?,

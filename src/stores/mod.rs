@@ -16,6 +16,8 @@ pub mod mysql;
 pub mod postgres;
 #[cfg(feature = "redis")]
 pub mod redis;
+#[cfg(feature = "redlock")]
+pub mod redlock;
 #[cfg(any(feature = "postgres", feature = "mysql"))]
 pub(crate) mod sql_common;
 #[cfg(feature = "sqlite")]

@@ -1,0 +1,548 @@
+//! Redlock: one lock over N independent Redis masters (`redlock://h:p,h:p,h:p`).
+//!
+//! A lock is held when a majority of the masters — the quorum, N/2+1 — granted it, so it
+//! survives the loss of up to (N−1)/2 of them: with 5 masters, two may be down. The masters
+//! are independent servers (not replicas of each other, not a Cluster); use 3 or 5. The
+//! algorithm is the one the Redis documentation calls *distlock*; @leverege/lock and
+//! node-redlock implement it for Node.js.
+//!
+//! ```text
+//! redlock://[user:pass@]host:port,host:port,host:port[/db][?options]
+//! redlock+tls://…                                   (every node over TLS)
+//! ```
+//!
+//! | option | default | meaning |
+//! |---|---|---|
+//! | `node_timeout` | `100ms` | how long one node may take to answer before it counts as failed |
+//! | `drift_factor` | `0.01` | the share of the ttl set aside for clock drift |
+//! | `retry_delay` | `200ms` | pause between the tries of a waiting `acquire` … |
+//! | `retry_jitter` | `100ms` | … varying by up to this much either way |
+//! | `retry_count` | `-1` | retries after the first try; negative = until the retry timeout |
+//! | `ca_file`, `connect_timeout`, `timeout` | | passed on to every node, as for `redis://` |
+//!
+//! The same settings are methods of [`RedlockBuilder`] (which win over the URL's).
+//!
+//! # When Redlock is the right choice — and when it is not
+//!
+//! Locks are taken for one of two reasons. **Efficiency**: the lock saves work — a report
+//! is built once, not three times; an API is polled by one worker, not all of them. If two
+//! holders overlap once in a long while, something is done twice and nobody is hurt.
+//! **Correctness**: the lock protects data — two holders at once corrupt a file, double-book
+//! a seat, spend money twice.
+//!
+//! Redlock suits the first: it keeps the lock through the loss of a minority of servers,
+//! where a single Redis is a single point of failure. It is not enough for the second.
+//! Martin Kleppmann's critique ("How to do distributed locking", 2016) shows why: a lease
+//! that expires by the clock cannot tell its holder that it is over. A holder that pauses
+//! (a garbage-collection stop, a swapped-out page, a slow network, a suspended VM) past its
+//! validity still believes it holds the lock while another client legitimately takes it, and
+//! both write. The defence is a *fencing token*: a number that grows with each acquisition,
+//! sent with every write, so the protected resource rejects writes carrying an older one.
+//! Redlock cannot give one (below), and its safety also rests on timing assumptions — bounded
+//! network delay, bounded process pauses, clocks that run at about the same rate — that a
+//! real network does not promise. Salvatore Sanfilippo's reply argues these assumptions are
+//! reasonable in practice; the disagreement is about what "safe" must mean. Our advice: if a
+//! double holder would corrupt something, use a store with fencing (PostgreSQL, MySQL, or a
+//! single Redis whose fences you check at the resource) and make the resource check the
+//! fence; use Redlock when availability through server failures matters more than an
+//! occasional overlap.
+//!
+//! ## No fencing
+//!
+//! Every node counts its own acquisitions, and the quorum that grants one lock need not be
+//! the quorum that granted the previous one, so no node's counter — nor their maximum once a
+//! node restarts without its data — is guaranteed to grow across holders. Rather than hand
+//! out a number that could repeat, this store declares `fencing: false` and every lease has
+//! `fence: None`. (Each node still keeps the Redis store's small fence counter per key, which
+//! the shared scripts update; it is ignored.)
+//!
+//! ## Persistence and restarts
+//!
+//! A node that restarts without the keys it had (no persistence, or AOF with `appendfsync
+//! everysec` losing the last second) can hand a lock it already gave to a second client: with
+//! 5 nodes, a lock on nodes A, B, C is lost by C's restart, and D, E and the empty C make a new
+//! majority. Either run every node with AOF and `appendfsync always`, or use *delayed
+//! restarts* as the distlock page advises: keep a crashed node down for longer than the
+//! longest ttl in use, so every lock it knew has expired before it votes again. For the same
+//! reason this store does not support locks without ttl (`ttl_none: false`, acquiring one
+//! fails with `Unsupported`): no restart delay covers a lock that never expires, and a grant
+//! left behind on a minority of nodes by a failed try could never expire either.
+//!
+//! # How it works
+//!
+//! - **Acquire** sends `SET NX PX` (the Redis store's acquire script) to every node at once,
+//!   each bounded by `node_timeout`. The lock is ours when a quorum granted it and the
+//!   *validity* `ttl − elapsed − drift` is positive, with `drift = ttl × drift_factor + 2 ms`.
+//!   Otherwise the grants of this try are released on every node that granted or did not
+//!   answer, and the try reports the lock as held (by whoever most nodes named), or fails
+//!   with an error naming the unreachable nodes when fewer than a quorum answered at all.
+//!   The answer comes as soon as it is decided: one hung node does not slow an acquire
+//!   down. Requests still under way then complete in the background, so a lock taken on a
+//!   quorum still reaches every node that answers.
+//! - **`remaining_time`** is the validity: the lease the store reports is `ttl − drift`
+//!   counted from when the request was sent (what [`Lease::ttl`] means), so a guard's
+//!   `remaining_time` right after acquiring is `ttl − elapsed − drift`.
+//! - **Release, extend, set_metadata** go to every node; each succeeds when a quorum
+//!   confirms it (extend also needs a positive new validity). An extend that a quorum does
+//!   not confirm answers "not owned", which the lock layer turns into `NotOwned` or the lost
+//!   signal. When too many nodes fail to tell, the operation fails with an error.
+//! - **Inspect and list** show the quorum's view: a lock held by the same owner on a quorum
+//!   of nodes, its remaining time the moment fewer than a quorum would still hold it. `list`
+//!   waits for every node (at least one second each); a lock held on a bare quorum that
+//!   includes an unreachable node is missed.
+//! - **Force release** removes the key on every node; it fails if fewer than a quorum answered.
+//! - **Hand-off**: a release publishes on every node (the Redis store's scripts), and the store
+//!   subscribes on every node (`notify: true`); a waiter wakes at the first message. Expiry
+//!   publishes nothing: waiters fall back to polling, capped by the holder's remaining time.
+//! - A key is never split across nodes: every node holds the whole lock, in the Redis
+//!   store's layout (so each node can also be inspected with `redis-cli`).
+//!
+//! # Retries
+//!
+//! Waiting, retrying and the watchdog live in the lock layer, as for every store. This store
+//! turns `retry_delay`, `retry_jitter` and `retry_count` into a [`Retry`] — a pause drawn
+//! uniformly from `retry_delay ± retry_jitter`, and `retry_count + 1` tries (unlimited when
+//! negative) — that [`Store::default_retry`] suggests and [`Locks`](crate::Locks) uses unless
+//! its builder or the lock is given a policy of its own. With notifications the pause is only
+//! the fall-back. node-redlock's `retryCount` defaults to 10; here the default is unlimited,
+//! like every cadenas store: bound the wait with `Retry::timeout` or `retry_count`.
+//!
+//! # Cancel safety
+//!
+//! Every operation runs one task per node, so a dropped release or extend still reaches every
+//! node. The requests of a dropped acquire complete too, and each node's grant is then
+//! released by its own task — after the grant, so a release can never overtake it.
+
+mod acquire;
+mod options;
+mod quorum;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use self::acquire::Decision;
+use self::options::{NodeUrl, Settings};
+pub use self::options::{
+    RedlockBuilder, DEFAULT_DRIFT_FACTOR, DEFAULT_NODE_TIMEOUT, DEFAULT_RETRY_COUNT,
+    DEFAULT_RETRY_DELAY, DEFAULT_RETRY_JITTER,
+};
+use self::quorum::{
+    failure, gather, gather_spawned, holder, outcome, quorum_view, timed, Answer, Outcome, Tally,
+};
+use crate::error::Result;
+use crate::notify::ReleaseNotifier;
+use crate::retry::Retry;
+use crate::store::{
+    Acquire, AcquireRequest, Capabilities, Lease, LockInfo, Store, StoreError, StoreErrorKind,
+    Subscription,
+};
+use crate::stores::redis::RedisStore;
+use crate::url::StoreUrl;
+
+/// The least time `list` gives each node.
+const LIST_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// A lock store over N independent Redis masters; see the [module docs](self).
+///
+/// ```no_run
+/// # async fn example() -> cadenas::Result<()> {
+/// use cadenas::stores::redlock::RedlockStore;
+/// let store = RedlockStore::connect("redlock://10.0.0.1:6379,10.0.0.2:6379,10.0.0.3:6379").await?;
+/// assert_eq!(store.quorum(), 2);
+/// let locks = cadenas::Locks::new(store);
+/// # let _ = locks;
+/// # Ok(()) }
+/// ```
+pub struct RedlockStore {
+    nodes: Vec<Arc<RedisStore>>,
+    names: Vec<String>,
+    describe: String,
+    settings: Settings,
+    notifier: Arc<ReleaseNotifier>,
+}
+
+impl std::fmt::Debug for RedlockStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedlockStore")
+            .field("store", &self.describe)
+            .field("quorum", &self.quorum())
+            .finish()
+    }
+}
+
+impl RedlockStore {
+    /// Opens `redlock://[user:pass@]host:port,host:port,…[/db]` (`redlock+tls://…` for TLS)
+    /// with default settings and the URL's options (see the [module docs](self)).
+    ///
+    /// Nodes are connected on first use, so the store opens even while some are down; a
+    /// malformed URL, a node listed twice or a bad option is a `Config` error.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: nothing is connected yet.
+    pub async fn connect(url: &str) -> Result<RedlockStore> {
+        RedlockBuilder::default().connect(url).await
+    }
+
+    /// Opens an already parsed URL (the lock layer has taken its own options).
+    pub async fn from_url(url: StoreUrl) -> Result<RedlockStore> {
+        RedlockBuilder::default().from_url(url).await
+    }
+
+    /// Settings beyond the URL's: node timeout, drift factor, retries.
+    pub fn builder() -> RedlockBuilder {
+        RedlockBuilder::default()
+    }
+
+    pub(crate) async fn open(
+        describe: String,
+        urls: Vec<NodeUrl>,
+        settings: Settings,
+    ) -> Result<RedlockStore> {
+        let notifier = ReleaseNotifier::new();
+        let mut nodes = Vec::with_capacity(urls.len());
+        let mut names = Vec::with_capacity(urls.len());
+        for node in urls {
+            nodes.push(Arc::new(
+                RedisStore::lazy_node(&node.url, notifier.clone()).await?,
+            ));
+            names.push(node.name);
+        }
+        Ok(RedlockStore {
+            nodes,
+            names,
+            describe,
+            settings,
+            notifier,
+        })
+    }
+
+    /// How many nodes must agree: N/2+1.
+    pub fn quorum(&self) -> usize {
+        self.nodes.len() / 2 + 1
+    }
+
+    /// The nodes, as `host:port`.
+    pub fn nodes(&self) -> &[String] {
+        &self.names
+    }
+
+    /// How long one node may take to answer.
+    pub fn node_timeout(&self) -> Duration {
+        self.settings.node_timeout
+    }
+
+    /// What a lease of `ttl` sets aside for clock drift: `ttl × drift_factor + 2 ms`.
+    pub fn drift(&self, ttl: Duration) -> Duration {
+        self.settings.drift(ttl)
+    }
+
+    /// The retry policy of the `retry_*` options (what [`Store::default_retry`] answers).
+    pub fn retry(&self) -> Retry {
+        self.settings.retry()
+    }
+
+    /// Runs `op` on every node, each on its own task and bounded by the node timeout, until
+    /// `is_yes` answers decide a quorum (`until_all`: until every node answered).
+    async fn on_all<T, F, Fut>(
+        &self,
+        op: F,
+        is_yes: impl Fn(&T) -> bool,
+        until_all: bool,
+    ) -> (Tally, Vec<Answer<T>>)
+    where
+        T: Send + 'static,
+        F: Fn(Arc<RedisStore>) -> Fut,
+        Fut: Future<Output = std::result::Result<T, StoreError>> + Send + 'static,
+    {
+        let timeout = self.settings.node_timeout;
+        let futs = self
+            .nodes
+            .iter()
+            .map(|n| timed(timeout, op(n.clone())))
+            .collect();
+        let quorum = self.quorum();
+        let answers = gather_spawned(futs, |a| {
+            !until_all && Tally::of(a, |v| is_yes(v)).decided(quorum)
+        })
+        .await;
+        (Tally::of(&answers, is_yes), answers)
+    }
+
+    fn failure<T>(&self, answers: &[Answer<T>], what: &str) -> StoreError {
+        failure(&self.names, answers, self.quorum(), what)
+    }
+}
+
+fn no_ttl_none() -> StoreError {
+    StoreError::new(
+        StoreErrorKind::Unsupported,
+        "Redlock does not support locks without ttl: give the lock a ttl",
+    )
+}
+
+#[async_trait]
+impl Store for RedlockStore {
+    fn describe(&self) -> &str {
+        &self.describe
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            fencing: false,
+            notify: true,
+            ttl_none: false,
+            list: true,
+            shared: true,
+        }
+    }
+
+    async fn try_acquire(&self, request: AcquireRequest<'_>) -> Result<Acquire, StoreError> {
+        let ttl = request.ttl.ok_or_else(no_ttl_none)?;
+        let quorum = self.quorum();
+        let granted = |a: &Acquire| matches!(a, Acquire::Acquired(_));
+        let (decide, decision) = watch::channel(Decision::Pending);
+        let started = Instant::now();
+        let (tasks, futs): (Vec<_>, Vec<_>) = self
+            .nodes
+            .iter()
+            .map(|node| self.acquire_on(node.clone(), request, ttl, decision.clone()))
+            .unzip();
+        drop(decision);
+        let answers = gather(futs, |a| Tally::of(a, granted).decided(quorum)).await;
+        let elapsed = started.elapsed();
+        let drift = self.settings.drift(ttl);
+        let tally = Tally::of(&answers, granted);
+        if tally.yes >= quorum && elapsed + drift < ttl {
+            // Nodes still answering keep their grants: the lock reaches every node it can.
+            decide.send_replace(Decision::Keep);
+            return Ok(Acquire::Acquired(Lease {
+                fence: None,
+                ttl: Some(ttl - drift),
+            }));
+        }
+        // Not ours: undo this try's grants. A node that failed may have granted without us
+        // hearing it — unless a node named our own owner as holder: then a silent node may
+        // hold that earlier lease of ours, not a grant of this try, and is left alone.
+        let ours_already = answers.iter().any(|a| {
+            matches!(a, Some(Ok(Acquire::Held(h))) if h.owner.as_deref() == Some(request.owner))
+        });
+        decide.send_replace(Decision::Undo {
+            failed_too: !ours_already,
+        });
+        // Wait for the undo on the nodes that answered; the silent ones undo in the background.
+        for (task, answer) in tasks.into_iter().zip(&answers) {
+            if answer.is_some() {
+                let _ = task.await;
+            }
+        }
+        if tally.yes + tally.no >= quorum {
+            // Held by someone, split between contenders, or granted too slowly: try again.
+            Ok(Acquire::Held(holder(&answers)))
+        } else {
+            Err(self.failure(&answers, &format!("acquire '{}'", request.key)))
+        }
+    }
+
+    async fn release(&self, key: &str, owner: &str) -> Result<bool, StoreError> {
+        let (k, o) = (key.to_owned(), owner.to_owned());
+        let (tally, answers) = self
+            .on_all(
+                |n| {
+                    let (k, o) = (k.clone(), o.clone());
+                    async move { n.release(&k, &o).await }
+                },
+                |released| *released,
+                false,
+            )
+            .await;
+        match outcome(tally, self.quorum()) {
+            Outcome::Yes => Ok(true),
+            Outcome::No => Ok(false),
+            Outcome::Unknown => Err(self.failure(&answers, &format!("release '{key}'"))),
+        }
+    }
+
+    async fn extend(
+        &self,
+        key: &str,
+        owner: &str,
+        ttl: Option<Duration>,
+    ) -> Result<Option<Lease>, StoreError> {
+        let ttl = ttl.ok_or_else(no_ttl_none)?;
+        let (k, o) = (key.to_owned(), owner.to_owned());
+        let started = Instant::now();
+        let (tally, answers) = self
+            .on_all(
+                |n| {
+                    let (k, o) = (k.clone(), o.clone());
+                    async move { n.extend(&k, &o, Some(ttl)).await }
+                },
+                Option::is_some,
+                false,
+            )
+            .await;
+        let elapsed = started.elapsed();
+        let drift = self.settings.drift(ttl);
+        match outcome(tally, self.quorum()) {
+            Outcome::Yes if elapsed + drift < ttl => Ok(Some(Lease {
+                fence: None,
+                ttl: Some(ttl - drift),
+            })),
+            Outcome::Yes | Outcome::No => Ok(None),
+            Outcome::Unknown => Err(self.failure(&answers, &format!("extend '{key}'"))),
+        }
+    }
+
+    async fn set_metadata(
+        &self,
+        key: &str,
+        owner: &str,
+        metadata: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let (k, o, m) = (
+            key.to_owned(),
+            owner.to_owned(),
+            metadata.map(str::to_owned),
+        );
+        let (tally, answers) = self
+            .on_all(
+                |n| {
+                    let (k, o, m) = (k.clone(), o.clone(), m.clone());
+                    async move { n.set_metadata(&k, &o, m.as_deref()).await }
+                },
+                |set| *set,
+                false,
+            )
+            .await;
+        match outcome(tally, self.quorum()) {
+            Outcome::Yes => Ok(true),
+            Outcome::No => Ok(false),
+            Outcome::Unknown => Err(self.failure(&answers, &format!("set metadata of '{key}'"))),
+        }
+    }
+
+    async fn force_release(&self, key: &str) -> Result<bool, StoreError> {
+        let k = key.to_owned();
+        let (tally, answers) = self
+            .on_all(
+                |n| {
+                    let k = k.clone();
+                    async move { n.force_release(&k).await }
+                },
+                |removed| *removed,
+                true,
+            )
+            .await;
+        if tally.yes + tally.no < self.quorum() {
+            return Err(self.failure(&answers, &format!("force release '{key}'")));
+        }
+        Ok(tally.yes > 0)
+    }
+
+    async fn inspect(&self, key: &str) -> Result<Option<LockInfo>, StoreError> {
+        let quorum = self.quorum();
+        let futs = self
+            .nodes
+            .iter()
+            .map(|n| timed(self.settings.node_timeout, n.inspect(key)))
+            .collect();
+        // Decided once an owner has a quorum, or no owner can reach one any more.
+        let votes = |answers: &[Answer<Option<LockInfo>>]| {
+            let infos: Vec<&LockInfo> = answers
+                .iter()
+                .filter_map(|a| {
+                    a.as_ref()
+                        .and_then(|r| r.as_ref().ok())
+                        .and_then(Option::as_ref)
+                })
+                .collect();
+            let best = quorum::most_common(infos.iter().map(|i| &i.owner)).map_or(0, |(_, n)| n);
+            let t = Tally::of(answers, |_| true);
+            (best, t.failed + t.pending)
+        };
+        let answers = gather(futs, |a| {
+            let (best, unsure) = votes(a);
+            best >= quorum || best + unsure < quorum
+        })
+        .await;
+        let (best, unsure) = votes(&answers);
+        if best < quorum && best + unsure >= quorum {
+            return Err(self.failure(&answers, &format!("inspect '{key}'")));
+        }
+        let infos: Vec<&LockInfo> = answers
+            .iter()
+            .filter_map(|a| {
+                a.as_ref()
+                    .and_then(|r| r.as_ref().ok())
+                    .and_then(Option::as_ref)
+            })
+            .collect();
+        Ok(quorum_view(key, &infos, quorum))
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<LockInfo>, StoreError> {
+        let timeout = self.settings.node_timeout.max(LIST_TIMEOUT);
+        let futs = self
+            .nodes
+            .iter()
+            .map(|n| timed(timeout, n.list(prefix)))
+            .collect();
+        let answers = gather(futs, |_| false).await;
+        let lists: Vec<&Vec<LockInfo>> = answers
+            .iter()
+            .filter_map(|a| a.as_ref().and_then(|r| r.as_ref().ok()))
+            .collect();
+        let quorum = self.quorum();
+        if lists.len() < quorum {
+            return Err(self.failure(&answers, "list"));
+        }
+        let mut by_key: std::collections::BTreeMap<&str, Vec<&LockInfo>> = Default::default();
+        for info in lists.into_iter().flatten() {
+            by_key.entry(info.key.as_str()).or_default().push(info);
+        }
+        Ok(by_key
+            .into_iter()
+            .filter_map(|(key, infos)| quorum_view(key, &infos, quorum))
+            .collect())
+    }
+
+    async fn subscribe(&self, key: &str) -> Result<Option<Subscription>, StoreError> {
+        // Registered first, so a release announced while the nodes subscribe is kept.
+        let subscription = self.notifier.subscribe(key);
+        let k = key.to_owned();
+        let (tally, _) = self
+            .on_all(
+                |n| {
+                    let k = k.clone();
+                    async move { Ok(n.ensure_subscribed(&k).await) }
+                },
+                |confirmed| *confirmed,
+                false,
+            )
+            .await;
+        if tally.yes < self.quorum() {
+            tracing::debug!(
+                "{}: release notifications for '{key}' confirmed by {} nodes only; waiters may poll",
+                self.describe,
+                tally.yes
+            );
+        }
+        Ok(Some(subscription))
+    }
+
+    fn default_retry(&self) -> Option<Retry> {
+        Some(self.settings.retry())
+    }
+
+    async fn close(&self) -> Result<(), StoreError> {
+        for node in &self.nodes {
+            node.close().await?;
+        }
+        Ok(())
+    }
+}
