@@ -1,0 +1,211 @@
+//! The Redlock store against real `redis-server` masters started by the test harness: the
+//! conformance suite, URLs and settings, the layout on each node. Faults are in
+//! `redlock_faults.rs`. Run with `cargo test --features redlock,conformance --test redlock_store`.
+#![cfg(all(feature = "redlock", feature = "conformance"))]
+
+#[path = "support/redis_server.rs"]
+mod redis_server;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cadenas::conformance::{run_all, Suite};
+use cadenas::stores::redlock::RedlockStore;
+use cadenas::{Error, Locks, Retry, Store};
+use redis::AsyncCommands;
+use redis_server::RedisServer;
+
+fn start(n: usize) -> Vec<RedisServer> {
+    (0..n).map(|_| RedisServer::start()).collect()
+}
+
+fn url(servers: &[RedisServer], query: &str) -> String {
+    let hosts: Vec<String> = servers
+        .iter()
+        .map(|s| format!("127.0.0.1:{}", s.port))
+        .collect();
+    format!("redlock://{}{query}", hosts.join(","))
+}
+
+/// Two clients stand for two processes: each `connect` opens a new store (new connections).
+fn suite(url: String, namespace: Option<&'static str>) -> Suite {
+    let mut suite = Suite::new(move || {
+        let url = url.clone();
+        async move {
+            let store: Arc<dyn Store> = Arc::new(RedlockStore::connect(&url).await.unwrap());
+            let mut builder = Locks::builder();
+            if let Some(ns) = namespace {
+                builder = builder.namespace(ns);
+            }
+            builder.build_arc(store).unwrap()
+        }
+    });
+    suite.patience = Duration::from_secs(30);
+    suite
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_on_five_nodes() {
+    let servers = start(5);
+    run_all(&suite(url(&servers, ""), None)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_on_three_nodes_in_a_namespace() {
+    let servers = start(3);
+    run_all(&suite(url(&servers, ""), Some("app"))).await;
+}
+
+#[tokio::test]
+async fn declares_no_fencing_no_ttl_none() {
+    let servers = start(3);
+    let locks = Locks::connect(&url(&servers, "")).await.unwrap();
+    let caps = locks.store().capabilities();
+    assert!(!caps.fencing && !caps.ttl_none && caps.notify && caps.list && caps.shared);
+    let g = locks.lock("k").acquire().await.unwrap();
+    assert_eq!(g.fence(), None);
+    g.release().await.unwrap();
+    assert!(matches!(
+        locks.lock("k").ttl(None).try_acquire().await,
+        Err(Error::Unsupported { .. })
+    ));
+    assert!(matches!(
+        Locks::builder().ttl(None).connect(&url(&servers, "")).await,
+        Err(Error::Unsupported { .. })
+    ));
+}
+
+#[tokio::test]
+async fn remaining_time_is_the_validity() {
+    let servers = start(5);
+    let store = RedlockStore::connect(&url(&servers, "?drift_factor=0.05"))
+        .await
+        .unwrap();
+    let ttl = Duration::from_secs(10);
+    let drift = store.drift(ttl);
+    assert_eq!(drift, Duration::from_millis(502));
+    let locks = Locks::new(store);
+    let g = locks
+        .lock("validity")
+        .ttl(Some(ttl))
+        .acquire()
+        .await
+        .unwrap();
+    let left = g.remaining_time().unwrap();
+    assert!(left <= ttl - drift, "{left:?}");
+    assert!(left > ttl - drift - Duration::from_secs(1), "{left:?}");
+    g.extend(Some(Duration::from_secs(20))).await.unwrap();
+    let left = g.remaining_time().unwrap();
+    assert!(left <= Duration::from_secs(20) - Duration::from_millis(1002));
+    g.release().await.unwrap();
+}
+
+#[tokio::test]
+async fn every_node_holds_the_whole_lock_in_the_redis_layout() {
+    let servers = start(3);
+    let locks = Locks::connect(&url(&servers, "?namespace=app"))
+        .await
+        .unwrap();
+    let g = locks
+        .lock("job")
+        .ttl(Some(Duration::from_secs(30)))
+        .metadata("m")
+        .acquire()
+        .await
+        .unwrap();
+    // The acquire answers once a quorum granted it; the last node gets it moments later.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    for server in &servers {
+        let mut con = server
+            .client()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let owner = loop {
+            let owner: Option<String> = con.get("app:job").await.unwrap();
+            if owner.is_some() || std::time::Instant::now() > deadline {
+                break owner;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        };
+        assert_eq!(owner.as_deref(), Some(g.owner()));
+        let pttl: i64 = con.pttl("app:job").await.unwrap();
+        assert!(pttl > 29_000 && pttl <= 30_000, "{pttl}");
+    }
+    let info = locks.lock("job").inspect().await.unwrap().unwrap();
+    assert_eq!(info.metadata.as_deref(), Some("m"));
+    assert_eq!(info.fence, None);
+    g.release().await.unwrap();
+    for server in &servers {
+        let mut con = server
+            .client()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let exists: bool = con.exists("app:job").await.unwrap();
+        assert!(!exists);
+    }
+}
+
+#[tokio::test]
+async fn retry_options_from_the_url_become_the_default_policy() {
+    let servers = start(3);
+    let u = url(
+        &servers,
+        "?retry_count=2&retry_delay=20ms&retry_jitter=10ms",
+    );
+    let store = RedlockStore::connect(&u).await.unwrap();
+    assert_eq!(store.retry().get_attempts(), Some(3));
+    let locks = Locks::connect(&u).await.unwrap();
+    let g = locks.lock("busy").acquire().await.unwrap();
+    let started = std::time::Instant::now();
+    match locks.lock("busy").acquire().await {
+        Err(Error::Timeout { attempts: 3, .. }) => {}
+        other => panic!("expected a timeout after 3 tries: {other:?}"),
+    }
+    // Two pauses of 10–30 ms each.
+    assert!(started.elapsed() >= Duration::from_millis(20));
+    // A policy given to the builder wins.
+    let own = Locks::builder()
+        .retry(Retry::once())
+        .connect(&u)
+        .await
+        .unwrap();
+    assert!(matches!(
+        own.lock("busy").acquire().await,
+        Err(Error::Timeout { attempts: 1, .. })
+    ));
+    g.release().await.unwrap();
+    // The builder's settings win over the URL's.
+    let store = RedlockStore::builder()
+        .retry_count(-1)
+        .connect(&u)
+        .await
+        .unwrap();
+    assert_eq!(store.retry().get_attempts(), None);
+}
+
+#[tokio::test]
+async fn urls_name_every_node_and_never_the_password() {
+    let servers = start(3);
+    let u = url(&servers, "");
+    let locks = Locks::connect(&u).await.unwrap();
+    for server in &servers {
+        assert!(locks
+            .describe()
+            .contains(&format!("127.0.0.1:{}", server.port)));
+    }
+    let with_pw = u.replacen("redlock://", "redlock://user:s3cr3t@", 1);
+    let store = RedlockStore::connect(&with_pw).await.unwrap();
+    assert!(!store.describe().contains("s3cr3t"));
+    assert!(!format!("{store:?}").contains("s3cr3t"));
+    assert_eq!(store.nodes().len(), 3);
+    assert_eq!(store.quorum(), 2);
+    for bad in [
+        format!("{u}?bogus=1"),
+        u.replacen(",", ",127.0.0.1:1,127.0.0.1:1,", 1),
+        "redlock://".to_owned(),
+    ] {
+        assert!(Locks::connect(&bad).await.is_err(), "{bad}");
+    }
+}
