@@ -38,7 +38,10 @@ mod sqlite {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("locks.db").display());
         // Every client is its own store (its own connection pool) on the same file.
-        let suite = suite_over(url, |url| async move { Locks::connect(&url).await.unwrap() });
+        let suite = suite_over(
+            url,
+            |url| async move { Locks::connect(&url).await.unwrap() },
+        );
         run_all(&suite).await;
     }
 
@@ -59,7 +62,6 @@ mod sqlite {
 
 #[cfg(feature = "redis")]
 #[path = "support/redis_server.rs"]
-#[allow(dead_code)]
 mod redis_server;
 
 #[cfg(feature = "redis")]
@@ -89,7 +91,11 @@ mod redis_stores {
                 .await
                 .unwrap();
             for k in keys {
-                let _: () = redis::cmd("DEL").arg(&k).query_async(&mut con).await.unwrap();
+                let _: () = redis::cmd("DEL")
+                    .arg(&k)
+                    .query_async(&mut con)
+                    .await
+                    .unwrap();
             }
             if next == 0 {
                 break;
@@ -106,7 +112,10 @@ mod redis_stores {
         if let Err(e) = Locks::connect(&with_ns).await {
             panic!("Redis is not reachable at {url}: {e}. Install and start it (apt-get install redis-server; redis-server --daemonize yes) or set CADENAS_TEST_REDIS_URL.");
         }
-        let suite = suite_over(with_ns, |url| async move { Locks::connect(&url).await.unwrap() });
+        let suite = suite_over(
+            with_ns,
+            |url| async move { Locks::connect(&url).await.unwrap() },
+        );
         run_all(&suite).await;
         cleanup(&url, &ns).await;
         cleanup(&url, suite.prefix()).await;
@@ -116,14 +125,18 @@ mod redis_stores {
     async fn redis_single_node_without_namespace() {
         // Verrou's layout: no namespace, the key as is.
         let server = redis_server::RedisServer::start();
-        let suite = suite_over(server.url(), |url| async move { Locks::connect(&url).await.unwrap() });
+        let suite = suite_over(server.url(), |url| async move {
+            Locks::connect(&url).await.unwrap()
+        });
         run_all(&suite).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn redis_cluster_of_three_masters() {
         let cluster = redis_server::RedisCluster::start(3);
-        let suite = suite_over(cluster.url(), |url| async move { Locks::connect(&url).await.unwrap() });
+        let suite = suite_over(cluster.url(), |url| async move {
+            Locks::connect(&url).await.unwrap()
+        });
         run_all(&suite).await;
     }
 }
@@ -154,7 +167,10 @@ mod postgres {
         if let Err(e) = Locks::connect(&url).await {
             panic!("PostgreSQL is not reachable at {}: {e}. Install and start it (apt-get install postgresql; pg_ctlcluster 15 main start) or set CADENAS_TEST_POSTGRES_URL.", base_url());
         }
-        let suite = suite_over(url, |url| async move { Locks::connect(&url).await.unwrap() });
+        let suite = suite_over(
+            url,
+            |url| async move { Locks::connect(&url).await.unwrap() },
+        );
         run_all(&suite).await;
         drop_table(&table).await;
     }
@@ -187,7 +203,10 @@ mod mysql {
         if let Err(e) = Locks::connect(&url).await {
             panic!("MySQL/MariaDB is not reachable at {}: {e}. Install and start it (apt-get install mariadb-server) or set CADENAS_TEST_MYSQL_URL.", base_url());
         }
-        let mut suite = suite_over(url, |url| async move { Locks::connect(&url).await.unwrap() });
+        let mut suite = suite_over(
+            url,
+            |url| async move { Locks::connect(&url).await.unwrap() },
+        );
         // MySQL waiters poll; keep the 64-way contention check but give it time.
         suite.patience = std::time::Duration::from_secs(60);
         run_all(&suite).await;
