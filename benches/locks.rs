@@ -1,4 +1,5 @@
 //! Hot paths: the memory store under the lock API and alone, tokens, URL parsing.
+#![allow(missing_docs)] // criterion_group! makes an undocumented function
 //! `cargo bench --bench locks`
 
 use std::hint::black_box;
