@@ -1,5 +1,29 @@
-//! cadenas: distributed locks.
+//! Distributed locks: one API over memory, SQLite, Redis, Redis Cluster, Redlock, PostgreSQL
+//! and MySQL, with fencing tokens, a lost-lock signal and hand-off by notification.
+//!
+//! - [`Locks`] makes locks over one store ([`Locks::connect`] takes a URL such as `memory:`,
+//!   `sqlite://locks.db`, `redis://host:6379`, `postgres://host/db`);
+//!   [`Manager`] holds several named stores.
+//! - [`Lock`] is one named lock; [`Lock::acquire`] waits per its [`Retry`] policy and returns a
+//!   [`Guard`] that holds the lease, knows its [`fence`](Guard::fence), tells when it is
+//!   [`lost`](Guard::lost), and [`release`](Guard::release)s it.
+//! - [`Store`] is the contract a backend implements; [`stores`] has the built-in ones, and
+//!   the `conformance` module (feature `conformance`) is what each must pass.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> cadenas::Result<()> {
+//! let locks = cadenas::Locks::memory();
+//! let guard = locks.lock("migration").try_acquire().await?;
+//! assert!(locks.lock("migration").try_acquire().await.is_err());
+//! guard.release().await?;
+//! # Ok(()) }
+//! ```
 #![forbid(unsafe_code)]
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
 
 #[cfg(feature = "cli")]
 pub mod cli;

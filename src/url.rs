@@ -40,6 +40,12 @@ impl StoreUrl {
     /// Parses `text`. A parse error never echoes the password.
     pub fn parse(text: &str) -> Result<StoreUrl> {
         let (first_only, hosts) = split_hosts(text);
+        if hosts.len() > 1 && hosts.iter().any(|h| h.is_empty()) {
+            return Err(Error::config(format!(
+                "'{}' has an empty entry in its host list; write host:port,host:port",
+                redact_text(text)
+            )));
+        }
         let url = Url::parse(&first_only).map_err(|e| {
             Error::config(format!(
                 "'{}' is not a store URL ({e}); write e.g. memory:, sqlite://locks.db, redis://host:6379",
@@ -180,11 +186,7 @@ fn split_hosts(text: &str) -> (String, Vec<String>) {
         Some(i) => (&authority[..=i], &authority[i + 1..]),
         None => ("", authority),
     };
-    let hosts: Vec<String> = hostlist
-        .split(',')
-        .filter(|h| !h.is_empty())
-        .map(str::to_owned)
-        .collect();
+    let hosts: Vec<String> = hostlist.split(',').map(str::to_owned).collect();
     match hosts.first() {
         Some(first) if hosts.len() > 1 => (format!("{scheme}://{userinfo}{first}{tail}"), hosts),
         _ => (text.to_owned(), hosts),

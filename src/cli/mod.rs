@@ -64,10 +64,15 @@ enum Command {
         #[command(flatten)]
         store: StoreArg,
         /// Lease length, renewed every third of it while CMD runs (or `none`)
-        #[arg(long, default_value = "30s", value_name = "DUR|none")]
+        #[arg(
+            long,
+            default_value = "30s",
+            value_name = "DUR|none",
+            allow_hyphen_values = true
+        )]
         ttl: String,
         /// How long to wait for the lock: `0` tries once; default: forever
-        #[arg(long, value_name = "DUR")]
+        #[arg(long, value_name = "DUR", allow_hyphen_values = true)]
         wait: Option<String>,
         /// Owner id to hold the lock as (default: a random id)
         #[arg(long, value_name = "S")]
@@ -92,10 +97,15 @@ enum Command {
         #[command(flatten)]
         store: StoreArg,
         /// Lease length (or `none`)
-        #[arg(long, default_value = "30s", value_name = "DUR|none")]
+        #[arg(
+            long,
+            default_value = "30s",
+            value_name = "DUR|none",
+            allow_hyphen_values = true
+        )]
         ttl: String,
         /// How long to wait for the lock: `0` tries once; default: forever
-        #[arg(long, value_name = "DUR")]
+        #[arg(long, value_name = "DUR", allow_hyphen_values = true)]
         wait: Option<String>,
         /// Owner id to hold the lock as (default: a random id)
         #[arg(long, value_name = "S")]
@@ -124,7 +134,7 @@ enum Command {
         #[command(flatten)]
         store: StoreArg,
         /// The new lease length, from now (default: the ttl it was acquired with)
-        #[arg(long, value_name = "DUR")]
+        #[arg(long, value_name = "DUR", allow_hyphen_values = true)]
         ttl: Option<String>,
         /// The token printed by `acquire`
         token: String,

@@ -1,0 +1,221 @@
+//! Every store runs the whole conformance suite against its real server.
+//!
+//! Servers: SQLite files in temp dirs; Redis at `CADENAS_TEST_REDIS_URL` (default
+//! `redis://127.0.0.1:6379`) in a random namespace, plus a 3-master Redis Cluster the harness
+//! starts; PostgreSQL at `CADENAS_TEST_POSTGRES_URL` and MariaDB/MySQL at
+//! `CADENAS_TEST_MYSQL_URL` in random tables. Nothing is skipped: a missing server fails its
+//! test with a message saying how to get one. Everything a run creates is removed.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use cadenas::conformance::{run_all, Suite};
+use cadenas::{Locks, Store};
+
+/// A suite whose clients are fresh connections made by `connect(url)`.
+fn suite_over<F, Fut>(url: String, connect: F) -> Suite
+where
+    F: Fn(String) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Locks> + Send + 'static,
+{
+    let connect = Arc::new(connect);
+    Suite::new(move || {
+        let (connect, url) = (connect.clone(), url.clone());
+        async move { connect(url).await }
+    })
+}
+
+fn random(prefix: &str) -> String {
+    format!("{prefix}{:012x}", rand::random::<u64>() >> 16)
+}
+
+#[cfg(feature = "sqlite")]
+mod sqlite {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite_file_shared_by_two_clients() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("locks.db").display());
+        // Every client is its own store (its own connection pool) on the same file.
+        let suite = suite_over(
+            url,
+            |url| async move { Locks::connect(&url).await.unwrap() },
+        );
+        run_all(&suite).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite_in_memory_with_a_namespace_and_table() {
+        let store: Arc<dyn Store> = Arc::new(
+            cadenas::stores::sqlite::SqliteStore::connect("sqlite::memory:?table=verrou")
+                .await
+                .unwrap(),
+        );
+        let suite = Suite::new(move || {
+            let store = store.clone();
+            async move { Locks::builder().namespace("app").build_arc(store).unwrap() }
+        });
+        run_all(&suite).await;
+    }
+}
+
+#[cfg(feature = "redis")]
+#[path = "support/redis_server.rs"]
+mod redis_server;
+
+#[cfg(feature = "redis")]
+mod redis_stores {
+    use super::*;
+
+    use super::redis_server;
+
+    fn redis_url() -> String {
+        std::env::var("CADENAS_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+    }
+
+    /// Deletes every key containing `marker` (locks and fence counters of the run).
+    async fn cleanup(url: &str, marker: &str) {
+        let client = redis::Client::open(url).unwrap();
+        let mut con = client.get_multiplexed_async_connection().await.unwrap();
+        let pattern = format!("*{marker}*");
+        let mut cursor = 0u64;
+        loop {
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut con)
+                .await
+                .unwrap();
+            for k in keys {
+                let _: () = redis::cmd("DEL")
+                    .arg(&k)
+                    .query_async(&mut con)
+                    .await
+                    .unwrap();
+            }
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn redis_single_node() {
+        let url = redis_url();
+        let ns = random("cadenas-test-");
+        let with_ns = format!("{url}?namespace={ns}");
+        if let Err(e) = Locks::connect(&with_ns).await {
+            panic!("Redis is not reachable at {url}: {e}. Install and start it (apt-get install redis-server; redis-server --daemonize yes) or set CADENAS_TEST_REDIS_URL.");
+        }
+        let suite = suite_over(
+            with_ns,
+            |url| async move { Locks::connect(&url).await.unwrap() },
+        );
+        run_all(&suite).await;
+        cleanup(&url, &ns).await;
+        cleanup(&url, suite.prefix()).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn redis_single_node_without_namespace() {
+        // Verrou's layout: no namespace, the key as is.
+        let server = redis_server::RedisServer::start();
+        let suite = suite_over(server.url(), |url| async move {
+            Locks::connect(&url).await.unwrap()
+        });
+        run_all(&suite).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn redis_cluster_of_three_masters() {
+        let cluster = redis_server::RedisCluster::start(3);
+        let suite = suite_over(cluster.url(), |url| async move {
+            Locks::connect(&url).await.unwrap()
+        });
+        run_all(&suite).await;
+    }
+}
+
+#[cfg(feature = "postgres")]
+mod postgres {
+    use super::*;
+
+    fn base_url() -> String {
+        std::env::var("CADENAS_TEST_POSTGRES_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+    }
+
+    async fn drop_table(table: &str) {
+        let pool = sqlx::PgPool::connect(&base_url()).await.unwrap();
+        for s in [
+            format!("DROP TABLE IF EXISTS \"{table}\""),
+            format!("DROP SEQUENCE IF EXISTS \"{table}_fence_seq\""),
+        ] {
+            sqlx::query(&s).execute(&pool).await.unwrap();
+        }
+        pool.close().await;
+    }
+
+    async fn run(options: &str) {
+        let table = random("cadenas_cf_");
+        let url = format!("{}?table={table}{options}", base_url());
+        if let Err(e) = Locks::connect(&url).await {
+            panic!("PostgreSQL is not reachable at {}: {e}. Install and start it (apt-get install postgresql; pg_ctlcluster 15 main start) or set CADENAS_TEST_POSTGRES_URL.", base_url());
+        }
+        let suite = suite_over(
+            url,
+            |url| async move { Locks::connect(&url).await.unwrap() },
+        );
+        run_all(&suite).await;
+        drop_table(&table).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres() {
+        run("").await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres_unlogged_with_a_pool_of_one() {
+        // One pooled connection: operations and the LISTEN connection must not deadlock.
+        run("&unlogged=true&pool_size=1").await;
+    }
+}
+
+#[cfg(feature = "mysql")]
+mod mysql {
+    use super::*;
+
+    fn base_url() -> String {
+        std::env::var("CADENAS_TEST_MYSQL_URL")
+            .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".into())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn mariadb() {
+        let table = random("cadenas_cf_");
+        let url = format!("{}?table={table}", base_url());
+        if let Err(e) = Locks::connect(&url).await {
+            panic!("MySQL/MariaDB is not reachable at {}: {e}. Install and start it (apt-get install mariadb-server) or set CADENAS_TEST_MYSQL_URL.", base_url());
+        }
+        let mut suite = suite_over(
+            url,
+            |url| async move { Locks::connect(&url).await.unwrap() },
+        );
+        // MySQL waiters poll; keep the 64-way contention check but give it time.
+        suite.patience = std::time::Duration::from_secs(60);
+        run_all(&suite).await;
+        let pool = sqlx::MySqlPool::connect(&base_url()).await.unwrap();
+        for t in [table.clone(), format!("{table}_fences")] {
+            sqlx::query(&format!("DROP TABLE IF EXISTS `{t}`"))
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+    }
+}

@@ -1,0 +1,127 @@
+//! A real Node.js Verrou process (`@verrou/core` with Knex) driven over stdin/stdout, for
+//! the SQL interop tests. Installed once into Cargo's test temp dir.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+
+const SCRIPT: &str = r#"
+import { Verrou } from '@verrou/core'
+import { knexStore } from '@verrou/core/drivers/knex'
+import knex from 'knex'
+import readline from 'node:readline'
+const [client, connection, tableName] = process.argv.slice(2)
+const db = knex({ client, connection })
+const verrou = new Verrou({ default: 'db', stores: { db: { driver: knexStore({ connection: db, tableName }) } } })
+const held = new Map()
+const say = (s) => process.stdout.write(s + '\n')
+// Creating a first lock makes Verrou create its table.
+await verrou.createLock('cadenas-warmup', '1s').isLocked()
+say('ready')
+for await (const line of readline.createInterface({ input: process.stdin })) {
+  const [cmd, key] = line.split(' ')
+  try {
+    if (cmd === 'try') {
+      const lock = verrou.createLock(key, '30s')
+      if (await lock.acquireImmediately()) { held.set(key, lock); say('acquired ' + lock.getOwner()) } else say('held')
+    } else if (cmd === 'release') { await held.get(key).release(); held.delete(key); say('released') }
+    else if (cmd === 'locked') say(String(await verrou.createLock(key).isLocked()))
+    else if (cmd === 'quit') break
+  } catch (e) { say('error ' + e.message) }
+}
+await db.destroy()
+"#;
+
+fn dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("verrou-node")
+}
+
+async fn install() -> PathBuf {
+    let dir = dir();
+    if !dir.join("node_modules/@verrou/core").exists() {
+        // Installed beside the final folder and renamed into place, so test processes that
+        // install at the same time never see a half-written folder.
+        let tmp = dir.with_extension(format!("tmp-{}", std::process::id()));
+        std::fs::create_dir_all(&tmp).expect("creating the node folder");
+        std::fs::write(
+            tmp.join("package.json"),
+            "{\"private\":true,\"type\":\"module\"}",
+        )
+        .unwrap();
+        let status = Command::new("npm")
+            .args(["install", "--no-audit", "--no-fund", "--silent"])
+            .args(["@verrou/core@0.5", "knex@3", "pg@8", "mysql2@3"])
+            .current_dir(&tmp)
+            .status()
+            .await
+            .expect("npm must be installed (with Node.js 20+) for the Verrou interop test: apt-get install nodejs npm");
+        assert!(status.success(), "npm install of @verrou/core failed");
+        if std::fs::rename(&tmp, &dir).is_err() {
+            // Another process won the race; use its folder.
+            let _ = std::fs::remove_dir_all(&tmp);
+        }
+    }
+    // Written aside and renamed, for the same reason.
+    let script = dir.with_extension(format!("{}.mjs", std::process::id()));
+    std::fs::write(&script, SCRIPT).unwrap();
+    std::fs::rename(&script, dir.join("interop.mjs")).unwrap();
+    dir
+}
+
+/// A running Verrou process.
+pub struct Node {
+    child: Child,
+    stdin: ChildStdin,
+    lines: Lines<BufReader<ChildStdout>>,
+}
+
+impl Node {
+    /// Starts Verrou on `table` with Knex client `client` (`pg`, `mysql2`).
+    pub async fn start(client: &str, url: &str, table: &str) -> Node {
+        let dir = install().await;
+        let mut child = Command::new("node")
+            .arg("interop.mjs")
+            .args([client, url, table])
+            .current_dir(&dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("node must be installed for the Verrou interop test");
+        let stdin = child.stdin.take().unwrap();
+        let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut node = Node {
+            child,
+            stdin,
+            lines,
+        };
+        assert_eq!(node.read().await, "ready");
+        node
+    }
+
+    async fn read(&mut self) -> String {
+        let line = tokio::time::timeout(std::time::Duration::from_secs(30), self.lines.next_line())
+            .await
+            .expect("Verrou answers within 30s")
+            .expect("reading from node");
+        line.expect("node exited early (see its stderr above)")
+    }
+
+    /// Sends one command and returns its answer line.
+    pub async fn cmd(&mut self, line: &str) -> String {
+        self.stdin
+            .write_all(format!("{line}\n").as_bytes())
+            .await
+            .unwrap();
+        self.stdin.flush().await.unwrap();
+        self.read().await
+    }
+
+    /// Stops the process.
+    pub async fn quit(mut self) {
+        let _ = self.stdin.write_all(b"quit\n").await;
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(10), self.child.wait()).await;
+    }
+}
