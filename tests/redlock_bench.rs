@@ -96,5 +96,8 @@ async fn redlock_figures() {
     println!("  acquire latency, all up:       p50 {p50:?}  p99 {p99:?}  max {max:?}");
     println!("  acquire latency, 1 node SIGSTOP: p50 {s50:?}  p99 {s99:?}  max {smax:?}");
     println!("  acquire+release, 1 task, 1 node SIGSTOP: {stopped_cycles:>8.0} cycles/s");
-    assert!(s99 < node_timeout, "a stopped node delayed acquires: p99 {s99:?}");
+    assert!(
+        s99 < node_timeout,
+        "a stopped node delayed acquires: p99 {s99:?}"
+    );
 }
