@@ -73,7 +73,7 @@ async fn acquire_latency(locks: &Locks, key: &str) -> (Duration, Duration, Durat
 async fn redlock_figures() {
     let servers: Vec<RedisServer> = (0..5).map(|_| RedisServer::start()).collect();
     let locks = Locks::connect(&url(&servers)).await.unwrap();
-    let node_timeout = Duration::from_millis(100);
+    let node_timeout = cadenas::stores::redlock::DEFAULT_NODE_TIMEOUT;
     // Connections up before measuring.
     locks
         .lock("warm")

@@ -237,7 +237,10 @@ async fn two_clients_racing_never_both_hold_the_lock() {
     let mut tasks = Vec::new();
     for _ in 0..2 {
         // Each client its own store: its own connections, like another process.
-        let store = RedlockStore::connect(&url(&servers, "")).await.unwrap();
+        // A generous node timeout: other tests run beside this one on a small machine.
+        let store = RedlockStore::connect(&url(&servers, "?node_timeout=2s"))
+            .await
+            .unwrap();
         let locks = Locks::builder()
             .retry(
                 Retry::default()

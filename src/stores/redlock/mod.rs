@@ -13,7 +13,7 @@
 //!
 //! | option | default | meaning |
 //! |---|---|---|
-//! | `node_timeout` | `100ms` | how long one node may take to answer before it counts as failed |
+//! | `node_timeout` | `250ms` | how long one node may take to answer before it counts as failed |
 //! | `drift_factor` | `0.01` | the share of the ttl set aside for clock drift |
 //! | `retry_delay` | `200ms` | pause between the tries of a waiting `acquire` … |
 //! | `retry_jitter` | `100ms` | … varying by up to this much either way |

@@ -20,7 +20,12 @@ pub(crate) const OPTIONS: &[&str] = &[
 ];
 
 /// How long one node may take to answer a lock operation before it counts as a failure.
-pub const DEFAULT_NODE_TIMEOUT: Duration = Duration::from_millis(100);
+///
+/// Operations answer as soon as a quorum has, so a hung node costs nothing while the others
+/// are quick: this only bounds how long a try waits when fewer than a quorum answer promptly,
+/// and how much of a lease's validity slow answers can use. 250 ms is under 1% of the
+/// default 30 s ttl yet tolerates a busy client or server.
+pub const DEFAULT_NODE_TIMEOUT: Duration = Duration::from_millis(250);
 /// The share of the ttl allowed for clock drift between the nodes.
 pub const DEFAULT_DRIFT_FACTOR: f64 = 0.01;
 /// The pause between two tries of a waiting `acquire`.
@@ -121,7 +126,7 @@ pub struct RedlockBuilder {
 }
 
 impl RedlockBuilder {
-    /// How long one node may take to answer before it counts as failed (default 100 ms; URL
+    /// How long one node may take to answer before it counts as failed (default 250 ms; URL
     /// option `node_timeout`). Keep it far below the ttl.
     pub fn node_timeout(mut self, timeout: Duration) -> Self {
         self.node_timeout = Some(timeout);
@@ -140,7 +145,7 @@ impl RedlockBuilder {
         self
     }
 
-    /// How much the pause varies either way (default 100 ms; URL `retry_jitter`).
+    /// How much the pause varies either way (default 250 ms; URL `retry_jitter`).
     pub fn retry_jitter(mut self, jitter: Duration) -> Self {
         self.retry_jitter = Some(jitter);
         self
