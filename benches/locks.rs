@@ -1,6 +1,6 @@
 //! Hot paths: the memory store under the lock API and alone, tokens, URL parsing.
-#![allow(missing_docs)] // criterion_group! makes an undocumented function
 //! `cargo bench --bench locks`
+#![allow(missing_docs)] // criterion_group! makes an undocumented function
 
 use std::hint::black_box;
 use std::sync::Arc;

@@ -186,6 +186,7 @@ impl Settings {
     /// Makes the command connection of a single node without connecting: the first command
     /// connects, and every command after a failure tries once more (no backoff, so a node
     /// that is down answers at once). For Redlock, whose nodes may be down when it opens.
+    #[cfg(feature = "redlock")]
     pub fn connect_lazy(&self) -> std::result::Result<Conn, StoreError> {
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(self.connect_timeout))

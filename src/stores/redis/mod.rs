@@ -65,6 +65,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use redis::{FromRedisValue, Value};
 
+#[cfg(feature = "redlock")]
 pub(crate) use self::conn::OPTIONS;
 use self::conn::{bad_reply, op_error, wrong_type, Conn, Settings};
 use self::pubsub::Subscriber;
@@ -159,6 +160,7 @@ impl RedisStore {
     /// One master of a Redlock (`redis://` or `rediss://` URL of a single node): connects
     /// on first use, so a node that is down does not stop the Redlock store from opening,
     /// and wakes waiters through the Redlock store's shared `notifier`.
+    #[cfg(feature = "redlock")]
     pub(crate) async fn lazy_node(url: &str, notifier: Arc<ReleaseNotifier>) -> Result<RedisStore> {
         let settings = Settings::parse(url)?;
         if settings.cluster {
@@ -185,6 +187,7 @@ impl RedisStore {
 
     /// Makes sure release messages of `key` reach the store's notifier; `false` when the
     /// server did not confirm the subscription in time.
+    #[cfg(feature = "redlock")]
     pub(crate) async fn ensure_subscribed(&self, key: &str) -> bool {
         self.subscriber.ensure(key).await
     }
