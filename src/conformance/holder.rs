@@ -25,7 +25,7 @@ pub async fn watchdog_events_and_lost_signal(suite: &Suite) {
     let (a, b) = (suite.client().await, suite.client().await);
     let mut rx = a.events();
     let key = suite.key("wd-events");
-    let ttl = Duration::from_millis(300);
+    let ttl = Duration::from_millis(900);
     let lock = a.lock(&key).ttl(Some(ttl)).auto_extend(true);
     let g = lock.acquire().await.unwrap();
     let mut seen = Vec::new();
