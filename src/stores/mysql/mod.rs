@@ -11,7 +11,7 @@
 //! naming it. Tables cadenas creates use a binary no-pad collation (`utf8mb4_nopad_bin` on
 //! MariaDB, `utf8mb4_0900_bin` on MySQL 8), so keys compare byte for byte; a table created by
 //! someone else keeps its collation (a case-insensitive one makes `A` and `a` one lock).
-//! Creation is race-free (see [`schema`]).
+//! Creation is race-free (see `schema.rs`).
 //!
 //! URL options: `table=NAME`, `pool_size=N` (default 10), `acquire_timeout=DUR` (default
 //! 10s), and the driver's `ssl-mode`, `ssl-ca`, `ssl-cert`, `ssl-key`, `charset`,

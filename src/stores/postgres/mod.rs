@@ -9,7 +9,7 @@
 //! its three columns shares the table (`?table=verrou`); a table Verrou created first gets
 //! our two nullable columns added. A table that lacks one of Verrou's columns is refused
 //! with an error naming it. The table and a sequence `<table>_fence_seq` are created on
-//! first use, race-free (see [`schema`]).
+//! first use, race-free (see `schema.rs`).
 //!
 //! URL options: `table=NAME`, `schema=NAME` (default: the connection's `current_schema()`),
 //! `unlogged=true`, `pool_size=N` (default 10), `acquire_timeout=DUR` (default 10s), and the
@@ -46,7 +46,7 @@
 //!
 //! Release and force release call `pg_notify(channel, key)` in the same statement; one
 //! `LISTEN` connection per store, outside its pool, wakes this process's waiters (see
-//! [`listener`]). Expiries are not notified: waiters poll at the lock layer's delay.
+//! `listener.rs`). Expiries are not notified: waiters poll at the lock layer's delay.
 
 mod listener;
 mod schema;
