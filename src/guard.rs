@@ -47,13 +47,15 @@ impl Held {
     /// Records the loss once: logs it at `warn`, counts it, and emits `kind` (`Lost` or
     /// `Expired`). Every path that finds a lease gone comes through here, so each loss is
     /// logged and reported exactly once. The event goes out before anyone can see the loss
-    /// (under the same mutex), so a lost-signal waiter that wakes finds it already sent.
+    /// (under the same mutex), so a lost-signal waiter that wakes finds it already sent and
+    /// counted.
     fn lose(&self, reason: &str, kind: EventKind) -> bool {
         let first = {
             let mut lost = self.lost.lock().unwrap_or_else(|e| e.into_inner());
             if lost.is_none() {
                 *lost = Some(reason.to_owned());
                 self.emit(kind, None);
+                self.lock.locks.inner.metrics.lost();
                 true
             } else {
                 false
@@ -65,7 +67,6 @@ impl Held {
             tracing::warn!(key = %lock.key, store = lock.store().describe(),
                 owner = %crate::observe::owner_tag(&lock.owner), fence = ?self.fence,
                 "lock lost: {reason}");
-            lock.locks.inner.metrics.lost();
         }
         first
     }
