@@ -7,9 +7,12 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use tracing::Instrument;
+
 use crate::error::{Error, Result};
 use crate::events::{Event, EventKind};
 use crate::lock::Lock;
+use crate::observe::op_span;
 use crate::store::Lease;
 
 /// State shared by a guard, its watchdog and its lost signals.
@@ -26,6 +29,10 @@ pub(crate) struct Held {
     lost_notify: Notify,
     /// Whether the watchdog decides loss (otherwise the local deadline does).
     watchdog: bool,
+    /// Whether the lease's last event (released, expired, lost) went out: serializes events
+    /// so that, per lease, they arrive in order and nothing follows the last one. Only
+    /// locked when someone listens.
+    ended: Mutex<bool>,
 }
 
 impl Held {
@@ -37,12 +44,18 @@ impl Held {
         *self.deadline.lock().unwrap_or_else(|e| e.into_inner()) = deadline;
     }
 
-    /// Records the loss once; returns whether this call was the first.
-    fn mark_lost(&self, reason: &str) -> bool {
+    /// Records the loss once: logs it at `warn`, counts it, and emits `kind` (`Lost` or
+    /// `Expired`). Every path that finds a lease gone comes through here, so each loss is
+    /// logged and reported exactly once. The event goes out before anyone can see the loss
+    /// (under the same mutex), so a lost-signal waiter that wakes finds it already sent and
+    /// counted.
+    fn lose(&self, reason: &str, kind: EventKind) -> bool {
         let first = {
             let mut lost = self.lost.lock().unwrap_or_else(|e| e.into_inner());
             if lost.is_none() {
                 *lost = Some(reason.to_owned());
+                self.emit(kind, None);
+                self.lock.locks.inner.metrics.lost();
                 true
             } else {
                 false
@@ -50,8 +63,37 @@ impl Held {
         };
         if first {
             self.lost_notify.notify_waiters();
+            let lock = &self.lock;
+            tracing::warn!(key = %lock.key, store = lock.store().describe(),
+                owner = %crate::observe::owner_tag(&lock.owner), fence = ?self.fence,
+                "lock lost: {reason}");
         }
         first
+    }
+
+    /// Sends one event of this lease, unless its last event went out already.
+    fn emit(&self, kind: EventKind, ttl: Option<Duration>) {
+        let tx = &self.lock.locks.inner.events;
+        if tx.receiver_count() == 0 {
+            return;
+        }
+        let mut ended = self.ended.lock().unwrap_or_else(|e| e.into_inner());
+        if *ended {
+            return;
+        }
+        if matches!(
+            kind,
+            EventKind::Released | EventKind::Expired | EventKind::Lost
+        ) {
+            *ended = true;
+        }
+        let _ = tx.send(Event {
+            kind,
+            key: self.lock.key.to_string(),
+            owner: self.lock.owner.to_string(),
+            fence: self.fence,
+            ttl,
+        });
     }
 
     /// The reason if lost, including a local deadline that has passed.
@@ -100,7 +142,9 @@ impl Guard {
             lost: Mutex::new(None),
             lost_notify: Notify::new(),
             watchdog,
+            ended: Mutex::new(false),
         });
+        held.lock.locks.inner.metrics.guard_opened();
         let mut guard = Guard {
             held,
             watchdog: None,
@@ -114,7 +158,7 @@ impl Guard {
     }
 
     fn emit(&self, kind: EventKind, ttl: Option<Duration>) {
-        emit(&self.held.lock, kind, self.held.fence, ttl);
+        self.held.emit(kind, ttl);
     }
 
     /// The key, as named (without namespace).
@@ -160,11 +204,18 @@ impl Guard {
     /// If dropped, the lease may or may not have been extended; `remaining_time` keeps the
     /// older, shorter view.
     pub async fn extend(&self, ttl: Option<Duration>) -> Result<()> {
-        let ttl = match ttl {
-            Some(t) => Some(crate::duration::check("ttl", t)?),
-            None => self.held.lock.ttl,
-        };
-        extend_once(&self.held.lock, &self.held, self.held.fence, ttl).await
+        let span = op_span!("cadenas.extend", self.held.lock);
+        let result = async {
+            let ttl = match ttl {
+                Some(t) => Some(crate::duration::check("ttl", t)?),
+                None => self.held.lock.ttl,
+            };
+            extend_once(&self.held, ttl).await
+        }
+        .instrument(span.clone())
+        .await;
+        crate::observe::record(&span, extend_outcome(&result));
+        result
     }
 
     /// Replaces the metadata stored with the lock.
@@ -220,6 +271,20 @@ impl Guard {
         if let Some(w) = self.watchdog.take() {
             w.abort();
         }
+        let span = op_span!("cadenas.release", self.held.lock);
+        if span.is_disabled() {
+            return self.release_inner().await;
+        }
+        let result = self.release_inner().instrument(span.clone()).await;
+        let outcome = match &result {
+            Ok(()) => "released",
+            Err(e) => crate::observe::error_outcome(e),
+        };
+        crate::observe::record(&span, outcome);
+        result
+    }
+
+    async fn release_inner(&self) -> Result<()> {
         let released = self
             .held
             .lock
@@ -231,9 +296,8 @@ impl Guard {
             self.emit(EventKind::Released, None);
             Ok(())
         } else {
-            if self.held.mark_lost("the lease was gone at release") {
-                self.emit(EventKind::Expired, None);
-            }
+            self.held
+                .lose("the lease was gone at release", EventKind::Expired);
             Err(self.not_owned())
         }
     }
@@ -257,6 +321,7 @@ impl Guard {
 
 impl Drop for Guard {
     fn drop(&mut self) {
+        self.held.lock.locks.inner.metrics.guard_closed();
         if let Some(w) = self.watchdog.take() {
             w.abort();
         }
@@ -270,13 +335,12 @@ impl Drop for Guard {
             Ok(rt) => {
                 tracing::warn!(key = %self.held.lock.key, store = store.describe(),
                     "lock guard dropped without release(); releasing in the background");
-                let lock = self.held.lock.clone();
-                let fence = self.held.fence;
+                let held = self.held.clone();
                 rt.spawn(async move {
                     match store.release(&stored, &owner).await {
-                        Ok(true) => emit(&lock, EventKind::Released, fence, None),
+                        Ok(true) => held.emit(EventKind::Released, None),
                         Ok(false) => {}
-                        Err(e) => tracing::warn!(key = %lock.key, store = store.describe(), error = %e,
+                        Err(e) => tracing::warn!(key = %held.lock.key, store = store.describe(), error = %e,
                             "background release of a dropped guard failed; the lock expires with its ttl"),
                     }
                 });
@@ -319,9 +383,7 @@ impl LostSignal {
             tokio::pin!(notified);
             notified.as_mut().enable();
             if let Some(reason) = held.reason() {
-                if held.mark_lost(&reason) {
-                    emit(&held.lock, EventKind::Expired, held.fence, None);
-                }
+                held.lose(&reason, EventKind::Expired);
                 return held.lock.lost_error(reason);
             }
             match held.deadline() {
@@ -337,25 +399,15 @@ impl LostSignal {
     }
 }
 
-fn emit(lock: &Lock, kind: EventKind, fence: Option<u64>, ttl: Option<Duration>) {
-    let tx = &lock.locks.inner.events;
-    if tx.receiver_count() > 0 {
-        let _ = tx.send(Event {
-            kind,
-            key: lock.key.to_string(),
-            owner: lock.owner.to_string(),
-            fence,
-            ttl,
-        });
+fn extend_outcome(result: &Result<()>) -> &'static str {
+    match result {
+        Ok(()) => "extended",
+        Err(e) => crate::observe::error_outcome(e),
     }
 }
 
-async fn extend_once(
-    lock: &Lock,
-    held: &Held,
-    fence: Option<u64>,
-    ttl: Option<Duration>,
-) -> Result<()> {
+async fn extend_once(held: &Held, ttl: Option<Duration>) -> Result<()> {
+    let lock = &held.lock;
     let sent = Instant::now();
     let answer = lock
         .store()
@@ -365,13 +417,15 @@ async fn extend_once(
     match answer {
         Some(lease) => {
             held.set_deadline(lease.ttl.map(|t| sent + t));
-            emit(lock, EventKind::Extended, fence, lease.ttl);
+            lock.locks.inner.metrics.extended();
+            held.emit(EventKind::Extended, lease.ttl);
             Ok(())
         }
         None => {
-            if held.mark_lost("an extend found the lease gone") {
-                emit(lock, EventKind::Lost, fence, None);
-            }
+            held.lose(
+                "an extend found the lease gone (expired, force-released or taken over)",
+                EventKind::Lost,
+            );
             Err(Error::NotOwned {
                 key: lock.key.to_string(),
                 store: lock.store().describe().to_owned(),
@@ -381,51 +435,55 @@ async fn extend_once(
     }
 }
 
-/// Extends every ttl/3; on store errors retries with backoff until the lease would end; fires
-/// the lost signal when the lease is gone or cannot be confirmed in time.
+/// How long before the end of a lease the watchdog gives up confirming it and fires the lost
+/// signal: a tenth of the ttl, at most one second. The holder gets that long to stop before
+/// the store can hand the lock to someone else.
+fn safety_margin(ttl: Duration) -> Duration {
+    (ttl / 10).min(Duration::from_secs(1))
+}
+
+/// Extends every ttl/3; on store errors retries with backoff until shortly before the lease
+/// would end; fires the lost signal when the lease is gone or cannot be confirmed in time.
 async fn watchdog_loop(held: Arc<Held>) {
-    let (lock, fence) = (&held.lock, held.fence);
+    let lock = &held.lock;
     let Some(ttl) = lock.ttl else { return };
     let interval = (ttl / 3).max(Duration::from_millis(1));
+    let margin = safety_margin(ttl);
     let mut next = Instant::now() + interval;
     loop {
         tokio::time::sleep_until(next).await;
         let Some(deadline) = held.deadline() else {
             return;
         };
+        let give_up = deadline.checked_sub(margin).unwrap_or(deadline);
         let mut backoff = (interval / 10).max(Duration::from_millis(5));
         loop {
-            let left = deadline.saturating_duration_since(Instant::now());
+            let left = give_up.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                if held.mark_lost("the watchdog could not confirm the lease before it expired") {
-                    tracing::warn!(key = %lock.key, store = lock.store().describe(),
-                        "lock lost: the lease could not be confirmed before it expired");
-                    emit(lock, EventKind::Lost, fence, None);
-                }
+                held.lose(
+                    "the watchdog could not confirm the lease before it would expire",
+                    EventKind::Lost,
+                );
                 return;
             }
-            match tokio::time::timeout(left, extend_once(lock, &held, fence, Some(ttl))).await {
+            match tokio::time::timeout(left, extend_once(&held, Some(ttl))).await {
                 Ok(Ok(())) => break,
-                Ok(Err(Error::NotOwned { .. })) => {
-                    tracing::warn!(key = %lock.key, store = lock.store().describe(),
-                        "lock lost: someone else holds it or it expired");
-                    return;
-                }
+                // extend_once reported the loss.
+                Ok(Err(Error::NotOwned { .. })) => return,
                 Ok(Err(e)) if e.is_retryable() => {
                     tracing::debug!(key = %lock.key, error = %e, "watchdog extend failed; retrying");
-                    let wait = backoff.min(deadline.saturating_duration_since(Instant::now()));
+                    let wait = backoff.min(give_up.saturating_duration_since(Instant::now()));
                     tokio::time::sleep(wait).await;
                     backoff = (backoff * 2).min(interval);
                 }
                 Ok(Err(e)) => {
-                    let reason = format!("the watchdog's extend failed: {e}");
-                    if held.mark_lost(&reason) {
-                        tracing::warn!(key = %lock.key, store = lock.store().describe(), error = %e, "lock lost");
-                        emit(lock, EventKind::Lost, fence, None);
-                    }
+                    held.lose(
+                        &format!("the watchdog's extend failed: {e}"),
+                        EventKind::Lost,
+                    );
                     return;
                 }
-                Err(_elapsed) => {} // the deadline check above fires next
+                Err(_elapsed) => {} // the check above fires next
             }
         }
         next = Instant::now() + interval;

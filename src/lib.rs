@@ -38,11 +38,13 @@ mod lock;
 mod locks;
 mod manager;
 pub mod notify;
+pub mod observe;
 mod retry;
 pub mod store;
 pub mod stores;
 mod token;
 pub mod url;
+mod watch;
 
 pub use duration::{format_duration, parse_duration, parse_ttl};
 pub use error::{Error, Result};
@@ -57,3 +59,4 @@ pub use store::{
     Acquire, AcquireRequest, Capabilities, Holder, Lease, LockInfo, ReleaseWait, Store, StoreError,
     StoreErrorKind, Subscription,
 };
+pub use watch::{ExpiryWatcher, DEFAULT_WATCH_INTERVAL};

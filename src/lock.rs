@@ -5,11 +5,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use crate::error::{Error, Result};
 use crate::guard::{Guard, LostSignal};
 use crate::key;
 use crate::locks::Locks;
+use crate::observe::{self, op_span};
 use crate::retry::Retry;
 use crate::store::{Acquire, AcquireRequest, Holder, LockInfo, Store};
 
@@ -177,7 +179,24 @@ impl Lock {
     /// # Cancel safety
     /// Cancel safe, as [`acquire`](Lock::acquire).
     pub async fn try_acquire(&self) -> Result<Guard> {
+        let span = op_span!("cadenas.try_acquire", self);
+        if span.is_disabled() {
+            return self.try_acquire_inner().await;
+        }
+        let result = self.try_acquire_inner().instrument(span.clone()).await;
+        observe::record(&span, acquire_outcome(&result));
+        result
+    }
+
+    async fn try_acquire_inner(&self) -> Result<Guard> {
         self.check()?;
+        let started = self.metrics().clock();
+        let guard = self.try_acquire_once().await;
+        self.count_acquire(&guard, started, 1);
+        guard
+    }
+
+    async fn try_acquire_once(&self) -> Result<Guard> {
         match self.attempt().await? {
             Ok(guard) => Ok(guard),
             Err(holder) => Err(Error::AlreadyLocked {
@@ -194,17 +213,53 @@ impl Lock {
     /// # Cancel safety
     /// Cancel safe, as [`acquire`](Lock::acquire).
     pub async fn acquire_with(&self, retry: &Retry) -> Result<Guard> {
+        let span = op_span!("cadenas.acquire", self);
+        if span.is_disabled() {
+            return self.acquire_counted(retry).await;
+        }
+        let result = self.acquire_counted(retry).instrument(span.clone()).await;
+        observe::record(&span, acquire_outcome(&result));
+        result
+    }
+
+    async fn acquire_counted(&self, retry: &Retry) -> Result<Guard> {
         self.check()?;
         retry.validate()?;
+        let started = self.metrics().clock();
+        let mut attempts = 1;
+        let guard = self.acquire_loop(retry, &mut attempts).await;
+        self.count_acquire(&guard, started, attempts);
+        guard
+    }
+
+    fn metrics(&self) -> &observe::Metrics {
+        &self.locks.inner.metrics
+    }
+
+    /// Feeds the acquire metrics (nothing without the `metrics` feature).
+    fn count_acquire(&self, guard: &Result<Guard>, started: Option<Instant>, attempts: u32) {
+        match guard {
+            Ok(_) => {
+                if let Some(t) = started {
+                    self.metrics().acquired(t.elapsed(), attempts);
+                }
+            }
+            Err(Error::Timeout { .. } | Error::AlreadyLocked { .. }) => {
+                self.metrics().acquire_failed()
+            }
+            Err(_) => {}
+        }
+    }
+
+    async fn acquire_loop(&self, retry: &Retry, attempts: &mut u32) -> Result<Guard> {
         // The fast path: no subscription and no clock read when the lock is free.
         let mut holder = match self.attempt().await? {
             Ok(guard) => return Ok(guard),
             Err(holder) => holder,
         };
         let started = Instant::now();
-        let mut attempts = 1u32;
         let mut subscription = None;
-        if self.store().capabilities().notify && retry.may_retry(attempts, started.elapsed()) {
+        if self.store().capabilities().notify && retry.may_retry(*attempts, started.elapsed()) {
             subscription = self
                 .store()
                 .subscribe(&self.stored)
@@ -220,16 +275,16 @@ impl Lock {
             }
         }
         loop {
-            if !retry.may_retry(attempts, started.elapsed()) {
+            if !retry.may_retry(*attempts, started.elapsed()) {
                 return Err(Error::Timeout {
                     key: self.key.to_string(),
                     store: self.store().describe().to_owned(),
-                    attempts,
+                    attempts: *attempts,
                     waited: started.elapsed(),
                     holder: holder.owner,
                 });
             }
-            let mut pause = retry.pause(attempts);
+            let mut pause = retry.pause(*attempts);
             if let Some(left) = holder.remaining {
                 // Wake when the holder's lease runs out, whatever the delay says.
                 pause = pause.min(left + Duration::from_millis(1));
@@ -244,7 +299,7 @@ impl Lock {
                 }
                 None => tokio::time::sleep(pause).await,
             }
-            attempts += 1;
+            *attempts += 1;
             match self.attempt().await? {
                 Ok(guard) => return Ok(guard),
                 Err(h) => holder = h,
@@ -365,26 +420,57 @@ impl Lock {
 
     /// Who holds the lock, for how long, with which fence and metadata; `None` if free.
     pub async fn inspect(&self) -> Result<Option<LockInfo>> {
-        self.check()?;
-        let info = self
-            .store()
-            .inspect(&self.stored)
-            .await
-            .map_err(|e| self.store_error("inspect", e))?;
-        Ok(info.map(|mut i| {
-            i.key = self.key.to_string();
-            i
-        }))
+        let span = op_span!("cadenas.inspect", self);
+        let result = async {
+            self.check()?;
+            let info = self
+                .store()
+                .inspect(&self.stored)
+                .await
+                .map_err(|e| self.store_error("inspect", e))?;
+            Ok(info.map(|mut i| {
+                i.key = self.key.to_string();
+                i
+            }))
+        }
+        .instrument(span.clone())
+        .await;
+        let outcome = match &result {
+            Ok(Some(_)) => "locked",
+            Ok(None) => "free",
+            Err(e) => observe::error_outcome(e),
+        };
+        observe::record(&span, outcome);
+        result
     }
 
     /// Removes the lock whoever holds it. `true` if a live lock was removed. The holder finds
     /// out on its next extend or release, or through its lost signal.
     pub async fn force_release(&self) -> Result<bool> {
-        self.check()?;
-        self.store()
-            .force_release(&self.stored)
-            .await
-            .map_err(|e| self.store_error("force release", e))
+        let span = op_span!("cadenas.force_release", self);
+        let result = async {
+            self.check()?;
+            self.store()
+                .force_release(&self.stored)
+                .await
+                .map_err(|e| self.store_error("force release", e))
+        }
+        .instrument(span.clone())
+        .await;
+        let outcome = match &result {
+            Ok(true) => "released",
+            Ok(false) => "free",
+            Err(e) => observe::error_outcome(e),
+        };
+        observe::record(&span, outcome);
+        result
+    }
+}
+
+fn acquire_outcome(result: &Result<Guard>) -> &'static str {
+    match result {
+        Ok(_) => "acquired",
+        Err(e) => observe::error_outcome(e),
     }
 }
 

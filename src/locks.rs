@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use tokio::sync::broadcast;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use crate::error::{Error, Result};
 use crate::events::Event;
@@ -41,6 +42,7 @@ pub(crate) struct Inner {
     pub(crate) retry: Retry,
     pub(crate) auto_extend: bool,
     pub(crate) events: broadcast::Sender<Event>,
+    pub(crate) metrics: crate::observe::Metrics,
 }
 
 impl std::fmt::Debug for Locks {
@@ -106,36 +108,85 @@ impl Locks {
     /// Live locks whose key (without namespace) starts with `prefix`, sorted by key. Keys in
     /// the result are shown without the namespace.
     pub async fn list(&self, prefix: &str) -> Result<Vec<LockInfo>> {
-        let stored_prefix = match &self.inner.namespace {
-            Some(ns) => format!("{ns}:{prefix}"),
-            None => prefix.to_owned(),
-        };
-        let mut infos = self
+        let span = tracing::debug_span!(
+            "cadenas.list",
+            prefix,
+            store = self.describe(),
+            outcome = tracing::field::Empty
+        );
+        let stored_prefix = self.stored_prefix(prefix);
+        let listed = self
             .inner
             .store
             .list(&stored_prefix)
-            .await
-            .map_err(|e| Error::Store {
-                store: self.describe().to_owned(),
-                operation: "list",
-                key: None,
-                source: e,
-            })?;
+            .instrument(span.clone())
+            .await;
+        crate::observe::record(
+            &span,
+            if listed.is_ok() {
+                "listed"
+            } else {
+                "store_error"
+            },
+        );
+        let mut infos = listed.map_err(|e| Error::Store {
+            store: self.describe().to_owned(),
+            operation: "list",
+            key: None,
+            source: e,
+        })?;
+        self.strip_namespace(&mut infos);
+        Ok(infos)
+    }
+
+    /// `prefix` as stored: within the namespace.
+    pub(crate) fn stored_prefix(&self, prefix: &str) -> String {
+        match &self.inner.namespace {
+            Some(ns) => format!("{ns}:{prefix}"),
+            None => prefix.to_owned(),
+        }
+    }
+
+    /// Shows stored keys without the namespace.
+    pub(crate) fn strip_namespace(&self, infos: &mut [LockInfo]) {
         if let Some(ns) = &self.inner.namespace {
-            for info in &mut infos {
+            for info in infos {
                 if let Some(rest) = info.key.strip_prefix(ns.as_str()) {
-                    info.key = rest.trim_start_matches(':').to_owned();
+                    info.key = rest.strip_prefix(':').unwrap_or(rest).to_owned();
                 }
             }
         }
-        Ok(infos)
     }
 
     /// Turns a token from [`Guard::serialize`] back into a held lock, after checking with the
     /// store that its owner still holds it ([`Error::NotOwned`] otherwise). The token's
     /// namespace is used, whatever this factory's is.
     pub async fn restore(&self, token: &str) -> Result<Guard> {
+        let span = tracing::debug_span!(
+            "cadenas.restore",
+            key = tracing::field::Empty,
+            store = self.describe(),
+            owner = tracing::field::Empty,
+            outcome = tracing::field::Empty
+        );
+        let restored = self
+            .restore_inner(token, &span)
+            .instrument(span.clone())
+            .await;
+        let outcome = match &restored {
+            Ok(_) => "restored",
+            Err(e) => crate::observe::error_outcome(e),
+        };
+        crate::observe::record(&span, outcome);
+        restored
+    }
+
+    async fn restore_inner(&self, token: &str, span: &tracing::Span) -> Result<Guard> {
         let t = crate::token::Token::decode(token)?;
+        if !span.is_disabled() {
+            span.record("key", t.key.as_str());
+            span.record("owner", crate::observe::owner_tag(&t.owner).as_str());
+        }
         let locks = match (&t.namespace, &self.inner.namespace) {
             (a, b) if a == b => self.clone(),
             (ns, _) => Locks {
@@ -146,6 +197,7 @@ impl Locks {
                     retry: self.inner.retry.clone(),
                     auto_extend: self.inner.auto_extend,
                     events: self.inner.events.clone(),
+                    metrics: self.inner.metrics.clone(),
                 }),
             },
         };
@@ -254,8 +306,10 @@ impl LocksBuilder {
                 what: "locks without ttl".into(),
             });
         }
+        let metrics = crate::observe::Metrics::new(store.describe());
         Ok(Locks {
             inner: Arc::new(Inner {
+                metrics,
                 store,
                 namespace: self.namespace,
                 ttl,

@@ -35,6 +35,9 @@ pub struct Capabilities {
     pub list: bool,
     /// Several OS processes (and hosts, for network stores) share the locks.
     pub shared: bool,
+    /// [`Store::reap_expired`] is supported, so the expiry watcher
+    /// ([`Locks::watch_expiries`](crate::Locks::watch_expiries)) works.
+    pub expiry_watch: bool,
 }
 
 impl Capabilities {
@@ -45,6 +48,7 @@ impl Capabilities {
         ttl_none: true,
         list: true,
         shared: true,
+        expiry_watch: true,
     };
 }
 
@@ -256,6 +260,20 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
 
     /// Lists live locks whose stored key starts with `prefix` (empty = all), sorted by key.
     async fn list(&self, prefix: &str) -> Result<Vec<LockInfo>, StoreError>;
+
+    /// Removes the records under `prefix` (empty = all) whose lease has run out and that are
+    /// still stored, and returns them (`remaining` = zero), in one atomic step per record: when
+    /// several processes call this at once, each record is returned to exactly one of them.
+    /// Records released by their owner are not returned. The default answers
+    /// [`StoreErrorKind::Unsupported`]; a store that implements it declares
+    /// [`Capabilities::expiry_watch`].
+    async fn reap_expired(&self, prefix: &str) -> Result<Vec<LockInfo>, StoreError> {
+        let _ = prefix;
+        Err(StoreError::new(
+            StoreErrorKind::Unsupported,
+            format!("{} cannot report expired locks", self.describe()),
+        ))
+    }
 
     /// Subscribes to releases of `key`. `Ok(None)` (the default) means the store cannot
     /// notify, and waiters poll.

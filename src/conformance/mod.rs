@@ -22,6 +22,7 @@
 
 mod checks;
 mod concurrency;
+mod holder;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -31,6 +32,7 @@ use crate::Locks;
 
 pub use checks::*;
 pub use concurrency::*;
+pub use holder::*;
 
 type Connect = Box<dyn Fn() -> Pin<Box<dyn Future<Output = Locks> + Send>> + Send + Sync>;
 
@@ -106,6 +108,8 @@ pub async fn run_all(suite: &Suite) {
         run_reports_lost,
         events_in_order,
         watchdog_keeps_the_lease,
+        watchdog_events_and_lost_signal,
+        expiry_watch,
         hand_off,
         cancelled_acquire_leaves_nothing_held,
         contention,

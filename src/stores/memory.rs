@@ -8,6 +8,9 @@
 //! - Fences come from one counter per store, so they strictly increase per key (and across
 //!   keys) for the life of the process.
 //! - Waiters wake through an in-process notification on release: hand-off needs no polling.
+//! - The expiry watcher ([`Store::reap_expired`]) sees every expiry: once a watcher has run,
+//!   expired entries removed by the cleaning or replaced by a takeover are kept (up to
+//!   100,000) until the watcher collects them.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -43,6 +46,11 @@ struct State {
     locks: IndexMap<Box<str>, Entry>,
     last_fence: u64,
     cursor: usize,
+    /// Whether an expiry watcher has run: then expired entries removed by other operations
+    /// are kept in `expired` for it.
+    watched: bool,
+    /// Expired entries removed or replaced since the watcher's last sweep.
+    expired: Vec<(Box<str>, Entry)>,
 }
 
 #[derive(Debug)]
@@ -57,6 +65,8 @@ struct Entry {
 const NEVER: u64 = u64::MAX;
 /// How many entries each operation checks for expiry.
 const SWEEP_PER_OP: usize = 2;
+/// The most expired entries kept for an expiry watcher between two of its sweeps.
+const MAX_KEPT_EXPIRED: usize = 100_000;
 
 impl Entry {
     fn live(&self, now: u64) -> bool {
@@ -95,10 +105,19 @@ impl State {
                 .is_some_and(|(_, e)| !e.live(now));
             if expired {
                 // The last entry moves into the cursor's place and is checked next.
-                self.locks.swap_remove_index(self.cursor);
+                if let Some((key, entry)) = self.locks.swap_remove_index(self.cursor) {
+                    self.keep_expired(key, entry);
+                }
             } else {
                 self.cursor += 1;
             }
+        }
+    }
+
+    /// Keeps an expired entry that an operation removed, for the expiry watcher.
+    fn keep_expired(&mut self, key: Box<str>, entry: Entry) {
+        if self.watched && self.expired.len() < MAX_KEPT_EXPIRED {
+            self.expired.push((key, entry));
         }
     }
 
@@ -184,7 +203,11 @@ impl Store for MemoryStore {
             metadata: request.metadata.map(Into::into),
         };
         match state.locks.get_mut(request.key) {
-            Some(slot) => *slot = entry,
+            Some(slot) => {
+                // Taking over an expired entry: the watcher still gets to see it.
+                let old = std::mem::replace(slot, entry);
+                state.keep_expired(request.key.into(), old);
+            }
             None => {
                 state.locks.insert(request.key.into(), entry);
             }
@@ -255,7 +278,14 @@ impl Store for MemoryStore {
         let now = self.now();
         let removed = {
             let mut state = self.lock();
-            state.locks.swap_remove(key).is_some_and(|e| e.live(now))
+            match state.locks.swap_remove_full(key) {
+                Some((_, k, e)) if !e.live(now) => {
+                    state.keep_expired(k, e);
+                    false
+                }
+                Some(_) => true,
+                None => false,
+            }
         };
         if removed {
             self.notifier.notify(key);
@@ -286,6 +316,40 @@ impl Store for MemoryStore {
 
     async fn subscribe(&self, key: &str) -> Result<Option<Subscription>, StoreError> {
         Ok(Some(self.notifier.subscribe(key)))
+    }
+
+    /// One critical section: expired entries under `prefix` still in the map, plus those other
+    /// operations removed or replaced since the last sweep.
+    async fn reap_expired(&self, prefix: &str) -> Result<Vec<LockInfo>, StoreError> {
+        let now = self.now();
+        let mut state = self.lock();
+        state.watched = true;
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < state.locks.len() {
+            let expired = state
+                .locks
+                .get_index(i)
+                .is_some_and(|(k, e)| !e.live(now) && k.starts_with(prefix));
+            if expired {
+                if let Some((k, e)) = state.locks.swap_remove_index(i) {
+                    out.push(e.info(&k, now));
+                }
+            } else {
+                i += 1;
+            }
+        }
+        let kept = std::mem::take(&mut state.expired);
+        for (k, e) in kept {
+            if k.starts_with(prefix) {
+                out.push(e.info(&k, now));
+            } else {
+                state.expired.push((k, e));
+            }
+        }
+        drop(state);
+        out.sort_by(|a, b| a.key.cmp(&b.key).then(a.fence.cmp(&b.fence)));
+        Ok(out)
     }
 }
 

@@ -11,7 +11,7 @@
 //! naming it. Tables cadenas creates use a binary no-pad collation (`utf8mb4_nopad_bin` on
 //! MariaDB, `utf8mb4_0900_bin` on MySQL 8), so keys compare byte for byte; a table created by
 //! someone else keeps its collation (a case-insensitive one makes `A` and `a` one lock).
-//! Creation is race-free (see [`schema`]).
+//! Creation is race-free (see `schema.rs`).
 //!
 //! URL options: `table=NAME`, `pool_size=N` (default 10), `acquire_timeout=DUR` (default
 //! 10s), and the driver's `ssl-mode`, `ssl-ca`, `ssl-cert`, `ssl-key`, `charset`,
@@ -155,6 +155,8 @@ struct Sql {
     force_release: String,
     inspect: String,
     list: String,
+    expired: String,
+    reap_one: String,
 }
 
 impl Sql {
@@ -198,6 +200,16 @@ impl Sql {
             force_release: format!("DELETE FROM {t} WHERE `key` = ? AND {live}"),
             inspect: format!("SELECT {columns} FROM {t} WHERE `key` = ? AND {live}"),
             list: format!("SELECT {columns} FROM {t} WHERE `key` LIKE ? ESCAPE '!' AND {live}"),
+            // The expiry watcher: candidates (with their raw expiration), then one conditional
+            // DELETE per candidate. Only one caller's DELETE finds the row, and a takeover
+            // makes it live (and changes owner and expiration) so it no longer matches.
+            expired: format!(
+                "SELECT CAST(`key` AS CHAR), CAST(owner AS CHAR), CAST(expiration AS SIGNED), \
+                 fence, CAST(metadata AS CHAR) FROM {t} WHERE `key` LIKE ? ESCAPE '!' AND {expired}"
+            ),
+            reap_one: format!(
+                "DELETE FROM {t} WHERE `key` = ? AND owner = ? AND expiration = ? AND {expired}"
+            ),
         }
     }
 }
@@ -505,6 +517,43 @@ impl Store for MySqlStore {
             .collect();
         infos.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(infos)
+    }
+
+    /// Candidates, then a conditional `DELETE` each: a row is returned by the caller whose
+    /// `DELETE` removed it, so each expiry is reported once.
+    async fn reap_expired(&self, prefix: &str) -> Result<Vec<LockInfo>, StoreError> {
+        let rows: Vec<Row> = sqlx::query_as(&self.sql.expired)
+            .bind(common::like_prefix(prefix, '!'))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| self.err(e, "looking for expired locks under", prefix))?;
+        let mut reaped = Vec::new();
+        for (key, owner, expiration, fence, metadata) in rows {
+            let (Some(key), Some(owner), Some(expiration)) = (key, owner, expiration) else {
+                continue;
+            };
+            if !key.starts_with(prefix) {
+                continue; // a case-insensitive collation matched more than the prefix
+            }
+            let done = sqlx::query(&self.sql.reap_one)
+                .bind(&key)
+                .bind(&owner)
+                .bind(expiration)
+                .execute(&self.pool)
+                .await
+                .map_err(|e| self.err(e, "removing expired lock", &key))?;
+            if done.rows_affected() > 0 {
+                reaped.push(LockInfo::new(
+                    key,
+                    owner,
+                    Some(Duration::ZERO),
+                    common::fence(fence),
+                    metadata,
+                ));
+            }
+        }
+        reaped.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(reaped)
     }
 
     async fn subscribe(&self, key: &str) -> Result<Option<Subscription>, StoreError> {

@@ -9,7 +9,7 @@
 //! its three columns shares the table (`?table=verrou`); a table Verrou created first gets
 //! our two nullable columns added. A table that lacks one of Verrou's columns is refused
 //! with an error naming it. The table and a sequence `<table>_fence_seq` are created on
-//! first use, race-free (see [`schema`]).
+//! first use, race-free (see `schema.rs`).
 //!
 //! URL options: `table=NAME`, `schema=NAME` (default: the connection's `current_schema()`),
 //! `unlogged=true`, `pool_size=N` (default 10), `acquire_timeout=DUR` (default 10s), and the
@@ -46,7 +46,7 @@
 //!
 //! Release and force release call `pg_notify(channel, key)` in the same statement; one
 //! `LISTEN` connection per store, outside its pool, wakes this process's waiters (see
-//! [`listener`]). Expiries are not notified: waiters poll at the lock layer's delay.
+//! `listener.rs`). Expiries are not notified: waiters poll at the lock layer's delay.
 
 mod listener;
 mod schema;
@@ -191,6 +191,7 @@ struct Sql {
     force_release: String,
     inspect: String,
     list: String,
+    reap: String,
 }
 
 impl Sql {
@@ -247,6 +248,14 @@ impl Sql {
                 "SELECT \"key\"::text, owner::text, {rem}, fence, metadata FROM {t} \
                  WHERE \"key\" LIKE $1 ESCAPE '!' AND {live} ORDER BY \"key\" COLLATE \"C\"",
                 rem = remaining(NOW_MS)
+            ),
+            // The expiry watcher: one DELETE … RETURNING. A concurrent DELETE of the same row
+            // waits for ours and then finds it gone, and an acquire that took the row over
+            // first makes it live again: each expired row is returned to one caller only.
+            reap: format!(
+                "DELETE FROM {t} WHERE \"key\" LIKE $1 ESCAPE '!' \
+                   AND expiration IS NOT NULL AND expiration <= {NOW_MS} \
+                 RETURNING \"key\"::text, owner::text, 0::bigint, fence, metadata"
             ),
         }
     }
@@ -528,6 +537,17 @@ impl Store for PostgresStore {
             .await
             .map_err(|e| self.err(e, "listing", prefix))?;
         Ok(rows.into_iter().map(Self::info).collect())
+    }
+
+    async fn reap_expired(&self, prefix: &str) -> Result<Vec<LockInfo>, StoreError> {
+        let rows: Vec<Row> = sqlx::query_as(&self.sql.reap)
+            .bind(common::like_prefix(prefix, '!'))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| self.err(e, "reaping expired locks under", prefix))?;
+        let mut infos: Vec<LockInfo> = rows.into_iter().map(Self::info).collect();
+        infos.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(infos)
     }
 
     async fn subscribe(&self, key: &str) -> Result<Option<Subscription>, StoreError> {

@@ -273,8 +273,13 @@ impl Store for RedisStore {
         &self.describe
     }
 
+    /// Everything but the expiry watcher: Redis removes expired keys by itself, so there is
+    /// no record left to reap ([`Store::reap_expired`] answers `Unsupported`).
     fn capabilities(&self) -> Capabilities {
-        Capabilities::ALL
+        Capabilities {
+            expiry_watch: false,
+            ..Capabilities::ALL
+        }
     }
 
     async fn try_acquire(&self, request: AcquireRequest<'_>) -> Result<Acquire, StoreError> {

@@ -418,7 +418,7 @@ impl Store for SqliteStore {
     }
 
     /// Everything: fencing, notification (same process only; other processes are found by
-    /// polling), ttl none, list, and sharing between processes.
+    /// polling), ttl none, list, sharing between processes, and the expiry watcher.
     fn capabilities(&self) -> Capabilities {
         Capabilities::ALL
     }
@@ -522,6 +522,22 @@ impl Store for SqliteStore {
         rows.iter()
             .map(|row| lock_info(row).map_err(|e| inner.error(e)))
             .collect()
+    }
+
+    /// One `DELETE … RETURNING` of the expired rows under `prefix`.
+    async fn reap_expired(&self, prefix: &str) -> std::result::Result<Vec<LockInfo>, StoreError> {
+        let inner = &self.inner;
+        let rows = sqlx::query(&inner.sql.reap)
+            .bind(prefix)
+            .fetch_all(&inner.pool)
+            .await
+            .map_err(|e| inner.error(e))?;
+        let mut infos = rows
+            .iter()
+            .map(|row| lock_info(row).map_err(|e| inner.error(e)))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        infos.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(infos)
     }
 
     /// Wakes on releases made through any `SqliteStore` of this process on the same file and

@@ -30,6 +30,7 @@ pub(super) struct Sql {
     pub set_metadata: String,
     pub inspect: String,
     pub list: String,
+    pub reap: String,
 }
 
 impl Sql {
@@ -79,6 +80,14 @@ impl Sql {
             list: format!(
                 "SELECT {info} FROM {t} \
                  WHERE key >= ?1 AND substr(key, 1, length(?1)) = ?1 AND {live} ORDER BY key"
+            ),
+            // The expiry watcher: one statement removes the expired rows under the prefix and
+            // returns them; SQLite runs one writer at a time, so each row is returned once.
+            reap: format!(
+                "DELETE FROM {t} \
+                 WHERE key >= ?1 AND substr(key, 1, length(?1)) = ?1 \
+                   AND expiration IS NOT NULL AND expiration <= {NOW} \
+                 RETURNING key, owner, 0 AS remaining_ms, fence, metadata"
             ),
         }
     }
