@@ -298,6 +298,7 @@ impl Store for RedlockStore {
             ttl_none: false,
             list: true,
             shared: true,
+            expiry_watch: false,
         }
     }
 
