@@ -362,3 +362,21 @@ fn processes_take_turns_on_one_key() {
     let turns = std::fs::read_to_string(dir.join("turns")).unwrap();
     assert_eq!(turns.lines().count(), 12);
 }
+
+#[test]
+fn processes_starting_together_on_a_new_file_all_get_in() {
+    // Creating the file, switching it to WAL and creating the table race between processes.
+    for _ in 0..3 {
+        let env = Env::new();
+        let mut children: Vec<Child> = (0..8).map(|_| env.spawn(&["status", "fresh"])).collect();
+        for c in &mut children {
+            let out = wait_exit(c, Duration::from_secs(60));
+            assert_eq!(
+                out.status.code(),
+                Some(1),
+                "every process sees the lock free: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+}

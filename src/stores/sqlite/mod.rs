@@ -185,11 +185,26 @@ impl SqliteStore {
             Target::File(path) => Some(path),
             Target::Memory => None,
         };
-        let pool = pool
-            .acquire_timeout(BUSY_TIMEOUT * 2)
-            .connect_with(options.busy_timeout(BUSY_TIMEOUT))
-            .await
-            .map_err(|e| connect_error(&describe, map_error(e, &describe, path.as_deref())))?;
+        let pool = pool.acquire_timeout(BUSY_TIMEOUT * 2);
+        let options = options.busy_timeout(BUSY_TIMEOUT);
+        // Switching a new file to WAL needs a moment alone with it, and SQLite answers "busy"
+        // at once (without its busy handler) while another process is doing the same: two
+        // processes starting together take turns here.
+        let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
+        let pool = loop {
+            match pool.clone().connect_with(options.clone()).await {
+                Ok(p) => break p,
+                Err(e) => {
+                    let e = map_error(e, &describe, path.as_deref());
+                    if e.kind != StoreErrorKind::Transient || std::time::Instant::now() >= deadline
+                    {
+                        return Err(connect_error(&describe, e));
+                    }
+                    let pause = rand::random_range(5..50);
+                    tokio::time::sleep(Duration::from_millis(pause)).await;
+                }
+            }
+        };
         Self::build(pool, &table, describe, path).await
     }
 
