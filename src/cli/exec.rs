@@ -6,25 +6,17 @@ use std::time::Duration;
 use tokio::process::{Child, Command};
 use tokio::signal::unix::{signal, SignalKind};
 
-use super::{build_lock, open, output, retry_for, StoreArg, EXIT_LOST};
+use super::{output, prepare, HoldArgs, EXIT_LOST};
 use crate::Error;
 
-pub(super) struct Exec {
-    pub store: Option<String>,
-    pub ttl: String,
-    pub wait: Option<String>,
-    pub owner: Option<String>,
-    pub metadata: Option<String>,
-    pub kill_after: String,
-    pub key: String,
-    pub command: Vec<String>,
-}
-
-pub(super) async fn run(args: Exec) -> Result<u8, Error> {
-    let retry = retry_for(args.wait.as_deref())?;
-    let kill_after = crate::parse_duration("kill-after", &args.kill_after)?;
-    let locks = open(StoreArg { store: args.store }).await?;
-    let lock = build_lock(&locks, &args.key, &args.ttl, args.owner, args.metadata)?;
+pub(super) async fn run(
+    hold: HoldArgs,
+    kill_after: &str,
+    key: &str,
+    command: &[String],
+) -> Result<u8, Error> {
+    let kill_after = crate::parse_duration("kill-after", kill_after)?;
+    let (lock, retry) = prepare(hold, key).await?;
     // The watchdog runs whenever there is a ttl: the lease lives exactly as long as CMD.
     let lock = lock.auto_extend(true);
     // Signals that arrive while we wait for the lock just stop the wait (nothing to forward).
@@ -36,8 +28,7 @@ pub(super) async fn run(args: Exec) -> Result<u8, Error> {
         _ = sigterm.recv() => return Ok(143),
     };
 
-    let (program, rest) = args
-        .command
+    let (program, rest) = command
         .split_first()
         .ok_or_else(|| Error::invalid("command", "no command given after --"))?;
     let mut cmd = Command::new(program);
@@ -84,10 +75,7 @@ pub(super) async fn run(args: Exec) -> Result<u8, Error> {
     let status = status?;
     if let Err(e) = released {
         if matches!(e, Error::NotOwned { .. }) {
-            eprintln!(
-                "cadenas: lock '{}' was lost before the command finished",
-                args.key
-            );
+            eprintln!("cadenas: lock '{key}' was lost before the command finished");
             return Ok(EXIT_LOST);
         }
         eprintln!("cadenas: {e}");

@@ -57,32 +57,39 @@ struct StoreArg {
     store: Option<String>,
 }
 
+/// How `exec` and `acquire` take the lock.
+#[derive(Debug, Args)]
+struct HoldArgs {
+    #[command(flatten)]
+    store: StoreArg,
+    /// Lease length (or `none`); `exec` renews it every third of it while CMD runs
+    #[arg(
+        long,
+        default_value = "30s",
+        value_name = "DUR|none",
+        allow_hyphen_values = true
+    )]
+    ttl: String,
+    /// How long to wait for the lock: `0` tries once; default: forever
+    #[arg(long, value_name = "DUR", allow_hyphen_values = true)]
+    wait: Option<String>,
+    /// Owner id to hold the lock as (default: a random id)
+    #[arg(long, value_name = "S")]
+    owner: Option<String>,
+    /// Metadata stored with the lock, shown by `status`
+    #[arg(long, value_name = "S")]
+    metadata: Option<String>,
+    /// Exit code when the lock is not acquired in time
+    #[arg(long, default_value_t = EXIT_CONFLICT, value_name = "N")]
+    conflict_exit_code: u8,
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Hold KEY while CMD runs; extend it automatically; release when CMD ends
     Exec {
         #[command(flatten)]
-        store: StoreArg,
-        /// Lease length, renewed every third of it while CMD runs (or `none`)
-        #[arg(
-            long,
-            default_value = "30s",
-            value_name = "DUR|none",
-            allow_hyphen_values = true
-        )]
-        ttl: String,
-        /// How long to wait for the lock: `0` tries once; default: forever
-        #[arg(long, value_name = "DUR", allow_hyphen_values = true)]
-        wait: Option<String>,
-        /// Owner id to hold the lock as (default: a random id)
-        #[arg(long, value_name = "S")]
-        owner: Option<String>,
-        /// Metadata stored with the lock, shown by `status`
-        #[arg(long, value_name = "S")]
-        metadata: Option<String>,
-        /// Exit code when the lock is not acquired in time
-        #[arg(long, default_value_t = EXIT_CONFLICT, value_name = "N")]
-        conflict_exit_code: u8,
+        hold: HoldArgs,
         /// After the lock is lost, how long CMD gets between SIGTERM and SIGKILL
         #[arg(long, default_value = "10s", value_name = "DUR")]
         kill_after: String,
@@ -95,27 +102,7 @@ enum Command {
     /// Take KEY and print a token for `release` and `extend`
     Acquire {
         #[command(flatten)]
-        store: StoreArg,
-        /// Lease length (or `none`)
-        #[arg(
-            long,
-            default_value = "30s",
-            value_name = "DUR|none",
-            allow_hyphen_values = true
-        )]
-        ttl: String,
-        /// How long to wait for the lock: `0` tries once; default: forever
-        #[arg(long, value_name = "DUR", allow_hyphen_values = true)]
-        wait: Option<String>,
-        /// Owner id to hold the lock as (default: a random id)
-        #[arg(long, value_name = "S")]
-        owner: Option<String>,
-        /// Metadata stored with the lock, shown by `status`
-        #[arg(long, value_name = "S")]
-        metadata: Option<String>,
-        /// Exit code when the lock is not acquired in time
-        #[arg(long, default_value_t = EXIT_CONFLICT, value_name = "N")]
-        conflict_exit_code: u8,
+        hold: HoldArgs,
         /// The lock's name
         key: String,
     },
@@ -212,40 +199,17 @@ async fn run(cli: Cli) -> u8 {
     let mut conflict = EXIT_CONFLICT;
     let result = match cli.command {
         Command::Exec {
-            store,
-            ttl,
-            wait,
-            owner,
-            metadata,
-            conflict_exit_code,
+            hold,
             kill_after,
             key,
             command,
         } => {
-            conflict = conflict_exit_code;
-            exec::run(exec::Exec {
-                store: store.store,
-                ttl,
-                wait,
-                owner,
-                metadata,
-                kill_after,
-                key,
-                command,
-            })
-            .await
+            conflict = hold.conflict_exit_code;
+            exec::run(hold, &kill_after, &key, &command).await
         }
-        Command::Acquire {
-            store,
-            ttl,
-            wait,
-            owner,
-            metadata,
-            conflict_exit_code,
-            key,
-        } => {
-            conflict = conflict_exit_code;
-            acquire(store, ttl, wait, owner, metadata, key).await
+        Command::Acquire { hold, key } => {
+            conflict = hold.conflict_exit_code;
+            acquire(hold, &key).await
         }
         Command::Release {
             store,
@@ -350,17 +314,16 @@ fn build_lock(
     Ok(lock)
 }
 
-async fn acquire(
-    store: StoreArg,
-    ttl: String,
-    wait: Option<String>,
-    owner: Option<String>,
-    metadata: Option<String>,
-    key: String,
-) -> Result<u8, Error> {
-    let retry = retry_for(wait.as_deref())?;
-    let locks = open(store).await?;
-    let lock = build_lock(&locks, &key, &ttl, owner, metadata)?;
+/// Opens the store and makes the lock and retry policy that `exec` and `acquire` share.
+async fn prepare(hold: HoldArgs, key: &str) -> Result<(crate::Lock, Retry), Error> {
+    let retry = retry_for(hold.wait.as_deref())?;
+    let locks = open(hold.store).await?;
+    let lock = build_lock(&locks, key, &hold.ttl, hold.owner, hold.metadata)?;
+    Ok((lock, retry))
+}
+
+async fn acquire(hold: HoldArgs, key: &str) -> Result<u8, Error> {
+    let (lock, retry) = prepare(hold, key).await?;
     let guard = output::acquire_showing_holder(&lock, &retry).await?;
     println!("{}", guard.serialize());
     Ok(0)
