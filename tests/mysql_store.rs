@@ -35,7 +35,7 @@ async fn admin() -> MySqlPool {
         .await
         .unwrap_or_else(|e| {
             panic!(
-                "MySQL/MariaDB is not reachable at {} ({e}). Start one (e.g. `docker run -p 3306:3306 -e MARIADB_ALLOW_EMPTY_ROOT_PASSWORD=1 -e MARIADB_DATABASE=test mariadb`) or point CADENAS_TEST_MYSQL_URL at one.",
+                "MySQL/MariaDB is not reachable at {} ({e}). Install and start one (`apt-get install mariadb-server`, then create database `test`) or point CADENAS_TEST_MYSQL_URL at one.",
                 base_url()
             )
         })

@@ -34,7 +34,7 @@ async fn admin() -> PgPool {
         .await
         .unwrap_or_else(|e| {
             panic!(
-                "PostgreSQL is not reachable at {} ({e}). Start one (e.g. `docker run -p 5432:5432 -e POSTGRES_HOST_AUTH_METHOD=trust -e POSTGRES_DB=test postgres`) or point CADENAS_TEST_POSTGRES_URL at one.",
+                "PostgreSQL is not reachable at {} ({e}). Install and start one (`apt-get install postgresql`, trust auth on 127.0.0.1, database `test`) or point CADENAS_TEST_POSTGRES_URL at one.",
                 base_url()
             )
         })
