@@ -358,7 +358,9 @@ impl Store for RedlockStore {
                     async move { n.release(&k, &o).await }
                 },
                 |released| *released,
-                false,
+                // Every node (each bounded by the node timeout): whoever looks next must find
+                // the lock gone everywhere, not on a bare quorum.
+                true,
             )
             .await;
         match outcome(tally, self.quorum()) {
@@ -417,7 +419,8 @@ impl Store for RedlockStore {
                     async move { n.set_metadata(&k, &o, m.as_deref()).await }
                 },
                 |set| *set,
-                false,
+                // Every node: a following inspect must read the new metadata.
+                true,
             )
             .await;
         match outcome(tally, self.quorum()) {
