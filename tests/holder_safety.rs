@@ -335,6 +335,15 @@ async fn expiry_watcher_in_three_processes_sqlite() {
     three_watchers_report_each_expiry_once(&url).await;
 }
 
+/// On Redis the watchers listen to keyspace events, which a fresh server has off: the first
+/// sweep turns them on.
+#[cfg(feature = "redis")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expiry_watcher_in_three_processes_redis() {
+    let server = redis_server::RedisServer::start();
+    three_watchers_report_each_expiry_once(&server.url()).await;
+}
+
 #[cfg(feature = "postgres")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expiry_watcher_in_three_processes_postgres() {

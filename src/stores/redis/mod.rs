@@ -12,7 +12,9 @@
 //!
 //! - `__cadenas:fence…K…` — the fence counter, an integer that **never expires**;
 //! - `__cadenas:state…K…` — a hash (owner, fence, metadata) of the current holding, expiring
-//!   with the lock;
+//!   [`EXPIRY_GRACE_MS`] after the lock (deleted with it on release);
+//! - `__cadenas:expired…K…` — the state of a holding that expired and whose key was taken
+//!   over before an expiry watcher claimed it (kept for the rest of its grace);
 //! - `__cadenas:released…K…` — the pub/sub channel on which releases are announced.
 //!
 //! Every operation is one Lua script (sent by `EVALSHA`, re-loaded transparently after
@@ -21,18 +23,21 @@
 //!
 //! # Fencing: cost and limits
 //!
-//! Fences come from `INCR` on the fence counter, which must outlive every holding to stay
-//! strictly increasing, so it is never deleted: each key ever locked costs one small string
-//! key in Redis memory for good (about 70 bytes plus the key's length). Delete counters
-//! (`__cadenas:fence*`) only for keys that will never be locked again.
+//! A fence is `max(last fence + 1, the server's time in microseconds)`, kept in the fence
+//! counter key. Fences therefore look like `1764000000123456`: strictly increasing per key,
+//! and, thanks to the time floor, they keep increasing when the counter itself is lost. The
+//! counter is never deleted: each key ever locked costs one small string key in Redis memory
+//! for good (about 70 bytes plus the key's length). Deleting counters (`__cadenas:fence*`) is
+//! safe as far as fences go (the time floor takes over) but buys little.
 //!
 //! Redis keeps data in memory. If the node restarts without persistence (or with `appendfsync
 //! everysec`, losing up to a second), or a replica without the latest writes is promoted,
-//! locks held at that moment vanish — two holders may then coexist — and fence counters may
-//! go back, handing out a fence that was already used. Fences are only as durable as Redis:
-//! run with AOF `appendfsync always` (and `WAIT` on replicas) when they must never repeat. A
-//! holder notices a vanished lock at its next extend (its watchdog reports it as lost); the
-//! lock is never re-established behind its back.
+//! **locks held at that moment vanish** and a second holder may take the key. Fences stay
+//! ahead of every fence handed out before (as long as a key is locked less than once per
+//! microsecond and the server's clock does not step back), so a resource that checks fences
+//! rejects the old holder's writes. The old holder notices at its next extend (its watchdog
+//! reports the lock as lost); the lock is never re-established behind its back. Run with AOF
+//! `appendfsync always` (and `WAIT` on replicas) when holders must not even briefly overlap.
 //!
 //! # Cluster
 //!
@@ -45,6 +50,18 @@
 //! keeps hand-off working across resharding without tracking slot owners. `list` scans every
 //! master.
 //!
+//! # Expiry watcher
+//!
+//! [`Locks::watch_expiries`](crate::Locks::watch_expiries) works on a single node (not on a
+//! Cluster): the first sweep turns on the server's `expired` keyspace events if they are off
+//! (`CONFIG SET notify-keyspace-events` adding `Ex`; where `CONFIG` is not allowed, as on
+//! some hosted services, set it in the server's configuration or the sweep answers
+//! `Unsupported`), and listens to them on a connection of its own. Redis reports an expiry
+//! when it actually deletes the key: at once when someone touches it, otherwise within about
+//! 100 ms on a small key space, later on a large one. Each expired holding is reported by
+//! one watcher, whichever process wins the claim; records older than [`EXPIRY_GRACE_MS`] are
+//! gone. See [`expiry`](self::expiry) for the details.
+//!
 //! # Hand-off
 //!
 //! `release` and `force_release` publish the key on its channel from inside their script.
@@ -54,6 +71,7 @@
 //! that [`Store::try_acquire`] reports.
 
 mod conn;
+mod expiry;
 pub mod keys;
 mod pubsub;
 mod scan;
@@ -93,7 +111,18 @@ pub struct RedisStore {
     cluster: bool,
     notifier: Arc<ReleaseNotifier>,
     subscriber: Subscriber,
+    /// The node, for the expiry feed's own connection (single node only).
+    node: Option<redis::Client>,
+    /// `expired` events, from the first sweep of an expiry watcher on.
+    expiry: tokio::sync::OnceCell<expiry::ExpiryFeed>,
+    /// Prefix → the feed generation at which it was last scanned.
+    scanned: std::sync::Mutex<std::collections::HashMap<String, u64>>,
 }
+
+/// How long the record of a holding (its state hash: owner, fence, metadata) outlives a lock
+/// that expires without a release, so that an expiry watcher can still report it: one minute.
+/// Expiry watchers must sweep more often than that (the default is every second).
+pub const EXPIRY_GRACE_MS: u64 = 60_000;
 
 impl std::fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -147,6 +176,9 @@ impl RedisStore {
             source,
         })?;
         let notifier = ReleaseNotifier::new();
+        let node = (!settings.cluster)
+            .then(|| settings.nodes.first().cloned())
+            .flatten();
         let subscriber = Subscriber::start(settings.nodes, notifier.clone());
         Ok(RedisStore {
             conn,
@@ -154,6 +186,9 @@ impl RedisStore {
             cluster: settings.cluster,
             notifier,
             subscriber,
+            node,
+            expiry: tokio::sync::OnceCell::new(),
+            scanned: Default::default(),
         })
     }
 
@@ -175,6 +210,7 @@ impl RedisStore {
             key: None,
             source,
         })?;
+        let node = settings.nodes.first().cloned();
         let subscriber = Subscriber::start(settings.nodes, notifier.clone());
         Ok(RedisStore {
             conn,
@@ -182,6 +218,9 @@ impl RedisStore {
             cluster: false,
             notifier,
             subscriber,
+            node,
+            expiry: tokio::sync::OnceCell::new(),
+            scanned: Default::default(),
         })
     }
 
@@ -244,6 +283,11 @@ impl RedisStore {
         self.conn.clone()
     }
 
+    fn scanned_at(&self, prefix: &str) -> Option<u64> {
+        let scanned = self.scanned.lock().unwrap_or_else(|e| e.into_inner());
+        scanned.get(prefix).copied()
+    }
+
     async fn inspect_one(&self, key: &str) -> std::result::Result<Option<LockInfo>, StoreError> {
         let reply: Vec<Value> = scripts::INSPECT
             .key(key)
@@ -273,11 +317,11 @@ impl Store for RedisStore {
         &self.describe
     }
 
-    /// Everything but the expiry watcher: Redis removes expired keys by itself, so there is
-    /// no record left to reap ([`Store::reap_expired`] answers `Unsupported`).
+    /// Everything; on a Cluster everything but the expiry watcher (keyspace events are per
+    /// node, and the store listens on one).
     fn capabilities(&self) -> Capabilities {
         Capabilities {
-            expiry_watch: false,
+            expiry_watch: !self.cluster,
             ..Capabilities::ALL
         }
     }
@@ -289,6 +333,7 @@ impl Store for RedisStore {
             .key(key)
             .key(keys::state_key(key))
             .key(keys::fence_key(key))
+            .key(keys::expired_key(key))
             .arg(request.owner)
             .arg(ttl)
             .arg(u8::from(request.metadata.is_some()))
@@ -414,6 +459,56 @@ impl Store for RedisStore {
             }
         }
         out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
+    /// Claims the records of expired holdings under `prefix`: those whose `expired` events
+    /// arrived since the last sweep, and on a first sweep (or after the event connection
+    /// dropped) those a `SCAN` finds. See [`expiry`](self::expiry).
+    async fn reap_expired(&self, prefix: &str) -> Result<Vec<LockInfo>, StoreError> {
+        let Some(node) = self.node.clone().filter(|_| !self.cluster) else {
+            return Err(StoreError::new(
+                crate::StoreErrorKind::Unsupported,
+                "the expiry watcher does not run on Redis Cluster (keyspace events are per node)",
+            ));
+        };
+        let feed = self
+            .expiry
+            .get_or_try_init(|| expiry::ExpiryFeed::start(&self.conn, node))
+            .await?;
+        let generation = feed.generation();
+        let mut candidates = feed.take(prefix);
+        let scanned = self.scanned_at(prefix);
+        if scanned != Some(generation) {
+            candidates.extend(expiry::scan_records(&self.conn, prefix).await?);
+            self.scanned
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(prefix.to_owned(), generation);
+        }
+        candidates.sort();
+        candidates.dedup();
+        let mut out = Vec::new();
+        for key in candidates {
+            let reply: Vec<Value> = scripts::CLAIM_EXPIRED
+                .key(&key)
+                .key(keys::state_key(&key))
+                .key(keys::expired_key(&key))
+                .invoke_async(&mut self.conn())
+                .await
+                .map_err(|e| op_error(Some(&key), e))?;
+            for record in reply.chunks(3) {
+                let owner =
+                    opt_string(&key, record.first())?.ok_or_else(|| bad_reply(&key, "no owner"))?;
+                out.push(LockInfo::new(
+                    key.as_str(),
+                    owner,
+                    Some(Duration::ZERO),
+                    opt_fence(&key, record.get(1))?,
+                    opt_string(&key, record.get(2))?,
+                ));
+            }
+        }
         Ok(out)
     }
 

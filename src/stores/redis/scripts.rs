@@ -2,7 +2,9 @@
 //! derived keys (all in one Cluster slot).
 //!
 //! Conventions: `KEYS[1]` is the lock key, `KEYS[2]` the state hash, `KEYS[3]` (acquire
-//! only) the fence counter. A key of another type than string under the lock key is someone
+//! only) the fence counter, `KEYS[4]` (acquire) or `KEYS[3]` (claim) the expired-holding
+//! record. The state hash outlives its lock by [`EXPIRY_GRACE_MS`] so that an expiry watcher
+//! can still report who held an expired lock. A key of another type than string under the lock key is someone
 //! else's data: every script answers `-1` (with the type) and writes nothing. A ttl of `0`
 //! means "never expires". Sent by `EVALSHA`; after a `SCRIPT FLUSH` or a failover to a node
 //! that never saw them, redis-rs loads them again and retries (`NOSCRIPT` fallback).
@@ -11,13 +13,19 @@ use std::sync::LazyLock;
 
 use redis::Script;
 
+use super::EXPIRY_GRACE_MS;
+
 /// `ARGV`: owner, ttl ms (0 = none), has metadata (`0`/`1`), metadata.
 /// Answers `{1, fence}`, `{0, holder, pttl}` or `{-1, type}`.
 ///
-/// The fence is incremented before anything is written, so a fence counter that cannot be
-/// incremented (not an integer) leaves the lock untouched.
+/// The fence is `max(last fence + 1, server time in µs)`, computed before anything is
+/// written, so a fence counter that is not an integer leaves the lock untouched. The time
+/// floor keeps fences increasing when the counter is lost (a restart without persistence, a
+/// failover to a replica that missed the last writes): new fences start above every fence
+/// handed out before, as long as a key is locked less than once per microsecond and the
+/// servers' clocks do not step back.
 pub static ACQUIRE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    with_grace(
         r#"
 local t = redis.call('TYPE', KEYS[1]).ok
 if t ~= 'none' then
@@ -25,19 +33,31 @@ if t ~= 'none' then
   return {0, redis.call('GET', KEYS[1]), redis.call('PTTL', KEYS[1])}
 end
 local ttl = tonumber(ARGV[2])
-local fence = redis.call('INCR', KEYS[3])
+local last = redis.call('GET', KEYS[3])
+local n = 0
+if last then
+  n = tonumber(last)
+  if not n then return redis.error_reply('the fence counter ' .. KEYS[3] .. ' is not a number') end
+end
+local now = redis.call('TIME')
+local fence = string.format('%d', math.max(n + 1, tonumber(now[1]) * 1000000 + tonumber(now[2])))
+redis.call('SET', KEYS[3], fence)
 if ttl > 0 then
   redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ttl)
 else
   redis.call('SET', KEYS[1], ARGV[1], 'NX')
 end
-redis.call('DEL', KEYS[2])
+if redis.call('EXISTS', KEYS[2]) == 1 then
+  -- The holding before ours ended without a release (it expired, or someone deleted the
+  -- key): its record goes to the expiry watcher.
+  redis.call('RENAME', KEYS[2], KEYS[4])
+end
 if ARGV[3] == '1' then
   redis.call('HSET', KEYS[2], 'owner', ARGV[1], 'fence', fence, 'metadata', ARGV[4])
 else
   redis.call('HSET', KEYS[2], 'owner', ARGV[1], 'fence', fence)
 end
-if ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl) end
+if ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl + GRACE) end
 return {1, fence}
 "#,
     )
@@ -60,7 +80,7 @@ return 1
 
 /// `ARGV`: owner, ttl ms (0 = none). Answers `{1, fence or nil}`, `{0}` or `{-1}`.
 pub static EXTEND: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    with_grace(
         r#"
 local t = redis.call('TYPE', KEYS[1]).ok
 if t == 'none' then return {0} end
@@ -69,7 +89,7 @@ if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {0} end
 local ttl = tonumber(ARGV[2])
 if ttl > 0 then
   redis.call('PEXPIRE', KEYS[1], ttl)
-  redis.call('PEXPIRE', KEYS[2], ttl)
+  redis.call('PEXPIRE', KEYS[2], ttl + GRACE)
 else
   redis.call('PERSIST', KEYS[1])
   redis.call('PERSIST', KEYS[2])
@@ -83,7 +103,7 @@ return {1}
 
 /// `ARGV`: owner, has metadata (`0`/`1`), metadata. Answers `1`, `0` or `-1`.
 pub static SET_METADATA: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    with_grace(
         r#"
 local t = redis.call('TYPE', KEYS[1]).ok
 if t == 'none' then return 0 end
@@ -99,7 +119,7 @@ else
   redis.call('HDEL', KEYS[2], 'metadata')
 end
 local p = redis.call('PTTL', KEYS[1])
-if p > 0 then redis.call('PEXPIRE', KEYS[2], p) else redis.call('PERSIST', KEYS[2]) end
+if p > 0 then redis.call('PEXPIRE', KEYS[2], p + GRACE) else redis.call('PERSIST', KEYS[2]) end
 return 1
 "#,
     )
@@ -136,3 +156,35 @@ return {1, owner, pttl, false, false}
 "#,
     )
 });
+
+/// No `ARGV`. Takes the records of holdings of `KEYS[1]` that ended without a release: the
+/// state hash if it is not the current holder's, and the expired-holding record. Answers
+/// `{owner, fence, metadata, …}`, one triple per record taken (none: empty). Each record is
+/// deleted as it is taken, so of several watchers racing, exactly one gets it.
+pub static CLAIM_EXPIRED: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local out = {}
+local s = redis.call('HMGET', KEYS[2], 'owner', 'fence', 'metadata')
+if s[1] then
+  local current = false
+  if redis.call('TYPE', KEYS[1]).ok == 'string' then current = redis.call('GET', KEYS[1]) end
+  if current ~= s[1] then
+    redis.call('DEL', KEYS[2])
+    out[#out + 1] = s[1]; out[#out + 1] = s[2]; out[#out + 1] = s[3]
+  end
+end
+local d = redis.call('HMGET', KEYS[3], 'owner', 'fence', 'metadata')
+if d[1] then
+  redis.call('DEL', KEYS[3])
+  out[#out + 1] = d[1]; out[#out + 1] = d[2]; out[#out + 1] = d[3]
+end
+return out
+"#,
+    )
+});
+
+/// A script whose text says `GRACE` for [`EXPIRY_GRACE_MS`].
+fn with_grace(text: &str) -> Script {
+    Script::new(&text.replace("GRACE", &EXPIRY_GRACE_MS.to_string()))
+}
