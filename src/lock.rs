@@ -319,10 +319,12 @@ impl Lock {
         // Measured before the request is sent, so our view of the lease never outlives the
         // store's.
         let sent = Instant::now();
-        let answer = if self.store().capabilities().shared {
+        let caps = self.store().capabilities();
+        let answer = if caps.shared && !caps.cancel_safe_acquire {
             self.attempt_detached().await
         } else {
-            // An in-process store answers without suspending: nothing to cancel mid-way.
+            // An in-process store answers without suspending: nothing to cancel mid-way; a
+            // cancel-safe store cleans up after a cancelled request itself.
             self.store()
                 .try_acquire(AcquireRequest {
                     key: &self.stored,

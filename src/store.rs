@@ -38,10 +38,19 @@ pub struct Capabilities {
     /// [`Store::reap_expired`] is supported, so the expiry watcher
     /// ([`Locks::watch_expiries`](crate::Locks::watch_expiries)) works.
     pub expiry_watch: bool,
+    /// A [`Store::try_acquire`] future dropped while its request is in flight never leaves a
+    /// lock behind: the store itself gives back whatever that request took, and never
+    /// anything a later request took. The lock layer then calls `try_acquire` directly;
+    /// otherwise, for a `shared` store, it runs each request in a task of its own that
+    /// completes (and releases) even when the caller is cancelled, at the price of a task
+    /// hand-over per attempt. Not part of [`Capabilities::ALL`]: declare it only with that
+    /// clean-up in place.
+    pub cancel_safe_acquire: bool,
 }
 
 impl Capabilities {
-    /// Everything on: what a full-featured store declares.
+    /// Everything on (but [`cancel_safe_acquire`](Capabilities::cancel_safe_acquire)): what a
+    /// full-featured store declares.
     pub const ALL: Capabilities = Capabilities {
         fencing: true,
         notify: true,
@@ -49,6 +58,7 @@ impl Capabilities {
         list: true,
         shared: true,
         expiry_watch: true,
+        cancel_safe_acquire: false,
     };
 }
 

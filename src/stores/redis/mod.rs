@@ -278,6 +278,52 @@ fn check_type(key: &str, reply: &[Value]) -> std::result::Result<(), StoreError>
     Ok(())
 }
 
+/// An acquire request on its way: if its future is dropped before the answer, whatever the
+/// request took is given back in the background (see [`scripts::RELEASE_ATTEMPT`]).
+struct InFlight<'a> {
+    store: &'a RedisStore,
+    key: &'a str,
+    owner: &'a str,
+    attempt: &'a str,
+    done: bool,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let mut conn = self.store.conn();
+        let notifier = self.store.notifier.clone();
+        let describe = self.store.describe.clone();
+        let (key, owner, attempt) = (
+            self.key.to_owned(),
+            self.owner.to_owned(),
+            self.attempt.to_owned(),
+        );
+        runtime.spawn(async move {
+            let released = scripts::RELEASE_ATTEMPT
+                .key(&key)
+                .key(keys::state_key(&key))
+                .arg(&owner)
+                .arg(&attempt)
+                .arg(keys::release_channel(&key))
+                .arg(&key)
+                .invoke_async::<i64>(&mut conn)
+                .await;
+            match released {
+                Ok(1) => notifier.notify(&key),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(key = %key, store = %describe, error = %e,
+                    "could not release after a cancelled acquire; the lock expires with its ttl"),
+            }
+        });
+    }
+}
+
 impl RedisStore {
     fn conn(&self) -> Conn {
         self.conn.clone()
@@ -322,14 +368,25 @@ impl Store for RedisStore {
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             expiry_watch: !self.cluster,
+            cancel_safe_acquire: true,
             ..Capabilities::ALL
         }
     }
 
+    /// One script. Cancel safe: if the future is dropped while the script is in flight, a
+    /// clean-up script releases the lock if, and only if, this very request took it.
     async fn try_acquire(&self, request: AcquireRequest<'_>) -> Result<Acquire, StoreError> {
         let key = request.key;
         let ttl = ttl_ms(request.ttl);
-        let reply: Vec<Value> = scripts::ACQUIRE
+        let attempt = format!("{:016x}", rand::random::<u64>());
+        let mut in_flight = InFlight {
+            store: self,
+            key,
+            owner: request.owner,
+            attempt: &attempt,
+            done: false,
+        };
+        let reply = scripts::ACQUIRE
             .key(key)
             .key(keys::state_key(key))
             .key(keys::fence_key(key))
@@ -338,9 +395,11 @@ impl Store for RedisStore {
             .arg(ttl)
             .arg(u8::from(request.metadata.is_some()))
             .arg(request.metadata.unwrap_or_default())
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(|e| op_error(Some(key), e))?;
+            .arg(&attempt)
+            .invoke_async::<Vec<Value>>(&mut self.conn())
+            .await;
+        in_flight.done = true;
+        let reply = reply.map_err(|e| op_error(Some(key), e))?;
         check_type(key, &reply)?;
         match reply.first().map(|v| int(key, v)).transpose()? {
             Some(1) => Ok(Acquire::Acquired(Lease {

@@ -15,8 +15,9 @@ use redis::Script;
 
 use super::EXPIRY_GRACE_MS;
 
-/// `ARGV`: owner, ttl ms (0 = none), has metadata (`0`/`1`), metadata.
-/// Answers `{1, fence}`, `{0, holder, pttl}` or `{-1, type}`.
+/// `ARGV`: owner, ttl ms (0 = none), has metadata (`0`/`1`), metadata, attempt id.
+/// Answers `{1, fence}`, `{0, holder, pttl}` or `{-1, type}`. The attempt id (random, per
+/// request) lets [`RELEASE_ATTEMPT`] give back exactly what this request took.
 ///
 /// The fence is `max(last fence + 1, server time in µs)`, computed before anything is
 /// written, so a fence counter that is not an integer leaves the lock untouched. The time
@@ -53,9 +54,9 @@ if redis.call('EXISTS', KEYS[2]) == 1 then
   redis.call('RENAME', KEYS[2], KEYS[4])
 end
 if ARGV[3] == '1' then
-  redis.call('HSET', KEYS[2], 'owner', ARGV[1], 'fence', fence, 'metadata', ARGV[4])
+  redis.call('HSET', KEYS[2], 'owner', ARGV[1], 'fence', fence, 'attempt', ARGV[5], 'metadata', ARGV[4])
 else
-  redis.call('HSET', KEYS[2], 'owner', ARGV[1], 'fence', fence)
+  redis.call('HSET', KEYS[2], 'owner', ARGV[1], 'fence', fence, 'attempt', ARGV[5])
 end
 if ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl + GRACE) end
 return {1, fence}
@@ -73,6 +74,22 @@ if t ~= 'string' then return -1 end
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('DEL', KEYS[1], KEYS[2])
 redis.call('PUBLISH', ARGV[2], ARGV[3])
+return 1
+"#,
+    )
+});
+
+/// `ARGV`: owner, attempt id, channel, key. Releases the lock only if it is still the
+/// holding that acquire attempt took (the clean-up of a cancelled acquire, which must never
+/// release a later holding of the same owner). Answers `1` released, `0` otherwise.
+pub static RELEASE_ATTEMPT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+if redis.call('TYPE', KEYS[1]).ok ~= 'string' then return 0 end
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if redis.call('HGET', KEYS[2], 'attempt') ~= ARGV[2] then return 0 end
+redis.call('DEL', KEYS[1], KEYS[2])
+redis.call('PUBLISH', ARGV[3], ARGV[4])
 return 1
 "#,
     )
