@@ -48,7 +48,7 @@ pub struct Summary {
     /// Sections whose guard said lost (`is_lost`) at commit time.
     pub lost_at_commit: u64,
     /// Sections whose lease had run out by the guard's clock (`is_expired`) at commit time
-    /// while `is_lost` still said no.
+    /// while `is_lost` still said no: a violation (a holder checking `is_lost` would write).
     pub expired_not_lost_at_commit: u64,
     pub faults: BTreeMap<String, u64>,
     pub faults_injected: u64,
@@ -268,7 +268,13 @@ fn read_sections(dir: &RunDir, exits: &HashMap<u32, Exit>, s: &mut Summary) -> R
                         continue;
                     };
                     s.lost_at_commit += u64::from(lost_at_commit);
-                    s.expired_not_lost_at_commit += u64::from(expired_at_commit && !lost_at_commit);
+                    if expired_at_commit && !lost_at_commit {
+                        s.expired_not_lost_at_commit += 1;
+                        s.violation(format!(
+                            "worker {worker}: section {seq} on key {}: the guard was expired by its own clock but is_lost() said no",
+                            sec.key
+                        ));
+                    }
                     match &outcome {
                         Outcome::Accepted => {}
                         Outcome::RejectedRegister { .. } => s.rejected_register += 1,
@@ -334,13 +340,59 @@ fn check_leases(key: &str, list: &[&Sec], s: &mut Summary) {
 }
 
 /// A section that began acquiring after another one had acquired has a higher fence.
+/// Across a store restart (no persistence) fences may go back: counted apart. Between two
+/// restarts they must grow again, which is checked within each such epoch.
 fn check_fences(key: &str, list: &[&Sec], restarts: &[&Fault], s: &mut Summary) {
+    let mut flagged = HashSet::new();
+    for b in list.iter().filter(|b| b.fence.is_none()) {
+        s.violation(format!(
+            "key {key}: no fence on a fenced store: {}",
+            describe(b)
+        ));
+    }
+    for (a, b) in regressions(list) {
+        if restarts
+            .iter()
+            .any(|r| r.t_start < b.t_acq && r.t_end > a.t_acq)
+        {
+            s.fence_regressions_after_restart += 1;
+        } else if flagged.insert(&b.owner) {
+            s.violation(regression(key, a, b));
+        }
+    }
+    let mut bounds: Vec<(u64, u64)> = restarts.iter().map(|r| (r.t_start, r.t_end)).collect();
+    bounds.sort();
+    for (i, &(_, from)) in bounds.iter().enumerate() {
+        let to = bounds.get(i + 1).map_or(u64::MAX, |next| next.0);
+        let epoch: Vec<&Sec> = list
+            .iter()
+            .copied()
+            .filter(|sec| sec.t_start > from && sec.t_acq < to)
+            .collect();
+        for (a, b) in regressions(&epoch) {
+            if flagged.insert(&b.owner) {
+                s.violation(regression(key, a, b));
+            }
+        }
+    }
+}
+
+fn regression(key: &str, a: &Sec, b: &Sec) -> String {
+    format!(
+        "key {key}: fence not above an earlier acquisition's: {} acquired before {} started",
+        describe(a),
+        describe(b)
+    )
+}
+
+/// Pairs (a, b) where `a` had acquired before `b` started acquiring, yet `b`'s fence is not
+/// higher: `a` is the highest fence acquired before `b` started.
+fn regressions<'a>(list: &[&'a Sec]) -> Vec<(&'a Sec, &'a Sec)> {
     let mut by_acq: Vec<&Sec> = list.to_vec();
     by_acq.sort_by_key(|sec| sec.t_acq);
     let mut by_start: Vec<&Sec> = list.to_vec();
     by_start.sort_by_key(|sec| sec.t_start);
-    let mut i = 0;
-    let mut max: Option<&Sec> = None;
+    let (mut i, mut max, mut out) = (0, None::<&Sec>, Vec::new());
     for b in by_start {
         while i < by_acq.len() && by_acq[i].t_acq < b.t_start {
             if max.is_none_or(|m| by_acq[i].fence > m.fence) {
@@ -348,30 +400,13 @@ fn check_fences(key: &str, list: &[&Sec], restarts: &[&Fault], s: &mut Summary) 
             }
             i += 1;
         }
-        let Some(fence) = b.fence else {
-            s.violation(format!(
-                "key {key}: no fence on a fenced store: {}",
-                describe(b)
-            ));
-            continue;
-        };
-        if let Some(a) = max {
-            if a.fence.is_some_and(|f| fence <= f) {
-                if restarts
-                    .iter()
-                    .any(|r| r.t_start < b.t_acq && r.t_end > a.t_acq)
-                {
-                    s.fence_regressions_after_restart += 1;
-                } else {
-                    s.violation(format!(
-                        "key {key}: fence not above an earlier acquisition's: {} acquired before {} started",
-                        describe(a),
-                        describe(b)
-                    ));
-                }
+        if let (Some(a), Some(fb)) = (max, b.fence) {
+            if a.fence.is_some_and(|fa| fb <= fa) {
+                out.push((a, b));
             }
         }
     }
+    out
 }
 
 /// Rejections need a fault to explain them: a lease lost (or unknown) or a store restart.

@@ -197,7 +197,7 @@ impl Worker<'_> {
             },
             None => tokio::time::sleep(work).await,
         }
-        let (lost, expired) = (guard.lost_signal().is_lost(), guard.is_expired());
+        let (expired, lost) = expiry(guard);
         if fence.is_none() {
             // No fence for the resource to check: make sure we still hold the lease right
             // before writing (a pause after this check can still overlap: Redlock's limit).
@@ -239,12 +239,20 @@ struct Section {
 
 impl Section {
     fn new(outcome: Outcome, guard: &Guard) -> Section {
+        let (expired, lost) = expiry(guard);
         Section {
             outcome,
-            lost: guard.lost_signal().is_lost(),
-            expired: guard.is_expired(),
+            lost,
+            expired,
         }
     }
+}
+
+/// `is_expired` then `is_lost`, with no await between (nothing can extend the lease in
+/// between): a guard expired by its own clock must say lost too, which the checker checks.
+fn expiry(guard: &Guard) -> (bool, bool) {
+    let expired = guard.is_expired();
+    (expired, guard.lost_signal().is_lost())
 }
 
 /// Counter steps may wait on the file lock of a stopped worker: off the runtime's thread, so

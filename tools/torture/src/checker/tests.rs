@@ -203,6 +203,29 @@ fn fences_that_go_back_are_caught_unless_a_restart_explains_them() {
 }
 
 #[test]
+fn fences_must_grow_again_after_a_restart() {
+    let mut run = Run::new(&["restart"]);
+    run.section(accepted(1, 1, "a", 10, 1, 2));
+    run.fault("restart", 2, 3);
+    // After the restart fences start over (explained), but then must grow: 2 after 3 is not.
+    for (w, owner, fence, at) in [(2, "b", 3, 4), (3, "c", 2, 6)] {
+        let mut sec = accepted(w, 1, owner, fence, at, at + 1);
+        sec.outcome = Outcome::RejectedRegister { highest: 10 };
+        run.section(sec);
+    }
+    run.count(&[("a", Some(10), false), ("a", Some(10), true)]);
+    run.finish(&[
+        (1, ExitHow::Finished),
+        (2, ExitHow::Finished),
+        (3, ExitHow::Finished),
+    ]);
+    let s = run.check();
+    assert_eq!(s.fence_regressions_after_restart, 2);
+    assert_eq!(s.violations, 1, "{:?}", s.violation_list);
+    assert!(has(&s, "owner c fence Some(2)"), "{:?}", s.violation_list);
+}
+
+#[test]
 fn a_lost_update_is_caught() {
     let mut run = Run::new(&["kill"]);
     run.section(accepted(1, 1, "a", 10, 1, 3));
