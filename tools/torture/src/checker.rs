@@ -351,9 +351,11 @@ fn check_fences(key: &str, list: &[&Sec], restarts: &[&Fault], s: &mut Summary) 
         ));
     }
     for (a, b) in regressions(list) {
+        // `a`'s acquisition happened in the store somewhere between its t_start and t_acq
+        // (a reply can reach the client after a restart, delayed on the way).
         if restarts
             .iter()
-            .any(|r| r.t_start < b.t_acq && r.t_end > a.t_acq)
+            .any(|r| r.t_start < b.t_acq && r.t_end > a.t_start)
         {
             s.fence_regressions_after_restart += 1;
         } else if flagged.insert(&b.owner) {

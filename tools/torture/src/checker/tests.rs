@@ -17,6 +17,8 @@ struct S {
     seq: u64,
     owner: &'static str,
     fence: u64,
+    /// When it started acquiring, in ns (default: half a millisecond before `acq`).
+    start: u64,
     acq: u64,
     rel: u64,
     outcome: Outcome,
@@ -29,6 +31,7 @@ fn accepted(worker: u32, seq: u64, owner: &'static str, fence: u64, acq: u64, re
         seq,
         owner,
         fence,
+        start: acq * MS - MS / 2,
         acq,
         rel,
         outcome: Outcome::Accepted,
@@ -83,7 +86,7 @@ impl Run {
             key: "k".into(),
             owner: s.owner.into(),
             fence: Some(s.fence),
-            t_start: s.acq * MS - MS / 2,
+            t_start: s.start,
             t_acq: s.acq * MS,
         })
         .unwrap();
@@ -223,6 +226,25 @@ fn fences_must_grow_again_after_a_restart() {
     assert_eq!(s.fence_regressions_after_restart, 2);
     assert_eq!(s.violations, 1, "{:?}", s.violation_list);
     assert!(has(&s, "owner c fence Some(2)"), "{:?}", s.violation_list);
+}
+
+#[test]
+fn a_reply_delayed_past_a_restart_is_from_before_it() {
+    let mut run = Run::new(&["restart", "delay"]);
+    // a asked before the restart and got its (old) fence after it: b's new one is lower.
+    let mut a = accepted(1, 1, "a", 200, 6, 7);
+    a.start = 3 * MS;
+    a.release = Release::NotOwned;
+    run.section(a);
+    run.fault("restart", 4, 5);
+    let mut b = accepted(2, 1, "b", 2, 9, 10);
+    b.outcome = Outcome::RejectedRegister { highest: 200 };
+    run.section(b);
+    run.count(&[("a", Some(200), false), ("a", Some(200), true)]);
+    run.finish(&[(1, ExitHow::Finished), (2, ExitHow::Finished)]);
+    let s = run.check();
+    assert_eq!(s.violations, 0, "{:?}", s.violation_list);
+    assert_eq!(s.fence_regressions_after_restart, 1);
 }
 
 #[test]
