@@ -11,6 +11,7 @@
 //!   commits (no lost update); the workers' logs agree with the counter;
 //! - **rejections**: without faults none; with faults only for a holder whose lease was
 //!   lost (or unknown), or after a store restart;
+//! - **takeover**: the key of a killed holder is acquired again;
 //! - **workers**: every one finished, or was killed by the orchestrator.
 //!
 //! Unfenced stores (Redlock): overlapping accepted sections and lost updates are counted as
@@ -193,6 +194,7 @@ pub fn check(dir: &RunDir) -> Result<Summary> {
         }
     }
     check_rejections(&config, &secs, &restarts, &mut s);
+    check_takeovers(&config, &secs, &faults, last, &mut s);
     for key in &config.keys {
         let list = by_key.get(key.as_str()).cloned().unwrap_or_default();
         check_counter(dir, &config, key, &list, &faults, &mut s)?;
@@ -409,6 +411,30 @@ fn regressions<'a>(list: &[&'a Sec]) -> Vec<(&'a Sec, &'a Sec)> {
         }
     }
     out
+}
+
+/// A key whose holder was killed is taken again once its lease expires: checked for kills
+/// at least three ttls before the run's last section ended.
+fn check_takeovers(config: &RunConfig, secs: &[Sec], faults: &[Fault], end: u64, s: &mut Summary) {
+    let wait = config.ttl_ms * 3 * 1_000_000;
+    for sec in secs.iter().filter(|sec| sec.end.is_none()) {
+        let Some(kill) = faults
+            .iter()
+            .find(|f| f.kind == "kill" && f.worker == Some(sec.worker))
+        else {
+            continue;
+        };
+        let taken = secs
+            .iter()
+            .any(|other| other.key == sec.key && other.t_acq > kill.t_start);
+        if !taken && kill.t_start + wait < end {
+            s.violation(format!(
+                "key {}: nobody acquired it again after its holder was killed: {}",
+                sec.key,
+                describe(sec)
+            ));
+        }
+    }
 }
 
 /// Rejections need a fault to explain them: a lease lost (or unknown) or a store restart.

@@ -311,7 +311,26 @@ fn workers_must_finish_or_be_killed_by_us() {
         (1, ExitHow::KilledByUs),
         (2, ExitHow::Failed("exit status 1".into())),
     ]);
+    Jsonl::append(&run.dir.faults())
+        .unwrap()
+        .write(&Fault {
+            kind: "kill".into(),
+            worker: Some(1),
+            t_start: 2 * MS,
+            t_end: 2 * MS,
+            detail: String::new(),
+        })
+        .unwrap();
+    // The run goes on long after the kill, and nobody takes the key again.
+    run.section(accepted(4, 1, "d", 2, 1, 10_000));
+    run.count(&[("d", Some(2), false), ("d", Some(2), true)]);
+    run.finish(&[(4, ExitHow::Finished)]);
     let s = run.check();
+    assert!(
+        has(&s, "nobody acquired it again"),
+        "{:?}",
+        s.violation_list
+    );
     assert_eq!(s.killed_mid_section, 1);
     assert!(has(&s, "worker 2 failed"), "{:?}", s.violation_list);
     assert!(
@@ -319,5 +338,5 @@ fn workers_must_finish_or_be_killed_by_us() {
         "{:?}",
         s.violation_list
     );
-    assert_eq!(s.violations, 2, "{:?}", s.violation_list);
+    assert_eq!(s.violations, 3, "{:?}", s.violation_list);
 }
