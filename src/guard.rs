@@ -27,7 +27,9 @@ pub(crate) struct Held {
     lost: Mutex<Option<String>>,
     /// Wakes lost-signal waiters when `lost` is set.
     lost_notify: Notify,
-    /// Whether the watchdog decides loss (otherwise the local deadline does).
+    /// Whether a watchdog keeps the lease alive and fires the lost signal (otherwise
+    /// lost-signal waiters sleep until the local deadline). A passed deadline counts as lost
+    /// either way.
     watchdog: bool,
     /// Whether the lease's last event (released, expired, lost) went out: serializes events
     /// so that, per lease, they arrive in order and nothing follows the last one. Only
@@ -96,13 +98,16 @@ impl Held {
         });
     }
 
-    /// The reason if lost, including a local deadline that has passed.
+    /// The reason if lost, including a local deadline that has passed. With a watchdog too:
+    /// a holder whose process was paused past its deadline must see the loss as soon as it
+    /// resumes, not only once the watchdog task gets its turn (which gives up before the
+    /// deadline when it runs, so this changes nothing for a watchdog that keeps up).
     fn reason(&self) -> Option<String> {
         if let Some(r) = self.lost.lock().unwrap_or_else(|e| e.into_inner()).clone() {
             return Some(r);
         }
         match self.deadline() {
-            Some(d) if !self.watchdog && Instant::now() >= d => {
+            Some(d) if Instant::now() >= d => {
                 Some("the lease expired before it was extended or released".into())
             }
             _ => None,
@@ -363,7 +368,8 @@ impl LostSignal {
         self.held.reason()
     }
 
-    /// Whether the lease is known lost.
+    /// Whether the lease is known lost, or its local deadline has passed (also with a
+    /// watchdog: a holder resumed after a pause longer than its lease sees it at once).
     pub fn is_lost(&self) -> bool {
         self.reason().is_some()
     }
