@@ -23,21 +23,25 @@
 //!
 //! # Fencing: cost and limits
 //!
-//! A fence is `max(last fence + 1, the server's time in microseconds)`, kept in the fence
-//! counter key. Fences therefore look like `1764000000123456`: strictly increasing per key,
-//! and, thanks to the time floor, they keep increasing when the counter itself is lost. The
-//! counter is never deleted: each key ever locked costs one small string key in Redis memory
-//! for good (about 70 bytes plus the key's length). Deleting counters (`__cadenas:fence*`) is
-//! safe as far as fences go (the time floor takes over) but buys little.
+//! A fence is one more than the last one of its key (`INCR` on the fence counter key); a
+//! counter that does not exist yet starts at the server's time in microseconds, so fences
+//! look like `1764000000123456`. They increase strictly per key, and they keep increasing
+//! when the counters are lost with the data: a counter created after the loss starts above
+//! every fence handed out before, as long as a key was locked less than once per
+//! microsecond on average and the server's clock does not step back. The counter is never
+//! deleted: each key ever locked costs one small string key in Redis memory for good (about
+//! 70 bytes plus the key's length). Deleting counters (`__cadenas:fence*`) is safe for
+//! fences (the time start takes over) but buys little.
 //!
 //! Redis keeps data in memory. If the node restarts without persistence (or with `appendfsync
 //! everysec`, losing up to a second), or a replica without the latest writes is promoted,
-//! **locks held at that moment vanish** and a second holder may take the key. Fences stay
-//! ahead of every fence handed out before (as long as a key is locked less than once per
-//! microsecond and the server's clock does not step back), so a resource that checks fences
-//! rejects the old holder's writes. The old holder notices at its next extend (its watchdog
-//! reports the lock as lost); the lock is never re-established behind its back. Run with AOF
-//! `appendfsync always` (and `WAIT` on replicas) when holders must not even briefly overlap.
+//! **locks held at that moment vanish** and a second holder may take the key. After a
+//! restart that lost everything, fences go on above the old ones, so a resource that checks
+//! fences rejects the old holder's writes; after a failover to a replica that missed the
+//! last few writes, a counter that survived but lags can hand out a fence again. The old
+//! holder notices at its next extend (its watchdog reports the lock as lost); the lock is
+//! never re-established behind its back. Run with AOF `appendfsync always` (and `WAIT` on
+//! replicas) when holders must not even briefly overlap.
 //!
 //! # Cluster
 //!

@@ -19,34 +19,36 @@ use super::EXPIRY_GRACE_MS;
 /// Answers `{1, fence}`, `{0, holder, pttl}` or `{-1, type}`. The attempt id (random, per
 /// request) lets [`RELEASE_ATTEMPT`] give back exactly what this request took.
 ///
-/// The fence is `max(last fence + 1, server time in µs)`, computed before anything is
-/// written, so a fence counter that is not an integer leaves the lock untouched. The time
-/// floor keeps fences increasing when the counter is lost (a restart without persistence, a
-/// failover to a replica that missed the last writes): new fences start above every fence
-/// handed out before, as long as a key is locked less than once per microsecond and the
-/// servers' clocks do not step back.
+/// The common case costs five calls: `SET NX`, `INCR`, `EXISTS`, `HSET`, `PEXPIRE` (each
+/// call counts: a script's cost is mostly its calls). A fence counter that is missing
+/// (a key never locked, or a counter lost with the data) starts at the server's time in
+/// microseconds, so fences keep increasing when Redis loses its data, as long as a key is
+/// locked less than once per microsecond and the server's clock does not step back. A
+/// counter that is not an integer undoes the `SET` and fails: the lock is left untouched.
 pub static ACQUIRE: LazyLock<Script> = LazyLock::new(|| {
     with_grace(
         r#"
-local t = redis.call('TYPE', KEYS[1]).ok
-if t ~= 'none' then
+local ttl = tonumber(ARGV[2])
+local taken
+if ttl > 0 then
+  taken = redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ttl)
+else
+  taken = redis.call('SET', KEYS[1], ARGV[1], 'NX')
+end
+if not taken then
+  local t = redis.call('TYPE', KEYS[1]).ok
   if t ~= 'string' then return {-1, t} end
   return {0, redis.call('GET', KEYS[1]), redis.call('PTTL', KEYS[1])}
 end
-local ttl = tonumber(ARGV[2])
-local last = redis.call('GET', KEYS[3])
-local n = 0
-if last then
-  n = tonumber(last)
-  if not n then return redis.error_reply('the fence counter ' .. KEYS[3] .. ' is not a number') end
+local fence = redis.pcall('INCR', KEYS[3])
+if type(fence) == 'table' then
+  redis.call('DEL', KEYS[1])
+  return redis.error_reply('the fence counter ' .. KEYS[3] .. ' is not an integer')
 end
-local now = redis.call('TIME')
-local fence = string.format('%d', math.max(n + 1, tonumber(now[1]) * 1000000 + tonumber(now[2])))
-redis.call('SET', KEYS[3], fence)
-if ttl > 0 then
-  redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ttl)
-else
-  redis.call('SET', KEYS[1], ARGV[1], 'NX')
+if fence == 1 then
+  local now = redis.call('TIME')
+  fence = string.format('%d', tonumber(now[1]) * 1000000 + tonumber(now[2]))
+  redis.call('SET', KEYS[3], fence)
 end
 if redis.call('EXISTS', KEYS[2]) == 1 then
   -- The holding before ours ended without a release (it expired, or someone deleted the
@@ -68,10 +70,9 @@ return {1, fence}
 pub static RELEASE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
-local t = redis.call('TYPE', KEYS[1]).ok
-if t == 'none' then return 0 end
-if t ~= 'string' then return -1 end
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+local v = redis.pcall('GET', KEYS[1])
+if type(v) == 'table' and v.err then return -1 end
+if v ~= ARGV[1] then return 0 end
 redis.call('DEL', KEYS[1], KEYS[2])
 redis.call('PUBLISH', ARGV[2], ARGV[3])
 return 1
