@@ -193,25 +193,10 @@ async fn a_lock_survives_the_migration_of_its_slot() {
     let from = owner_of(&masters, slot);
     let to = masters.iter().find(|m| m.id != from.id).unwrap();
     let slot_text = slot.to_string();
-    let to_port = cluster.nodes[to.index].port.to_string();
-    // The steps of `redis-cli --cluster reshard` for one slot.
-    cluster.cli(
-        to.index,
-        &["CLUSTER", "SETSLOT", &slot_text, "IMPORTING", &from.id],
-    );
-    cluster.cli(
-        from.index,
-        &["CLUSTER", "SETSLOT", &slot_text, "MIGRATING", &to.id],
-    );
     let names = cluster.cli(from.index, &["CLUSTER", "GETKEYSINSLOT", &slot_text, "100"]);
     let names: Vec<&str> = names.lines().filter(|l| !l.is_empty()).collect();
     assert_eq!(names.len(), 3, "lock, fence counter and state: {names:?}");
-    let mut migrate = vec!["MIGRATE", "127.0.0.1", &to_port, "", "0", "5000", "KEYS"];
-    migrate.extend(names.iter().copied());
-    assert!(cluster.cli(from.index, &migrate).contains("OK"));
-    for i in 0..cluster.nodes.len() {
-        cluster.cli(i, &["CLUSTER", "SETSLOT", &slot_text, "NODE", &to.id]);
-    }
+    move_slot(&cluster, slot, to, from);
     // The store follows MOVED: the lock, its fence and its ttl moved with the slot.
     let info = s.inspect(key).await.unwrap().unwrap();
     assert_eq!((info.owner.as_str(), info.fence), ("a", Some(f1)));
