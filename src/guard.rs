@@ -448,14 +448,23 @@ fn safety_margin(ttl: Duration) -> Duration {
     (ttl / 10).min(Duration::from_secs(1))
 }
 
-/// Extends every ttl/3; on store errors retries with backoff until shortly before the lease
-/// would end; fires the lost signal when the lease is gone or cannot be confirmed in time.
+/// The time to the next extend: ttl/3 plus up to a tenth of that at random, so that locks
+/// taken together (a burst of acquires) do not keep extending together, and no lease is
+/// extended more often than every ttl/3.
+fn extend_pause(interval: Duration) -> Duration {
+    interval + interval.mul_f64(rand::random::<f64>() / 10.0)
+}
+
+/// Extends every ttl/3 (plus jitter); on store errors retries with backoff until shortly
+/// before the lease would end; fires the lost signal when the lease is gone or cannot be
+/// confirmed in time. On Redis the extends of all guards share the store's one multiplexed
+/// connection, which writes the commands queued at the same moment together.
 async fn watchdog_loop(held: Arc<Held>) {
     let lock = &held.lock;
     let Some(ttl) = lock.ttl else { return };
     let interval = (ttl / 3).max(Duration::from_millis(1));
     let margin = safety_margin(ttl);
-    let mut next = Instant::now() + interval;
+    let mut next = Instant::now() + extend_pause(interval);
     loop {
         tokio::time::sleep_until(next).await;
         let Some(deadline) = held.deadline() else {
@@ -492,6 +501,6 @@ async fn watchdog_loop(held: Arc<Held>) {
                 Err(_elapsed) => {} // the check above fires next
             }
         }
-        next = Instant::now() + interval;
+        next = Instant::now() + extend_pause(interval);
     }
 }
