@@ -344,6 +344,14 @@ async fn expiry_watcher_in_three_processes_redis() {
     three_watchers_report_each_expiry_once(&server.url()).await;
 }
 
+/// On a Cluster each watcher listens to every master.
+#[cfg(feature = "redis")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expiry_watcher_in_three_processes_redis_cluster() {
+    let cluster = redis_server::RedisCluster::start(3);
+    three_watchers_report_each_expiry_once(&cluster.url()).await;
+}
+
 #[cfg(feature = "postgres")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expiry_watcher_in_three_processes_postgres() {

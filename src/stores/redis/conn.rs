@@ -6,7 +6,10 @@ use std::time::Duration;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
-use redis::{Client, Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, ServerErrorKind, Value};
+use redis::{
+    Client, Cmd, ConnectionAddr, ErrorKind, Pipeline, RedisError, RedisFuture, ServerErrorKind,
+    Value,
+};
 
 use crate::error::{Error, Result};
 use crate::store::{StoreError, StoreErrorKind};
@@ -52,6 +55,26 @@ impl ConnectionLike for Conn {
             Conn::Cluster(c) => c.get_db(),
         }
     }
+}
+
+/// A client for `host:port` with everything else (credentials, database, TLS) as `seed`'s:
+/// for the Cluster masters that `CLUSTER SLOTS` reports.
+pub(super) fn client_at(seed: &Client, host: &str, port: u16) -> redis::RedisResult<Client> {
+    let info = seed.get_connection_info().clone();
+    let addr = match info.addr().clone() {
+        ConnectionAddr::TcpTls {
+            insecure,
+            tls_params,
+            ..
+        } => ConnectionAddr::TcpTls {
+            host: host.to_owned(),
+            port,
+            insecure,
+            tls_params,
+        },
+        _ => ConnectionAddr::Tcp(host.to_owned(), port),
+    };
+    Client::open(info.set_addr(addr))
 }
 
 /// Everything needed to open the store's connections, parsed from a URL.

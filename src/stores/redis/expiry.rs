@@ -21,12 +21,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use redis::{Client, Value};
+use redis::Client;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use super::conn::{op_error, Conn};
-use super::keys;
+use super::{keys, scan};
 use crate::store::{StoreError, StoreErrorKind};
 
 /// Keys kept between two sweeps at most; the oldest are dropped beyond (and found again by
@@ -46,12 +46,14 @@ struct Queue {
 /// The `expired` events of one Redis database, queued for sweeps.
 pub(super) struct ExpiryFeed {
     queue: Arc<Mutex<Queue>>,
-    task: JoinHandle<()>,
+    tasks: Vec<JoinHandle<()>>,
 }
 
 impl Drop for ExpiryFeed {
     fn drop(&mut self) {
-        self.task.abort();
+        for task in &self.tasks {
+            task.abort();
+        }
     }
 }
 
@@ -62,28 +64,37 @@ impl std::fmt::Debug for ExpiryFeed {
 }
 
 impl ExpiryFeed {
-    /// Turns `expired` events on if needed and subscribes; returns once subscribed.
-    pub async fn start(conn: &Conn, client: Client) -> Result<ExpiryFeed, StoreError> {
-        enable_events(conn).await?;
-        let db = client.get_connection_info().redis_settings().db();
-        let channel = format!("__keyevent@{db}__:expired");
+    /// Turns `expired` events on where needed and subscribes on each of `nodes` (the node,
+    /// or every master of a Cluster); returns once every subscription is confirmed.
+    pub async fn start(nodes: Vec<Client>) -> Result<ExpiryFeed, StoreError> {
         let queue = Arc::new(Mutex::new(Queue::default()));
-        let (ready, subscribed) = oneshot::channel();
-        let task = tokio::spawn(listen(client, channel, queue.clone(), ready));
-        match tokio::time::timeout(CONNECT_TIMEOUT, subscribed).await {
-            Ok(Ok(Ok(()))) => Ok(ExpiryFeed { queue, task }),
-            Ok(Ok(Err(e))) => {
-                task.abort();
-                Err(op_error(None, e))
-            }
-            _ => {
-                task.abort();
-                Err(StoreError::new(
-                    StoreErrorKind::Unavailable,
-                    "could not subscribe to expiry events in time",
-                ))
+        let mut feed = ExpiryFeed {
+            queue,
+            tasks: Vec::new(),
+        };
+        for client in nodes {
+            let mut conn =
+                tokio::time::timeout(CONNECT_TIMEOUT, client.get_multiplexed_async_connection())
+                    .await
+                    .map_err(|_| timed_out())?
+                    .map_err(|e| op_error(None, e))?;
+            enable_events(&mut conn).await?;
+            let db = client.get_connection_info().redis_settings().db();
+            let channel = format!("__keyevent@{db}__:expired");
+            let (ready, subscribed) = oneshot::channel();
+            feed.tasks.push(tokio::spawn(listen(
+                client,
+                channel,
+                feed.queue.clone(),
+                ready,
+            )));
+            match tokio::time::timeout(CONNECT_TIMEOUT, subscribed).await {
+                Ok(Ok(Ok(()))) => {}
+                Ok(Ok(Err(e))) => return Err(op_error(None, e)),
+                _ => return Err(timed_out()),
             }
         }
+        Ok(feed)
     }
 
     /// The current generation: a sweep that scanned at this generation has seen every expiry
@@ -111,12 +122,19 @@ impl ExpiryFeed {
     }
 }
 
+fn timed_out() -> StoreError {
+    StoreError::new(
+        StoreErrorKind::Unavailable,
+        "could not subscribe to expiry events in time",
+    )
+}
+
 /// Makes sure the server publishes `expired` keyevents (flags `E` and `x`, or `A`).
-async fn enable_events(conn: &Conn) -> Result<(), StoreError> {
+async fn enable_events(conn: &mut redis::aio::MultiplexedConnection) -> Result<(), StoreError> {
     let reply: Vec<String> = redis::cmd("CONFIG")
         .arg("GET")
         .arg("notify-keyspace-events")
-        .query_async(&mut conn.clone())
+        .query_async(conn)
         .await
         .map_err(|e| unsupported(&e.to_string()))?;
     let flags = reply.get(1).cloned().unwrap_or_default();
@@ -135,7 +153,7 @@ async fn enable_events(conn: &Conn) -> Result<(), StoreError> {
         .arg("SET")
         .arg("notify-keyspace-events")
         .arg(&wanted)
-        .query_async::<()>(&mut conn.clone())
+        .query_async::<()>(conn)
         .await
         .map_err(|e| unsupported(&e.to_string()))?;
     tracing::info!(
@@ -218,40 +236,21 @@ async fn listen(
     }
 }
 
-/// The records of ended holdings under `prefix` found by `SCAN` (single node).
+/// The lock keys under `prefix` whose ended holdings left a record, found by `SCAN` (on the
+/// node, or on every master of a Cluster).
 pub(super) async fn scan_records(conn: &Conn, prefix: &str) -> Result<Vec<String>, StoreError> {
     let mut found = Vec::new();
     for kind in ["state", "expired"] {
         let pattern = format!("{}{kind}*", keys::DERIVED_PREFIX);
-        let mut cursor: u64 = 0;
-        loop {
-            let reply: Value = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(1000)
-                .arg("TYPE")
-                .arg("hash")
-                .query_async(&mut conn.clone())
-                .await
-                .map_err(|e| op_error(None, e))?;
-            let (next, names): (u64, Vec<Vec<u8>>) =
-                redis::from_redis_value(reply).map_err(|e| op_error(None, e.into()))?;
-            for name in names {
-                let Ok(name) = std::str::from_utf8(&name) else {
-                    continue;
-                };
-                if let Some(key) = keys::lock_key_of(name, kind) {
-                    if key.starts_with(prefix) {
-                        found.push(key.to_owned());
-                    }
+        for name in scan::scan_all(conn, &pattern, "hash").await? {
+            let Ok(name) = std::str::from_utf8(&name) else {
+                continue;
+            };
+            if let Some(key) = keys::lock_key_of(name, kind) {
+                if key.starts_with(prefix) {
+                    found.push(key.to_owned());
                 }
             }
-            if next == 0 {
-                break;
-            }
-            cursor = next;
         }
     }
     Ok(found)

@@ -59,11 +59,12 @@
 //!
 //! # Expiry watcher
 //!
-//! [`Locks::watch_expiries`](crate::Locks::watch_expiries) works on a single node (not on a
-//! Cluster): the first sweep turns on the server's `expired` keyspace events if they are off
-//! (`CONFIG SET notify-keyspace-events` adding `Ex`; where `CONFIG` is not allowed, as on
-//! some hosted services, set it in the server's configuration or the sweep answers
-//! `Unsupported`), and listens to them on a connection of its own. Redis reports an expiry
+//! [`Locks::watch_expiries`](crate::Locks::watch_expiries): the first sweep turns on the
+//! server's `expired` keyspace events if they are off (`CONFIG SET notify-keyspace-events`
+//! adding `Ex`; where `CONFIG` is not allowed, as on some hosted services, set it in the
+//! server's configuration or the sweep answers `Unsupported`), and listens to them on a
+//! connection of its own — on a Cluster, one per master, as the Cluster has them when the
+//! watcher starts (restart the watcher after adding masters). Redis reports an expiry
 //! when it actually deletes the key: at once when someone touches it, otherwise within about
 //! 100 ms on a small key space, later on a large one. Each expired holding is reported by
 //! one watcher, whichever process wins the claim; records older than [`EXPIRY_GRACE_MS`] are
@@ -118,8 +119,8 @@ pub struct RedisStore {
     cluster: bool,
     notifier: Arc<ReleaseNotifier>,
     subscriber: Subscriber,
-    /// The node, for the expiry feed's own connection (single node only).
-    node: Option<redis::Client>,
+    /// The node, or a seed node of a Cluster: a template for the expiry feed's connections.
+    seed: redis::Client,
     /// `expired` events, from the first sweep of an expiry watcher on.
     expiry: tokio::sync::OnceCell<expiry::ExpiryFeed>,
     /// Prefix → the feed generation at which it was last scanned.
@@ -183,9 +184,7 @@ impl RedisStore {
             source,
         })?;
         let notifier = ReleaseNotifier::new();
-        let node = (!settings.cluster)
-            .then(|| settings.nodes.first().cloned())
-            .flatten();
+        let seed = settings.nodes[0].clone();
         let subscriber = Subscriber::start(settings.nodes, notifier.clone());
         Ok(RedisStore {
             conn,
@@ -193,7 +192,7 @@ impl RedisStore {
             cluster: settings.cluster,
             notifier,
             subscriber,
-            node,
+            seed,
             expiry: tokio::sync::OnceCell::new(),
             scanned: Default::default(),
         })
@@ -217,7 +216,7 @@ impl RedisStore {
             key: None,
             source,
         })?;
-        let node = settings.nodes.first().cloned();
+        let seed = settings.nodes[0].clone();
         let subscriber = Subscriber::start(settings.nodes, notifier.clone());
         Ok(RedisStore {
             conn,
@@ -225,7 +224,7 @@ impl RedisStore {
             cluster: false,
             notifier,
             subscriber,
-            node,
+            seed,
             expiry: tokio::sync::OnceCell::new(),
             scanned: Default::default(),
         })
@@ -336,6 +335,22 @@ impl RedisStore {
         self.conn.clone()
     }
 
+    /// The nodes whose keyspace events the expiry watcher listens to: the node, or every
+    /// master of a Cluster (as `CLUSTER SLOTS` lists them when the watcher starts).
+    async fn event_nodes(&self) -> std::result::Result<Vec<redis::Client>, StoreError> {
+        let Conn::Cluster(c) = &self.conn else {
+            return Ok(vec![self.seed.clone()]);
+        };
+        let mut nodes = Vec::new();
+        for master in scan::masters(&mut c.clone()).await? {
+            nodes.push(
+                conn::client_at(&self.seed, &master.host, master.port)
+                    .map_err(|e| op_error(None, e))?,
+            );
+        }
+        Ok(nodes)
+    }
+
     fn scanned_at(&self, prefix: &str) -> Option<u64> {
         let scanned = self.scanned.lock().unwrap_or_else(|e| e.into_inner());
         scanned.get(prefix).copied()
@@ -370,11 +385,9 @@ impl Store for RedisStore {
         &self.describe
     }
 
-    /// Everything; on a Cluster everything but the expiry watcher (keyspace events are per
-    /// node, and the store listens on one).
+    /// Everything.
     fn capabilities(&self) -> Capabilities {
         Capabilities {
-            expiry_watch: !self.cluster,
             cancel_safe_acquire: true,
             ..Capabilities::ALL
         }
@@ -532,15 +545,11 @@ impl Store for RedisStore {
     /// arrived since the last sweep, and on a first sweep (or after the event connection
     /// dropped) those a `SCAN` finds. See [`expiry`](self::expiry).
     async fn reap_expired(&self, prefix: &str) -> Result<Vec<LockInfo>, StoreError> {
-        let Some(node) = self.node.clone().filter(|_| !self.cluster) else {
-            return Err(StoreError::new(
-                crate::StoreErrorKind::Unsupported,
-                "the expiry watcher does not run on Redis Cluster (keyspace events are per node)",
-            ));
-        };
         let feed = self
             .expiry
-            .get_or_try_init(|| expiry::ExpiryFeed::start(&self.conn, node))
+            .get_or_try_init(|| async {
+                expiry::ExpiryFeed::start(self.event_nodes().await?).await
+            })
             .await?;
         let generation = feed.generation();
         let mut candidates = feed.take(prefix);
