@@ -145,6 +145,11 @@ pub trait ReleaseWait: Send {
     /// Waits for the next release notification. Must be cancel safe: a notification that
     /// arrives while no one waits is kept for the next call.
     async fn released(&mut self);
+
+    /// Hands a notification this waiter received but could not use (its try was cancelled
+    /// or failed with an error) to another waiter of the key, for stores that wake one
+    /// waiter per release. The default does nothing (every waiter is woken anyway).
+    fn pass_on(&mut self) {}
 }
 
 /// A subscription to releases of one key, taken *before* the first try so that a release
@@ -163,6 +168,12 @@ impl Subscription {
     /// Cancel safe: a notification that arrives while no one waits is kept for the next call.
     pub async fn released(&mut self) {
         self.0.released().await
+    }
+
+    /// Gives a notification this waiter could not use to another waiter (see
+    /// [`ReleaseWait::pass_on`]).
+    pub fn pass_on(&mut self) {
+        self.0.pass_on()
     }
 }
 
