@@ -381,6 +381,18 @@ mod tests {
     }
 
     #[test]
+    fn a_scheme_built_without_its_feature_names_the_feature() {
+        let e = missing_store("postgres", "postgres://u:***@h/db");
+        assert!(matches!(e, Error::Unsupported { .. }), "{e:?}");
+        assert!(e.to_string().contains("cargo feature `postgres`"), "{e}");
+        let e = missing_store("gopher", "gopher://h");
+        assert!(
+            e.to_string().contains("unknown store URL scheme 'gopher'"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn host_lists() {
         let u = StoreUrl::parse("redis+cluster://u:pw@a:7000,b:7001,c:7002/?namespace=x").unwrap();
         assert_eq!(u.hosts, ["a:7000", "b:7001", "c:7002"]);
