@@ -54,6 +54,14 @@ impl StoreUrl {
                 redact_text(text)
             ))
         })?;
+        if is_network(url.scheme()) && split_scheme(&first_only).is_none() {
+            // `redis:/u:pw@h` (a slash short) has no authority: all of it, password included,
+            // would be a path. Not echoed.
+            return Err(Error::config(format!(
+                "a {0} URL starts with {0}:// and a host: {0}://[user:password@]host[:port]…",
+                url.scheme()
+            )));
+        }
         if is_network(url.scheme()) && after_authority(&first_only).contains('@') {
             // Most likely a password with '/', '?' or '#' in it, which ended the authority
             // early: the rest of the password would show as a path, query or fragment.
@@ -153,6 +161,12 @@ pub(crate) async fn open(url: StoreUrl) -> Result<std::sync::Arc<dyn crate::Stor
     let scheme = url.url.scheme().to_ascii_lowercase();
     match scheme.as_str() {
         "memory" => {
+            if url.url.has_host() || !url.url.path().is_empty() {
+                // Not echoed: whatever follows may be a mistyped URL with a password.
+                return Err(Error::config(
+                    "memory: takes no host or path, only options: memory:?namespace=app",
+                ));
+            }
             url.reject_unknown(&[])?;
             Ok(Arc::new(crate::stores::memory::MemoryStore::new()))
         }
@@ -370,6 +384,33 @@ mod tests {
         let u = StoreUrl::parse("redis://u:8%2Fabc+Def==@host:6379").unwrap();
         assert_eq!(u.redacted, "redis://u:***@host:6379");
         assert!(StoreUrl::parse("sqlite:///srv/a@b/locks.db").is_ok());
+    }
+
+    /// A network URL a slash short (`redis:/u:pw@h`) has no host: its password would show
+    /// as a path. Found with the bad-input table.
+    #[test]
+    fn a_network_url_without_authority_is_refused_without_echo() {
+        for text in [
+            "redis:/u:Pw-7q@h:1",
+            "postgres:u:Pw-7q@h/db",
+            "redlock:Pw-7q@a,b",
+        ] {
+            let e = StoreUrl::parse(text).unwrap_err().to_string();
+            assert!(e.contains("://"), "{e}");
+            assert!(!e.contains("Pw-7q"), "{e}");
+        }
+        // An empty host stays allowed (a Unix socket in the query, for the SQL stores).
+        assert!(StoreUrl::parse("postgres:///db?host=/run/postgresql").is_ok());
+    }
+
+    #[tokio::test]
+    async fn memory_takes_no_path() {
+        for text in ["memory:,redis://u:Pw-7q@h:1", "memory://h", "memory:x"] {
+            let e = open(StoreUrl::parse(text).unwrap()).await.unwrap_err();
+            assert!(!e.to_string().contains("Pw-7q"), "{e}");
+            assert!(matches!(e, Error::Config { .. }), "{e:?}");
+        }
+        assert!(open(StoreUrl::parse("memory:").unwrap()).await.is_ok());
     }
 
     /// An '@' before `://` made the redaction of an unparsable URL slice backwards (a
