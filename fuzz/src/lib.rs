@@ -17,16 +17,19 @@ pub const NETWORK_SCHEMES: &[&str] = &[
 ];
 
 /// The stretch of `text` a user most likely meant as the password: what sits between the
-/// `:` after `scheme://user` and the last `@`, when the scheme is a network store's and the
-/// stretch has a letter or digit in it.
+/// `:` after `scheme:` (and any slashes) plus the user name, and the last `@`, when the scheme
+/// is a network store's and the stretch has a letter or digit in it.
 pub fn intended_password(text: &str) -> Option<std::ops::Range<usize>> {
-    let (scheme, rest) = text.split_once("://")?;
+    let (scheme, _) = text.split_once(':')?;
     let bare = scheme.trim_start_matches(|c: char| c <= ' ');
     if !NETWORK_SCHEMES.contains(&bare.to_ascii_lowercase().as_str()) {
         return None;
     }
-    let start = scheme.len() + 3;
-    let at = start + rest.rfind('@')?;
+    let mut start = scheme.len() + 1;
+    while text[start..].starts_with('/') {
+        start += 1;
+    }
+    let at = start + text[start..].rfind('@')?;
     let colon = start + text[start..at].find(':')?;
     // A user name with an authority delimiter in it means the `:` is not the password's.
     if text[start..colon].contains(['/', '?', '#']) {

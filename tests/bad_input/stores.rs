@@ -1,7 +1,7 @@
 //! Rows of the bad-input table: store URLs, credentials, servers down, and what is already
 //! in the store.
 
-use cadenas::{Locks, StoreErrorKind};
+use cadenas::{Locks, Manager, StoreErrorKind};
 
 use super::table::After::Nothing;
 use super::table::Expect::*;
@@ -143,6 +143,56 @@ pub fn cases() -> Vec<Case> {
             &["'schema'"],
             Nothing,
             |_| async move { api(Locks::connect(&with_query(&mysql_base(), "schema=x")).await) },
+        ),
+        case(
+            "network URL a slash short (redis:/u:PW@host)",
+            Config,
+            &["redis://[user:password@]host"],
+            Nothing,
+            |_| async move {
+                api(Locks::connect(&format!("redis:/u:{WRONG_PASSWORD}@127.0.0.1:6379")).await)
+            },
+        ),
+        case(
+            "memory: with a path",
+            Config,
+            &["memory:?namespace=app"],
+            Nothing,
+            |_| async move { api(Locks::connect("memory:/tmp/locks").await) },
+        ),
+        case(
+            "CADENAS_STORES entry that is not name=url",
+            Config,
+            &["CADENAS_STORES", "not name=url", "redis://u:***@h:1"],
+            Nothing,
+            |_| async move {
+                let list = format!("redis://u:{WRONG_PASSWORD}@h:1,a=memory:");
+                api(Manager::from_vars(|n| (n == "CADENAS_STORES").then(|| list.clone())).await)
+            },
+        ),
+        case(
+            "CADENAS_STORES entry whose URL is bad",
+            Config,
+            &["CADENAS_STORES entry 'b'", "memory:?namespace=app"],
+            Nothing,
+            |_| async move {
+                let list = format!("a=memory:,b=memory:,redis://u:{WRONG_PASSWORD}@h:1");
+                api(Manager::from_vars(|n| (n == "CADENAS_STORES").then(|| list.clone())).await)
+            },
+        ),
+        case(
+            "CADENAS_DEFAULT_STORE naming no store",
+            Config,
+            &["'c'", "a, b"],
+            Nothing,
+            |_| async move {
+                api(Manager::from_vars(|n| match n {
+                    "CADENAS_STORES" => Some("a=memory:,b=memory:".into()),
+                    "CADENAS_DEFAULT_STORE" => Some("c".into()),
+                    _ => None,
+                })
+                .await)
+            },
         ),
         case(
             "sqlite URL with a password",
