@@ -158,7 +158,7 @@ pub fn cases() -> Vec<Case> {
             Config,
             &["memory:?namespace=app"],
             Nothing,
-            |_| async move { api(Locks::connect("memory:/tmp/locks").await) },
+            |_| async move { api(Locks::connect("memory:locks.db").await) },
         ),
         case(
             "CADENAS_STORES entry that is not name=url",
