@@ -211,8 +211,8 @@ fn is_network(scheme: &str) -> bool {
     )
 }
 
-/// A host of a host list (not the first) as the URL crate writes it, or `None` if it is not
-/// a host with an optional port.
+/// A host of a host list as the URL crate writes it, or `None` if it is not a host with an
+/// optional port.
 fn listed_host(scheme: &str, host: &str) -> Option<String> {
     if host.contains(|c: char| c <= ' ') {
         return None;
