@@ -42,8 +42,7 @@ pub fn intended_password(text: &str) -> Option<std::ops::Range<usize>> {
 }
 
 /// `text` with another password of the same shape: every ASCII letter and digit of the
-/// intended password shifted by one (`a`→`b`, `z`→`a`, `9`→`0`), the rest kept. If what
-/// cadenas shows differs between the two, it shows something of the password.
+/// intended password shifted by one (`a`→`b`, `z`→`a`, `9`→`0`), the rest kept.
 pub fn with_other_password(text: &str) -> Option<String> {
     let range = intended_password(text)?;
     let shifted: String = text[range.clone()]
@@ -61,6 +60,39 @@ pub fn with_other_password(text: &str) -> Option<String> {
         &text[..range.start],
         &text[range.end..]
     ))
+}
+
+/// Checks that what cadenas shows of `text` (`shown`) reveals nothing of its password.
+///
+/// When the password has no URL delimiter (`/ ? # @ \`) in it, the URL has the same shape
+/// with any password, so what is shown must not change at all when only the password does.
+/// With a delimiter, the password changes the shape (a port may become valid or not), so the
+/// check is on its pieces: no run of 4 or more letters and digits of it may show, unless it
+/// shows just the same with the other password (a word of the message, not the password).
+pub fn assert_password_hidden(text: &str, shown: impl Fn(&str) -> String) {
+    let (Some(range), Some(twin)) = (intended_password(text), with_other_password(text)) else {
+        return;
+    };
+    let (mine, other) = (shown(text), shown(&twin));
+    let stretch = &text[range];
+    if !stretch.contains(['/', '?', '#', '@', '\\']) {
+        assert_eq!(
+            mine, other,
+            "what is shown of {text:?} and {twin:?} differs"
+        );
+        return;
+    }
+    let (mine_l, other_l) = (mine.to_ascii_lowercase(), other.to_ascii_lowercase());
+    for piece in stretch
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .filter(|p| p.len() >= 4)
+    {
+        let piece = piece.to_ascii_lowercase();
+        assert!(
+            !mine_l.contains(&piece) || other_l.contains(&piece),
+            "{piece:?} of the password of {text:?} shows in {mine:?}"
+        );
+    }
 }
 
 thread_local! {
