@@ -472,4 +472,6 @@ async fn tls_with_a_trusted_ca_works_and_an_untrusted_certificate_is_refused() {
         .await
         .unwrap_err();
     assert!(e.is_unavailable(), "{e}");
+    // Refused for the certificate, not for some other reason.
+    assert!(e.to_string().contains("certificate"), "{e}");
 }

@@ -196,6 +196,18 @@ pub fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> u8 {
+    let (result, conflict) = dispatch(cli).await;
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("cadenas: {e}");
+            exit_code(&e, conflict)
+        }
+    }
+}
+
+/// Runs the command; returns its result and the exit code it uses for "not acquired in time".
+async fn dispatch(cli: Cli) -> (Result<u8, Error>, u8) {
     let mut conflict = EXIT_CONFLICT;
     let result = match cli.command {
         Command::Exec {
@@ -231,12 +243,64 @@ async fn run(cli: Cli) -> u8 {
             json,
         } => bench_command(store, tasks, keys, &duration, json).await,
     };
-    match result {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("cadenas: {e}");
-            exit_code(&e, conflict)
+    (result, conflict)
+}
+
+/// The fuzz target `cli_args` (built with `--cfg fuzzing`): parses `args` (program name
+/// first) as `cadenas` does and runs the command against a fresh memory store, except that
+/// `exec` is run as `acquire` once its own flags are checked (no command is started) and
+/// `bench` only checks its flags. Returns the exit code and the error message, if any.
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub fn fuzz_run<I, T>(args: I) -> (u8, String)
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let mut cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => return (if e.use_stderr() { EXIT_USAGE } else { 0 }, e.to_string()),
+    };
+    let memory = |s: &mut StoreArg| {
+        if s.store.as_deref().is_none_or(|u| u.trim().is_empty()) {
+            s.store = Some("memory:".into());
         }
+    };
+    match &mut cli.command {
+        Command::Exec {
+            hold, kill_after, ..
+        } => {
+            if let Err(e) = crate::parse_duration("kill-after", kill_after) {
+                return (exit_code(&e, hold.conflict_exit_code), e.to_string());
+            }
+        }
+        Command::Bench { duration, .. } => {
+            return match crate::parse_duration("duration", duration) {
+                Ok(_) => (0, String::new()),
+                Err(e) => (exit_code(&e, EXIT_CONFLICT), e.to_string()),
+            };
+        }
+        _ => {}
+    }
+    if let Command::Exec { hold, key, .. } = cli.command {
+        cli.command = Command::Acquire { hold, key };
+    }
+    match &mut cli.command {
+        Command::Acquire { hold, .. } => memory(&mut hold.store),
+        Command::Release { store, .. }
+        | Command::Extend { store, .. }
+        | Command::Status { store, .. }
+        | Command::List { store, .. } => memory(store),
+        Command::Exec { .. } | Command::Bench { .. } => unreachable!("handled above"),
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a current-thread runtime");
+    let (result, conflict) = runtime.block_on(dispatch(cli));
+    match result {
+        Ok(code) => (code, String::new()),
+        Err(e) => (exit_code(&e, conflict), e.to_string()),
     }
 }
 

@@ -289,6 +289,8 @@ pub(super) fn op_error(key: Option<&str>, e: RedisError) -> StoreError {
         ErrorKind::AuthenticationFailed | ErrorKind::InvalidClientConfig => {
             StoreErrorKind::Unavailable
         }
+        // A server that wants a password we did not give: as unreachable as a wrong one.
+        _ if is_auth_refusal(&e) => StoreErrorKind::Unavailable,
         _ if e.is_connection_refusal() => StoreErrorKind::Unavailable,
         _ if e.is_timeout() || e.is_io_error() || e.is_connection_dropped() => {
             StoreErrorKind::Transient
@@ -335,6 +337,14 @@ fn describe_error(e: &RedisError) -> String {
         ErrorKind::AuthenticationFailed => {
             format!("authentication failed (check user and password): {e}")
         }
+        _ if is_auth_refusal(e) => {
+            format!("authentication required (give user and password in the URL): {e}")
+        }
         _ => e.to_string(),
     }
+}
+
+/// `NOAUTH` (no password given) or `WRONGPASS` answered to a command.
+fn is_auth_refusal(e: &RedisError) -> bool {
+    matches!(e.code(), Some("NOAUTH" | "WRONGPASS"))
 }
