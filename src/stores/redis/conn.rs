@@ -344,7 +344,9 @@ fn describe_error(e: &RedisError) -> String {
     }
 }
 
-/// `NOAUTH` (no password given) or `WRONGPASS` answered to a command.
+/// `NOAUTH` (no password given) or `WRONGPASS` answered to a command, or the protocol
+/// error a server that wants a password answers to a long command before any (`unauthenticated
+/// multibulk length`: the acquire script has more than ten arguments).
 fn is_auth_refusal(e: &RedisError) -> bool {
-    matches!(e.code(), Some("NOAUTH" | "WRONGPASS"))
+    matches!(e.code(), Some("NOAUTH" | "WRONGPASS")) || e.to_string().contains("unauthenticated")
 }
