@@ -99,6 +99,7 @@ pub async fn paused_holder_sees_lost_at_once(suite: &Suite) {
     let ttl = Duration::from_millis(300);
     let lock = a.lock(&key).ttl(Some(ttl)).auto_extend(true);
     let (acquired_tx, acquired_rx) = tokio::sync::oneshot::channel();
+    let (pause_tx, pause_rx) = tokio::sync::oneshot::channel::<()>();
     let (taken_tx, taken_rx) = std::sync::mpsc::channel::<()>();
     let patience = suite.patience;
     let holder = tokio::task::spawn_blocking(move || {
@@ -109,6 +110,10 @@ pub async fn paused_holder_sees_lost_at_once(suite: &Suite) {
         rt.block_on(async move {
             let guard = lock.acquire().await.expect("the holder acquires");
             let _ = acquired_tx.send(());
+            // Running until told to pause, so that a pooled connection this runtime used is
+            // back in its pool (a store shared with the other client, such as in-memory
+            // SQLite with one connection, would otherwise stall with the paused runtime).
+            let _ = pause_rx.await;
             // The pause: nothing of this runtime runs, the watchdog included.
             let _ = taken_rx.recv_timeout(patience);
             // Resumed: no await before looking, so the watchdog has not run.
@@ -119,6 +124,12 @@ pub async fn paused_holder_sees_lost_at_once(suite: &Suite) {
         })
     });
     acquired_rx.await.expect("the holder acquired");
+    assert!(
+        b.lock(&key).is_locked().await.unwrap(),
+        "{}: the holder's lock is visible to another client",
+        b.describe()
+    );
+    pause_tx.send(()).expect("the holder waits to pause");
     let taker = b
         .lock(&key)
         .ttl(Some(Duration::from_secs(30)))
