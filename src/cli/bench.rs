@@ -252,16 +252,17 @@ async fn hold(locks: &Locks, n: usize, progress: Progress) -> Result<(), Error> 
         }));
     }
     let mut result = Ok(());
-    for h in handles {
-        while !h.is_finished() {
-            progress.show(&format!(
-                "holding {} of {n} locks",
-                taken.load(Ordering::Relaxed)
-            ));
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        let r = h
-            .await
+    for mut h in handles {
+        let r = loop {
+            match tokio::time::timeout(Duration::from_millis(200), &mut h).await {
+                Ok(r) => break r,
+                Err(_) => progress.show(&format!(
+                    "holding {} of {n} locks",
+                    taken.load(Ordering::Relaxed)
+                )),
+            }
+        };
+        let r = r
             .map_err(|e| Error::invalid("bench", e.to_string()))
             .and_then(|r| r);
         if result.is_ok() {
