@@ -96,13 +96,15 @@ def targets(r):
     return rows
 
 
-def markdown(r, plots):
+def markdown(r, plots, base=""):
+    """The report; links are relative to the repository root with `base` in front (for a file
+    written elsewhere)."""
     m, v, load = r["machine"], r["versions"], r["load"]
     tasks = r["settings"]["tasks"]
     s = r["settings"]
     out = [
         f"Run of {r['date']} (`{r['command']}`, {r['seconds'] // 60} min; JSON: "
-        f"[{r['json']}]({r['json']})). Machine: {m['cores']} cores ({m['cpu_model']}), "
+        f"[{r['json']}]({base}{r['json']})). Machine: {m['cores']} cores ({m['cpu_model']}), "
         f"{m['memory_gib']} GiB, Linux {m['kernel']}. Load: 1-minute load average "
         f"{load['during_1min_loadavg']['median']:.1f} (from {load['during_1min_loadavg']['min']:.1f} "
         f"to {load['during_1min_loadavg']['max']:.1f}) during the run, on {m['cores']} cores shared "
@@ -122,15 +124,25 @@ def markdown(r, plots):
         "| store | who | " + " | ".join(f"{t} task{'s' if t > 1 else ''}" for t in tasks) + " |",
         "|---|---|" + "---:|" * len(tasks),
     ]
-    seen = set()
+    seen, failed = set(), []
     for e in order(r["cycles"]):
         if e["series"] in seen:
             continue
         seen.add(e["series"])
         name = f"**{e['series']}**" if e["kind"] == "cadenas" else e["series"]
-        cells = [cycles_of(r, e["series"], t) for t in tasks]
-        cells = [f"**{n(c)}**" if c and e["kind"] == "cadenas" else n(c) for c in cells]
+        cells = []
+        for t in tasks:
+            x = next((x for x in r["cycles"] if x["series"] == e["series"] and x["tasks"] == t), None)
+            c = x and x["cycles_per_sec"]
+            cell = f"**{n(c)}**" if c and e["kind"] == "cadenas" else n(c)
+            if x and x.get("failures"):
+                failed.append((e["series"], t, len(x["failures"]), len(x["failures"]) + len(x["runs"]),
+                               x["failures"][0].strip().splitlines()[-1]))
+                cell += f" ({len(failed)})"
+            cells.append(cell)
         out.append(f"| {e['store']} | {name} | " + " | ".join(cells) + " |")
+    for i, (series, t, k, of, why) in enumerate(failed, 1):
+        out.append(f"{'' if i > 1 else chr(10)}({i}) {series}, {t} tasks: {k} of {of} runs failed: `{why[:300]}`  ")
     out += ["", "cadenas with all tasks on one key (contended), cycles/s:", "",
             "| store | " + " | ".join(str(t) for t in tasks) + " |", "|---|" + "---:|" * len(tasks)]
     for store in STORE_ORDER:
@@ -164,7 +176,7 @@ def markdown(r, plots):
     for what, fig, met in targets(r):
         out.append(f"| {what} | {fig} | {'–' if met is None else ('yes' if met else '**no**')} |")
     if plots:
-        out += ["", *[f"![{alt}]({p})" for alt, p in plots]]
+        out += ["", *[f"![{alt}]({base}{p})" for alt, p in plots]]
     return "\n".join(out) + "\n"
 
 
@@ -182,7 +194,8 @@ def plot(r, stamp):
     fig, axes = plt.subplots(2, 3, figsize=(16, 9.5))
     for ax, store in zip(axes.flat, stores):
         for e in order([e for e in r["cycles"] if e["store"] == store and e["tasks"] == r["settings"]["tasks"][0]]):
-            pts = sorted((x["tasks"], x["cycles_per_sec"]) for x in r["cycles"] if x["series"] == e["series"])
+            pts = sorted((x["tasks"], x["cycles_per_sec"]) for x in r["cycles"]
+                         if x["series"] == e["series"] and x["cycles_per_sec"])
             style = {"cadenas": dict(lw=2.8, color="black"), "ceiling": dict(ls="--", lw=1.5),
                      "peer": dict(lw=1.3)}[e["kind"]]
             ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", ms=4, label=e["series"], **style)
@@ -244,9 +257,10 @@ def write(result, json_path, update_benchmarks_md=True):
     json_path = Path(json_path).resolve()
     stamp = json_path.stem.removeprefix("compare-")
     result["json"] = str(json_path.relative_to(ROOT))
-    text = markdown(result, plot(result, stamp))
+    plots = plot(result, stamp)
+    text = markdown(result, plots)
     md = json_path.with_suffix(".md")
-    md.write_text(text)
+    md.write_text(markdown(result, plots, base="../../"))
     print(f"report: {md.relative_to(ROOT)}", file=sys.stderr)
     if update_benchmarks_md:
         bm = ROOT / "BENCHMARKS.md"
