@@ -149,6 +149,13 @@ enum Command {
         /// Total run time, split over the three phases
         #[arg(long, default_value = "3s", value_name = "DUR")]
         duration: String,
+        /// Other locks to take first and hold during the run (how the store copes with many
+        /// live locks)
+        #[arg(long, default_value_t = 0, value_name = "N")]
+        held: usize,
+        /// Worker threads of the async runtime (default: one per CPU; 1 = single-threaded)
+        #[arg(long, value_name = "N")]
+        threads: Option<usize>,
         /// Print one JSON object
         #[arg(long)]
         json: bool,
@@ -182,10 +189,21 @@ pub fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .try_init();
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    // The benchmark runs like a service would, on every CPU; the other commands need one thread.
+    let threads = match &cli.command {
+        Command::Bench { threads, .. } => threads.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+        }),
+        _ => 1,
+    };
+    let mut builder = if threads > 1 {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(threads);
+        b
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("cadenas: cannot start the async runtime: {e}");
@@ -240,8 +258,10 @@ async fn dispatch(cli: Cli) -> (Result<u8, Error>, u8) {
             tasks,
             keys,
             duration,
+            held,
+            threads: _,
             json,
-        } => bench_command(store, tasks, keys, &duration, json).await,
+        } => bench_command(store, tasks, keys, held, &duration, json).await,
     };
     (result, conflict)
 }
@@ -420,6 +440,7 @@ async fn bench_command(
     store: StoreArg,
     tasks: usize,
     keys: usize,
+    held: usize,
     duration: &str,
     json: bool,
 ) -> Result<u8, Error> {
@@ -428,13 +449,27 @@ async fn bench_command(
         tasks,
         keys,
         duration: crate::parse_duration("duration", duration)?,
+        held,
     };
     let r = bench::run(&opts).await?;
     if json {
         println!("{}", serde_json::to_string(&r).unwrap_or_default());
     } else {
         println!("store            {}", r.store);
-        println!("tasks            {}   keys {}", r.tasks, r.keys);
+        println!(
+            "tasks            {}   keys {}   threads {}",
+            r.tasks, r.keys, r.threads
+        );
+        if r.held > 0 {
+            print!(
+                "held             {} locks, taken in {:.1} s",
+                r.held, r.held_fill_secs
+            );
+            if let Some(b) = r.held_rss_bytes_per_lock {
+                print!(", {b:.0} bytes of this process's memory each");
+            }
+            println!();
+        }
         println!(
             "uncontended      {:.0} cycles/s",
             r.uncontended_cycles_per_sec
