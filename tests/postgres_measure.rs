@@ -4,7 +4,7 @@
 //! `CADENAS_MEASURE_SECS` sets the length of each run (default 2 s), `CADENAS_MEASURE_ROUNDS`
 //! how many times each loop runs, in turn with the others (default 3; medians are printed),
 //! `CADENAS_MEASURE_VARIANTS` the store URL options to measure, separated by `;` (default:
-//! `unlogged=false;unlogged=true`).
+//! `unlogged=false;unlogged=true;synchronous_commit=off`).
 #![cfg(feature = "postgres")]
 
 use std::sync::Arc;
@@ -95,7 +95,7 @@ async fn store_cycles(tasks: usize, store: &Arc<PostgresStore>) -> f64 {
 #[ignore = "a measurement, not a check"]
 async fn measure() {
     let variants = std::env::var("CADENAS_MEASURE_VARIANTS")
-        .unwrap_or_else(|_| "unlogged=false;unlogged=true".into());
+        .unwrap_or_else(|_| "unlogged=false;unlogged=true;synchronous_commit=off".into());
     let variants: Vec<&str> = variants.split(';').filter(|v| !v.is_empty()).collect();
     for tasks in [1usize, 16] {
         let mut stores = Vec::new();

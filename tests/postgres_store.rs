@@ -346,6 +346,29 @@ async fn unlogged_table_and_schema_option() {
     fence_of(s.try_acquire(req("k", "o", LONG)).await.unwrap());
 }
 
+/// `synchronous_commit=off` applies to the store's connections; a value PostgreSQL does
+/// not have is refused before connecting.
+#[tokio::test]
+async fn synchronous_commit_option() {
+    let (s, _t, _c) = store_with("synchronous_commit=off&pool_size=2").await;
+    fence_of(s.try_acquire(req("k", "o", LONG)).await.unwrap());
+    let setting: String = sqlx::query_scalar("SHOW synchronous_commit")
+        .fetch_one(s.pool())
+        .await
+        .unwrap();
+    assert_eq!(setting, "off");
+    assert!(s.release("k", "o").await.unwrap());
+
+    let e = PostgresStore::connect("postgres://u:pw@127.0.0.1:1/test?synchronous_commit=sometimes")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("synchronous_commit=sometimes") && e.contains("remote_apply"),
+        "{e}"
+    );
+}
+
 #[tokio::test]
 async fn killed_connections_leave_the_lease_standing() {
     let app = random_name("cadenas_kill");

@@ -13,15 +13,36 @@
 //! first use, race-free (see `schema.rs`).
 //!
 //! URL options: `table=NAME`, `schema=NAME` (default: the connection's `current_schema()`),
-//! `unlogged=true`, `pool_size=N` (default 10), `acquire_timeout=DUR` (default 10s), and the
-//! driver's own `sslmode`, `sslrootcert`, `sslcert`, `sslkey`, `application_name`, `options`,
-//! `statement-cache-capacity`.
+//! `unlogged=true`, `synchronous_commit=off`, `pool_size=N` (default 10),
+//! `acquire_timeout=DUR` (default 10s), and the driver's own `sslmode`, `sslrootcert`,
+//! `sslcert`, `sslkey`, `application_name`, `options`, `statement-cache-capacity`.
 //!
 //! `unlogged=true` creates the table `UNLOGGED`: writes skip the WAL, so acquire and release
 //! are faster, but after a crash of the server (not a clean restart) PostgreSQL empties the
 //! table — every lock is released at once, which may let two holders run together — and the
 //! table is not replicated to standbys. The fence sequence stays logged, so fences still
 //! never go backwards. It only applies when cadenas creates the table.
+//!
+//! `synchronous_commit=off` (any value of PostgreSQL's setting is accepted) sets
+//! `synchronous_commit` on the store's connections: acquire, release and extend answer
+//! before their commit is flushed to disk instead of waiting for the flush, which is most
+//! of their time on a durable table. The WAL writer flushes them within about three times
+//! `wal_writer_delay` (200 ms by default). If the *server* crashes (the machine or the
+//! postgres process; a clean restart or a crash of the client loses nothing) the commits of
+//! that last moment are lost: an acquisition that was answered may vanish, so **the lock may
+//! be granted twice after the crash**, as with `unlogged=true`; a release may come back (the
+//! lock stays held until its ttl runs out); an extension may be undone (the lease ends
+//! sooner than its holder was told; a watchdog finds it gone and fires the lost signal); and
+//! a fence handed out in that moment may be handed out again, because the fence sequence's
+//! own progress was not flushed either. Other sessions and a store built with
+//! [`PostgresStore::from_pool`] are not affected (set it on your pool's
+//! `PgConnectOptions::options` there).
+//!
+//! Each operation checks a connection out of the pool, and sqlx pings it first (one more
+//! round trip) so that a connection the server closed — a restart — is replaced instead of
+//! failing the operation. A pool of your own built with `test_before_acquire(false)` saves
+//! that round trip (a third of an uncontended cycle on the test machine) at the price of one
+//! failed operation per stale connection after the database restarts.
 //!
 //! # Operations
 //!
@@ -93,6 +114,9 @@ const DRIVER_PARAMS: &[&str] = &[
     "options",
     "statement-cache-capacity",
 ];
+
+/// The values of PostgreSQL's `synchronous_commit` setting, accepted as a URL option.
+const SYNCHRONOUS_COMMIT: &[&str] = &["on", "off", "local", "remote_write", "remote_apply"];
 
 /// The database's clock at statement start, in epoch milliseconds.
 const NOW_MS: &str = "(extract(epoch FROM now()) * 1000)::bigint";
@@ -334,10 +358,28 @@ impl PostgresStore {
         options.schema = url.take("schema");
         options.unlogged = url.take_bool("unlogged")?.unwrap_or(false);
         options.check()?;
-        let split = common::split_url(url, &["table", "schema", "unlogged"], DRIVER_PARAMS)?;
+        let synchronous_commit = match url.take("synchronous_commit") {
+            None => None,
+            Some(v) if SYNCHRONOUS_COMMIT.contains(&v.as_str()) => Some(v),
+            Some(v) => {
+                return Err(Error::config(format!(
+                    "option synchronous_commit={v} in {} is not one of {}",
+                    url.redacted,
+                    SYNCHRONOUS_COMMIT.join(", ")
+                )))
+            }
+        };
+        let split = common::split_url(
+            url,
+            &["table", "schema", "unlogged", "synchronous_commit"],
+            DRIVER_PARAMS,
+        )?;
         let describe = split.redacted.clone();
-        let connect_options = PgConnectOptions::from_url(&split.driver_url)
+        let mut connect_options = PgConnectOptions::from_url(&split.driver_url)
             .map_err(|e| Error::config(format!("{describe}: {e}")))?;
+        if let Some(v) = &synchronous_commit {
+            connect_options = connect_options.options([("synchronous_commit", v.as_str())]);
+        }
         // One direct connection first, so that a database that is down or a wrong password
         // fails now with the real cause, not after the pool's retries.
         let probe = connect_options.connect().await.map_err(|e| {
