@@ -36,8 +36,10 @@
 //!    in which acquisitions commit;
 //! 2. `INSERT INTO <table> … ON DUPLICATE KEY UPDATE col = IF(expired, new, old)` — takes a
 //!    free or expired key with that fence (expiration assigned last, as MySQL evaluates the
-//!    assignments left to right);
-//! 3. reads the row back: ours if it carries our fence, otherwise it names the holder.
+//!    assignments left to right). `LAST_INSERT_ID` in the reply tells whether it did: our
+//!    fence if taken, 0 if held.
+//!
+//! Only when the key is held is the row read (after the commit) to name the holder.
 //!
 //! A per-key counter (rather than one global counter row) keeps acquisitions of different
 //! keys from queuing behind one hot row; a failed attempt skips a value, which is harmless.
@@ -176,17 +178,20 @@ impl Sql {
                  ON DUPLICATE KEY UPDATE fence = LAST_INSERT_ID(fence + 1)",
                 n.fences_quoted
             ),
-            // key, owner, ttl ms, fence, metadata.
+            // key, owner, ttl ms, fence, metadata. `LAST_INSERT_ID` ends as our fence when
+            // the key was free or expired (the VALUES row is evaluated first), as 0 when it
+            // is held: the reply tells which, without reading the row back.
             take: format!(
-                "INSERT INTO {t} (`key`, owner, expiration, fence, metadata) VALUES (?, ?, {NOW_MS} + ?, ?, ?) \
+                "INSERT INTO {t} (`key`, owner, expiration, fence, metadata) \
+                 VALUES (?, ?, {NOW_MS} + ?, LAST_INSERT_ID(?), ?) \
                  ON DUPLICATE KEY UPDATE \
                  owner = IF({expired}, VALUES(owner), owner), \
                  metadata = IF({expired}, VALUES(metadata), metadata), \
-                 fence = IF({expired}, VALUES(fence), fence), \
+                 fence = IF({expired}, VALUES(fence), IF(LAST_INSERT_ID(0), NULL, fence)), \
                  expiration = IF({expired}, VALUES(expiration), expiration)"
             ),
             read_back: format!(
-                "SELECT fence, CAST(owner AS CHAR), {remaining} FROM {t} WHERE `key` = ?"
+                "SELECT CAST(owner AS CHAR), {remaining} FROM {t} WHERE `key` = ? AND {live}"
             ),
             release: format!("DELETE FROM {t} WHERE `key` = ? AND owner = ? AND {live}"),
             // ttl ms, key, owner. `LAST_INSERT_ID(expr)` hands the fence back in the reply.
@@ -345,8 +350,8 @@ impl MySqlStore {
             .bind(r.key)
             .execute(&mut *tx)
             .await?;
-        let fence = i64::try_from(drawn.last_insert_id()).unwrap_or(0);
-        sqlx::query(&self.sql.take)
+        let fence = drawn.last_insert_id();
+        let took = sqlx::query(&self.sql.take)
             .bind(r.key)
             .bind(r.owner)
             .bind(common::ttl_ms(r.ttl))
@@ -354,23 +359,25 @@ impl MySqlStore {
             .bind(r.metadata)
             .execute(&mut *tx)
             .await?;
-        let row: Option<(Option<i64>, Option<String>, Option<i64>)> =
-            sqlx::query_as(&self.sql.read_back)
-                .bind(r.key)
-                .fetch_optional(&mut *tx)
-                .await?;
         tx.commit().await?;
-        Ok(match row {
-            Some((Some(f), _, _)) if f == fence && fence > 0 => Acquire::Acquired(Lease {
-                fence: common::fence(Some(f)),
+        if fence > 0 && took.last_insert_id() == fence {
+            return Ok(Acquire::Acquired(Lease {
+                fence: Some(fence),
                 ttl: r.ttl,
-            }),
-            Some((_, owner, remaining)) => Acquire::Held(Holder {
+            }));
+        }
+        // Held: who holds it, and for how long (it may be gone already).
+        let row: Option<(Option<String>, Option<i64>)> = sqlx::query_as(&self.sql.read_back)
+            .bind(r.key)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(Acquire::Held(match row {
+            Some((owner, remaining)) => Holder {
                 owner,
                 remaining: common::remaining(remaining),
-            }),
-            None => Acquire::Held(Holder::default()),
-        })
+            },
+            None => Holder::default(),
+        }))
     }
 }
 
