@@ -1,14 +1,12 @@
 //! Measurements of the MySQL/MariaDB store next to the server's own named locks (ignored;
 //! run with `cargo test --release --features mysql --test mysql_measure -- --ignored --nocapture`).
 //!
-//! `CADENAS_MEASURE_SECS` sets the length of each run (default 2 s), `CADENAS_MEASURE_ROUNDS`
-//! how many times each loop runs, in turn with the others (default 3; medians are printed).
+//! `CADENAS_MEASURE_SECS` sets how long each loop runs in all (default 6 s; the loops run in
+//! turn in short slices). The store's pool has one connection per task, as many as the
+//! ceiling's pools together; it is measured with 16 as well.
 #![cfg(feature = "mysql")]
 
 use std::sync::Arc;
-
-use cadenas::store::Store;
-use cadenas::stores::mysql::MySqlStore;
 
 #[path = "support/mysql.rs"]
 mod my;
@@ -16,19 +14,21 @@ use my::*;
 
 #[path = "support/measure.rs"]
 mod measure;
-use measure::{median, rate, rounds};
+use measure::{compare, cycle, Cycle};
 
 /// The ceiling: `GET_LOCK` then `RELEASE_LOCK`, each statement on a connection checked out
 /// of the pool for that statement, as the store does — through a store's own pool (one per
-/// task, of size 1, so that the release runs on the session that holds the lock).
-async fn ceiling(tasks: usize) -> f64 {
-    let mut stores = Vec::new();
+/// task, of size 1, so that the release runs on the session that holds the lock). The
+/// stores are returned to be kept (and their tables dropped) to the end.
+async fn ceiling(tasks: usize) -> (Cycle, Vec<Cleanup>) {
+    let (mut pools, mut cleanups) = (vec![], vec![]);
     for _ in 0..tasks {
         let (s, _t, c) = store_with("pool_size=1").await;
-        stores.push((s, c));
+        pools.push(s.pool().clone());
+        cleanups.push(c);
     }
-    let pools: Arc<Vec<_>> = Arc::new(stores.iter().map(|(s, _)| s.pool().clone()).collect());
-    rate(tasks, move |i| {
+    let pools = Arc::new(pools);
+    let cycle = cycle(move |i| {
         let pools = pools.clone();
         async move {
             let key = format!("bench{i}");
@@ -45,15 +45,16 @@ async fn ceiling(tasks: usize) -> f64 {
                 .unwrap();
             assert_eq!(unlocked, Some(1));
         }
-    })
-    .await
+    });
+    (cycle, cleanups)
 }
 
-/// The same loop holding one pooled connection for both statements (the ceiling of the
-/// earlier figures, which pays one pool checkout per cycle instead of two).
-async fn ceiling_one_checkout(tasks: usize, store: &MySqlStore) -> f64 {
-    let pool = store.pool().clone();
-    rate(tasks, move |i| {
+/// The same loop holding one pooled connection (of 16) for both statements: the ceiling of
+/// the earlier figures, which pays one pool checkout per cycle instead of two.
+async fn ceiling_one_checkout() -> (Cycle, Cleanup) {
+    let (s, _t, c) = store_with("pool_size=16").await;
+    let pool = s.pool().clone();
+    let cycle = cycle(move |i| {
         let pool = pool.clone();
         async move {
             let key = format!("bench{i}");
@@ -69,8 +70,14 @@ async fn ceiling_one_checkout(tasks: usize, store: &MySqlStore) -> f64 {
                 .await
                 .unwrap();
         }
-    })
-    .await
+    });
+    (cycle, c)
+}
+
+/// Acquire and release through the store, on a fresh table with URL options `query`.
+async fn store_cycle(query: &str) -> (Cycle, Cleanup) {
+    let (s, _t, c) = store_with(query).await;
+    (measure::store_cycle(Arc::new(s)), c)
 }
 
 /// Throughput next to bare `GET_LOCK`/`RELEASE_LOCK` loops.
@@ -78,30 +85,22 @@ async fn ceiling_one_checkout(tasks: usize, store: &MySqlStore) -> f64 {
 #[ignore = "a measurement, not a check"]
 async fn measure() {
     for tasks in [1usize, 16] {
-        let (s, _t, _c) = store_with("pool_size=16").await;
-        let s = Arc::new(s);
-        let (mut fair, mut one, mut ours) = (vec![], vec![], vec![]);
-        for _ in 0..rounds() {
-            fair.push(ceiling(tasks).await);
-            one.push(ceiling_one_checkout(tasks, &s).await);
-            let s = s.clone();
-            ours.push(
-                rate(tasks, move |i| {
-                    let s = s.clone();
-                    async move {
-                        let key = format!("bench{i}");
-                        fence_of(s.try_acquire(req(&key, "o", LONG)).await.unwrap());
-                        assert!(s.release(&key, "o").await.unwrap());
-                    }
-                })
-                .await,
+        let (fair, _c1) = ceiling(tasks).await;
+        let (one, _c2) = ceiling_one_checkout().await;
+        let same = format!("pool_size={tasks}");
+        let (ours, _c3) = store_cycle(&same).await;
+        let (ours16, _c4) = store_cycle("pool_size=16").await;
+        let rates = compare(tasks, &[fair, one, ours, ours16]).await;
+        let (fair, one) = (rates[0], rates[1]);
+        println!(
+            "mariadb tasks={tasks}: GET_LOCK ceiling {fair:.0}/s (a pool checkout per statement, as the store), {one:.0}/s (one per cycle)"
+        );
+        for (o, r) in [same.as_str(), "pool_size=16"].iter().zip(&rates[2..]) {
+            println!(
+                "mariadb {o} tasks={tasks}: {r:.0} cycles/s, ratio {:.2} (to the one-checkout ceiling {:.2})",
+                r / fair,
+                r / one
             );
         }
-        let (fair, one, ours) = (median(fair), median(one), median(ours));
-        println!(
-            "mariadb tasks={tasks}: {ours:.0} cycles/s; GET_LOCK ceiling {fair:.0}/s (one checkout per statement, as the store), {one:.0}/s (one per cycle); ratio {:.2} ({:.2} to the one-checkout ceiling)",
-            ours / fair,
-            ours / one
-        );
     }
 }

@@ -1,17 +1,17 @@
 //! Measurements of the PostgreSQL store next to the server's own advisory locks (ignored;
 //! run with `cargo test --release --features postgres --test postgres_measure -- --ignored --nocapture`).
 //!
-//! `CADENAS_MEASURE_SECS` sets the length of each run (default 2 s), `CADENAS_MEASURE_ROUNDS`
-//! how many times each loop runs, in turn with the others (default 3; medians are printed),
-//! `CADENAS_MEASURE_VARIANTS` the store URL options to measure, separated by `;` (default:
-//! `unlogged=false;unlogged=true;synchronous_commit=off`).
+//! `CADENAS_MEASURE_SECS` sets how long each loop runs in all (default 6 s; the loops run in
+//! turn in short slices), `CADENAS_MEASURE_VARIANTS` the store URL options to measure,
+//! separated by `;` (default: `unlogged=false;unlogged=true;synchronous_commit=off`). The
+//! store's pool has one connection per task, as many as the ceiling's pools together, unless
+//! a variant sets `pool_size`.
 #![cfg(feature = "postgres")]
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use cadenas::store::{Acquire, Store};
-use cadenas::stores::postgres::PostgresStore;
 
 #[path = "support/postgres.rs"]
 mod pg;
@@ -19,20 +19,21 @@ use pg::*;
 
 #[path = "support/measure.rs"]
 mod measure;
-use measure::{and, median, rate, rounds};
+use measure::{and, compare, cycle, Cycle};
 
 /// The ceiling: `pg_try_advisory_lock` then `pg_advisory_unlock`, each statement on a
 /// connection checked out of the pool for that statement, as the store does — through a
 /// store's own pool (one per task, of size 1, so that the unlock runs on the session that
-/// holds the lock).
-async fn ceiling(tasks: usize, query: &str) -> f64 {
-    let mut stores = Vec::new();
+/// holds the lock). The stores are returned to be kept (and their tables dropped) to the end.
+async fn ceiling(tasks: usize) -> (Cycle, Vec<Cleanup>) {
+    let (mut pools, mut cleanups) = (vec![], vec![]);
     for _ in 0..tasks {
-        let (s, _t, c) = store_with(&and(query, "pool_size=1")).await;
-        stores.push((s, c));
+        let (s, _t, c) = store_with("pool_size=1").await;
+        pools.push(s.pool().clone());
+        cleanups.push(c);
     }
-    let pools: Arc<Vec<_>> = Arc::new(stores.iter().map(|(s, _)| s.pool().clone()).collect());
-    rate(tasks, move |i| {
+    let pools = Arc::new(pools);
+    let cycle = cycle(move |i| {
         let pools = pools.clone();
         async move {
             let key = format!("bench{i}");
@@ -49,15 +50,16 @@ async fn ceiling(tasks: usize, query: &str) -> f64 {
                 .unwrap();
             assert!(unlocked);
         }
-    })
-    .await
+    });
+    (cycle, cleanups)
 }
 
-/// The same loop holding one pooled connection for both statements (the ceiling of the
-/// earlier figures, which pays one pool checkout per cycle instead of two).
-async fn ceiling_one_checkout(tasks: usize, store: &PostgresStore) -> f64 {
-    let pool = store.pool().clone();
-    rate(tasks, move |i| {
+/// The same loop holding one pooled connection (of 16) for both statements: the ceiling of
+/// the earlier figures, which pays one pool checkout per cycle instead of two.
+async fn ceiling_one_checkout() -> (Cycle, Cleanup) {
+    let (s, _t, c) = store_with("pool_size=16").await;
+    let pool = s.pool().clone();
+    let cycle = cycle(move |i| {
         let pool = pool.clone();
         async move {
             let key = format!("bench{i}");
@@ -73,21 +75,14 @@ async fn ceiling_one_checkout(tasks: usize, store: &PostgresStore) -> f64 {
                 .await
                 .unwrap();
         }
-    })
-    .await
+    });
+    (cycle, c)
 }
 
-async fn store_cycles(tasks: usize, store: &Arc<PostgresStore>) -> f64 {
-    let store = store.clone();
-    rate(tasks, move |i| {
-        let s = store.clone();
-        async move {
-            let key = format!("bench{i}");
-            fence_of(s.try_acquire(req(&key, "o", LONG)).await.unwrap());
-            assert!(s.release(&key, "o").await.unwrap());
-        }
-    })
-    .await
+/// Acquire and release through the store, on a fresh table with URL options `query`.
+async fn store_cycle(query: &str) -> (Cycle, Cleanup) {
+    let (s, _t, c) = store_with(query).await;
+    (measure::store_cycle(Arc::new(s)), c)
 }
 
 /// Throughput next to bare advisory-lock loops, and hand-off latency.
@@ -98,37 +93,47 @@ async fn measure() {
         .unwrap_or_else(|_| "unlogged=false;unlogged=true;synchronous_commit=off".into());
     let variants: Vec<&str> = variants.split(';').filter(|v| !v.is_empty()).collect();
     for tasks in [1usize, 16] {
-        let mut stores = Vec::new();
+        let (fair, _c1) = ceiling(tasks).await;
+        let (one, _c2) = ceiling_one_checkout().await;
+        let mut loops = vec![fair, one];
+        let mut names = vec![];
+        let mut cleanups = vec![];
         for v in &variants {
-            let (s, _t, c) = store_with(&and(v, "pool_size=16")).await;
-            stores.push((Arc::new(s), c));
+            let o = match v.contains("pool_size") {
+                true => v.to_string(),
+                false => and(v, &format!("pool_size={tasks}")),
+            };
+            let (l, c) = store_cycle(&o).await;
+            loops.push(l);
+            names.push(o);
+            cleanups.push(c);
         }
-        let (one_store, _t, _c) = store_with("pool_size=16").await;
-        let (mut fair, mut one) = (vec![], vec![]);
-        let mut ours = vec![vec![]; variants.len()];
-        for _ in 0..rounds() {
-            fair.push(ceiling(tasks, "").await);
-            one.push(ceiling_one_checkout(tasks, &one_store).await);
-            for (i, (s, _)) in stores.iter().enumerate() {
-                ours[i].push(store_cycles(tasks, s).await);
-            }
-        }
-        let (fair, one) = (median(fair), median(one));
+        let rates = compare(tasks, &loops).await;
+        let (fair, one) = (rates[0], rates[1]);
         println!(
-            "postgres tasks={tasks}: advisory-lock ceiling {fair:.0}/s (one checkout per statement, as the store), {one:.0}/s (one per cycle)"
+            "postgres tasks={tasks}: advisory-lock ceiling {fair:.0}/s (a pool checkout per statement, as the store), {one:.0}/s (one per cycle)"
         );
-        for (v, rates) in variants.iter().zip(ours) {
-            let r = median(rates);
+        for (o, r) in names.iter().zip(&rates[2..]) {
             println!(
-                "postgres {v} tasks={tasks}: {r:.0} cycles/s, ratio {:.2} (to the one-checkout ceiling {:.2})",
+                "postgres {o} tasks={tasks}: {r:.0} cycles/s, ratio {:.2} (to the one-checkout ceiling {:.2})",
                 r / fair,
                 r / one
             );
         }
     }
-    // Hand-off latency: release in one store, wake in another whose try found the key held.
-    let (waiter, table, _c) = store_with("").await;
-    let holder = connect(&with_query(&base_url(), &format!("table={table}"))).await;
+    for query in ["", "synchronous_commit=off"] {
+        handoff(query).await;
+    }
+}
+
+/// Hand-off latency: release in one store, wake in another whose try found the key held.
+async fn handoff(query: &str) {
+    let (waiter, table, _c) = store_with(query).await;
+    let holder = connect(&with_query(
+        &base_url(),
+        &and(&format!("table={table}"), query),
+    ))
+    .await;
     let mut sub = waiter.subscribe("h").await.unwrap().unwrap();
     let mut lat = vec![];
     for _ in 0..200 {
@@ -144,7 +149,7 @@ async fn measure() {
     }
     lat.sort();
     println!(
-        "postgres hand-off (release call + NOTIFY): p50 {:?} p99 {:?}",
+        "postgres hand-off [{query}] (release call + NOTIFY): p50 {:?} p99 {:?}",
         lat[lat.len() / 2],
         lat[lat.len() * 99 / 100]
     );
