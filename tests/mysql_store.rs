@@ -369,6 +369,16 @@ async fn killed_connections_leave_the_lease_standing() {
     assert!(s.release("k", "a").await.unwrap());
 }
 
+/// Pool options from the URL reach the pool.
+#[tokio::test]
+async fn pool_options() {
+    let (s, _t, _c) = store_with("pool_size=3&test_before_acquire=false").await;
+    assert!(!s.pool().options().get_test_before_acquire());
+    assert_eq!(s.pool().options().get_max_connections(), 3);
+    fence_of(s.try_acquire(req("k", "o", LONG)).await.unwrap());
+    assert!(s.release("k", "o").await.unwrap());
+}
+
 #[tokio::test]
 async fn local_releases_wake_local_subscribers() {
     let (s, _t, _c) = store_with("").await;

@@ -347,10 +347,13 @@ async fn unlogged_table_and_schema_option() {
 }
 
 /// `synchronous_commit=off` applies to the store's connections; a value PostgreSQL does
-/// not have is refused before connecting.
+/// not have is refused before connecting. `test_before_acquire=false` reaches the pool.
 #[tokio::test]
-async fn synchronous_commit_option() {
-    let (s, _t, _c) = store_with("synchronous_commit=off&pool_size=2").await;
+async fn synchronous_commit_and_pool_options() {
+    let (s, _t, _c) =
+        store_with("synchronous_commit=off&pool_size=2&test_before_acquire=false").await;
+    assert!(!s.pool().options().get_test_before_acquire());
+    assert_eq!(s.pool().options().get_max_connections(), 2);
     fence_of(s.try_acquire(req("k", "o", LONG)).await.unwrap());
     let setting: String = sqlx::query_scalar("SHOW synchronous_commit")
         .fetch_one(s.pool())

@@ -14,8 +14,8 @@
 //! Creation is race-free (see `schema.rs`).
 //!
 //! URL options: `table=NAME`, `pool_size=N` (default 10), `acquire_timeout=DUR` (default
-//! 10s), and the driver's `ssl-mode`, `ssl-ca`, `ssl-cert`, `ssl-key`, `charset`,
-//! `collation`, `socket`, `statement-cache-capacity`.
+//! 10s), `test_before_acquire=false` (see *Speed*), and the driver's `ssl-mode`, `ssl-ca`,
+//! `ssl-cert`, `ssl-key`, `charset`, `collation`, `socket`, `statement-cache-capacity`.
 //!
 //! # Operations and clock
 //!
@@ -50,6 +50,24 @@
 //! MySQL has no notification channel, so [`Capabilities::notify`] is `false` and waiters in
 //! other processes poll at the lock layer's delay. Waiters in *this* process are woken at
 //! once when this store releases a key (through [`Store::subscribe`]).
+
+//!
+//! # Speed
+//!
+//! An acquire+release cycle is five statements on two pooled connections (`BEGIN`, the
+//! fence draw, the take and `COMMIT`; then the release) against two for the server's own
+//! `GET_LOCK`/`RELEASE_LOCK`, and two InnoDB commits, each waiting for its redo-log flush
+//! with the server's default `innodb_flush_log_at_trx_commit=1`, where `GET_LOCK` writes
+//! nothing. With one task the disk's flush latency bounds the rate; BENCHMARKS.md has the
+//! figures (about 0.1 of the `GET_LOCK` loop with one task, 0.25 with 16, on the test
+//! machine). That setting is the server's, not a session's: a store cannot relax it, and
+//! setting it to 2 on the server (flush once a second) trades the last second of commits
+//! on a machine crash — locks granted twice, fences repeated — for about twice the rate.
+//!
+//! sqlx pings a pooled connection before each use so that one the server closed (after a
+//! restart) is replaced instead of failing the operation; `test_before_acquire=false` (or
+//! a pool of your own built that way, [`MySqlStore::from_pool`]) saves that round trip, at
+//! the price of one failed operation per stale connection after the database restarts.
 
 mod schema;
 
@@ -276,6 +294,7 @@ impl MySqlStore {
         let pool = MySqlPoolOptions::new()
             .max_connections(split.pool_size)
             .acquire_timeout(split.acquire_timeout)
+            .test_before_acquire(split.test_before_acquire)
             .connect_lazy_with(connect_options);
         Self::setup(pool, options, describe, true).await
     }

@@ -14,8 +14,9 @@
 //!
 //! URL options: `table=NAME`, `schema=NAME` (default: the connection's `current_schema()`),
 //! `unlogged=true`, `synchronous_commit=off`, `pool_size=N` (default 10),
-//! `acquire_timeout=DUR` (default 10s), and the driver's own `sslmode`, `sslrootcert`,
-//! `sslcert`, `sslkey`, `application_name`, `options`, `statement-cache-capacity`.
+//! `acquire_timeout=DUR` (default 10s), `test_before_acquire=false` (see *Speed*), and the
+//! driver's own `sslmode`, `sslrootcert`, `sslcert`, `sslkey`, `application_name`,
+//! `options`, `statement-cache-capacity`.
 //!
 //! `unlogged=true` creates the table `UNLOGGED`: writes skip the WAL, so acquire and release
 //! are faster, but after a crash of the server (not a clean restart) PostgreSQL empties the
@@ -38,11 +39,6 @@
 //! [`PostgresStore::from_pool`] are not affected (set it on your pool's
 //! `PgConnectOptions::options` there).
 //!
-//! Each operation checks a connection out of the pool, and sqlx pings it first (one more
-//! round trip) so that a connection the server closed — a restart — is replaced instead of
-//! failing the operation. A pool of your own built with `test_before_acquire(false)` saves
-//! that round trip (a third of an uncontended cycle on the test machine) at the price of one
-//! failed operation per stale connection after the database restarts.
 //!
 //! # Operations
 //!
@@ -80,6 +76,31 @@
 //! tasks releasing their own keys wait for each other's disk flushes: in `pgbench` on the
 //! test machine, 330 acquire+release cycles/s with a notify per release against 3,006
 //! without.
+
+//!
+//! # Speed
+//!
+//! An acquire+release cycle is two statements, each on a connection checked out of the
+//! pool, against two for the server's own `pg_try_advisory_lock`/`pg_advisory_unlock`;
+//! BENCHMARKS.md has the figures. What a cycle costs beyond that loop:
+//!
+//! - **Durable commits.** Acquire and release each commit a row change and wait for its
+//!   WAL flush, which the advisory-lock loop never does. With one task the flush latency
+//!   of the disk bounds the rate (two flushes per cycle); with many, PostgreSQL flushes
+//!   concurrent commits together. `unlogged=true` or `synchronous_commit=off` take the
+//!   flush off the path (with the crash trade-offs above); they reach about 0.5–0.6 of the
+//!   advisory-lock loop with one task on the test machine, about 0.35 with 16, where both
+//!   processes share two cores and a row insert, delete and commit cost the server more
+//!   than a lock-table entry.
+//! - **The fence sequence.** `nextval` writes WAL once per 32 values and the commit that
+//!   drew it waits for that flush, even on an `UNLOGGED` table: the price of fences that
+//!   never go backwards after a crash.
+//! - **The pool.** sqlx pings a connection when it is checked out (one more round trip)
+//!   so that one the server closed — after a restart — is replaced instead of failing the
+//!   operation; it pings again when the connection is returned. `test_before_acquire=false`
+//!   (or a pool of your own built that way, [`PostgresStore::from_pool`]) saves the first
+//!   ping, at the price of one failed operation per stale connection after the database
+//!   restarts (a watchdog retries; an `acquire` or `release` returns the error).
 
 mod listener;
 mod schema;
@@ -389,6 +410,7 @@ impl PostgresStore {
         let pool = PgPoolOptions::new()
             .max_connections(split.pool_size)
             .acquire_timeout(split.acquire_timeout)
+            .test_before_acquire(split.test_before_acquire)
             .connect_lazy_with(connect_options);
         Self::setup(pool, options, describe, true, split.acquire_timeout).await
     }
