@@ -3,7 +3,8 @@
 //!
 //! `CADENAS_MEASURE_SECS` sets how long each loop runs in all (default 6 s; the loops run in
 //! turn in short slices). The store's pool has one connection per task, as many as the
-//! ceiling's pools together; it is measured with 16 as well.
+//! ceiling's pools together; it is measured with 16 as well, and with
+//! `test_before_acquire=false` next to a ceiling whose pools have it too.
 #![cfg(feature = "mysql")]
 
 use std::sync::Arc;
@@ -18,12 +19,13 @@ use measure::{compare, cycle, Cycle};
 
 /// The ceiling: `GET_LOCK` then `RELEASE_LOCK`, each statement on a connection checked out
 /// of the pool for that statement, as the store does — through a store's own pool (one per
-/// task, of size 1, so that the release runs on the session that holds the lock). The
-/// stores are returned to be kept (and their tables dropped) to the end.
-async fn ceiling(tasks: usize) -> (Cycle, Vec<Cleanup>) {
+/// task, of size 1, so that the release runs on the session that holds the lock), with the
+/// URL options `query` added. The stores are returned to be kept (and their tables dropped)
+/// to the end.
+async fn ceiling(tasks: usize, query: &str) -> (Cycle, Vec<Cleanup>) {
     let (mut pools, mut cleanups) = (vec![], vec![]);
     for _ in 0..tasks {
-        let (s, _t, c) = store_with("pool_size=1").await;
+        let (s, _t, c) = store_with(&format!("pool_size=1{query}")).await;
         pools.push(s.pool().clone());
         cleanups.push(c);
     }
@@ -85,19 +87,23 @@ async fn store_cycle(query: &str) -> (Cycle, Cleanup) {
 #[ignore = "a measurement, not a check"]
 async fn measure() {
     for tasks in [1usize, 16] {
-        let (fair, _c1) = ceiling(tasks).await;
-        let (one, _c2) = ceiling_one_checkout().await;
+        let (one, _c1) = ceiling_one_checkout().await;
         let same = format!("pool_size={tasks}");
-        let (ours, _c3) = store_cycle(&same).await;
-        let (ours16, _c4) = store_cycle("pool_size=16").await;
-        let rates = compare(tasks, &[fair, one, ours, ours16]).await;
-        let (fair, one) = (rates[0], rates[1]);
-        println!(
-            "mariadb tasks={tasks}: GET_LOCK ceiling {fair:.0}/s (a pool checkout per statement, as the store), {one:.0}/s (one per cycle)"
-        );
-        for (o, r) in [same.as_str(), "pool_size=16"].iter().zip(&rates[2..]) {
+        let noping = format!("pool_size={tasks}&test_before_acquire=false");
+        for o in [same.as_str(), "pool_size=16", noping.as_str()] {
+            // The ceiling's pools ping before a checkout or not, as the store's. (One variant
+            // at a time, to stay well within the server's connection limit.)
+            let extra = if o.contains("test_before_acquire=false") {
+                "&test_before_acquire=false"
+            } else {
+                ""
+            };
+            let (ceiling, _c2) = ceiling(tasks, extra).await;
+            let (ours, _c3) = store_cycle(o).await;
+            let rates = compare(tasks, &[ceiling, one.clone(), ours]).await;
+            let (fair, one, r) = (rates[0], rates[1], rates[2]);
             println!(
-                "mariadb {o} tasks={tasks}: {r:.0} cycles/s, ratio {:.2} (to the one-checkout ceiling {:.2})",
+                "mariadb {o} tasks={tasks}: {r:.0} cycles/s; GET_LOCK ceiling {fair:.0}/s (a pool checkout per statement, as the store), {one:.0}/s (one checkout per cycle); ratio {:.2} ({:.2} to the one-checkout ceiling)",
                 r / fair,
                 r / one
             );

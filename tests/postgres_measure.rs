@@ -3,9 +3,10 @@
 //!
 //! `CADENAS_MEASURE_SECS` sets how long each loop runs in all (default 6 s; the loops run in
 //! turn in short slices), `CADENAS_MEASURE_VARIANTS` the store URL options to measure,
-//! separated by `;` (default: `unlogged=false;unlogged=true;synchronous_commit=off`). The
-//! store's pool has one connection per task, as many as the ceiling's pools together, unless
-//! a variant sets `pool_size`.
+//! separated by `;` (default: durable, `unlogged=true`, `synchronous_commit=off`, and the
+//! last with `test_before_acquire=false`). The store's pool has one connection per task, as
+//! many as the ceiling's pools together, unless a variant sets `pool_size`; a variant with
+//! `test_before_acquire=false` is compared with a ceiling whose pools have it too.
 #![cfg(feature = "postgres")]
 
 use std::sync::Arc;
@@ -24,11 +25,12 @@ use measure::{and, compare, cycle, Cycle};
 /// The ceiling: `pg_try_advisory_lock` then `pg_advisory_unlock`, each statement on a
 /// connection checked out of the pool for that statement, as the store does — through a
 /// store's own pool (one per task, of size 1, so that the unlock runs on the session that
-/// holds the lock). The stores are returned to be kept (and their tables dropped) to the end.
-async fn ceiling(tasks: usize) -> (Cycle, Vec<Cleanup>) {
+/// holds the lock), made with the URL options `query`. The stores are returned to be kept
+/// (and their tables dropped) to the end.
+async fn ceiling(tasks: usize, query: &str) -> (Cycle, Vec<Cleanup>) {
     let (mut pools, mut cleanups) = (vec![], vec![]);
     for _ in 0..tasks {
-        let (s, _t, c) = store_with("pool_size=1").await;
+        let (s, _t, c) = store_with(&and(query, "pool_size=1")).await;
         pools.push(s.pool().clone());
         cleanups.push(c);
     }
@@ -85,37 +87,34 @@ async fn store_cycle(query: &str) -> (Cycle, Cleanup) {
     (measure::store_cycle(Arc::new(s)), c)
 }
 
+/// The pool option that skips sqlx's ping before each checkout.
+const NO_PING: &str = "test_before_acquire=false";
+
 /// Throughput next to bare advisory-lock loops, and hand-off latency.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a measurement, not a check"]
 async fn measure() {
     let variants = std::env::var("CADENAS_MEASURE_VARIANTS")
-        .unwrap_or_else(|_| "unlogged=false;unlogged=true;synchronous_commit=off".into());
+        .unwrap_or_else(|_| {
+            "unlogged=false;unlogged=true;synchronous_commit=off;synchronous_commit=off&test_before_acquire=false".into()
+        });
     let variants: Vec<&str> = variants.split(';').filter(|v| !v.is_empty()).collect();
     for tasks in [1usize, 16] {
-        let (fair, _c1) = ceiling(tasks).await;
-        let (one, _c2) = ceiling_one_checkout().await;
-        let mut loops = vec![fair, one];
-        let mut names = vec![];
-        let mut cleanups = vec![];
+        let (one, _c1) = ceiling_one_checkout().await;
         for v in &variants {
             let o = match v.contains("pool_size") {
                 true => v.to_string(),
                 false => and(v, &format!("pool_size={tasks}")),
             };
-            let (l, c) = store_cycle(&o).await;
-            loops.push(l);
-            names.push(o);
-            cleanups.push(c);
-        }
-        let rates = compare(tasks, &loops).await;
-        let (fair, one) = (rates[0], rates[1]);
-        println!(
-            "postgres tasks={tasks}: advisory-lock ceiling {fair:.0}/s (a pool checkout per statement, as the store), {one:.0}/s (one per cycle)"
-        );
-        for (o, r) in names.iter().zip(&rates[2..]) {
+            // The ceiling's pools ping before a checkout or not, as the store's. (One variant
+            // at a time: the shared server allows 100 connections.)
+            let (ceiling, _c2) =
+                ceiling(tasks, if o.contains(NO_PING) { NO_PING } else { "" }).await;
+            let (ours, _c3) = store_cycle(&o).await;
+            let rates = compare(tasks, &[ceiling, one.clone(), ours]).await;
+            let (fair, one, r) = (rates[0], rates[1], rates[2]);
             println!(
-                "postgres {o} tasks={tasks}: {r:.0} cycles/s, ratio {:.2} (to the one-checkout ceiling {:.2})",
+                "postgres {o} tasks={tasks}: {r:.0} cycles/s; advisory-lock ceiling {fair:.0}/s (a pool checkout per statement, as the store), {one:.0}/s (one checkout per cycle); ratio {:.2} ({:.2} to the one-checkout ceiling)",
                 r / fair,
                 r / one
             );
