@@ -88,10 +88,10 @@
 //!   WAL flush, which the advisory-lock loop never does. With one task the flush latency
 //!   of the disk bounds the rate (two flushes per cycle); with many, PostgreSQL flushes
 //!   concurrent commits together. `unlogged=true` or `synchronous_commit=off` take the
-//!   flush off the path (with the crash trade-offs above); they reach about 0.5–0.6 of the
-//!   advisory-lock loop with one task on the test machine, about 0.35 with 16, where both
-//!   processes share two cores and a row insert, delete and commit cost the server more
-//!   than a lock-table entry.
+//!   flush off the path (with the crash trade-offs above); they reach 0.4–0.6 of the
+//!   advisory-lock loop with one task on the test machine and 0.3–0.37 with 16, where both
+//!   processes share two cores and a row insert, delete and two commits cost the server
+//!   more than a lock-table entry.
 //! - **The fence sequence.** `nextval` writes WAL once per 32 values and the commit that
 //!   drew it waits for that flush, even on an `UNLOGGED` table: the price of fences that
 //!   never go backwards after a crash.
