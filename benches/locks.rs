@@ -1,4 +1,5 @@
-//! Hot paths: the memory store under the lock API and alone, tokens, URL parsing.
+//! Hot paths: the memory store under the lock API and alone (acquire+release, a conflicting
+//! try, extend, inspect), tokens, URL and duration parsing.
 //! `cargo bench --bench locks`
 #![allow(missing_docs)] // criterion_group! makes an undocumented function
 
@@ -58,6 +59,42 @@ fn memory(c: &mut Criterion) {
         })
     });
 
+    // The other store operations, on a held key.
+    let held = "held-key";
+    rt.block_on(store.try_acquire(AcquireRequest {
+        key: held,
+        owner: "owner-0123456789abcdef",
+        ttl: Some(Duration::from_secs(3600)),
+        metadata: None,
+    }))
+    .unwrap();
+    g.bench_function("store try_acquire, held by another", |b| {
+        b.to_async(&rt).iter(|| async {
+            let r = AcquireRequest {
+                key: held,
+                owner: "someone-else",
+                ttl: Some(Duration::from_secs(30)),
+                metadata: None,
+            };
+            black_box(store.try_acquire(r).await.unwrap())
+        })
+    });
+    g.bench_function("store extend", |b| {
+        b.to_async(&rt).iter(|| async {
+            let ttl = Some(Duration::from_secs(3600));
+            black_box(
+                store
+                    .extend(held, "owner-0123456789abcdef", ttl)
+                    .await
+                    .unwrap(),
+            )
+        })
+    });
+    g.bench_function("store inspect", |b| {
+        b.to_async(&rt)
+            .iter(|| async { black_box(store.inspect(held).await.unwrap()) })
+    });
+
     // With 1,000,000 other locks held.
     let full = Arc::new(MemoryStore::new());
     rt.block_on(async {
@@ -105,6 +142,18 @@ fn tokens_and_urls(c: &mut Criterion) {
             },
             BatchSize::SmallInput,
         )
+    });
+    // Restore a token and turn the guard back into a token: decoding, the store's ownership
+    // check and encoding, without an acquire or a release.
+    let token = rt.block_on(async {
+        let guard = locks.lock("kept").ttl(None).acquire().await.unwrap();
+        guard.serialize()
+    });
+    g.bench_function("restore+serialize token", |b| {
+        b.to_async(&rt).iter(|| async {
+            let g = locks.restore(black_box(&token)).await.unwrap();
+            black_box(g.serialize())
+        })
     });
     g.bench_function("store URL", |b| {
         b.iter(|| {

@@ -27,7 +27,9 @@ pub(crate) struct Held {
     lost: Mutex<Option<String>>,
     /// Wakes lost-signal waiters when `lost` is set.
     lost_notify: Notify,
-    /// Whether the watchdog decides loss (otherwise the local deadline does).
+    /// Whether a watchdog keeps the lease alive and fires the lost signal (otherwise
+    /// lost-signal waiters sleep until the local deadline). A passed deadline counts as lost
+    /// either way.
     watchdog: bool,
     /// Whether the lease's last event (released, expired, lost) went out: serializes events
     /// so that, per lease, they arrive in order and nothing follows the last one. Only
@@ -96,13 +98,16 @@ impl Held {
         });
     }
 
-    /// The reason if lost, including a local deadline that has passed.
+    /// The reason if lost, including a local deadline that has passed. With a watchdog too:
+    /// a holder whose process was paused past its deadline must see the loss as soon as it
+    /// resumes, not only once the watchdog task gets its turn (which gives up before the
+    /// deadline when it runs, so this changes nothing for a watchdog that keeps up).
     fn reason(&self) -> Option<String> {
         if let Some(r) = self.lost.lock().unwrap_or_else(|e| e.into_inner()).clone() {
             return Some(r);
         }
         match self.deadline() {
-            Some(d) if !self.watchdog && Instant::now() >= d => {
+            Some(d) if Instant::now() >= d => {
                 Some("the lease expired before it was extended or released".into())
             }
             _ => None,
@@ -363,7 +368,8 @@ impl LostSignal {
         self.held.reason()
     }
 
-    /// Whether the lease is known lost.
+    /// Whether the lease is known lost, or its local deadline has passed (also with a
+    /// watchdog: a holder resumed after a pause longer than its lease sees it at once).
     pub fn is_lost(&self) -> bool {
         self.reason().is_some()
     }
@@ -442,14 +448,23 @@ fn safety_margin(ttl: Duration) -> Duration {
     (ttl / 10).min(Duration::from_secs(1))
 }
 
-/// Extends every ttl/3; on store errors retries with backoff until shortly before the lease
-/// would end; fires the lost signal when the lease is gone or cannot be confirmed in time.
+/// The time to the next extend: ttl/3 plus up to a tenth of that at random, so that locks
+/// taken together (a burst of acquires) do not keep extending together, and no lease is
+/// extended more often than every ttl/3.
+fn extend_pause(interval: Duration) -> Duration {
+    interval + interval.mul_f64(rand::random::<f64>() / 10.0)
+}
+
+/// Extends every ttl/3 (plus jitter); on store errors retries with backoff until shortly
+/// before the lease would end; fires the lost signal when the lease is gone or cannot be
+/// confirmed in time. On Redis the extends of all guards share the store's one multiplexed
+/// connection, which writes the commands queued at the same moment together.
 async fn watchdog_loop(held: Arc<Held>) {
     let lock = &held.lock;
     let Some(ttl) = lock.ttl else { return };
     let interval = (ttl / 3).max(Duration::from_millis(1));
     let margin = safety_margin(ttl);
-    let mut next = Instant::now() + interval;
+    let mut next = Instant::now() + extend_pause(interval);
     loop {
         tokio::time::sleep_until(next).await;
         let Some(deadline) = held.deadline() else {
@@ -486,6 +501,6 @@ async fn watchdog_loop(held: Arc<Held>) {
                 Err(_elapsed) => {} // the check above fires next
             }
         }
-        next = Instant::now() + interval;
+        next = Instant::now() + extend_pause(interval);
     }
 }

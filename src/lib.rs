@@ -32,6 +32,9 @@ pub mod conformance;
 pub mod duration;
 mod error;
 mod events;
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub mod fuzzing;
 mod guard;
 mod key;
 mod lock;

@@ -13,7 +13,7 @@ use crate::key;
 use crate::locks::Locks;
 use crate::observe::{self, op_span};
 use crate::retry::Retry;
-use crate::store::{Acquire, AcquireRequest, Holder, LockInfo, Store};
+use crate::store::{Acquire, AcquireRequest, Holder, LockInfo, Store, Subscription};
 
 /// One named lock: a key, the owner id it acquires with, its ttl, metadata and retry policy.
 ///
@@ -292,15 +292,23 @@ impl Lock {
             if let Some(t) = retry.get_timeout() {
                 pause = pause.min(t.saturating_sub(started.elapsed()));
             }
-            match subscription.as_mut() {
+            let notified = match subscription.as_mut() {
                 // A lost notification costs at most one pause.
-                Some(sub) => {
-                    let _ = tokio::time::timeout(pause, sub.released()).await;
+                Some(sub) => tokio::time::timeout(pause, sub.released()).await.is_ok(),
+                None => {
+                    tokio::time::sleep(pause).await;
+                    false
                 }
-                None => tokio::time::sleep(pause).await,
-            }
+            };
             *attempts += 1;
-            match self.attempt().await? {
+            // Stores wake one waiter per release: if this try is cancelled or fails, the
+            // wake-up goes to another waiter.
+            let baton = PassOn(subscription.as_mut().filter(|_| notified));
+            let answer = self.attempt().await;
+            if answer.is_ok() {
+                std::mem::forget(baton);
+            }
+            match answer? {
                 Ok(guard) => return Ok(guard),
                 Err(h) => holder = h,
             }
@@ -319,10 +327,12 @@ impl Lock {
         // Measured before the request is sent, so our view of the lease never outlives the
         // store's.
         let sent = Instant::now();
-        let answer = if self.store().capabilities().shared {
+        let caps = self.store().capabilities();
+        let answer = if caps.shared && !caps.cancel_safe_acquire {
             self.attempt_detached().await
         } else {
-            // An in-process store answers without suspending: nothing to cancel mid-way.
+            // An in-process store answers without suspending: nothing to cancel mid-way; a
+            // cancel-safe store cleans up after a cancelled request itself.
             self.store()
                 .try_acquire(AcquireRequest {
                     key: &self.stored,
@@ -464,6 +474,18 @@ impl Lock {
         };
         observe::record(&span, outcome);
         result
+    }
+}
+
+/// Passes a release notification on when dropped (see [`Subscription::pass_on`]); forgotten
+/// once the try it woke has answered.
+struct PassOn<'a>(Option<&'a mut Subscription>);
+
+impl Drop for PassOn<'_> {
+    fn drop(&mut self) {
+        if let Some(sub) = self.0.as_mut() {
+            sub.pass_on();
+        }
     }
 }
 

@@ -330,6 +330,11 @@ impl LocksBuilder {
             let ttl = crate::duration::parse_ttl(&ttl)?;
             self.ttl.get_or_insert(ttl);
         }
+        // Checked before the store is opened, so a bad namespace sends no SQL (no table is
+        // created for it).
+        if let Some(ns) = &self.namespace {
+            key::check_namespace(ns)?;
+        }
         let store = crate::url::open(parsed).await?;
         self.build_arc(store)
     }

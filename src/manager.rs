@@ -49,7 +49,7 @@ impl Manager {
         match (var("CADENAS_STORES"), var("CADENAS_STORE")) {
             (Some(list), _) if !list.trim().is_empty() => {
                 let mut first = None;
-                for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                for item in split_entries(&list).filter(|s| !s.is_empty()) {
                     let (name, url) = item.split_once('=').ok_or_else(|| {
                         Error::config(format!(
                             "CADENAS_STORES entry '{}' is not name=url",
@@ -57,7 +57,13 @@ impl Manager {
                         ))
                     })?;
                     first.get_or_insert_with(|| name.to_owned());
-                    builder = builder.store(name, Locks::connect(url).await?);
+                    let locks = Locks::connect(url).await.map_err(|e| match e {
+                        Error::Config { message } => {
+                            Error::config(format!("CADENAS_STORES entry '{name}': {message}"))
+                        }
+                        other => other,
+                    })?;
+                    builder = builder.store(name, locks);
                 }
                 let default = var("CADENAS_DEFAULT_STORE")
                     .or(first)
@@ -119,6 +125,39 @@ impl Manager {
         }
         first.map_or(Ok(()), Err)
     }
+}
+
+/// Splits `name=url,name=url` at the commas that begin a new `name=scheme:` entry, so that
+/// the commas of a URL (a host list, a password) stay in it.
+fn split_entries(list: &str) -> impl Iterator<Item = &str> {
+    let starts_entry = |rest: &str| {
+        if rest.trim().is_empty() {
+            return true; // a trailing comma
+        }
+        let Some((name, url)) = rest.trim_start().split_once('=') else {
+            return false;
+        };
+        let scheme = url.split_once(':').map_or("", |(scheme, _)| scheme);
+        !name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+            && scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+            && scheme
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
+    };
+    let mut cuts = vec![0];
+    cuts.extend(
+        list.match_indices(',')
+            .map(|(i, _)| i)
+            .filter(|&i| starts_entry(&list[i + 1..])),
+    );
+    cuts.push(list.len());
+    (0..cuts.len() - 1).map(move |n| {
+        let start = if n == 0 { 0 } else { cuts[n] + 1 };
+        list[start..cuts[n + 1]].trim()
+    })
 }
 
 /// Builds a [`Manager`].
@@ -187,5 +226,31 @@ mod tests {
             Manager::from_vars(|n| (n == "CADENAS_STORES").then(|| "x=memory:,y".into())).await;
         assert!(matches!(bad, Err(Error::Config { .. })));
         m.disconnect_all().await.unwrap();
+    }
+
+    /// Found with the bad-input table: a comma inside a URL (a host list, a password) cut it
+    /// into two entries, and the second could show a piece of the password.
+    #[test]
+    fn entries_keep_the_commas_of_their_urls() {
+        let split = |list| split_entries(list).collect::<Vec<_>>();
+        assert_eq!(
+            split("a=redis+cluster://h1:1,h2:2/?namespace=x, b=memory:,"),
+            ["a=redis+cluster://h1:1,h2:2/?namespace=x", "b=memory:", ""]
+        );
+        assert_eq!(
+            split("a=redis://u:p,w@h:1,b=memory:"),
+            ["a=redis://u:p,w@h:1", "b=memory:"]
+        );
+        assert_eq!(split("x=memory:,y"), ["x=memory:,y"]);
+        assert_eq!(split(""), [""]);
+    }
+
+    #[tokio::test]
+    async fn a_bad_entry_never_shows_a_password() {
+        let list = "a=memory:,redis://u:Pw-9z@h:1";
+        let e = Manager::from_vars(|n| (n == "CADENAS_STORES").then(|| list.into()))
+            .await
+            .unwrap_err();
+        assert!(!e.to_string().contains("Pw-9z"), "{e}");
     }
 }

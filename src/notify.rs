@@ -2,14 +2,16 @@
 //! polling. A store calls [`ReleaseNotifier::notify`] when a key is released (by this
 //! process, or when its server tells it so) and hands out [`ReleaseNotifier::subscribe`].
 //!
-//! Subscriptions count versions, so a release that happens between a failed try and the
-//! wait is never missed: the wait returns at once.
+//! One waiter per key is woken per release (the others need not try: only one can win), and a
+//! release that happens while nobody waits yet — between a failed try and the wait — is kept
+//! for the next wait, which returns at once. A waiter woken for nothing (its try cancelled
+//! or failed with an error) passes the wake-up on, so no waiter sleeps through a free lock.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::watch;
+use tokio::sync::Notify;
 
 use crate::store::{ReleaseWait, Subscription};
 
@@ -23,7 +25,7 @@ pub struct ReleaseNotifier {
 
 #[derive(Debug)]
 struct Slot {
-    tx: watch::Sender<u64>,
+    notify: Arc<Notify>,
     subscribers: usize,
 }
 
@@ -33,14 +35,14 @@ impl ReleaseNotifier {
         Arc::new(Self::default())
     }
 
-    /// Wakes every subscriber of `key`.
+    /// Wakes one subscriber of `key` (or the next one to wait).
     pub fn notify(&self, key: &str) {
         if self.subscribers.load(Ordering::Acquire) == 0 {
             return;
         }
         let slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(slot) = slots.get(key) {
-            slot.tx.send_modify(|v| *v = v.wrapping_add(1));
+            slot.notify.notify_one();
         }
     }
 
@@ -49,7 +51,9 @@ impl ReleaseNotifier {
     pub fn notify_all(&self) {
         let slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
         for slot in slots.values() {
-            slot.tx.send_modify(|v| *v = v.wrapping_add(1));
+            slot.notify.notify_waiters();
+            // And the next one to wait, if it is between two tries right now.
+            slot.notify.notify_one();
         }
     }
 
@@ -65,18 +69,18 @@ impl ReleaseNotifier {
 
     /// Subscribes to releases of `key`, from now on.
     pub fn subscribe(self: &Arc<Self>, key: &str) -> Subscription {
-        let rx = {
+        let notify = {
             let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
             let slot = slots.entry(key.to_owned()).or_insert_with(|| Slot {
-                tx: watch::channel(0).0,
+                notify: Arc::new(Notify::new()),
                 subscribers: 0,
             });
             slot.subscribers += 1;
             self.subscribers.fetch_add(1, Ordering::AcqRel);
-            slot.tx.subscribe()
+            slot.notify.clone()
         };
         Subscription::new(Waiter {
-            rx,
+            notify,
             _slot: SlotGuard {
                 notifier: self.clone(),
                 key: key.to_owned(),
@@ -86,16 +90,19 @@ impl ReleaseNotifier {
 }
 
 struct Waiter {
-    rx: watch::Receiver<u64>,
+    notify: Arc<Notify>,
     _slot: SlotGuard,
 }
 
 #[async_trait::async_trait]
 impl ReleaseWait for Waiter {
     async fn released(&mut self) {
-        // An error means the sender is gone (the store closed): wake, and let the caller
-        // find out on its next try.
-        let _ = self.rx.changed().await;
+        // Cancel safe: a `Notified` dropped after it was chosen hands the wake-up on.
+        self.notify.notified().await;
+    }
+
+    fn pass_on(&mut self) {
+        self.notify.notify_one();
     }
 }
 
@@ -147,6 +154,38 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(5), sub.released())
             .await
             .unwrap();
+    }
+
+    /// On one thread, so that "the other waiter is still asleep" is a fact, not a timing.
+    #[tokio::test(flavor = "current_thread")]
+    async fn one_waiter_wakes_per_release_and_passes_an_unused_wake_on() {
+        let n = ReleaseNotifier::new();
+        let (tx, mut woken) = tokio::sync::mpsc::unbounded_channel();
+        for name in ["a", "b"] {
+            let mut sub = n.subscribe("k");
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                sub.released().await;
+                tx.send((name, sub)).unwrap();
+            });
+        }
+        let settle = || async {
+            for _ in 0..10 {
+                tokio::task::yield_now().await;
+            }
+        };
+        settle().await; // both wait now
+        n.notify("k");
+        let (first, mut sub) = woken.recv().await.unwrap();
+        settle().await;
+        assert!(
+            woken.try_recv().is_err(),
+            "one release woke a second waiter"
+        );
+        // The woken waiter could not use it: the other one gets it.
+        sub.pass_on();
+        let (second, _) = woken.recv().await.unwrap();
+        assert_ne!(first, second);
     }
 
     #[tokio::test]

@@ -38,10 +38,19 @@ pub struct Capabilities {
     /// [`Store::reap_expired`] is supported, so the expiry watcher
     /// ([`Locks::watch_expiries`](crate::Locks::watch_expiries)) works.
     pub expiry_watch: bool,
+    /// A [`Store::try_acquire`] future dropped while its request is in flight never leaves a
+    /// lock behind: the store itself gives back whatever that request took, and never
+    /// anything a later request took. The lock layer then calls `try_acquire` directly;
+    /// otherwise, for a `shared` store, it runs each request in a task of its own that
+    /// completes (and releases) even when the caller is cancelled, at the price of a task
+    /// hand-over per attempt. Not part of [`Capabilities::ALL`]: declare it only with that
+    /// clean-up in place.
+    pub cancel_safe_acquire: bool,
 }
 
 impl Capabilities {
-    /// Everything on: what a full-featured store declares.
+    /// Everything on (but [`cancel_safe_acquire`](Capabilities::cancel_safe_acquire)): what a
+    /// full-featured store declares.
     pub const ALL: Capabilities = Capabilities {
         fencing: true,
         notify: true,
@@ -49,6 +58,7 @@ impl Capabilities {
         list: true,
         shared: true,
         expiry_watch: true,
+        cancel_safe_acquire: false,
     };
 }
 
@@ -135,6 +145,11 @@ pub trait ReleaseWait: Send {
     /// Waits for the next release notification. Must be cancel safe: a notification that
     /// arrives while no one waits is kept for the next call.
     async fn released(&mut self);
+
+    /// Hands a notification this waiter received but could not use (its try was cancelled
+    /// or failed with an error) to another waiter of the key, for stores that wake one
+    /// waiter per release. The default does nothing (every waiter is woken anyway).
+    fn pass_on(&mut self) {}
 }
 
 /// A subscription to releases of one key, taken *before* the first try so that a release
@@ -153,6 +168,12 @@ impl Subscription {
     /// Cancel safe: a notification that arrives while no one waits is kept for the next call.
     pub async fn released(&mut self) {
         self.0.released().await
+    }
+
+    /// Gives a notification this waiter could not use to another waiter (see
+    /// [`ReleaseWait::pass_on`]).
+    pub fn pass_on(&mut self) {
+        self.0.pass_on()
     }
 }
 

@@ -16,19 +16,26 @@ use crate::guard::Guard;
 
 const PREFIX: &str = "cadenas1.";
 
+/// The content of a token. `pub` only so that the fuzz targets can reach it through
+/// `cadenas::fuzzing` (built with `--cfg fuzzing`); the module is private otherwise.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub(crate) struct Token {
+pub struct Token {
+    /// The key, without namespace.
     #[serde(rename = "k")]
     pub key: String,
+    /// The namespace of the `Locks` that took it.
     #[serde(rename = "n", default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
+    /// The owner id.
     #[serde(rename = "o")]
     pub owner: String,
+    /// The fence of the acquisition, if the store gives one.
     #[serde(rename = "f", default, skip_serializing_if = "Option::is_none")]
     pub fence: Option<u64>,
     /// The lock's ttl in ms (`None` = never expires).
     #[serde(rename = "t", default, skip_serializing_if = "Option::is_none")]
     pub ttl_ms: Option<u64>,
+    /// The lock's ttl (`ttl_ms` as a duration), filled in by `decode`.
     #[serde(skip)]
     pub ttl: Option<Duration>,
 }
@@ -46,7 +53,8 @@ impl Token {
         }
     }
 
-    pub(crate) fn encode(&self) -> String {
+    /// The token text: `cadenas1.` + base64url(JSON) + `.` + CRC-32 in hex.
+    pub fn encode(&self) -> String {
         let json = serde_json::to_vec(self).expect("a token always serializes");
         format!(
             "{PREFIX}{}.{:08x}",
@@ -55,7 +63,8 @@ impl Token {
         )
     }
 
-    pub(crate) fn decode(text: &str) -> Result<Token> {
+    /// Reads a token, checking its checksum and every field (key, namespace, owner, ttl).
+    pub fn decode(text: &str) -> Result<Token> {
         let bad = |why: &str| {
             Error::invalid(
                 "token",

@@ -19,9 +19,11 @@
 //! before any watcher swept is reported by the memory store (it keeps the replaced record for
 //! the watcher once a watcher has run) but not by the SQL stores, whose acquire overwrites
 //! the expired row in the same statement: sweep often (the default is every second) when
-//! takeovers of expired locks must be seen. Stores without
-//! [`Capabilities::expiry_watch`](crate::Capabilities::expiry_watch) (Redis, whose keys
-//! vanish by themselves) answer [`Error::Unsupported`](crate::Error::Unsupported).
+//! takeovers of expired locks must be seen. Redis, whose keys vanish by themselves, keeps
+//! each holding's record for a grace period and learns of expiries from keyspace events (see
+//! `cadenas::stores::redis`); it reports takeovers too. Stores without
+//! [`Capabilities::expiry_watch`](crate::Capabilities::expiry_watch) (Redlock: no single
+//! record of a holding) answer [`Error::Unsupported`](crate::Error::Unsupported).
 
 use std::time::Duration;
 

@@ -7,7 +7,7 @@
 //! parent set `CADENAS_WATCH_CHILD_URL`.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -19,32 +19,10 @@ fn random(prefix: &str) -> String {
     format!("{prefix}{:012x}", rand::random::<u64>() >> 16)
 }
 
-/// A `MakeWriter` that keeps everything written, for checking logs.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
+#[path = "support/captured.rs"]
+mod captured;
 
-impl Captured {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
-    type Writer = Captured;
-    fn make_writer(&'a self) -> Captured {
-        self.clone()
-    }
-}
+use captured::Captured;
 
 async fn wait_until<F, Fut>(what: &str, limit: Duration, mut cond: F)
 where
@@ -333,6 +311,23 @@ async fn expiry_watcher_in_three_processes_sqlite() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("locks.db").display());
     three_watchers_report_each_expiry_once(&url).await;
+}
+
+/// On Redis the watchers listen to keyspace events, which a fresh server has off: the first
+/// sweep turns them on.
+#[cfg(feature = "redis")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expiry_watcher_in_three_processes_redis() {
+    let server = redis_server::RedisServer::start();
+    three_watchers_report_each_expiry_once(&server.url()).await;
+}
+
+/// On a Cluster each watcher listens to every master.
+#[cfg(feature = "redis")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expiry_watcher_in_three_processes_redis_cluster() {
+    let cluster = redis_server::RedisCluster::start(3);
+    three_watchers_report_each_expiry_once(&cluster.url()).await;
 }
 
 #[cfg(feature = "postgres")]

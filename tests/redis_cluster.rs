@@ -193,25 +193,10 @@ async fn a_lock_survives_the_migration_of_its_slot() {
     let from = owner_of(&masters, slot);
     let to = masters.iter().find(|m| m.id != from.id).unwrap();
     let slot_text = slot.to_string();
-    let to_port = cluster.nodes[to.index].port.to_string();
-    // The steps of `redis-cli --cluster reshard` for one slot.
-    cluster.cli(
-        to.index,
-        &["CLUSTER", "SETSLOT", &slot_text, "IMPORTING", &from.id],
-    );
-    cluster.cli(
-        from.index,
-        &["CLUSTER", "SETSLOT", &slot_text, "MIGRATING", &to.id],
-    );
     let names = cluster.cli(from.index, &["CLUSTER", "GETKEYSINSLOT", &slot_text, "100"]);
     let names: Vec<&str> = names.lines().filter(|l| !l.is_empty()).collect();
     assert_eq!(names.len(), 3, "lock, fence counter and state: {names:?}");
-    let mut migrate = vec!["MIGRATE", "127.0.0.1", &to_port, "", "0", "5000", "KEYS"];
-    migrate.extend(names.iter().copied());
-    assert!(cluster.cli(from.index, &migrate).contains("OK"));
-    for i in 0..cluster.nodes.len() {
-        cluster.cli(i, &["CLUSTER", "SETSLOT", &slot_text, "NODE", &to.id]);
-    }
+    move_slot(&cluster, slot, to, from);
     // The store follows MOVED: the lock, its fence and its ttl moved with the slot.
     let info = s.inspect(key).await.unwrap().unwrap();
     assert_eq!((info.owner.as_str(), info.fence), ("a", Some(f1)));
@@ -223,4 +208,134 @@ async fn a_lock_survives_the_migration_of_its_slot() {
     assert!(s.release(key, "a").await.unwrap());
     let f2 = fence(&s, req(key, "b", None)).await;
     assert!(f2 > f1);
+}
+
+/// Moves `slot` to master `to`, the way `redis-cli --cluster reshard` does, but one key per
+/// `MIGRATE`, so that for a while some keys of the slot answer `ASK` and scripts on several
+/// of them get `TRYAGAIN`.
+fn move_slot(cluster: &RedisCluster, slot: u16, to: &Master, from: &Master) {
+    let slot_text = slot.to_string();
+    let to_port = cluster.nodes[to.index].port.to_string();
+    cluster.cli(
+        to.index,
+        &["CLUSTER", "SETSLOT", &slot_text, "IMPORTING", &from.id],
+    );
+    cluster.cli(
+        from.index,
+        &["CLUSTER", "SETSLOT", &slot_text, "MIGRATING", &to.id],
+    );
+    loop {
+        let names = cluster.cli(from.index, &["CLUSTER", "GETKEYSINSLOT", &slot_text, "10"]);
+        let names: Vec<&str> = names.lines().filter(|l| !l.is_empty()).collect();
+        if names.is_empty() {
+            break;
+        }
+        for name in names {
+            let out = cluster.cli(
+                from.index,
+                &["MIGRATE", "127.0.0.1", &to_port, name, "0", "5000"],
+            );
+            assert!(
+                out.contains("OK") || out.contains("NOKEY"),
+                "MIGRATE {name}: {out}"
+            );
+        }
+    }
+    for i in 0..cluster.nodes.len() {
+        cluster.cli(i, &["CLUSTER", "SETSLOT", &slot_text, "NODE", &to.id]);
+    }
+}
+
+/// A `MOVED`/`ASK` storm: the slot of four locks travels round the three masters again and
+/// again while eight tasks take and give back those locks. Every answer stays right (never
+/// two holders of a key, fences increasing per key), and an operation that fails fails with
+/// a retryable error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn locks_stay_exclusive_through_a_moved_and_ask_storm() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    let cluster = Arc::new(RedisCluster::start(3));
+    let locks = cadenas::Locks::connect(&cluster.url()).await.unwrap();
+    let names: Arc<Vec<String>> = Arc::new((0..4).map(|i| format!("{{storm}}k{i}")).collect());
+    let slot = keys::slot(b"{storm}");
+    let stop = Arc::new(AtomicBool::new(false));
+    let held: Arc<Vec<AtomicBool>> = Arc::new((0..4).map(|_| AtomicBool::new(false)).collect());
+    let fences: Arc<Vec<Mutex<u64>>> = Arc::new((0..4).map(|_| Mutex::new(0)).collect());
+    let (cycles, errors) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let mut tasks = Vec::new();
+    for t in 0..8usize {
+        let (locks, names, stop) = (locks.clone(), names.clone(), stop.clone());
+        let (held, fences) = (held.clone(), fences.clone());
+        let (cycles, errors) = (cycles.clone(), errors.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut n = t;
+            while !stop.load(Ordering::Relaxed) {
+                let i = n % names.len();
+                n += 1;
+                let lock = locks
+                    .lock(&names[i])
+                    .ttl(Some(Duration::from_secs(3)))
+                    .retry(cadenas::Retry::default().timeout(Duration::from_secs(10)));
+                let guard = match lock.acquire().await {
+                    Ok(g) => g,
+                    Err(cadenas::Error::Store { source, .. }) if source.is_retryable() => {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                    Err(e) => panic!("acquire {}: {e}", names[i]),
+                };
+                assert!(
+                    !held[i].swap(true, Ordering::SeqCst),
+                    "two holders of {}",
+                    names[i]
+                );
+                let fence = guard.fence().expect("fenced");
+                {
+                    let mut last = fences[i].lock().unwrap();
+                    assert!(fence > *last, "{}: fence {fence} after {}", names[i], *last);
+                    *last = fence;
+                }
+                held[i].store(false, Ordering::SeqCst);
+                match guard.release().await {
+                    Ok(()) => {}
+                    Err(cadenas::Error::Store { source, .. }) if source.is_retryable() => {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => panic!("release {}: {e}", names[i]),
+                }
+                cycles.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    let mover = {
+        let cluster = cluster.clone();
+        tokio::task::spawn_blocking(move || {
+            for _ in 0..6 {
+                let all = masters(&cluster);
+                let from = owner_of(&all, slot);
+                let to = all
+                    .iter()
+                    .find(|m| m.index == (from.index + 1) % all.len())
+                    .expect("three masters");
+                move_slot(&cluster, slot, to, from);
+            }
+        })
+    };
+    mover.await.unwrap();
+    stop.store(true, Ordering::Relaxed);
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let (cycles, errors) = (
+        cycles.load(Ordering::Relaxed),
+        errors.load(Ordering::Relaxed),
+    );
+    assert!(cycles > 0, "no lock was taken during the storm");
+    println!("storm: {cycles} cycles, {errors} retryable errors");
+    // After the storm every lock is free and works.
+    for name in names.iter() {
+        let guard = locks.lock(name).acquire().await.unwrap();
+        guard.release().await.unwrap();
+    }
 }

@@ -7,9 +7,16 @@
 //! 2. contended: `--tasks` tasks on one key;
 //! 3. hand-off: one holder, one waiter blocked on the key; the time from the holder's release
 //!    to the waiter holding the lock.
+//!
+//! With `--held N`, N other locks are taken first and held through the three phases (how the
+//! store copes with many live locks), then released.
+//!
+//! Locks are removed at the end, but stores that keep a fence counter per key after release
+//! (Redis, MySQL) keep those of the keys the run used, under the run's namespace (printed in
+//! the JSON report).
 
 use std::io::IsTerminal;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,10 +30,23 @@ use crate::{Error, Locks, Retry};
 pub struct BenchReport {
     /// The store, without password.
     pub store: String,
+    /// The random namespace the run's keys lived under.
+    pub namespace: String,
+    /// Worker threads of the async runtime the run used.
+    pub threads: usize,
     /// Concurrent tasks.
     pub tasks: usize,
     /// Distinct keys in the uncontended phase.
     pub keys: usize,
+    /// Other locks held during the three phases.
+    pub held: usize,
+    /// Seconds it took to take the `held` locks.
+    pub held_fill_secs: f64,
+    /// Growth of this process's resident memory per held lock, in bytes (Linux, `held` ≥
+    /// 10,000): the whole cost of a lock for the memory store, the client's for the others.
+    pub held_rss_bytes_per_lock: Option<f64>,
+    /// Total run time asked for, seconds.
+    pub duration_secs: f64,
     /// Uncontended acquire+release cycles per second.
     pub uncontended_cycles_per_sec: f64,
     /// Contended (one key, all tasks) acquire+release cycles per second.
@@ -41,6 +61,9 @@ pub struct BenchReport {
     pub handoff_p99_us: f64,
     /// Worst sample.
     pub handoff_max_us: f64,
+    /// Hand-off latency at 0 %, 5 %, 10 %, … 100 % (21 values), microseconds: the
+    /// distribution, for plots.
+    pub handoff_quantiles_us: Vec<f64>,
 }
 
 /// Options of one run.
@@ -54,11 +77,38 @@ pub struct BenchOptions {
     pub keys: usize,
     /// Total run time (split over the three phases).
     pub duration: Duration,
+    /// Other locks to hold during the run.
+    pub held: usize,
 }
 
-fn progress(what: &str) {
-    if std::io::stderr().is_terminal() {
-        eprint!("\r\x1b[2Kcadenas bench: {what}…");
+impl BenchOptions {
+    /// The CLI's defaults on `store`: 1 task, 1,000 keys, 3 s, nothing else held.
+    pub fn new(store: impl Into<String>) -> BenchOptions {
+        BenchOptions {
+            store: store.into(),
+            tasks: 1,
+            keys: 1000,
+            duration: Duration::from_secs(3),
+            held: 0,
+        }
+    }
+}
+
+/// The line on stderr while the run goes on, only on a terminal.
+#[derive(Clone, Copy)]
+struct Progress(bool);
+
+impl Progress {
+    fn show(self, what: &str) {
+        if self.0 {
+            eprint!("\r\x1b[2Kcadenas bench: {what}");
+        }
+    }
+
+    fn clear(self) {
+        if self.0 {
+            eprint!("\r\x1b[2K");
+        }
     }
 }
 
@@ -70,27 +120,47 @@ pub async fn run(opts: &BenchOptions) -> Result<BenchReport, Error> {
             "--tasks and --keys must be at least 1",
         ));
     }
+    let progress = Progress(std::io::stderr().is_terminal());
     let ns = format!("cadenas-bench-{}", &crate::new_owner()[..8]);
     let locks = Locks::builder()
-        .namespace(ns)
+        .namespace(ns.clone())
         .ttl(Some(Duration::from_secs(30)))
         .connect(&opts.store)
         .await?;
-    let phase = opts.duration / 3;
-
-    progress("uncontended");
-    let per_task = opts.keys.div_ceil(opts.tasks).max(1);
-    let uncontended = cycles(&locks, opts.tasks, per_task, phase, |t, i| {
-        format!("k{t}-{i}")
-    })
-    .await?;
-    progress("contended");
-    let contended = cycles(&locks, opts.tasks, 1, phase, |_, _| "contended".to_owned()).await?;
-    progress("hand-off");
-    let mut samples = handoff(&locks, phase).await?;
-    if std::io::stderr().is_terminal() {
-        eprint!("\r\x1b[2K");
+    let result = measure(&locks, opts, progress).await;
+    progress.show("cleaning up");
+    for info in locks.list("").await.unwrap_or_default() {
+        let _ = locks.lock(&info.key).force_release().await;
     }
+    let _ = locks.disconnect().await;
+    progress.clear();
+    let mut report = result?;
+    report.namespace = ns;
+    Ok(report)
+}
+
+async fn measure(
+    locks: &Locks,
+    opts: &BenchOptions,
+    progress: Progress,
+) -> Result<BenchReport, Error> {
+    let rss_before = rss_bytes();
+    let fill_started = Instant::now();
+    let held = hold(locks, opts.held, progress).await;
+    let held_fill_secs = fill_started.elapsed().as_secs_f64();
+    let held_rss_bytes_per_lock = match (rss_before, rss_bytes()) {
+        (Some(b), Some(a)) if opts.held >= 10_000 => {
+            Some(a.saturating_sub(b) as f64 / opts.held as f64)
+        }
+        _ => None,
+    };
+    let phases = match held {
+        Ok(()) => phases(locks, opts, progress).await,
+        Err(e) => Err(e),
+    };
+    // Release the held locks even when a phase failed.
+    release_held(locks, opts.held, progress).await;
+    let (uncontended, contended, mut samples) = phases?;
     samples.sort_unstable();
     let pct = |p: f64| -> f64 {
         if samples.is_empty() {
@@ -99,10 +169,16 @@ pub async fn run(opts: &BenchOptions) -> Result<BenchReport, Error> {
         let i = ((samples.len() - 1) as f64 * p).round() as usize;
         samples[i] as f64 / 1000.0
     };
-    let report = BenchReport {
+    Ok(BenchReport {
         store: locks.describe().to_owned(),
+        namespace: String::new(),
+        threads: tokio::runtime::Handle::current().metrics().num_workers(),
         tasks: opts.tasks,
         keys: opts.keys,
+        held: opts.held,
+        held_fill_secs,
+        held_rss_bytes_per_lock,
+        duration_secs: opts.duration.as_secs_f64(),
         uncontended_cycles_per_sec: uncontended,
         contended_cycles_per_sec: contended,
         handoff_samples: samples.len(),
@@ -110,12 +186,113 @@ pub async fn run(opts: &BenchOptions) -> Result<BenchReport, Error> {
         handoff_p95_us: pct(0.95),
         handoff_p99_us: pct(0.99),
         handoff_max_us: pct(1.0),
-    };
-    for info in locks.list("").await.unwrap_or_default() {
-        let _ = locks.lock(&info.key).force_release().await;
+        handoff_quantiles_us: (0..=20).map(|i| pct(i as f64 / 20.0)).collect(),
+    })
+}
+
+/// The three phases: uncontended and contended cycles/s, hand-off samples (ns).
+async fn phases(
+    locks: &Locks,
+    opts: &BenchOptions,
+    progress: Progress,
+) -> Result<(f64, f64, Vec<u64>), Error> {
+    let phase = opts.duration / 3;
+    let per_task = opts.keys.div_ceil(opts.tasks).max(1);
+    let uncontended = cycles(
+        locks,
+        opts.tasks,
+        per_task,
+        phase,
+        progress,
+        "uncontended",
+        |t, i| format!("k{t}-{i}"),
+    )
+    .await?;
+    let contended = cycles(
+        locks,
+        opts.tasks,
+        1,
+        phase,
+        progress,
+        "contended",
+        |_, _| "contended".to_owned(),
+    )
+    .await?;
+    progress.show("hand-off");
+    let samples = handoff(locks, phase).await?;
+    Ok((uncontended, contended, samples))
+}
+
+/// Tasks that take the held locks (or release them).
+const HOLDERS: usize = 64;
+
+fn held_key(i: usize) -> String {
+    format!("held-{i}")
+}
+
+/// Takes `n` locks `held-0…` and keeps them (for an hour at most, in case the run is killed).
+async fn hold(locks: &Locks, n: usize, progress: Progress) -> Result<(), Error> {
+    let taken = Arc::new(AtomicUsize::new(0));
+    let mut handles = Vec::new();
+    for t in 0..HOLDERS.min(n) {
+        let (locks, taken) = (locks.clone(), taken.clone());
+        handles.push(tokio::spawn(async move {
+            for i in (t..n).step_by(HOLDERS) {
+                let lock = locks
+                    .lock(&held_key(i))
+                    .ttl(Some(Duration::from_secs(3600)))
+                    .auto_extend(false);
+                lock.try_acquire().await?.leak();
+                taken.fetch_add(1, Ordering::Relaxed);
+                if i % 128 == t {
+                    tokio::task::yield_now().await;
+                }
+            }
+            Ok::<(), Error>(())
+        }));
     }
-    let _ = locks.disconnect().await;
-    Ok(report)
+    let mut result = Ok(());
+    for mut h in handles {
+        let r = loop {
+            match tokio::time::timeout(Duration::from_millis(200), &mut h).await {
+                Ok(r) => break r,
+                Err(_) => progress.show(&format!(
+                    "holding {} of {n} locks",
+                    taken.load(Ordering::Relaxed)
+                )),
+            }
+        };
+        let r = r
+            .map_err(|e| Error::invalid("bench", e.to_string()))
+            .and_then(|r| r);
+        if result.is_ok() {
+            result = r;
+        }
+    }
+    result
+}
+
+/// Releases the locks `hold` took (best effort: the run's result is already known).
+async fn release_held(locks: &Locks, n: usize, progress: Progress) {
+    if n > 0 {
+        progress.show(&format!("releasing {n} held locks"));
+    }
+    let handles: Vec<_> = (0..HOLDERS.min(n))
+        .map(|t| {
+            let locks = locks.clone();
+            tokio::spawn(async move {
+                for i in (t..n).step_by(HOLDERS) {
+                    let _ = locks.lock(&held_key(i)).force_release().await;
+                    if i % 128 == t {
+                        tokio::task::yield_now().await;
+                    }
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        let _ = h.await;
+    }
 }
 
 /// Acquire+release cycles per second of `tasks` tasks for `time`, each task cycling over its
@@ -125,6 +302,8 @@ async fn cycles(
     tasks: usize,
     per_task: usize,
     time: Duration,
+    progress: Progress,
+    phase: &str,
     key: impl Fn(usize, usize) -> String,
 ) -> Result<f64, Error> {
     let stop = Arc::new(AtomicBool::new(false));
@@ -156,13 +335,25 @@ async fn cycles(
         }));
     }
     let started = Instant::now();
-    tokio::time::sleep(time).await;
+    let until = started + time;
+    while Instant::now() < until {
+        let secs = started.elapsed().as_secs_f64().max(1e-3);
+        let n = done.load(Ordering::Relaxed);
+        progress.show(&format!(
+            "{phase}: {n} cycles, {:.0}/s ({secs:.1} of {:.1} s)",
+            n as f64 / secs,
+            time.as_secs_f64()
+        ));
+        tokio::time::sleep_until(until.min(Instant::now() + Duration::from_millis(250))).await;
+    }
     stop.store(true, Ordering::Relaxed);
+    let counted = done.load(Ordering::Relaxed);
+    let elapsed = started.elapsed().as_secs_f64();
     for h in handles {
         h.await
             .map_err(|e| Error::invalid("bench", e.to_string()))??;
     }
-    Ok(done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64())
+    Ok(counted as f64 / elapsed)
 }
 
 /// Hand-off latencies in nanoseconds for `time`.
@@ -199,4 +390,11 @@ async fn handoff(locks: &Locks, time: Duration) -> Result<Vec<u64>, Error> {
         }
     }
     Ok(samples)
+}
+
+/// This process's resident memory in bytes (Linux only).
+fn rss_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
 }

@@ -149,6 +149,13 @@ enum Command {
         /// Total run time, split over the three phases
         #[arg(long, default_value = "3s", value_name = "DUR")]
         duration: String,
+        /// Other locks to take first and hold during the run (how the store copes with many
+        /// live locks)
+        #[arg(long, default_value_t = 0, value_name = "N")]
+        held: usize,
+        /// Worker threads of the async runtime (default: one per CPU; 1 = single-threaded)
+        #[arg(long, value_name = "N")]
+        threads: Option<usize>,
         /// Print one JSON object
         #[arg(long)]
         json: bool,
@@ -182,10 +189,21 @@ pub fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .try_init();
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    // The benchmark runs like a service would, on every CPU; the other commands need one thread.
+    let threads = match &cli.command {
+        Command::Bench { threads, .. } => threads.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+        }),
+        _ => 1,
+    };
+    let mut builder = if threads > 1 {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(threads);
+        b
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("cadenas: cannot start the async runtime: {e}");
@@ -196,6 +214,18 @@ pub fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> u8 {
+    let (result, conflict) = dispatch(cli).await;
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("cadenas: {e}");
+            exit_code(&e, conflict)
+        }
+    }
+}
+
+/// Runs the command; returns its result and the exit code it uses for "not acquired in time".
+async fn dispatch(cli: Cli) -> (Result<u8, Error>, u8) {
     let mut conflict = EXIT_CONFLICT;
     let result = match cli.command {
         Command::Exec {
@@ -228,15 +258,69 @@ async fn run(cli: Cli) -> u8 {
             tasks,
             keys,
             duration,
+            held,
+            threads: _,
             json,
-        } => bench_command(store, tasks, keys, &duration, json).await,
+        } => bench_command(store, tasks, keys, held, &duration, json).await,
     };
-    match result {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("cadenas: {e}");
-            exit_code(&e, conflict)
+    (result, conflict)
+}
+
+/// The fuzz target `cli_args` (built with `--cfg fuzzing`): parses `args` (program name
+/// first) as `cadenas` does and runs the command against a fresh memory store, except that
+/// `exec` is run as `acquire` once its own flags are checked (no command is started) and
+/// `bench` only checks its flags. Returns the exit code and the error message, if any.
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub fn fuzz_run<I, T>(args: I) -> (u8, String)
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let mut cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => return (if e.use_stderr() { EXIT_USAGE } else { 0 }, e.to_string()),
+    };
+    let memory = |s: &mut StoreArg| {
+        if s.store.as_deref().is_none_or(|u| u.trim().is_empty()) {
+            s.store = Some("memory:".into());
         }
+    };
+    match &mut cli.command {
+        Command::Exec {
+            hold, kill_after, ..
+        } => {
+            if let Err(e) = crate::parse_duration("kill-after", kill_after) {
+                return (exit_code(&e, hold.conflict_exit_code), e.to_string());
+            }
+        }
+        Command::Bench { duration, .. } => {
+            return match crate::parse_duration("duration", duration) {
+                Ok(_) => (0, String::new()),
+                Err(e) => (exit_code(&e, EXIT_CONFLICT), e.to_string()),
+            };
+        }
+        _ => {}
+    }
+    if let Command::Exec { hold, key, .. } = cli.command {
+        cli.command = Command::Acquire { hold, key };
+    }
+    match &mut cli.command {
+        Command::Acquire { hold, .. } => memory(&mut hold.store),
+        Command::Release { store, .. }
+        | Command::Extend { store, .. }
+        | Command::Status { store, .. }
+        | Command::List { store, .. } => memory(store),
+        Command::Exec { .. } | Command::Bench { .. } => unreachable!("handled above"),
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a current-thread runtime");
+    let (result, conflict) = runtime.block_on(dispatch(cli));
+    match result {
+        Ok(code) => (code, String::new()),
+        Err(e) => (exit_code(&e, conflict), e.to_string()),
     }
 }
 
@@ -356,6 +440,7 @@ async fn bench_command(
     store: StoreArg,
     tasks: usize,
     keys: usize,
+    held: usize,
     duration: &str,
     json: bool,
 ) -> Result<u8, Error> {
@@ -364,13 +449,27 @@ async fn bench_command(
         tasks,
         keys,
         duration: crate::parse_duration("duration", duration)?,
+        held,
     };
     let r = bench::run(&opts).await?;
     if json {
         println!("{}", serde_json::to_string(&r).unwrap_or_default());
     } else {
         println!("store            {}", r.store);
-        println!("tasks            {}   keys {}", r.tasks, r.keys);
+        println!(
+            "tasks            {}   keys {}   threads {}",
+            r.tasks, r.keys, r.threads
+        );
+        if r.held > 0 {
+            print!(
+                "held             {} locks, taken in {:.1} s",
+                r.held, r.held_fill_secs
+            );
+            if let Some(b) = r.held_rss_bytes_per_lock {
+                print!(", {b:.0} bytes of this process's memory each");
+            }
+            println!();
+        }
         println!(
             "uncontended      {:.0} cycles/s",
             r.uncontended_cycles_per_sec

@@ -5,7 +5,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::{eventually, Suite};
-use crate::{Error, EventKind, Locks};
+use crate::{Error, EventKind, Locks, Retry};
 
 /// The kinds of the events about `key` received so far.
 fn kinds_for(rx: &mut tokio::sync::broadcast::Receiver<crate::Event>, key: &str) -> Vec<EventKind> {
@@ -84,6 +84,76 @@ pub async fn watchdog_events_and_lost_signal(suite: &Suite) {
         Some(&EventKind::Lost),
         "nothing after lost: {kinds:?}"
     );
+}
+
+/// A holder whose process stops for longer than its lease (SIGSTOP, a long GC pause, a
+/// swapped-out VM) while another client takes the key sees its lease lost the moment it
+/// resumes, through `is_lost` and `is_expired`, before its watchdog has run again. (Found by
+/// the torture tool: `is_lost` said no until the watchdog task got its turn.)
+///
+/// The pause is a blocked runtime: the holder acquires on a runtime of its own in its own
+/// thread, which then blocks until the other client holds the key.
+pub async fn paused_holder_sees_lost_at_once(suite: &Suite) {
+    let (a, b) = (suite.client().await, suite.client().await);
+    let key = suite.key("paused");
+    let ttl = Duration::from_millis(300);
+    let lock = a.lock(&key).ttl(Some(ttl)).auto_extend(true);
+    let (acquired_tx, acquired_rx) = tokio::sync::oneshot::channel();
+    let (pause_tx, pause_rx) = tokio::sync::oneshot::channel::<()>();
+    let (taken_tx, taken_rx) = std::sync::mpsc::channel::<()>();
+    let patience = suite.patience;
+    let holder = tokio::task::spawn_blocking(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime for the holder");
+        rt.block_on(async move {
+            let guard = lock.acquire().await.expect("the holder acquires");
+            let _ = acquired_tx.send(());
+            // Running until told to pause, so that a pooled connection this runtime used is
+            // back in its pool (a store shared with the other client, such as in-memory
+            // SQLite with one connection, would otherwise stall with the paused runtime).
+            let _ = pause_rx.await;
+            // The pause: nothing of this runtime runs, the watchdog included.
+            let _ = taken_rx.recv_timeout(patience);
+            // Resumed: no await before looking, so the watchdog has not run.
+            let seen = (guard.lost_signal().is_lost(), guard.is_expired());
+            // Released on the test's runtime: store connections used on this one would
+            // die with it.
+            (guard, seen)
+        })
+    });
+    acquired_rx.await.expect("the holder acquired");
+    assert!(
+        b.lock(&key).is_locked().await.unwrap(),
+        "{}: the holder's lock is visible to another client",
+        b.describe()
+    );
+    pause_tx.send(()).expect("the holder waits to pause");
+    let taker = b
+        .lock(&key)
+        .ttl(Some(Duration::from_secs(30)))
+        .retry(Retry::default().timeout(suite.patience))
+        .acquire()
+        .await
+        .expect("the key is free once the paused holder's lease ran out");
+    taken_tx.send(()).expect("the holder waits");
+    let (guard, (lost, expired)) = holder.await.expect("the holder's thread");
+    assert!(
+        guard.release().await.is_err(),
+        "the paused holder's lease is gone"
+    );
+    assert!(
+        expired,
+        "{}: a lease taken over by another client is expired",
+        a.describe()
+    );
+    assert!(
+        lost,
+        "{}: a holder resumed after its lease ran out must see it lost (is_lost) at once",
+        a.describe()
+    );
+    taker.release().await.unwrap();
 }
 
 /// The expiry watcher reports an expired lock exactly once across clients racing to reap it,

@@ -109,6 +109,7 @@ pub async fn run_all(suite: &Suite) {
         events_in_order,
         watchdog_keeps_the_lease,
         watchdog_events_and_lost_signal,
+        paused_holder_sees_lost_at_once,
         expiry_watch,
         hand_off,
         cancelled_acquire_leaves_nothing_held,

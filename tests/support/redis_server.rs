@@ -104,6 +104,11 @@ impl RedisServer {
         Self::spawn(&[], true, None, false)
     }
 
+    /// A TLS-only server (as [`tls`](Self::tls)) that requires `password`.
+    pub fn tls_with_password(password: &str) -> RedisServer {
+        Self::spawn(&["--requirepass", password], true, Some(password), false)
+    }
+
     fn spawn(extra: &[&str], tls: bool, password: Option<&str>, cluster: bool) -> RedisServer {
         require("redis-server");
         let dir = tempfile::tempdir().expect("temp dir");

@@ -1,150 +1,365 @@
-//! cadenas against a hand-written redis-rs loop and rslock 0.10, on the same Redis, in one run.
+//! The Rust peers and raw ceilings `bench/compare` measures cadenas against, one measurement
+//! per run, printed as one JSON line.
 //!
-//! `cargo run --release -p cadenas-peers -- [REDIS_URL] [SECONDS_PER_SAMPLE]`
+//! ```text
+//! cadenas-peers cycles  PEER URL[,URL…] TASKS SECONDS   acquire+release cycles/s, TASKS tasks
+//!                                                       on their own keys
+//! cadenas-peers handoff PEER URL[,URL…] SECONDS         release → blocked waiter holds it, µs
+//! ```
 //!
-//! Prints one JSON object: one-task acquire+release cycles/s for each (median of 3 interleaved
-//! samples), 64 tasks on distinct keys through one `Locks`, and hand-off latency on one key.
+//! Peers: `raw-redis` (a redis-rs loop: `SET NX PX`, `EVALSHA` release; cycles only), `rslock`
+//! (rslock 0.10), `redlock-rs` (redlock 2.0), `mysql-advisory` (`GET_LOCK`/`RELEASE_LOCK`),
+//! `pg-advisory` (`pg_try_advisory_lock`/`pg_advisory_unlock`; blocking `pg_advisory_lock` for
+//! the hand-off). Several URLs = the Redlock peers on several masters. Keys start with a random
+//! prefix printed as `prefix`; the peers delete their locks, so nothing stays behind.
 
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cadenas::Locks;
-use redis::AsyncCommands;
+use serde_json::json;
+
+const TTL: Duration = Duration::from_secs(30);
 
 const RELEASE: &str =
     "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end";
 
-async fn raw(url: &str, prefix: &str, time: Duration) -> f64 {
+fn usage() -> ! {
+    eprintln!("usage: cadenas-peers cycles PEER URLS TASKS SECONDS | handoff PEER URLS SECONDS");
+    eprintln!("peers: raw-redis rslock redlock-rs mysql-advisory pg-advisory");
+    std::process::exit(2)
+}
+
+/// Runs `tasks` copies of `cycle(task, n)` for `time`; cycles per second.
+async fn cycles<F, Fut>(tasks: usize, time: Duration, cycle: F) -> f64
+where
+    F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let cycle = Arc::new(cycle);
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
+    let handles: Vec<_> = (0..tasks)
+        .map(|t| {
+            let (cycle, stop, done) = (cycle.clone(), stop.clone(), done.clone());
+            tokio::spawn(async move {
+                let mut n = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    cycle(t, n).await;
+                    n += 1;
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    let started = Instant::now();
+    tokio::time::sleep(time).await;
+    stop.store(true, Ordering::Relaxed);
+    let (n, secs) = (
+        done.load(Ordering::Relaxed),
+        started.elapsed().as_secs_f64(),
+    );
+    for h in handles {
+        h.await.unwrap();
+    }
+    n as f64 / secs
+}
+
+/// The waiter of a polling peer finds the lock held at a random point of its poll period.
+fn random_hold(poll: Duration) -> Duration {
+    Duration::from_millis(2) + poll.mul_f64(rand::random::<f64>())
+}
+
+/// Hand-off samples (µs) taken for a while, at least 5.
+struct Samples {
+    until: Instant,
+    us: Vec<f64>,
+}
+
+impl Samples {
+    fn new(time: Duration) -> Samples {
+        Samples {
+            until: Instant::now() + time,
+            us: Vec::new(),
+        }
+    }
+
+    fn more(&self) -> bool {
+        Instant::now() < self.until || self.us.len() < 5
+    }
+
+    fn push(&mut self, d: Duration) {
+        self.us.push(d.as_secs_f64() * 1e6);
+    }
+
+    fn sorted(mut self) -> Vec<f64> {
+        self.us.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        self.us
+    }
+}
+
+async fn raw_redis(url: &str, prefix: &str, tasks: usize, time: Duration) -> f64 {
     let client = redis::Client::open(url).unwrap();
-    let mut con = client.get_multiplexed_async_connection().await.unwrap();
-    let script = redis::Script::new(RELEASE);
-    let owner = cadenas::new_owner();
-    let keys: Vec<String> = (0..1000).map(|i| format!("{prefix}raw-{i}")).collect();
-    let (start, mut n) = (Instant::now(), 0usize);
-    while start.elapsed() < time {
-        let key = &keys[n % keys.len()];
-        let ok: Option<String> = redis::cmd("SET")
-            .arg(key)
-            .arg(&owner)
-            .arg("NX")
-            .arg("PX")
-            .arg(30_000)
-            .query_async(&mut con)
-            .await
-            .unwrap();
-        assert!(ok.is_some());
-        let _: i64 = script
-            .key(key)
-            .arg(&owner)
-            .invoke_async(&mut con)
-            .await
-            .unwrap();
-        n += 1;
-    }
-    n as f64 / start.elapsed().as_secs_f64()
+    let con = client.get_multiplexed_async_connection().await.unwrap();
+    let script = Arc::new(redis::Script::new(RELEASE));
+    let prefix = prefix.to_owned();
+    cycles(tasks, time, move |t, n| {
+        let (mut con, script) = (con.clone(), script.clone());
+        let (key, owner) = (
+            format!("{prefix}raw-{t}-{}", n % 1000),
+            format!("owner-{t}"),
+        );
+        async move {
+            let ok: Option<String> = redis::cmd("SET")
+                .arg(&key)
+                .arg(&owner)
+                .arg("NX")
+                .arg("PX")
+                .arg(TTL.as_millis() as u64)
+                .query_async(&mut con)
+                .await
+                .unwrap();
+            assert!(ok.is_some());
+            let released: i64 = script
+                .key(&key)
+                .arg(&owner)
+                .invoke_async(&mut con)
+                .await
+                .unwrap();
+            assert_eq!(released, 1);
+        }
+    })
+    .await
 }
 
-async fn ours(locks: &Locks, tag: &str, time: Duration) -> f64 {
-    let handles: Vec<_> = (0..1000)
-        .map(|i| locks.lock(&format!("{tag}-{i}")))
+async fn rslock_cycles(urls: &[String], prefix: &str, tasks: usize, time: Duration) -> f64 {
+    let manager = rslock::LockManager::new(urls.to_vec());
+    let prefix = prefix.to_owned();
+    cycles(tasks, time, move |t, n| {
+        let manager = manager.clone();
+        let key = format!("{prefix}rslock-{t}-{}", n % 1000).into_bytes();
+        async move {
+            let lock = manager.lock(&key[..], TTL).await.unwrap();
+            manager.unlock(&lock).await;
+        }
+    })
+    .await
+}
+
+async fn rslock_handoff(urls: &[String], prefix: &str, time: Duration) -> Vec<f64> {
+    let manager = rslock::LockManager::new(urls.to_vec());
+    let key = format!("{prefix}rslock-handoff").into_bytes();
+    let mut samples = Samples::new(time);
+    while samples.more() {
+        let held = manager.lock(&key[..], TTL).await.unwrap();
+        let waiter = {
+            let (m, k) = (manager.clone(), key.clone());
+            tokio::spawn(async move {
+                let lock = m.acquire_no_guard(&k[..], TTL).await.unwrap();
+                (Instant::now(), lock)
+            })
+        };
+        // rslock sleeps a random 0–200 ms between tries.
+        tokio::time::sleep(random_hold(Duration::from_millis(200))).await;
+        let released_at = Instant::now();
+        manager.unlock(&held).await;
+        let (got_at, got) = waiter.await.unwrap();
+        manager.unlock(&got).await;
+        samples.push(got_at.duration_since(released_at));
+    }
+    samples.sorted()
+}
+
+/// redlock 2.0 is synchronous: its tasks are threads.
+fn redlock_rs_cycles(urls: &[String], prefix: &str, tasks: usize, time: Duration) -> f64 {
+    let rl = Arc::new(redlock::RedLock::new(urls.to_vec()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
+    let threads: Vec<_> = (0..tasks)
+        .map(|t| {
+            let (rl, stop, done, prefix) =
+                (rl.clone(), stop.clone(), done.clone(), prefix.to_owned());
+            std::thread::spawn(move || {
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let key = format!("{prefix}redlock-{t}-{}", n % 1000);
+                    let lock = rl
+                        .lock(key.as_bytes(), TTL.as_millis() as usize)
+                        .unwrap()
+                        .expect("a free key is taken");
+                    rl.unlock(&lock);
+                    n += 1;
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
         .collect();
-    let (start, mut n) = (Instant::now(), 0usize);
-    while start.elapsed() < time {
-        let g = handles[n % handles.len()].acquire().await.unwrap();
-        g.release().await.unwrap();
-        n += 1;
+    let started = Instant::now();
+    std::thread::sleep(time);
+    stop.store(true, Ordering::Relaxed);
+    let (n, secs) = (
+        done.load(Ordering::Relaxed),
+        started.elapsed().as_secs_f64(),
+    );
+    for t in threads {
+        t.join().unwrap();
     }
-    n as f64 / start.elapsed().as_secs_f64()
+    n as f64 / secs
 }
 
-async fn rslock(url: &str, prefix: &str, time: Duration) -> f64 {
-    let manager = rslock::LockManager::new(vec![url.to_owned()]);
-    let keys: Vec<Vec<u8>> = (0..1000)
-        .map(|i| format!("{prefix}rslock-{i}").into_bytes())
-        .collect();
-    let (start, mut n) = (Instant::now(), 0usize);
-    while start.elapsed() < time {
-        let key: &[u8] = &keys[n % keys.len()];
-        let lock = manager.lock(key, Duration::from_secs(30)).await.unwrap();
-        manager.unlock(&lock).await;
-        n += 1;
+fn redlock_rs_handoff(urls: &[String], prefix: &str, time: Duration) -> Vec<f64> {
+    let rl = Arc::new(redlock::RedLock::new(urls.to_vec()));
+    let key = format!("{prefix}redlock-handoff");
+    let ttl = TTL.as_millis() as usize;
+    let mut samples = Samples::new(time);
+    while samples.more() {
+        let held = rl.lock(key.as_bytes(), ttl).unwrap().unwrap();
+        let waiter = {
+            let (rl, key) = (rl.clone(), key.clone());
+            std::thread::spawn(move || loop {
+                // `lock` tries 3 times, up to 200 ms apart (the crate's defaults), then gives up.
+                if let Some(l) = rl.lock(key.as_bytes(), ttl).unwrap() {
+                    let got_at = Instant::now();
+                    rl.unlock(&l);
+                    return got_at;
+                }
+            })
+        };
+        std::thread::sleep(random_hold(Duration::from_millis(200)));
+        let released_at = Instant::now();
+        rl.unlock(&held);
+        let got_at = waiter.join().unwrap();
+        samples.push(got_at.duration_since(released_at));
     }
-    n as f64 / start.elapsed().as_secs_f64()
+    samples.sorted()
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
+/// The SQL statements of a server's own named locks: try to take, wait for, release (each
+/// binds the name and returns 1 on success).
+struct SqlLocks {
+    try_lock: &'static str,
+    wait_lock: &'static str,
+    unlock: &'static str,
+}
+
+const MYSQL: SqlLocks = SqlLocks {
+    try_lock: "SELECT GET_LOCK(?, 0)",
+    wait_lock: "SELECT GET_LOCK(?, 30)",
+    unlock: "SELECT RELEASE_LOCK(?)",
+};
+
+const POSTGRES: SqlLocks = SqlLocks {
+    try_lock: "SELECT pg_try_advisory_lock(hashtext($1))::int::int8",
+    wait_lock: "SELECT 1::int8 FROM (SELECT pg_advisory_lock(hashtext($1))) AS waited",
+    unlock: "SELECT pg_advisory_unlock(hashtext($1))::int::int8",
+};
+
+async fn query_one(sql: &'static str, key: String, con: &mut sqlx::AnyConnection) {
+    let ok: i64 = sqlx::query_scalar(sql)
+        .bind(key)
+        .fetch_one(con)
+        .await
+        .unwrap();
+    assert_eq!(ok, 1, "{sql}");
+}
+
+/// Each task takes and releases its own named lock on its own connection.
+async fn sql_cycles(url: &str, sql: SqlLocks, prefix: &str, tasks: usize, time: Duration) -> f64 {
+    let pool = sqlx::any::AnyPoolOptions::new()
+        .max_connections(tasks as u32)
+        .connect(url)
+        .await
+        .unwrap();
+    let prefix = prefix.to_owned();
+    cycles(tasks, time, move |t, _| {
+        let (pool, key) = (pool.clone(), format!("{prefix}{t}"));
+        async move {
+            let mut c = pool.acquire().await.unwrap();
+            query_one(sql.try_lock, key.clone(), &mut c).await;
+            query_one(sql.unlock, key, &mut c).await;
+        }
+    })
+    .await
+}
+
+/// The server's own blocking wait (`GET_LOCK(name, 30)`, `pg_advisory_lock`), woken by the
+/// holder's release.
+async fn sql_handoff(url: &str, sql: SqlLocks, prefix: &str, time: Duration) -> Vec<f64> {
+    use sqlx::Connection;
+    let key = format!("{prefix}handoff");
+    let mut holder = sqlx::AnyConnection::connect(url).await.unwrap();
+    let mut waiter = sqlx::AnyConnection::connect(url).await.unwrap();
+    let mut samples = Samples::new(time);
+    while samples.more() {
+        query_one(sql.try_lock, key.clone(), &mut holder).await;
+        let k = key.clone();
+        let task = tokio::spawn(async move {
+            query_one(sql.wait_lock, k, &mut waiter).await;
+            (Instant::now(), waiter)
+        });
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        let released_at = Instant::now();
+        query_one(sql.unlock, key.clone(), &mut holder).await;
+        let got_at;
+        (got_at, waiter) = task.await.unwrap();
+        query_one(sql.unlock, key.clone(), &mut waiter).await;
+        samples.push(got_at.duration_since(released_at));
+    }
+    samples.sorted()
 }
 
 #[tokio::main]
 async fn main() {
+    sqlx::any::install_default_drivers();
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let url = args
-        .first()
-        .cloned()
-        .unwrap_or("redis://127.0.0.1:6379".into());
-    let secs: f64 = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(3.0);
-    let time = Duration::from_secs_f64(secs);
-    let prefix = format!("peers-{}-", &cadenas::new_owner()[..8]);
-    let locks = Locks::connect(&format!("{url}?namespace={}", prefix.trim_end_matches('-')))
-        .await
-        .unwrap();
-    let (mut r, mut c, mut s) = (Vec::new(), Vec::new(), Vec::new());
-    for round in 0..3 {
-        r.push(raw(&url, &prefix, time).await);
-        c.push(ours(&locks, &format!("r{round}"), time).await);
-        s.push(rslock(&url, &prefix, time).await);
-    }
-    let (raw1, ours1, rslock1) = (median(r), median(c), median(s));
-    let bench = |tasks: usize| cadenas::cli::bench::BenchOptions {
-        store: url.clone(),
-        tasks,
-        keys: 6400,
-        duration: time * 3,
+    let (mode, peer, urls) = match &args[..] {
+        [mode, peer, urls, ..] => (mode.as_str(), peer.as_str(), urls),
+        _ => usage(),
     };
-    let many = cadenas::cli::bench::run(&bench(64)).await.unwrap();
-    let one = cadenas::cli::bench::run(&bench(1)).await.unwrap();
-    // Clean up everything the run made (cadenas' fence counters included).
-    let client = redis::Client::open(url.as_str()).unwrap();
-    let mut con = client.get_multiplexed_async_connection().await.unwrap();
-    let mut cursor = 0u64;
-    loop {
-        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(format!("*{}*", prefix.trim_end_matches('-')))
-            .arg("COUNT")
-            .arg(1000)
-            .query_async(&mut con)
-            .await
-            .unwrap();
-        for k in keys {
-            let _: () = con.del(&k).await.unwrap();
+    let urls: Vec<String> = urls.split(',').map(str::to_owned).collect();
+    let num = |i: usize| -> f64 {
+        args.get(i)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| usage())
+    };
+    let prefix = format!("cadenas-peers-{:08x}-", rand::random::<u32>());
+    let out = match mode {
+        "cycles" => {
+            let (tasks, time) = (num(3) as usize, Duration::from_secs_f64(num(4)));
+            let rate = match peer {
+                "raw-redis" => raw_redis(&urls[0], &prefix, tasks, time).await,
+                "rslock" => rslock_cycles(&urls, &prefix, tasks, time).await,
+                "redlock-rs" => {
+                    let (urls, prefix) = (urls.clone(), prefix.clone());
+                    tokio::task::spawn_blocking(move || {
+                        redlock_rs_cycles(&urls, &prefix, tasks, time)
+                    })
+                    .await
+                    .unwrap()
+                }
+                "mysql-advisory" => sql_cycles(&urls[0], MYSQL, &prefix, tasks, time).await,
+                "pg-advisory" => sql_cycles(&urls[0], POSTGRES, &prefix, tasks, time).await,
+                _ => usage(),
+            };
+            json!({ "peer": peer, "tasks": tasks, "cycles_per_sec": rate, "prefix": prefix })
         }
-        if next == 0 {
-            break;
+        "handoff" => {
+            let time = Duration::from_secs_f64(num(3));
+            let samples = match peer {
+                "rslock" => rslock_handoff(&urls, &prefix, time).await,
+                "redlock-rs" => {
+                    let (urls, prefix) = (urls.clone(), prefix.clone());
+                    tokio::task::spawn_blocking(move || redlock_rs_handoff(&urls, &prefix, time))
+                        .await
+                        .unwrap()
+                }
+                "mysql-advisory" => sql_handoff(&urls[0], MYSQL, &prefix, time).await,
+                "pg-advisory" => sql_handoff(&urls[0], POSTGRES, &prefix, time).await,
+                _ => usage(),
+            };
+            json!({ "peer": peer, "handoff_us": samples, "prefix": prefix })
         }
-        cursor = next;
-    }
-    println!(
-        "{}",
-        serde_json::json!({
-            "redis": url,
-            "seconds_per_sample": secs,
-            "one_task_cycles_per_sec": {
-                "raw_redis_rs_set_nx_px_evalsha": raw1,
-                "cadenas": ours1,
-                "rslock_0_10": rslock1,
-                "cadenas_vs_raw": ours1 / raw1,
-                "cadenas_vs_rslock": ours1 / rslock1,
-            },
-            "cadenas_64_tasks_distinct_keys_cycles_per_sec": many.uncontended_cycles_per_sec,
-            "cadenas_64_tasks_one_key_cycles_per_sec": many.contended_cycles_per_sec,
-            "handoff_us": {
-                "p50": one.handoff_p50_us, "p95": one.handoff_p95_us,
-                "p99": one.handoff_p99_us, "max": one.handoff_max_us,
-                "samples": one.handoff_samples,
-            },
-        })
-    );
+        _ => usage(),
+    };
+    println!("{out}");
 }

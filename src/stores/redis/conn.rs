@@ -6,7 +6,10 @@ use std::time::Duration;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
-use redis::{Client, Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, ServerErrorKind, Value};
+use redis::{
+    Client, Cmd, ConnectionAddr, ErrorKind, Pipeline, RedisError, RedisFuture, ServerErrorKind,
+    Value,
+};
 
 use crate::error::{Error, Result};
 use crate::store::{StoreError, StoreErrorKind};
@@ -52,6 +55,26 @@ impl ConnectionLike for Conn {
             Conn::Cluster(c) => c.get_db(),
         }
     }
+}
+
+/// A client for `host:port` with everything else (credentials, database, TLS) as `seed`'s:
+/// for the Cluster masters that `CLUSTER SLOTS` reports.
+pub(super) fn client_at(seed: &Client, host: &str, port: u16) -> redis::RedisResult<Client> {
+    let info = seed.get_connection_info().clone();
+    let addr = match info.addr().clone() {
+        ConnectionAddr::TcpTls {
+            insecure,
+            tls_params,
+            ..
+        } => ConnectionAddr::TcpTls {
+            host: host.to_owned(),
+            port,
+            insecure,
+            tls_params,
+        },
+        _ => ConnectionAddr::Tcp(host.to_owned(), port),
+    };
+    Client::open(info.set_addr(addr))
 }
 
 /// Everything needed to open the store's connections, parsed from a URL.
@@ -266,6 +289,8 @@ pub(super) fn op_error(key: Option<&str>, e: RedisError) -> StoreError {
         ErrorKind::AuthenticationFailed | ErrorKind::InvalidClientConfig => {
             StoreErrorKind::Unavailable
         }
+        // A server that wants a password we did not give: as unreachable as a wrong one.
+        _ if is_auth_refusal(&e) => StoreErrorKind::Unavailable,
         _ if e.is_connection_refusal() => StoreErrorKind::Unavailable,
         _ if e.is_timeout() || e.is_io_error() || e.is_connection_dropped() => {
             StoreErrorKind::Transient
@@ -312,6 +337,16 @@ fn describe_error(e: &RedisError) -> String {
         ErrorKind::AuthenticationFailed => {
             format!("authentication failed (check user and password): {e}")
         }
+        _ if is_auth_refusal(e) => {
+            format!("authentication required (give user and password in the URL): {e}")
+        }
         _ => e.to_string(),
     }
+}
+
+/// `NOAUTH` (no password given) or `WRONGPASS` answered to a command, or the protocol
+/// error a server that wants a password answers to a long command before any (`unauthenticated
+/// multibulk length`: the acquire script has more than ten arguments).
+fn is_auth_refusal(e: &RedisError) -> bool {
+    matches!(e.code(), Some("NOAUTH" | "WRONGPASS")) || e.to_string().contains("unauthenticated")
 }

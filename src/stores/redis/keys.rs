@@ -39,6 +39,27 @@ pub fn release_channel(key: &str) -> String {
     derived(key, "released")
 }
 
+/// The record of a holding that expired and was taken over before any expiry watcher saw it
+/// (a hash like the state; kept for [`EXPIRY_GRACE_MS`](super::EXPIRY_GRACE_MS)).
+pub fn expired_key(key: &str) -> String {
+    derived(key, "expired")
+}
+
+/// The lock key a derived name of `kind` was made from (the inverse of the name functions);
+/// `None` for any other name.
+pub fn lock_key_of<'a>(name: &'a str, kind: &str) -> Option<&'a str> {
+    let rest = name.strip_prefix(DERIVED_PREFIX)?.strip_prefix(kind)?;
+    if let Some(key) = rest.strip_prefix(':') {
+        return hash_tag(key.as_bytes()).is_some().then_some(key);
+    }
+    if let Some(key) = rest.strip_prefix('{').and_then(|r| r.strip_suffix('}')) {
+        return (!key.contains('}')).then_some(key);
+    }
+    let tagged = rest.strip_prefix("@{")?;
+    let (_, key) = tagged.split_once('}')?;
+    (key.contains('}') && hash_tag(key.as_bytes()).is_none()).then_some(key)
+}
+
 /// Whether `name` is one of our derived names rather than a lock key.
 pub fn is_derived(name: &[u8]) -> bool {
     name.starts_with(DERIVED_PREFIX.as_bytes())
@@ -216,6 +237,22 @@ mod tests {
             assert!(!tag.is_empty() && tag.len() <= 4, "{s}: {tag:?}");
             assert_eq!(slot(tag.as_bytes()), s);
         }
+    }
+
+    #[test]
+    fn derived_names_lead_back_to_their_lock_key() {
+        for key in ["job{42}", "app:job", "a}b", "{}x", "plain", "ü{}}", "x{y"] {
+            for (kind, name) in [
+                ("state", state_key(key)),
+                ("expired", expired_key(key)),
+                ("fence", fence_key(key)),
+            ] {
+                assert_eq!(lock_key_of(&name, kind), Some(key), "{name}");
+            }
+        }
+        assert_eq!(lock_key_of("__cadenas:state:nokey", "state"), None);
+        assert_eq!(lock_key_of("__cadenas:fence{a}", "state"), None);
+        assert_eq!(lock_key_of("app:job", "state"), None);
     }
 
     #[test]

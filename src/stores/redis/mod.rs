@@ -12,7 +12,9 @@
 //!
 //! - `__cadenas:fence…K…` — the fence counter, an integer that **never expires**;
 //! - `__cadenas:state…K…` — a hash (owner, fence, metadata) of the current holding, expiring
-//!   with the lock;
+//!   [`EXPIRY_GRACE_MS`] after the lock (deleted with it on release);
+//! - `__cadenas:expired…K…` — the state of a holding that expired and whose key was taken
+//!   over before an expiry watcher claimed it (kept for the rest of its grace);
 //! - `__cadenas:released…K…` — the pub/sub channel on which releases are announced.
 //!
 //! Every operation is one Lua script (sent by `EVALSHA`, re-loaded transparently after
@@ -21,29 +23,52 @@
 //!
 //! # Fencing: cost and limits
 //!
-//! Fences come from `INCR` on the fence counter, which must outlive every holding to stay
-//! strictly increasing, so it is never deleted: each key ever locked costs one small string
-//! key in Redis memory for good (about 70 bytes plus the key's length). Delete counters
-//! (`__cadenas:fence*`) only for keys that will never be locked again.
+//! A fence is one more than the last one of its key (`INCR` on the fence counter key); a
+//! counter that does not exist yet starts at the server's time in microseconds, so fences
+//! look like `1764000000123456`. They increase strictly per key, and they keep increasing
+//! when the counters are lost with the data: a counter created after the loss starts above
+//! every fence handed out before, as long as a key was locked less than once per
+//! microsecond on average and the server's clock does not step back. The counter is never
+//! deleted: each key ever locked costs one small string key in Redis memory for good (about
+//! 70 bytes plus the key's length). Deleting counters (`__cadenas:fence*`) is safe for
+//! fences (the time start takes over) but buys little.
 //!
 //! Redis keeps data in memory. If the node restarts without persistence (or with `appendfsync
 //! everysec`, losing up to a second), or a replica without the latest writes is promoted,
-//! locks held at that moment vanish — two holders may then coexist — and fence counters may
-//! go back, handing out a fence that was already used. Fences are only as durable as Redis:
-//! run with AOF `appendfsync always` (and `WAIT` on replicas) when they must never repeat. A
-//! holder notices a vanished lock at its next extend (its watchdog reports it as lost); the
-//! lock is never re-established behind its back.
+//! **locks held at that moment vanish** and a second holder may take the key. After a
+//! restart that lost everything, fences go on above the old ones, so a resource that checks
+//! fences rejects the old holder's writes; after a failover to a replica that missed the
+//! last few writes, a counter that survived but lags can hand out a fence again. The old
+//! holder notices at its next extend (its watchdog reports the lock as lost); the lock is
+//! never re-established behind its back. Run with AOF `appendfsync always` (and `WAIT` on
+//! replicas) when holders must not even briefly overlap.
 //!
 //! # Cluster
 //!
 //! All keys of one lock are in one slot, so each script runs on one master. The connection
 //! follows `MOVED` and `ASK` redirections and refreshes its slot map, so a lock survives the
 //! resharding of its slot: `MIGRATE` moves the lock key and its derived keys together (same
-//! slot), ttl included. Releases are announced with plain `PUBLISH`, which Redis Cluster
+//! slot), ttl included. While a slot is half migrated, a script whose keys are split
+//! between the two nodes gets `TRYAGAIN` and the connection retries it, so operations on
+//! that slot slow down (tested: eight tasks on four locks while their slot travels round
+//! three masters six times, key by key: no error, never two holders, fences increasing). Releases are announced with plain `PUBLISH`, which Redis Cluster
 //! broadcasts to every node, and the store's one subscriber connection listens on any node
 //! (the next seed when it fails). Broadcasting costs cluster-bus traffic per release; it
 //! keeps hand-off working across resharding without tracking slot owners. `list` scans every
 //! master.
+//!
+//! # Expiry watcher
+//!
+//! [`Locks::watch_expiries`](crate::Locks::watch_expiries): the first sweep turns on the
+//! server's `expired` keyspace events if they are off (`CONFIG SET notify-keyspace-events`
+//! adding `Ex`; where `CONFIG` is not allowed, as on some hosted services, set it in the
+//! server's configuration or the sweep answers `Unsupported`), and listens to them on a
+//! connection of its own — on a Cluster, one per master, as the Cluster has them when the
+//! watcher starts (restart the watcher after adding masters). Redis reports an expiry
+//! when it actually deletes the key: at once when someone touches it, otherwise within about
+//! 100 ms on a small key space, later on a large one. Each expired holding is reported by
+//! one watcher, whichever process wins the claim; records older than [`EXPIRY_GRACE_MS`] are
+//! gone. See [`expiry`](self::expiry) for the details.
 //!
 //! # Hand-off
 //!
@@ -54,6 +79,7 @@
 //! that [`Store::try_acquire`] reports.
 
 mod conn;
+mod expiry;
 pub mod keys;
 mod pubsub;
 mod scan;
@@ -93,7 +119,18 @@ pub struct RedisStore {
     cluster: bool,
     notifier: Arc<ReleaseNotifier>,
     subscriber: Subscriber,
+    /// The node, or a seed node of a Cluster: a template for the expiry feed's connections.
+    seed: redis::Client,
+    /// `expired` events, from the first sweep of an expiry watcher on.
+    expiry: tokio::sync::OnceCell<expiry::ExpiryFeed>,
+    /// Prefix → the feed generation at which it was last scanned.
+    scanned: std::sync::Mutex<std::collections::HashMap<String, u64>>,
 }
+
+/// How long the record of a holding (its state hash: owner, fence, metadata) outlives a lock
+/// that expires without a release, so that an expiry watcher can still report it: one minute.
+/// Expiry watchers must sweep more often than that (the default is every second).
+pub const EXPIRY_GRACE_MS: u64 = 60_000;
 
 impl std::fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -147,6 +184,7 @@ impl RedisStore {
             source,
         })?;
         let notifier = ReleaseNotifier::new();
+        let seed = settings.nodes[0].clone();
         let subscriber = Subscriber::start(settings.nodes, notifier.clone());
         Ok(RedisStore {
             conn,
@@ -154,6 +192,9 @@ impl RedisStore {
             cluster: settings.cluster,
             notifier,
             subscriber,
+            seed,
+            expiry: tokio::sync::OnceCell::new(),
+            scanned: Default::default(),
         })
     }
 
@@ -175,6 +216,7 @@ impl RedisStore {
             key: None,
             source,
         })?;
+        let seed = settings.nodes[0].clone();
         let subscriber = Subscriber::start(settings.nodes, notifier.clone());
         Ok(RedisStore {
             conn,
@@ -182,6 +224,9 @@ impl RedisStore {
             cluster: false,
             notifier,
             subscriber,
+            seed,
+            expiry: tokio::sync::OnceCell::new(),
+            scanned: Default::default(),
         })
     }
 
@@ -239,9 +284,76 @@ fn check_type(key: &str, reply: &[Value]) -> std::result::Result<(), StoreError>
     Ok(())
 }
 
+/// An acquire request on its way: if its future is dropped before the answer, whatever the
+/// request took is given back in the background (see [`scripts::RELEASE_ATTEMPT`]).
+struct InFlight<'a> {
+    store: &'a RedisStore,
+    key: &'a str,
+    owner: &'a str,
+    attempt: &'a str,
+    done: bool,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let mut conn = self.store.conn();
+        let notifier = self.store.notifier.clone();
+        let describe = self.store.describe.clone();
+        let (key, owner, attempt) = (
+            self.key.to_owned(),
+            self.owner.to_owned(),
+            self.attempt.to_owned(),
+        );
+        runtime.spawn(async move {
+            let released = scripts::RELEASE_ATTEMPT
+                .key(&key)
+                .key(keys::state_key(&key))
+                .arg(&owner)
+                .arg(&attempt)
+                .arg(keys::release_channel(&key))
+                .arg(&key)
+                .invoke_async::<i64>(&mut conn)
+                .await;
+            match released {
+                Ok(1) => notifier.notify(&key),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(key = %key, store = %describe, error = %e,
+                    "could not release after a cancelled acquire; the lock expires with its ttl"),
+            }
+        });
+    }
+}
+
 impl RedisStore {
     fn conn(&self) -> Conn {
         self.conn.clone()
+    }
+
+    /// The nodes whose keyspace events the expiry watcher listens to: the node, or every
+    /// master of a Cluster (as `CLUSTER SLOTS` lists them when the watcher starts).
+    async fn event_nodes(&self) -> std::result::Result<Vec<redis::Client>, StoreError> {
+        let Conn::Cluster(c) = &self.conn else {
+            return Ok(vec![self.seed.clone()]);
+        };
+        let mut nodes = Vec::new();
+        for master in scan::masters(&mut c.clone()).await? {
+            nodes.push(
+                conn::client_at(&self.seed, &master.host, master.port)
+                    .map_err(|e| op_error(None, e))?,
+            );
+        }
+        Ok(nodes)
+    }
+
+    fn scanned_at(&self, prefix: &str) -> Option<u64> {
+        let scanned = self.scanned.lock().unwrap_or_else(|e| e.into_inner());
+        scanned.get(prefix).copied()
     }
 
     async fn inspect_one(&self, key: &str) -> std::result::Result<Option<LockInfo>, StoreError> {
@@ -273,29 +385,41 @@ impl Store for RedisStore {
         &self.describe
     }
 
-    /// Everything but the expiry watcher: Redis removes expired keys by itself, so there is
-    /// no record left to reap ([`Store::reap_expired`] answers `Unsupported`).
+    /// Everything.
     fn capabilities(&self) -> Capabilities {
         Capabilities {
-            expiry_watch: false,
+            cancel_safe_acquire: true,
             ..Capabilities::ALL
         }
     }
 
+    /// One script. Cancel safe: if the future is dropped while the script is in flight, a
+    /// clean-up script releases the lock if, and only if, this very request took it.
     async fn try_acquire(&self, request: AcquireRequest<'_>) -> Result<Acquire, StoreError> {
         let key = request.key;
         let ttl = ttl_ms(request.ttl);
-        let reply: Vec<Value> = scripts::ACQUIRE
+        let attempt = format!("{:016x}", rand::random::<u64>());
+        let mut in_flight = InFlight {
+            store: self,
+            key,
+            owner: request.owner,
+            attempt: &attempt,
+            done: false,
+        };
+        let reply = scripts::ACQUIRE
             .key(key)
             .key(keys::state_key(key))
             .key(keys::fence_key(key))
+            .key(keys::expired_key(key))
             .arg(request.owner)
             .arg(ttl)
             .arg(u8::from(request.metadata.is_some()))
             .arg(request.metadata.unwrap_or_default())
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(|e| op_error(Some(key), e))?;
+            .arg(&attempt)
+            .invoke_async::<Vec<Value>>(&mut self.conn())
+            .await;
+        in_flight.done = true;
+        let reply = reply.map_err(|e| op_error(Some(key), e))?;
         check_type(key, &reply)?;
         match reply.first().map(|v| int(key, v)).transpose()? {
             Some(1) => Ok(Acquire::Acquired(Lease {
@@ -414,6 +538,52 @@ impl Store for RedisStore {
             }
         }
         out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
+    /// Claims the records of expired holdings under `prefix`: those whose `expired` events
+    /// arrived since the last sweep, and on a first sweep (or after the event connection
+    /// dropped) those a `SCAN` finds. See [`expiry`](self::expiry).
+    async fn reap_expired(&self, prefix: &str) -> Result<Vec<LockInfo>, StoreError> {
+        let feed = self
+            .expiry
+            .get_or_try_init(|| async {
+                expiry::ExpiryFeed::start(self.event_nodes().await?).await
+            })
+            .await?;
+        let generation = feed.generation();
+        let mut candidates = feed.take(prefix);
+        let scanned = self.scanned_at(prefix);
+        if scanned != Some(generation) {
+            candidates.extend(expiry::scan_records(&self.conn, prefix).await?);
+            self.scanned
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(prefix.to_owned(), generation);
+        }
+        candidates.sort();
+        candidates.dedup();
+        let mut out = Vec::new();
+        for key in candidates {
+            let reply: Vec<Value> = scripts::CLAIM_EXPIRED
+                .key(&key)
+                .key(keys::state_key(&key))
+                .key(keys::expired_key(&key))
+                .invoke_async(&mut self.conn())
+                .await
+                .map_err(|e| op_error(Some(&key), e))?;
+            for record in reply.chunks(3) {
+                let owner =
+                    opt_string(&key, record.first())?.ok_or_else(|| bad_reply(&key, "no owner"))?;
+                out.push(LockInfo::new(
+                    key.as_str(),
+                    owner,
+                    Some(Duration::ZERO),
+                    opt_fence(&key, record.get(1))?,
+                    opt_string(&key, record.get(2))?,
+                ));
+            }
+        }
         Ok(out)
     }
 

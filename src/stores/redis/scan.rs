@@ -17,17 +17,34 @@ const SCAN_COUNT: u32 = 1000;
 /// The string keys that start with `prefix`, derived keys left out, in no particular order.
 pub(super) async fn lock_keys(conn: &Conn, prefix: &str) -> Result<Vec<String>, StoreError> {
     let pattern = keys::match_pattern(prefix);
+    let mut found: Vec<String> = scan_all(conn, &pattern, "string")
+        .await?
+        .into_iter()
+        .filter(|name| !keys::is_derived(name))
+        // Lock keys are UTF-8; anything else is not ours to list.
+        .filter_map(|name| String::from_utf8(name).ok())
+        .collect();
+    found.sort();
+    found.dedup();
+    Ok(found)
+}
+
+/// The names of the keys of type `kind` matching `pattern`, on the node or on every master
+/// of a Cluster, in no particular order.
+pub(super) async fn scan_all(
+    conn: &Conn,
+    pattern: &str,
+    kind: &str,
+) -> Result<Vec<Vec<u8>>, StoreError> {
     let mut found = Vec::new();
     match conn {
-        Conn::Single(_) => scan_node(conn, None, &pattern, &mut found).await?,
+        Conn::Single(_) => scan_node(conn, None, pattern, kind, &mut found).await?,
         Conn::Cluster(c) => {
-            for slot in master_slots(&mut c.clone()).await? {
-                scan_node(conn, Some(slot), &pattern, &mut found).await?;
+            for master in masters(&mut c.clone()).await? {
+                scan_node(conn, Some(master.slot), pattern, kind, &mut found).await?;
             }
         }
     }
-    found.sort();
-    found.dedup();
     Ok(found)
 }
 
@@ -36,7 +53,8 @@ async fn scan_node(
     conn: &Conn,
     slot: Option<u16>,
     pattern: &str,
-    found: &mut Vec<String>,
+    kind: &str,
+    found: &mut Vec<Vec<u8>>,
 ) -> Result<(), StoreError> {
     let mut cursor: u64 = 0;
     loop {
@@ -47,7 +65,7 @@ async fn scan_node(
             .arg("COUNT")
             .arg(SCAN_COUNT)
             .arg("TYPE")
-            .arg("string");
+            .arg(kind);
         let reply: Value = match (conn, slot) {
             (Conn::Cluster(c), Some(slot)) => {
                 let route = Route::new(slot, SlotAddr::Master);
@@ -63,15 +81,7 @@ async fn scan_node(
         .map_err(|e| op_error(None, e))?;
         let (next, names): (u64, Vec<Vec<u8>>) =
             redis::from_redis_value(reply).map_err(|e| op_error(None, e.into()))?;
-        for name in names {
-            if keys::is_derived(&name) {
-                continue;
-            }
-            // Lock keys are UTF-8; anything else is not ours to list.
-            if let Ok(name) = String::from_utf8(name) {
-                found.push(name);
-            }
-        }
+        found.extend(names);
         if next == 0 {
             return Ok(());
         }
@@ -79,10 +89,18 @@ async fn scan_node(
     }
 }
 
-/// One slot per master, from `CLUSTER SLOTS`: routing `SCAN` by that slot reaches the master.
-async fn master_slots(
+/// A master of a Cluster: its address and one slot it serves (routing by that slot reaches
+/// it).
+pub(super) struct Master {
+    pub host: String,
+    pub port: u16,
+    pub slot: u16,
+}
+
+/// The masters, from `CLUSTER SLOTS`.
+pub(super) async fn masters(
     conn: &mut redis::cluster_async::ClusterConnection,
-) -> Result<Vec<u16>, StoreError> {
+) -> Result<Vec<Master>, StoreError> {
     let reply = conn
         .route_command(
             cmd("CLUSTER").arg("SLOTS").clone(),
@@ -92,8 +110,8 @@ async fn master_slots(
         .map_err(|e| op_error(None, e))?;
     let ranges: Vec<Vec<Value>> =
         redis::from_redis_value(reply).map_err(|e| op_error(None, e.into()))?;
-    // master id (or address) -> first slot it serves
-    let mut masters: BTreeMap<String, u16> = BTreeMap::new();
+    // (host, port) -> first slot it serves
+    let mut masters: BTreeMap<(String, u16), u16> = BTreeMap::new();
     for range in ranges {
         let (Some(start), Some(master)) = (range.first(), range.get(2)) else {
             continue;
@@ -104,13 +122,18 @@ async fn master_slots(
         let Ok(node) = redis::from_redis_value_ref::<Vec<Value>>(master) else {
             continue;
         };
-        let id = node
-            .iter()
-            .take(3)
-            .map(|v| redis::from_redis_value_ref::<String>(v).unwrap_or_default())
-            .collect::<Vec<_>>()
-            .join(" ");
-        masters.entry(id).or_insert(start);
+        let host = node
+            .first()
+            .and_then(|v| redis::from_redis_value_ref::<String>(v).ok());
+        let port = node
+            .get(1)
+            .and_then(|v| redis::from_redis_value_ref::<u16>(v).ok());
+        if let (Some(host), Some(port)) = (host, port) {
+            masters.entry((host, port)).or_insert(start);
+        }
     }
-    Ok(masters.into_values().collect())
+    Ok(masters
+        .into_iter()
+        .map(|((host, port), slot)| Master { host, port, slot })
+        .collect())
 }

@@ -2,7 +2,9 @@
 //! derived keys (all in one Cluster slot).
 //!
 //! Conventions: `KEYS[1]` is the lock key, `KEYS[2]` the state hash, `KEYS[3]` (acquire
-//! only) the fence counter. A key of another type than string under the lock key is someone
+//! only) the fence counter, `KEYS[4]` (acquire) or `KEYS[3]` (claim) the expired-holding
+//! record. The state hash outlives its lock by [`EXPIRY_GRACE_MS`] so that an expiry watcher
+//! can still report who held an expired lock. A key of another type than string under the lock key is someone
 //! else's data: every script answers `-1` (with the type) and writes nothing. A ttl of `0`
 //! means "never expires". Sent by `EVALSHA`; after a `SCRIPT FLUSH` or a failover to a node
 //! that never saw them, redis-rs loads them again and retries (`NOSCRIPT` fallback).
@@ -11,33 +13,54 @@ use std::sync::LazyLock;
 
 use redis::Script;
 
-/// `ARGV`: owner, ttl ms (0 = none), has metadata (`0`/`1`), metadata.
-/// Answers `{1, fence}`, `{0, holder, pttl}` or `{-1, type}`.
+use super::EXPIRY_GRACE_MS;
+
+/// `ARGV`: owner, ttl ms (0 = none), has metadata (`0`/`1`), metadata, attempt id.
+/// Answers `{1, fence}`, `{0, holder, pttl}` or `{-1, type}`. The attempt id (random, per
+/// request) lets [`RELEASE_ATTEMPT`] give back exactly what this request took.
 ///
-/// The fence is incremented before anything is written, so a fence counter that cannot be
-/// incremented (not an integer) leaves the lock untouched.
+/// The common case costs five calls: `SET NX`, `INCR`, `EXISTS`, `HSET`, `PEXPIRE` (each
+/// call counts: a script's cost is mostly its calls). A fence counter that is missing
+/// (a key never locked, or a counter lost with the data) starts at the server's time in
+/// microseconds, so fences keep increasing when Redis loses its data, as long as a key is
+/// locked less than once per microsecond and the server's clock does not step back. A
+/// counter that is not an integer undoes the `SET` and fails: the lock is left untouched.
 pub static ACQUIRE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    with_grace(
         r#"
-local t = redis.call('TYPE', KEYS[1]).ok
-if t ~= 'none' then
+local ttl = tonumber(ARGV[2])
+local taken
+if ttl > 0 then
+  taken = redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ttl)
+else
+  taken = redis.call('SET', KEYS[1], ARGV[1], 'NX')
+end
+if not taken then
+  local t = redis.call('TYPE', KEYS[1]).ok
   if t ~= 'string' then return {-1, t} end
   return {0, redis.call('GET', KEYS[1]), redis.call('PTTL', KEYS[1])}
 end
-local ttl = tonumber(ARGV[2])
-local fence = redis.call('INCR', KEYS[3])
-if ttl > 0 then
-  redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ttl)
-else
-  redis.call('SET', KEYS[1], ARGV[1], 'NX')
+local fence = redis.pcall('INCR', KEYS[3])
+if type(fence) == 'table' then
+  redis.call('DEL', KEYS[1])
+  return redis.error_reply('the fence counter ' .. KEYS[3] .. ' is not an integer')
 end
-redis.call('DEL', KEYS[2])
+if fence == 1 then
+  local now = redis.call('TIME')
+  fence = string.format('%d', tonumber(now[1]) * 1000000 + tonumber(now[2]))
+  redis.call('SET', KEYS[3], fence)
+end
+if redis.call('EXISTS', KEYS[2]) == 1 then
+  -- The holding before ours ended without a release (it expired, or someone deleted the
+  -- key): its record goes to the expiry watcher.
+  redis.call('RENAME', KEYS[2], KEYS[4])
+end
 if ARGV[3] == '1' then
-  redis.call('HSET', KEYS[2], 'owner', ARGV[1], 'fence', fence, 'metadata', ARGV[4])
+  redis.call('HSET', KEYS[2], 'owner', ARGV[1], 'fence', fence, 'attempt', ARGV[5], 'metadata', ARGV[4])
 else
-  redis.call('HSET', KEYS[2], 'owner', ARGV[1], 'fence', fence)
+  redis.call('HSET', KEYS[2], 'owner', ARGV[1], 'fence', fence, 'attempt', ARGV[5])
 end
-if ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl) end
+if ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl + GRACE) end
 return {1, fence}
 "#,
     )
@@ -47,10 +70,9 @@ return {1, fence}
 pub static RELEASE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
-local t = redis.call('TYPE', KEYS[1]).ok
-if t == 'none' then return 0 end
-if t ~= 'string' then return -1 end
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+local v = redis.pcall('GET', KEYS[1])
+if type(v) == 'table' and v.err then return -1 end
+if v ~= ARGV[1] then return 0 end
 redis.call('DEL', KEYS[1], KEYS[2])
 redis.call('PUBLISH', ARGV[2], ARGV[3])
 return 1
@@ -58,9 +80,25 @@ return 1
     )
 });
 
+/// `ARGV`: owner, attempt id, channel, key. Releases the lock only if it is still the
+/// holding that acquire attempt took (the clean-up of a cancelled acquire, which must never
+/// release a later holding of the same owner). Answers `1` released, `0` otherwise.
+pub static RELEASE_ATTEMPT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+if redis.call('TYPE', KEYS[1]).ok ~= 'string' then return 0 end
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if redis.call('HGET', KEYS[2], 'attempt') ~= ARGV[2] then return 0 end
+redis.call('DEL', KEYS[1], KEYS[2])
+redis.call('PUBLISH', ARGV[3], ARGV[4])
+return 1
+"#,
+    )
+});
+
 /// `ARGV`: owner, ttl ms (0 = none). Answers `{1, fence or nil}`, `{0}` or `{-1}`.
 pub static EXTEND: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    with_grace(
         r#"
 local t = redis.call('TYPE', KEYS[1]).ok
 if t == 'none' then return {0} end
@@ -69,7 +107,7 @@ if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {0} end
 local ttl = tonumber(ARGV[2])
 if ttl > 0 then
   redis.call('PEXPIRE', KEYS[1], ttl)
-  redis.call('PEXPIRE', KEYS[2], ttl)
+  redis.call('PEXPIRE', KEYS[2], ttl + GRACE)
 else
   redis.call('PERSIST', KEYS[1])
   redis.call('PERSIST', KEYS[2])
@@ -83,7 +121,7 @@ return {1}
 
 /// `ARGV`: owner, has metadata (`0`/`1`), metadata. Answers `1`, `0` or `-1`.
 pub static SET_METADATA: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    with_grace(
         r#"
 local t = redis.call('TYPE', KEYS[1]).ok
 if t == 'none' then return 0 end
@@ -99,7 +137,7 @@ else
   redis.call('HDEL', KEYS[2], 'metadata')
 end
 local p = redis.call('PTTL', KEYS[1])
-if p > 0 then redis.call('PEXPIRE', KEYS[2], p) else redis.call('PERSIST', KEYS[2]) end
+if p > 0 then redis.call('PEXPIRE', KEYS[2], p + GRACE) else redis.call('PERSIST', KEYS[2]) end
 return 1
 "#,
     )
@@ -136,3 +174,35 @@ return {1, owner, pttl, false, false}
 "#,
     )
 });
+
+/// No `ARGV`. Takes the records of holdings of `KEYS[1]` that ended without a release: the
+/// state hash if it is not the current holder's, and the expired-holding record. Answers
+/// `{owner, fence, metadata, …}`, one triple per record taken (none: empty). Each record is
+/// deleted as it is taken, so of several watchers racing, exactly one gets it.
+pub static CLAIM_EXPIRED: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local out = {}
+local s = redis.call('HMGET', KEYS[2], 'owner', 'fence', 'metadata')
+if s[1] then
+  local current = false
+  if redis.call('TYPE', KEYS[1]).ok == 'string' then current = redis.call('GET', KEYS[1]) end
+  if current ~= s[1] then
+    redis.call('DEL', KEYS[2])
+    out[#out + 1] = s[1]; out[#out + 1] = s[2]; out[#out + 1] = s[3]
+  end
+end
+local d = redis.call('HMGET', KEYS[3], 'owner', 'fence', 'metadata')
+if d[1] then
+  redis.call('DEL', KEYS[3])
+  out[#out + 1] = d[1]; out[#out + 1] = d[2]; out[#out + 1] = d[3]
+end
+return out
+"#,
+    )
+});
+
+/// A script whose text says `GRACE` for [`EXPIRY_GRACE_MS`].
+fn with_grace(text: &str) -> Script {
+    Script::new(&text.replace("GRACE", &EXPIRY_GRACE_MS.to_string()))
+}

@@ -299,6 +299,7 @@ impl Store for RedlockStore {
             list: true,
             shared: true,
             expiry_watch: false,
+            cancel_safe_acquire: false,
         }
     }
 

@@ -435,7 +435,10 @@ impl Store for SqliteStore {
     /// Everything: fencing, notification (same process only; other processes are found by
     /// polling), ttl none, list, sharing between processes, and the expiry watcher.
     fn capabilities(&self) -> Capabilities {
-        Capabilities::ALL
+        Capabilities {
+            cancel_safe_acquire: true,
+            ..Capabilities::ALL
+        }
     }
 
     /// One statement. Cancel safe: if the future is dropped, a lock the statement took is

@@ -1,0 +1,226 @@
+//! Rows of the bad-input table: the `cadenas` binary (on the SQLite file unless `--store`
+//! says otherwise).
+
+use super::table::After::{Free, Held, Nothing};
+use super::table::Expect::*;
+use super::table::On::{Redis, Sqlite};
+use super::table::*;
+use super::{hold, long};
+
+pub fn cases() -> Vec<Case> {
+    vec![
+        // ---- the command line (SQLite file unless --store says otherwise) ----
+        case(
+            "cadenas: unknown flag",
+            Exit(2),
+            &["--bogus"],
+            Nothing,
+            |c| async move { c.cli(&["status", "--bogus", "k"]).await },
+        ),
+        case(
+            "cadenas: no key",
+            Exit(2),
+            &["<KEY>"],
+            Nothing,
+            |c| async move { c.cli(&["acquire"]).await },
+        ),
+        case(
+            "cadenas: empty key",
+            Exit(2),
+            &["empty"],
+            Nothing,
+            |c| async move { c.cli(&["acquire", ""]).await },
+        ),
+        case(
+            "cadenas: key of 300 bytes",
+            Exit(2),
+            &["300 bytes"],
+            Nothing,
+            |c| async move { c.cli(&["status", long(300)]).await },
+        ),
+        case(
+            "cadenas: --ttl 0",
+            Exit(2),
+            &["ttl", "'0'"],
+            Free(Sqlite, "k-cli"),
+            |c| async move { c.cli(&["acquire", "--ttl", "0", "k-cli"]).await },
+        ),
+        case(
+            "cadenas: --ttl -5s",
+            Exit(2),
+            &["negative"],
+            Free(Sqlite, "k-cli"),
+            |c| async move { c.cli(&["acquire", "--ttl", "-5s", "k-cli"]).await },
+        ),
+        case(
+            "cadenas: --wait soon",
+            Exit(2),
+            &["wait", "'soon'"],
+            Free(Sqlite, "k-cli"),
+            |c| async move { c.cli(&["acquire", "--wait", "soon", "k-cli"]).await },
+        ),
+        case(
+            "cadenas: --kill-after never",
+            Exit(2),
+            &["kill-after"],
+            Free(Sqlite, "k-cli"),
+            |c| async move {
+                c.cli(&["exec", "--kill-after", "never", "k-cli", "--", "true"])
+                    .await
+            },
+        ),
+        case(
+            "cadenas: --conflict-exit-code 300",
+            Exit(2),
+            &["300"],
+            Free(Sqlite, "k-cli"),
+            |c| async move {
+                c.cli(&["acquire", "--conflict-exit-code", "300", "k-cli"])
+                    .await
+            },
+        ),
+        case(
+            "cadenas: --metadata of 64 KiB + 1",
+            Exit(2),
+            &["metadata"],
+            Free(Sqlite, "k-cli"),
+            |c| async move {
+                c.cli(&["acquire", "--metadata", &"m".repeat(64 * 1024 + 1), "k-cli"])
+                    .await
+            },
+        ),
+        case(
+            "cadenas: release of a non-token",
+            Exit(2),
+            &["token", "cadenas1."],
+            Nothing,
+            |c| async move { c.cli(&["release", "hello"]).await },
+        ),
+        case(
+            "cadenas: releasing twice",
+            Exit(1),
+            &["k-cli2", "not held"],
+            Free(Sqlite, "k-cli2"),
+            |c| async move {
+                let t = hold(&c, Sqlite, "k-cli2").await;
+                let first = c.cli(&["release", &t]).await;
+                assert!(matches!(first, Got::Cli { code: Some(0), .. }), "{first:?}");
+                c.cli(&["release", &t]).await
+            },
+        ),
+        case(
+            "cadenas: extend --ttl 0",
+            Exit(2),
+            &["ttl"],
+            Held(Sqlite, "k-cli3"),
+            |c| async move {
+                let t = hold(&c, Sqlite, "k-cli3").await;
+                c.cli(&["extend", "--ttl", "0", &t]).await
+            },
+        ),
+        case(
+            "cadenas: extend of a token from another store",
+            Exit(1),
+            &["k-tok2", "not held"],
+            Held(Redis, "k-tok2"),
+            |c| async move {
+                let t = hold(&c, Redis, "k-tok2").await;
+                c.cli(&["extend", &t]).await
+            },
+        ),
+        case(
+            "cadenas: acquire --wait 0 of a held key",
+            Exit(75),
+            &["k-cli4", "already held"],
+            Held(Sqlite, "k-cli4"),
+            |c| async move {
+                hold(&c, Sqlite, "k-cli4").await;
+                c.cli(&["acquire", "--wait", "0", "k-cli4"]).await
+            },
+        ),
+        case(
+            "cadenas: --conflict-exit-code 9 on a held key",
+            Exit(9),
+            &["k-cli4"],
+            Held(Sqlite, "k-cli4"),
+            |c| async move {
+                hold(&c, Sqlite, "k-cli4").await;
+                c.cli(&[
+                    "exec",
+                    "--wait",
+                    "0",
+                    "--conflict-exit-code",
+                    "9",
+                    "k-cli4",
+                    "--",
+                    "true",
+                ])
+                .await
+            },
+        ),
+        case(
+            "cadenas: --store with an unknown scheme",
+            Exit(2),
+            &["gopher", "u:***@"],
+            Nothing,
+            |c| async move {
+                c.cli(&[
+                    "status",
+                    "--store",
+                    &format!("gopher://u:{WRONG_PASSWORD}@h/x"),
+                    "k",
+                ])
+                .await
+            },
+        ),
+        case(
+            "cadenas: wrong Redis password",
+            Exit(69),
+            &["authentication"],
+            Nothing,
+            |c| async move {
+                let url = format!(
+                    "redis://:{WRONG_PASSWORD}@127.0.0.1:{}",
+                    c.locked_redis.port
+                );
+                c.cli(&["status", "--store", &url, "k"]).await
+            },
+        ),
+        case(
+            "cadenas: no Redis password where one is required",
+            Exit(69),
+            &["authentication required"],
+            Nothing,
+            |c| async move {
+                let url = format!("redis://127.0.0.1:{}", c.locked_redis.port);
+                c.cli(&["status", "--store", &url, "k"]).await
+            },
+        ),
+        case(
+            "cadenas: Redis down",
+            Exit(69),
+            &["cannot connect"],
+            Nothing,
+            |c| async move {
+                c.cli(&[
+                    "status",
+                    "--store",
+                    &format!("redis://127.0.0.1:{}", free_port()),
+                    "k",
+                ])
+                .await
+            },
+        ),
+        case(
+            "cadenas: a Redis list under the key",
+            Exit(1),
+            &["k-list2"],
+            Nothing,
+            |c| async move {
+                c.plant_list("k-list2").await;
+                let url = with_query(&redis_base(), &format!("namespace={}", c.redis_ns));
+                c.cli(&["status", "--store", &url, "k-list2"]).await
+            },
+        ),
+    ]
+}

@@ -1,0 +1,324 @@
+//! Rows of the bad-input table: the library API (keys, owners, metadata, durations, tokens,
+//! the lock's life).
+
+use std::time::Duration;
+
+use cadenas::{Locks, Retry};
+
+use super::table::After::{Free, Held, Nothing};
+use super::table::Expect::*;
+use super::table::On::{Mysql, Postgres, Redis, Sqlite};
+use super::table::*;
+use super::{hold, long, TTL};
+
+pub fn cases() -> Vec<Case> {
+    vec![
+        // ---- keys, owners, metadata (library) ----
+        case(
+            "empty key",
+            Invalid("key"),
+            &["empty"],
+            Nothing,
+            |c| async move { api(c.redis.lock("").try_acquire().await) },
+        ),
+        case(
+            "key of 256 bytes",
+            Invalid("key"),
+            &["256 bytes"],
+            Nothing,
+            |c| async move { api(c.sqlite.lock(long(256)).try_acquire().await) },
+        ),
+        case(
+            "key with a NUL character",
+            Invalid("key"),
+            &["NUL"],
+            Nothing,
+            |c| async move { api(c.redis.lock("a\0b").try_acquire().await) },
+        ),
+        case(
+            "key of 250 bytes, over 255 with its namespace",
+            Invalid("key"),
+            &["with its namespace"],
+            Nothing,
+            |c| async move { api(c.redis.lock(long(250)).try_acquire().await) },
+        ),
+        case(
+            "key with NUL on PostgreSQL (text cannot hold it): refused before any SQL",
+            Invalid("key"),
+            &["NUL"],
+            Nothing,
+            |c| async move { api(c.postgres.lock("k\0").try_acquire().await) },
+        ),
+        case(
+            "empty owner",
+            Invalid("owner"),
+            &["owner"],
+            Free(Redis, "k-owner"),
+            |c| async move { api(c.redis.lock("k-owner").owner("").try_acquire().await) },
+        ),
+        case(
+            "owner of 256 bytes",
+            Invalid("owner"),
+            &["255 bytes"],
+            Free(Mysql, "k-owner"),
+            |c| async move { api(c.mysql.lock("k-owner").owner(long(256)).try_acquire().await) },
+        ),
+        case(
+            "metadata of 64 KiB + 1",
+            Invalid("metadata"),
+            &["65537 bytes"],
+            Free(Redis, "k-meta"),
+            |c| async move {
+                let m = "m".repeat(64 * 1024 + 1);
+                api(c.redis.lock("k-meta").metadata(m).try_acquire().await)
+            },
+        ),
+        case(
+            "set_metadata of 64 KiB + 1 on a held lock",
+            Invalid("metadata"),
+            &["65537 bytes"],
+            Held(Postgres, "k-meta"),
+            |c| async move {
+                let g = c
+                    .postgres
+                    .lock("k-meta")
+                    .ttl(TTL)
+                    .try_acquire()
+                    .await
+                    .unwrap();
+                let r = g.set_metadata(Some(&"m".repeat(64 * 1024 + 1))).await;
+                g.leak();
+                api(r)
+            },
+        ),
+        // ---- durations (library) ----
+        case(
+            "ttl of zero",
+            Invalid("ttl"),
+            &["at least 1ms"],
+            Free(Redis, "k-ttl"),
+            |c| async move {
+                api(c
+                    .redis
+                    .lock("k-ttl")
+                    .ttl(Some(Duration::ZERO))
+                    .try_acquire()
+                    .await)
+            },
+        ),
+        case(
+            "ttl over a year",
+            Invalid("ttl"),
+            &["one year"],
+            Free(Redis, "k-ttl"),
+            |c| async move {
+                let ttl = Some(Duration::from_secs(366 * 24 * 3600));
+                api(c.redis.lock("k-ttl").ttl(ttl).try_acquire().await)
+            },
+        ),
+        case(
+            "duration '-5s'",
+            Invalid("ttl"),
+            &["-5s", "negative"],
+            Nothing,
+            |_| async move { api(cadenas::parse_ttl("-5s")) },
+        ),
+        case(
+            "duration '99999999999999999999h' (overflow)",
+            Invalid("ttl"),
+            &["99999999999999999999h"],
+            Nothing,
+            |_| async move { api(cadenas::parse_ttl("99999999999999999999h")) },
+        ),
+        case(
+            "duration 'soon'",
+            Invalid("ttl"),
+            &["'soon'"],
+            Nothing,
+            |_| async move { api(cadenas::parse_ttl("soon")) },
+        ),
+        case(
+            "extend by zero",
+            Invalid("ttl"),
+            &["at least 1ms"],
+            Held(Redis, "k-extend0"),
+            |c| async move {
+                let g = c
+                    .redis
+                    .lock("k-extend0")
+                    .ttl(TTL)
+                    .try_acquire()
+                    .await
+                    .unwrap();
+                let r = g.extend(Some(Duration::ZERO)).await;
+                g.leak();
+                api(r)
+            },
+        ),
+        case(
+            "retry delay of zero",
+            Invalid("retry delay"),
+            &["retry delay"],
+            Free(Redis, "k-retry"),
+            |c| async move {
+                let retry = Retry::default().delay(Duration::ZERO);
+                api(c.redis.lock("k-retry").retry(retry).acquire().await)
+            },
+        ),
+        case(
+            "ttl=0 in a URL",
+            Invalid("ttl"),
+            &["'0'"],
+            Nothing,
+            |_| async move { api(Locks::connect("memory:?ttl=0").await) },
+        ),
+        case(
+            "ttl=none on Redlock (no lease without expiry)",
+            Unsupported,
+            &["without ttl"],
+            Nothing,
+            |_| async move {
+                let (a, b, d) = (free_port(), free_port(), free_port());
+                let url = format!("redlock://127.0.0.1:{a},127.0.0.1:{b},127.0.0.1:{d}?ttl=none");
+                api(Locks::connect(&url).await)
+            },
+        ),
+        // ---- tokens (library) ----
+        case(
+            "truncated token",
+            Invalid("token"),
+            &["token"],
+            Held(Redis, "k-tok"),
+            |c| async move {
+                let t = hold(&c, Redis, "k-tok").await;
+                api(c.redis.restore(&t[..t.len() - 4]).await)
+            },
+        ),
+        case(
+            "token with a bad checksum",
+            Invalid("token"),
+            &["checksum"],
+            Held(Redis, "k-tok"),
+            |c| async move {
+                let t = hold(&c, Redis, "k-tok").await;
+                let (body, _) = t.rsplit_once('.').unwrap();
+                api(c.redis.restore(&format!("{body}.00000000")).await)
+            },
+        ),
+        case(
+            "token of another version",
+            Invalid("token"),
+            &["cadenas1."],
+            Held(Redis, "k-tok"),
+            |c| async move {
+                let t = hold(&c, Redis, "k-tok").await;
+                api(c
+                    .redis
+                    .restore(&t.replacen("cadenas1.", "cadenas2.", 1))
+                    .await)
+            },
+        ),
+        case(
+            "token of a Redis lock restored on PostgreSQL",
+            NotOwned,
+            &["k-tok", "postgres://"],
+            Held(Redis, "k-tok"),
+            |c| async move {
+                let t = hold(&c, Redis, "k-tok").await;
+                api(c.postgres.restore(&t).await)
+            },
+        ),
+        // ---- the lock's life ----
+        case(
+            "releasing twice",
+            NotOwned,
+            &["k-twice"],
+            Free(Mysql, "k-twice"),
+            |c| async move {
+                let t = hold(&c, Mysql, "k-twice").await;
+                c.mysql.restore(&t).await.unwrap().release().await.unwrap();
+                api(c.mysql.restore(&t).await)
+            },
+        ),
+        case(
+            "extending a lock taken over by another owner",
+            NotOwned,
+            &["k-lost"],
+            Held(Redis, "k-lost"),
+            |c| async move {
+                let g = c.redis.lock("k-lost").ttl(TTL).try_acquire().await.unwrap();
+                c.redis.lock("k-lost").force_release().await.unwrap();
+                c.redis
+                    .lock("k-lost")
+                    .ttl(TTL)
+                    .try_acquire()
+                    .await
+                    .unwrap()
+                    .leak();
+                api(g.extend(None).await)
+            },
+        ),
+        case(
+            "releasing a lock taken over by another owner",
+            NotOwned,
+            &["k-lost"],
+            Held(Postgres, "k-lost"),
+            |c| async move {
+                let g = c
+                    .postgres
+                    .lock("k-lost")
+                    .ttl(TTL)
+                    .try_acquire()
+                    .await
+                    .unwrap();
+                c.postgres.lock("k-lost").force_release().await.unwrap();
+                c.postgres
+                    .lock("k-lost")
+                    .ttl(TTL)
+                    .try_acquire()
+                    .await
+                    .unwrap()
+                    .leak();
+                api(g.release().await)
+            },
+        ),
+        case(
+            "run() whose lease is force-released while it runs",
+            Lost,
+            &["k-run", "was lost"],
+            Free(Redis, "k-run"),
+            |c| async move {
+                let other = c.redis.clone();
+                let r = c
+                    .redis
+                    .lock("k-run")
+                    .run(|_| async move {
+                        other.lock("k-run").force_release().await.unwrap();
+                    })
+                    .await;
+                api(r)
+            },
+        ),
+        case(
+            "try_acquire of a held lock",
+            AlreadyLocked,
+            &["k-held", "already held"],
+            Held(Sqlite, "k-held"),
+            |c| async move {
+                hold(&c, Sqlite, "k-held").await;
+                api(c.sqlite.lock("k-held").try_acquire().await)
+            },
+        ),
+        case(
+            "acquire of a held lock with a 100 ms timeout",
+            Timeout,
+            &["k-held", "still held"],
+            Held(Redis, "k-held"),
+            |c| async move {
+                hold(&c, Redis, "k-held").await;
+                let retry = Retry::default().timeout(Duration::from_millis(100));
+                api(c.redis.lock("k-held").acquire_with(&retry).await)
+            },
+        ),
+    ]
+}

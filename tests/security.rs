@@ -1,0 +1,351 @@
+//! Security checks as tests.
+//!
+//! - Owner ids are 128 bits from a CSPRNG (`cadenas::new_owner`: `rand::rng()`, a ChaCha
+//!   generator seeded and reseeded from the operating system), written as 26 Crockford base32
+//!   characters: unique, of that format, and every one of the 128 bits varies.
+//! - No password shows in an error (`Display`, `Debug`), a store's or factory's `Debug`, a
+//!   tracing line (captured at TRACE, `log` records included) or the CLI's output, for a
+//!   recognisable password in every URL form: parse errors, wrong passwords against the real
+//!   servers, and (PostgreSQL with trust auth) a password the server ignores, so the lock is
+//!   used with the password in its URL.
+//! - `rediss://` connects to a TLS server with a trusted CA and refuses an untrusted
+//!   certificate: `tests/redis_store.rs`
+//!   (`tls_with_a_trusted_ca_works_and_an_untrusted_certificate_is_refused`); here, a wrong
+//!   password over TLS.
+//! - Table and schema names are validated before any SQL: `tests/postgres_store.rs` and
+//!   `tests/mysql_store.rs` (`bad_table_name_is_refused_before_any_sql`, against a port
+//!   nobody listens on); here, a bad namespace against the real servers creates no table.
+#![cfg(all(
+    feature = "cli",
+    feature = "redis",
+    feature = "redlock",
+    feature = "postgres",
+    feature = "mysql"
+))]
+
+use std::collections::HashSet;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use cadenas::{Error, Locks};
+
+#[path = "support/captured.rs"]
+mod captured;
+#[path = "support/redis_server.rs"]
+mod redis_server;
+
+use captured::Captured;
+
+use redis_server::RedisServer;
+
+/// The password every URL here carries. It must never be shown.
+const PASSWORD: &str = "Sekr3tPw-4c1d9e";
+
+/// Everything logged by this test binary, at TRACE, `log` records included.
+fn logs() -> &'static Captured {
+    static LOGS: OnceLock<Captured> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        let logs = Captured::default();
+        tracing_subscriber::fmt()
+            .with_writer(logs.clone())
+            .with_max_level(tracing::Level::TRACE)
+            .with_ansi(false)
+            .with_span_events(tracing_subscriber::fmt::format::FmtSpan::FULL)
+            .try_init()
+            .expect("the only subscriber of this test binary");
+        logs
+    })
+}
+
+/// Fails if `text` (from `what`) shows the password.
+fn assert_hidden(what: &str, text: &str) {
+    assert!(
+        !text.contains(PASSWORD),
+        "{what} shows the password:\n{text}"
+    );
+}
+
+/// Fails if the logs so far show the password, and returns how many bytes were logged.
+fn assert_logs_hidden() -> usize {
+    let text = logs().text();
+    assert_hidden("the tracing output", &text);
+    text.len()
+}
+
+/// Runs `cadenas ARGS` and checks its output; returns the exit code and stderr. With
+/// `CADENAS_LOG=trace`, its own tracing lines go to stderr too.
+fn cli(args: &[&str]) -> (Option<i32>, String) {
+    let out = assert_cmd::Command::cargo_bin("cadenas")
+        .unwrap()
+        .args(args)
+        .env("CADENAS_LOG", "trace")
+        .env_remove("CADENAS_STORE")
+        .env_remove("CADENAS_STORES")
+        .timeout(Duration::from_secs(60))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_hidden(&format!("`cadenas {}` (stdout)", args.join(" ")), &stdout);
+    assert_hidden(&format!("`cadenas {}` (stderr)", args.join(" ")), &stderr);
+    (out.status.code(), stderr)
+}
+
+/// Connects to `url`, and if that works, takes and releases a lock; checks every error,
+/// `Debug` and the logs. Returns the error, if any.
+async fn use_url(url: &str) -> Option<Error> {
+    assert!(url.contains(PASSWORD), "{url}");
+    let err = match Locks::connect(url).await {
+        Err(e) => e,
+        Ok(locks) => {
+            assert_hidden("Locks::describe", locks.describe());
+            assert_hidden("Locks's Debug", &format!("{locks:?}"));
+            assert_hidden("the store's Debug", &format!("{:?}", locks.store()));
+            let key = format!("security-{:x}", rand::random::<u64>());
+            match locks.lock(&key).try_acquire().await {
+                Ok(guard) => {
+                    assert_hidden("a guard's Debug", &format!("{guard:?}"));
+                    assert_hidden("a token", &guard.serialize());
+                    locks.lock(&key).force_release().await.unwrap();
+                    assert_logs_hidden();
+                    return None;
+                }
+                Err(e) => e,
+            }
+        }
+    };
+    assert_hidden(&format!("the error of {url:?}"), &err.to_string());
+    assert_hidden(
+        &format!("the error's Debug of {url:?}"),
+        &format!("{err:?}"),
+    );
+    let mut source = std::error::Error::source(&err);
+    while let Some(s) = source {
+        assert_hidden("an error source", &format!("{s} {s:?}"));
+        source = s.source();
+    }
+    assert_logs_hidden();
+    Some(err)
+}
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+fn base(var: &str, default: &str) -> url::Url {
+    url::Url::parse(&std::env::var(var).unwrap_or_else(|_| default.to_owned())).unwrap()
+}
+
+/// `base` with `user` and the password.
+fn with_password(mut u: url::Url, scheme: &str, user: &str) -> String {
+    u.set_username(user).unwrap();
+    u.set_password(Some(PASSWORD)).unwrap();
+    u.as_str()
+        .replacen(&format!("{}://", u.scheme()), &format!("{scheme}://"), 1)
+}
+
+#[test]
+fn owner_ids_are_128_random_bits_in_base32() {
+    const N: u32 = 20_000;
+    const ALPHABET: &str = "0123456789abcdefghjkmnpqrstvwxyz";
+    let mut seen = HashSet::new();
+    let mut ones = [0u32; 128];
+    let locks = Locks::memory();
+    for i in 0..N {
+        // Half from new_owner, half the default owner of a new lock.
+        let id = if i % 2 == 0 {
+            cadenas::new_owner()
+        } else {
+            locks.lock("k").owner_id().to_owned()
+        };
+        assert_eq!(id.len(), 26, "{id}");
+        let mut n: u128 = 0;
+        for c in id.chars() {
+            let digit = ALPHABET
+                .find(c)
+                .unwrap_or_else(|| panic!("{id}: '{c}' is not Crockford base32"));
+            n = n.checked_mul(32).expect("130 bits") + digit as u128;
+        }
+        // 26 characters hold 130 bits: the first carries only 3, so it is 0-7.
+        assert!(id.as_bytes()[0] <= b'7', "{id} is over 128 bits");
+        for (bit, count) in ones.iter_mut().enumerate() {
+            *count += ((n >> bit) & 1) as u32;
+        }
+        assert!(seen.insert(id), "an owner id came twice");
+    }
+    // Every bit is set about half the time: 128 bits of entropy, not fewer padded to 128.
+    // (Eight standard deviations either side: a fair bit never fails this.)
+    let sd = (N as f64).sqrt() / 2.0;
+    for (bit, count) in ones.iter().enumerate() {
+        let off = (*count as f64 - N as f64 / 2.0).abs();
+        assert!(off < 8.0 * sd, "bit {bit} was set {count} times in {N}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passwords_never_show_for_urls_that_do_not_parse_or_open() {
+    logs();
+    let pw = PASSWORD;
+    let urls = [
+        format!("redis://u:{pw}@127.0.0.1:99999"),
+        format!("redis://u:{pw}@ho st:1"),
+        format!("redis://u:{pw}/x@127.0.0.1:1"),
+        format!("rediss://u:{pw}@127.0.0.1:1/?bogus=1"),
+        format!("rediss://u:{pw}@127.0.0.1:1/?ca_file=no-such-ca.pem"),
+        format!("redis+cluster://u:{pw}@127.0.0.1:1,,127.0.0.1:2"),
+        format!("redis+cluster://u:{pw}@127.0.0.1:1,127.0.0.1:2/5"),
+        format!("redlock://u:{pw}@127.0.0.1:1,127.0.0.1:1,127.0.0.1:2"),
+        format!("redlock://u:{pw}@127.0.0.1:1,127.0.0.1:x"),
+        format!("postgres://u:{pw}@127.0.0.1:1/db?table=bad;drop"),
+        format!("postgres://u:{pw}@[::1/db"),
+        format!("postgresql://u:{pw}@127.0.0.1:1/db?bogus=1"),
+        format!("mysql://u:{pw}@127.0.0.1:1/db?table=1abc"),
+        format!("mariadb://u:{pw}@127.0.0.1:1/db?schema=x"),
+        format!("gopher://u:{pw}@h/x"),
+        format!("sqlite://u:{pw}@h/locks.db"),
+    ];
+    for url in &urls {
+        let e = use_url(url).await.unwrap_or_else(|| panic!("{url} opened"));
+        assert!(
+            matches!(
+                e,
+                Error::Config { .. } | Error::InvalidInput { .. } | Error::Unsupported { .. }
+            ),
+            "{url}: {e:?}"
+        );
+        let (code, stderr) = cli(&["status", "--store", url, "k"]);
+        assert_eq!(code, Some(2), "{url}: {stderr}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passwords_never_show_with_wrong_passwords_against_the_servers() {
+    let before = assert_logs_hidden();
+    // Redis, plain and TLS, each requiring a password of its own.
+    let plain = RedisServer::with_password("the-right-one-1");
+    let tls = RedisServer::tls_with_password("the-right-one-2");
+    let ca = tls.tls.as_ref().unwrap().ca.display().to_string();
+    let pg = base(
+        "CADENAS_TEST_POSTGRES_URL",
+        "postgres://postgres@127.0.0.1:5432/test",
+    );
+    let my = base("CADENAS_TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306/test");
+    let nobody = format!("nobody_{:x}", rand::random::<u32>());
+    let (pw, p, t) = (PASSWORD, plain.port, tls.port);
+    let cases = [
+        format!("redis://:{pw}@127.0.0.1:{p}"),
+        format!("redis://default:{pw}@127.0.0.1:{p}/0"),
+        format!("rediss://:{pw}@127.0.0.1:{t}?ca_file={ca}"),
+        format!("redis+cluster://:{pw}@127.0.0.1:{p}?connect_timeout=3s"),
+        format!(
+            "redlock://:{pw}@127.0.0.1:{p},127.0.0.1:{},127.0.0.1:{}?retry_count=0",
+            free_port(),
+            free_port()
+        ),
+        with_password(pg.clone(), "postgres", &nobody),
+        with_password(pg, "postgresql", &nobody),
+        with_password(my.clone(), "mysql", my.username()),
+        with_password(my, "mariadb", &nobody),
+    ];
+    for url in &cases {
+        let e = use_url(url)
+            .await
+            .unwrap_or_else(|| panic!("{url} worked with a wrong password"));
+        assert!(e.is_unavailable(), "{url}: {e}");
+        let (code, stderr) = cli(&["acquire", "--wait", "0", "--store", url, "k"]);
+        assert_eq!(code, Some(69), "{url}: {stderr}");
+    }
+    assert!(assert_logs_hidden() > before, "nothing was logged");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_the_server_ignores_never_shows_while_locks_are_used() {
+    // PostgreSQL on trust auth accepts any password: the store runs with it in its URL.
+    let mut pg = base(
+        "CADENAS_TEST_POSTGRES_URL",
+        "postgres://postgres@127.0.0.1:5432/test",
+    );
+    let table = format!("cadenas_sec_{:x}", rand::random::<u32>());
+    pg.query_pairs_mut().append_pair("table", &table);
+    let user = pg.username().to_owned();
+    let url = with_password(pg, "postgresql", &user);
+    if let Some(e) = use_url(&url).await {
+        panic!("PostgreSQL with trust auth refused {url:?}: {e}");
+    }
+    let (code, stderr) = cli(&["list", "--store", &url]);
+    assert_eq!(code, Some(0), "{stderr}");
+    drop_table(&table).await;
+}
+
+async fn drop_table(table: &str) {
+    let base = std::env::var("CADENAS_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    let pool = sqlx::PgPool::connect(&base).await.unwrap();
+    for s in [
+        format!("DROP TABLE IF EXISTS \"{table}\""),
+        format!("DROP SEQUENCE IF EXISTS \"{table}_fence_seq\""),
+    ] {
+        sqlx::query(&s).execute(&pool).await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_namespace_is_refused_before_any_sql() {
+    let pg_base = std::env::var("CADENAS_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    let my_base = std::env::var("CADENAS_TEST_MYSQL_URL")
+        .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".to_owned());
+    let pg = sqlx::PgPool::connect(&pg_base).await.unwrap_or_else(|e| {
+        panic!("PostgreSQL is not reachable at {pg_base} ({e}); start it or set CADENAS_TEST_POSTGRES_URL")
+    });
+    let my = sqlx::MySqlPool::connect(&my_base).await.unwrap_or_else(|e| {
+        panic!("MariaDB is not reachable at {my_base} ({e}); start it or set CADENAS_TEST_MYSQL_URL")
+    });
+    for bad in ["a'b", "x;drop table t", "a b", ""] {
+        let table = format!("cadenas_ns_{:x}", rand::random::<u32>());
+        let query = format!(
+            "namespace={}&table={table}",
+            url::form_urlencoded::byte_serialize(bad.as_bytes()).collect::<String>()
+        );
+        for base in [&pg_base, &my_base] {
+            let sep = if base.contains('?') { '&' } else { '?' };
+            let e = Locks::connect(&format!("{base}{sep}{query}"))
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(
+                    e,
+                    Error::InvalidInput {
+                        what: "namespace",
+                        ..
+                    }
+                ),
+                "{bad:?}: {e:?}"
+            );
+        }
+        // No SQL was sent: the store would have created its table first.
+        let n: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = $1",
+        )
+        .bind(&table)
+        .fetch_one(&pg)
+        .await
+        .unwrap();
+        assert_eq!(
+            n, 0,
+            "PostgreSQL table {table} was created for namespace {bad:?}"
+        );
+        let n: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = ?",
+        )
+        .bind(&table)
+        .fetch_one(&my)
+        .await
+        .unwrap();
+        assert_eq!(
+            n, 0,
+            "MariaDB table {table} was created for namespace {bad:?}"
+        );
+    }
+}

@@ -1,0 +1,342 @@
+//! The checker finds what it is there to find: runs written by hand, with and without the
+//! faults that explain them.
+
+use super::*;
+use crate::counter::Counter;
+use crate::record::Jsonl;
+
+struct Run {
+    _temp: tempfile::TempDir,
+    dir: RunDir,
+    logs: HashMap<u32, Jsonl>,
+}
+
+/// One section as a worker would log it: acquired at `acq`, released at `rel` (ms).
+struct S {
+    worker: u32,
+    seq: u64,
+    owner: &'static str,
+    fence: u64,
+    /// When it started acquiring, in ns (default: half a millisecond before `acq`).
+    start: u64,
+    acq: u64,
+    rel: u64,
+    outcome: Outcome,
+    release: Release,
+}
+
+fn accepted(worker: u32, seq: u64, owner: &'static str, fence: u64, acq: u64, rel: u64) -> S {
+    S {
+        worker,
+        seq,
+        owner,
+        fence,
+        start: acq * MS - MS / 2,
+        acq,
+        rel,
+        outcome: Outcome::Accepted,
+        release: Release::Ok,
+    }
+}
+
+const MS: u64 = 1_000_000;
+
+impl Run {
+    fn new(faults: &[&str]) -> Run {
+        let temp = tempfile::tempdir().unwrap();
+        let dir = RunDir::create(temp.path()).unwrap();
+        dir.write_config(&RunConfig {
+            store: StoreKind::Sqlite,
+            describe: "sqlite://test".into(),
+            keys: vec!["k".into()],
+            ttl_ms: 1000,
+            work_ms: (1, 2),
+            deadline_ns: None,
+            iterations: Some(1),
+            seed: 0,
+            procs: 2,
+            faults: faults.iter().map(|f| f.to_string()).collect(),
+        })
+        .unwrap();
+        Run {
+            _temp: temp,
+            dir,
+            logs: HashMap::new(),
+        }
+    }
+
+    fn log(&mut self, worker: u32) -> &mut Jsonl {
+        let dir = self.dir.clone();
+        self.logs.entry(worker).or_insert_with(|| {
+            let mut log = Jsonl::append(&dir.worker_log(worker)).unwrap();
+            log.write(&Rec::Start {
+                worker,
+                pid: worker,
+                t: 0,
+            })
+            .unwrap();
+            log
+        })
+    }
+
+    fn section(&mut self, s: S) {
+        let log = self.log(s.worker);
+        log.write(&Rec::Begin {
+            seq: s.seq,
+            key: "k".into(),
+            owner: s.owner.into(),
+            fence: Some(s.fence),
+            t_start: s.start,
+            t_acq: s.acq * MS,
+        })
+        .unwrap();
+        log.write(&Rec::End {
+            seq: s.seq,
+            outcome: s.outcome,
+            lost_at_commit: false,
+            expired_at_commit: false,
+            t_rel: s.rel * MS,
+            release: s.release,
+        })
+        .unwrap();
+    }
+
+    /// Register and commit through the real counter, in this order.
+    fn count(&self, steps: &[(&str, Option<u64>, bool)]) {
+        let mut c = Counter::open(&self.dir.counter("k"), 1).unwrap();
+        let mut read = HashMap::new();
+        for (owner, fence, commit) in steps {
+            if *commit {
+                c.commit(owner, *fence, read[owner]).unwrap();
+            } else if let crate::counter::Register::Ok(v) = c.register(owner, *fence).unwrap() {
+                read.insert(*owner, v);
+            }
+        }
+    }
+
+    fn finish(&mut self, workers: &[(u32, ExitHow)]) {
+        let mut exits = Jsonl::append(&self.dir.exits()).unwrap();
+        for (w, how) in workers {
+            if *how == ExitHow::Finished {
+                self.log(*w)
+                    .write(&Rec::Finish { t: 0, sections: 1 })
+                    .unwrap();
+            }
+            exits
+                .write(&Exit {
+                    worker: *w,
+                    pid: *w,
+                    how: how.clone(),
+                })
+                .unwrap();
+        }
+    }
+
+    fn fault(&self, kind: &str, from: u64, to: u64) {
+        Jsonl::append(&self.dir.faults())
+            .unwrap()
+            .write(&Fault {
+                kind: kind.into(),
+                worker: None,
+                t_start: from * MS,
+                t_end: to * MS,
+                detail: String::new(),
+            })
+            .unwrap();
+    }
+
+    fn check(&self) -> Summary {
+        check(&self.dir).unwrap()
+    }
+}
+
+fn has(s: &Summary, text: &str) -> bool {
+    s.violation_list.iter().any(|v| v.contains(text))
+}
+
+#[test]
+fn a_clean_run_passes() {
+    let mut run = Run::new(&[]);
+    run.section(accepted(1, 1, "a", 10, 1, 2));
+    run.section(accepted(2, 1, "b", 11, 3, 4));
+    run.count(&[("a", Some(10), false), ("a", Some(10), true)]);
+    run.count(&[("b", Some(11), false), ("b", Some(11), true)]);
+    run.finish(&[(1, ExitHow::Finished), (2, ExitHow::Finished)]);
+    let s = run.check();
+    assert_eq!(s.violations, 0, "{:?}", s.violation_list);
+    assert_eq!((s.sections, s.accepted, s.lost_updates), (2, 2, 0));
+}
+
+#[test]
+fn two_confirmed_holders_at_once_are_caught() {
+    let mut run = Run::new(&[]);
+    run.section(accepted(1, 1, "a", 10, 1, 5));
+    let mut b = accepted(2, 1, "b", 11, 3, 6);
+    b.outcome = Outcome::RejectedRegister { highest: 12 };
+    run.section(b);
+    run.count(&[("a", Some(10), false), ("a", Some(10), true)]);
+    run.finish(&[(1, ExitHow::Finished), (2, ExitHow::Finished)]);
+    let s = run.check();
+    assert!(has(&s, "two holders at once"), "{:?}", s.violation_list);
+    assert!(has(&s, "in a run without faults"), "{:?}", s.violation_list);
+}
+
+#[test]
+fn fences_that_go_back_are_caught_unless_a_restart_explains_them() {
+    for restart in [false, true] {
+        let mut run = Run::new(&["restart"]);
+        run.section(accepted(1, 1, "a", 10, 1, 2));
+        let mut b = accepted(2, 1, "b", 3, 4, 5);
+        b.outcome = Outcome::RejectedRegister { highest: 10 };
+        run.section(b);
+        run.count(&[("a", Some(10), false), ("a", Some(10), true)]);
+        run.finish(&[(1, ExitHow::Finished), (2, ExitHow::Finished)]);
+        if restart {
+            run.fault("restart", 2, 3);
+        }
+        let s = run.check();
+        if restart {
+            assert_eq!(s.violations, 0, "{:?}", s.violation_list);
+            assert_eq!(s.fence_regressions_after_restart, 1);
+        } else {
+            assert!(has(&s, "fence not above"), "{:?}", s.violation_list);
+            assert!(has(&s, "rejected"), "{:?}", s.violation_list);
+        }
+    }
+}
+
+#[test]
+fn fences_must_grow_again_after_a_restart() {
+    let mut run = Run::new(&["restart"]);
+    run.section(accepted(1, 1, "a", 10, 1, 2));
+    run.fault("restart", 2, 3);
+    // After the restart fences start over (explained), but then must grow: 2 after 3 is not.
+    for (w, owner, fence, at) in [(2, "b", 3, 4), (3, "c", 2, 6)] {
+        let mut sec = accepted(w, 1, owner, fence, at, at + 1);
+        sec.outcome = Outcome::RejectedRegister { highest: 10 };
+        run.section(sec);
+    }
+    run.count(&[("a", Some(10), false), ("a", Some(10), true)]);
+    run.finish(&[
+        (1, ExitHow::Finished),
+        (2, ExitHow::Finished),
+        (3, ExitHow::Finished),
+    ]);
+    let s = run.check();
+    assert_eq!(s.fence_regressions_after_restart, 2);
+    assert_eq!(s.violations, 1, "{:?}", s.violation_list);
+    assert!(has(&s, "owner c fence Some(2)"), "{:?}", s.violation_list);
+}
+
+#[test]
+fn a_reply_delayed_past_a_restart_is_from_before_it() {
+    let mut run = Run::new(&["restart", "delay"]);
+    // a asked before the restart and got its (old) fence after it: b's new one is lower.
+    let mut a = accepted(1, 1, "a", 200, 6, 7);
+    a.start = 3 * MS;
+    a.release = Release::NotOwned;
+    run.section(a);
+    run.fault("restart", 4, 5);
+    let mut b = accepted(2, 1, "b", 2, 9, 10);
+    b.outcome = Outcome::RejectedRegister { highest: 200 };
+    run.section(b);
+    run.count(&[("a", Some(200), false), ("a", Some(200), true)]);
+    run.finish(&[(1, ExitHow::Finished), (2, ExitHow::Finished)]);
+    let s = run.check();
+    assert_eq!(s.violations, 0, "{:?}", s.violation_list);
+    assert_eq!(s.fence_regressions_after_restart, 1);
+}
+
+#[test]
+fn a_lost_update_is_caught() {
+    let mut run = Run::new(&["kill"]);
+    run.section(accepted(1, 1, "a", 10, 1, 3));
+    let mut b = accepted(2, 1, "b", 11, 2, 4);
+    b.release = Release::NotOwned;
+    run.section(b);
+    // A resource that does not check fences lets both write what they read: 0 + 1 twice.
+    run.count(&[
+        ("a", None, false),
+        ("b", None, false),
+        ("a", None, true),
+        ("b", None, true),
+    ]);
+    run.finish(&[(1, ExitHow::Finished), (2, ExitHow::Finished)]);
+    let s = run.check();
+    assert_eq!(s.lost_updates, 1);
+    assert!(has(&s, "lost update"), "{:?}", s.violation_list);
+    assert!(
+        has(&s, "accepted sections overlap"),
+        "{:?}",
+        s.violation_list
+    );
+}
+
+#[test]
+fn rejections_need_a_lost_lease() {
+    let mut run = Run::new(&["stop"]);
+    let mut a = accepted(1, 1, "a", 10, 1, 2);
+    a.outcome = Outcome::RejectedCommit { highest: Some(11) };
+    a.release = Release::NotOwned;
+    run.section(a);
+    let mut b = accepted(2, 1, "b", 12, 3, 4);
+    b.outcome = Outcome::RejectedCommit { highest: Some(13) };
+    run.section(b);
+    run.finish(&[(1, ExitHow::Finished), (2, ExitHow::Finished)]);
+    let s = run.check();
+    assert_eq!(s.violations, 1, "{:?}", s.violation_list);
+    assert!(
+        has(&s, "though its release confirmed"),
+        "{:?}",
+        s.violation_list
+    );
+}
+
+#[test]
+fn workers_must_finish_or_be_killed_by_us() {
+    let mut run = Run::new(&["kill"]);
+    let log = run.log(1);
+    log.write(&Rec::Begin {
+        seq: 1,
+        key: "k".into(),
+        owner: "a".into(),
+        fence: Some(1),
+        t_start: 1,
+        t_acq: 2,
+    })
+    .unwrap();
+    run.log(2);
+    run.log(3);
+    run.finish(&[
+        (1, ExitHow::KilledByUs),
+        (2, ExitHow::Failed("exit status 1".into())),
+    ]);
+    Jsonl::append(&run.dir.faults())
+        .unwrap()
+        .write(&Fault {
+            kind: "kill".into(),
+            worker: Some(1),
+            t_start: 2 * MS,
+            t_end: 2 * MS,
+            detail: String::new(),
+        })
+        .unwrap();
+    // The run goes on long after the kill, and nobody takes the key again.
+    run.section(accepted(4, 1, "d", 2, 1, 10_000));
+    run.count(&[("d", Some(2), false), ("d", Some(2), true)]);
+    run.finish(&[(4, ExitHow::Finished)]);
+    let s = run.check();
+    assert!(
+        has(&s, "nobody acquired it again"),
+        "{:?}",
+        s.violation_list
+    );
+    assert_eq!(s.killed_mid_section, 1);
+    assert!(has(&s, "worker 2 failed"), "{:?}", s.violation_list);
+    assert!(
+        has(&s, "worker 3: no exit recorded"),
+        "{:?}",
+        s.violation_list
+    );
+    assert_eq!(s.violations, 3, "{:?}", s.violation_list);
+}

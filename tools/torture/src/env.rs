@@ -1,0 +1,242 @@
+//! The store under test and what surrounds it: the tool's own redis-servers, proxies in
+//! front of network stores, the SQL admin connection, and each worker's URL.
+
+use std::sync::{Arc, Mutex};
+
+use anyhow::{bail, Context, Result};
+use rand::seq::IndexedRandom;
+
+use crate::faults::FaultKind;
+use crate::proxy::Proxy;
+use crate::record::StoreKind;
+use crate::servers::{redact, RedisServer, SqlAdmin};
+
+const DEFAULT_POSTGRES: &str = "postgres://postgres@127.0.0.1:5432/test";
+const DEFAULT_MYSQL: &str = "mysql://root@127.0.0.1:3306/test";
+const REDLOCK_NODES: usize = 5;
+
+pub struct StoreEnv {
+    pub kind: StoreKind,
+    pub describe: String,
+    /// Servers the tool started (one for Redis, five for Redlock): restartable.
+    pub servers: Vec<Arc<Mutex<RedisServer>>>,
+    pub proxies: Arc<Vec<Proxy>>,
+    pub admin: Option<tokio::sync::Mutex<SqlAdmin>>,
+    /// The workers' URL (through the proxies), before per-worker changes.
+    url: String,
+    tag: String,
+}
+
+impl StoreEnv {
+    /// Resolves `--store`: a store name (`memory`, `sqlite`, `redis`, `redlock`, `postgres`,
+    /// `mysql`: own servers or the local defaults) or a full URL.
+    pub async fn setup(
+        spec: &str,
+        dir: &std::path::Path,
+        faults: &[FaultKind],
+        tag: &str,
+    ) -> Result<StoreEnv> {
+        let scheme = spec.split(':').next().unwrap_or("").to_ascii_lowercase();
+        let kind = Self::kind_of(spec)?;
+        let bare = !spec.contains("://");
+        let mut env = StoreEnv {
+            kind,
+            describe: String::new(),
+            servers: Vec::new(),
+            proxies: Arc::default(),
+            admin: None,
+            url: String::new(),
+            tag: tag.to_owned(),
+        };
+        let mut url = match kind {
+            StoreKind::Memory => "memory:".to_owned(),
+            StoreKind::Sqlite if bare => format!("sqlite://{}", dir.join("locks.db").display()),
+            StoreKind::Redis | StoreKind::Redlock if bare => {
+                let count = if kind == StoreKind::Redis {
+                    1
+                } else {
+                    REDLOCK_NODES
+                };
+                let mut hosts = Vec::new();
+                for _ in 0..count {
+                    let server = RedisServer::start(dir)?;
+                    hosts.push(format!("127.0.0.1:{}", server.port));
+                    env.servers.push(Arc::new(Mutex::new(server)));
+                }
+                format!("{scheme}://{}", hosts.join(","))
+            }
+            StoreKind::Postgres if bare => DEFAULT_POSTGRES.to_owned(),
+            StoreKind::Mysql if bare => DEFAULT_MYSQL.to_owned(),
+            _ => spec.to_owned(),
+        };
+        if faults.contains(&FaultKind::Restart) && env.servers.is_empty() {
+            bail!("fault `restart` needs a server the tool runs itself: use --store redis or --store redlock");
+        }
+        env.describe = cadenas::url::StoreUrl::parse(&url)
+            .map(|u| u.redacted)
+            .unwrap_or_else(|_| redact(&url));
+        let direct = url.clone();
+        if faults.iter().any(|f| f.needs_proxy()) {
+            url = env.proxied(&url).await?;
+        }
+        match kind {
+            StoreKind::Redis | StoreKind::Redlock => {
+                url = with_option(&url, "namespace", &format!("torture{tag}"))
+            }
+            StoreKind::Postgres | StoreKind::Mysql => {
+                let table = format!("torture_{tag}");
+                let admin_url = admin_url(&direct)?;
+                env.admin = Some(tokio::sync::Mutex::new(if kind == StoreKind::Postgres {
+                    SqlAdmin::postgres(&admin_url, &table).await?
+                } else {
+                    let db = url::Url::parse(&admin_url)?
+                        .path()
+                        .trim_start_matches('/')
+                        .to_owned();
+                    SqlAdmin::mysql(&admin_url, &table, &db).await?
+                }));
+                url = with_option(&url, "table", &table);
+                url = with_option(&url, "pool_size", "2");
+            }
+            _ => {}
+        }
+        env.url = url;
+        Ok(env)
+    }
+
+    /// Which store `--store` names.
+    pub fn kind_of(spec: &str) -> Result<StoreKind> {
+        let scheme = spec.split(':').next().unwrap_or("").to_ascii_lowercase();
+        Ok(match scheme.as_str() {
+            "memory" => StoreKind::Memory,
+            "sqlite" => StoreKind::Sqlite,
+            "redis" => StoreKind::Redis,
+            "redlock" => StoreKind::Redlock,
+            "postgres" | "postgresql" => StoreKind::Postgres,
+            "mysql" | "mariadb" => StoreKind::Mysql,
+            other => bail!(
+                "unknown store '{other}': use memory, sqlite, redis, redlock, postgres, mysql or a URL of one"
+            ),
+        })
+    }
+
+    /// Puts a proxy in front of every host of `url` and returns the URL through them.
+    async fn proxied(&mut self, url: &str) -> Result<String> {
+        let hosts = cadenas::url::StoreUrl::parse(url)?.hosts;
+        if hosts.is_empty() || hosts.iter().any(|h| !h.contains(':')) {
+            bail!(
+                "faults `drop` and `delay` need a network store with host:port in its URL, not {}",
+                self.describe
+            );
+        }
+        let (mut through, mut proxies) = (Vec::new(), Vec::new());
+        for host in &hosts {
+            let proxy = Proxy::start(host).await?;
+            through.push(proxy.addr.to_string());
+            proxies.push(proxy);
+        }
+        self.proxies = Arc::new(proxies);
+        Ok(url.replacen(&hosts.join(","), &through.join(","), 1))
+    }
+
+    /// The name a worker's connections carry: its PostgreSQL `application_name` or its
+    /// MySQL user.
+    pub fn conn_name(&self, worker: u32) -> String {
+        format!("torture{}w{worker}", self.tag)
+    }
+
+    /// The URL worker `id` connects with.
+    pub async fn worker_url(&self, id: u32) -> Result<String> {
+        match (self.kind, &self.admin) {
+            (StoreKind::Postgres, _) => Ok(with_option(
+                &self.url,
+                "application_name",
+                &self.conn_name(id),
+            )),
+            (StoreKind::Mysql, Some(admin)) => {
+                let user = self.conn_name(id);
+                let password = admin.lock().await.create_user(&user).await?;
+                let mut u = url::Url::parse(&self.url)?;
+                u.set_username(&user)
+                    .map_err(|()| anyhow::anyhow!("cannot set the user"))?;
+                u.set_password(Some(&password))
+                    .map_err(|()| anyhow::anyhow!("cannot set the password"))?;
+                Ok(u.to_string())
+            }
+            _ => Ok(self.url.clone()),
+        }
+    }
+
+    /// Picks two distinct own servers at random (Redlock restarts), or the one (Redis).
+    pub fn restart_targets(&self, rng: &mut impl rand::Rng) -> Vec<Arc<Mutex<RedisServer>>> {
+        let n = if self.kind == StoreKind::Redlock {
+            2
+        } else {
+            1
+        };
+        self.servers.choose_multiple(rng, n).cloned().collect()
+    }
+
+    pub async fn teardown(&self) -> Result<()> {
+        for p in self.proxies.iter() {
+            p.drop_all();
+        }
+        if let Some(admin) = &self.admin {
+            admin.lock().await.cleanup().await?;
+        }
+        for s in &self.servers {
+            s.lock().unwrap().kill();
+        }
+        Ok(())
+    }
+}
+
+/// The admin's URL: the store's own (not through a proxy) without query; `mariadb://`
+/// becomes `mysql://` for the driver.
+fn admin_url(url: &str) -> Result<String> {
+    let mut u = url::Url::parse(url).with_context(|| format!("bad URL {}", redact(url)))?;
+    u.set_query(None);
+    let text = u.to_string();
+    Ok(match text.strip_prefix("mariadb://") {
+        Some(rest) => format!("mysql://{rest}"),
+        None => text,
+    })
+}
+
+/// Adds `name=value` to the query unless the URL has that option already.
+fn with_option(url: &str, name: &str, value: &str) -> String {
+    let query = url.split_once('?').map_or("", |(_, q)| q);
+    if query
+        .split('&')
+        .any(|kv| kv.split('=').next() == Some(name))
+    {
+        return url.to_owned();
+    }
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}{name}={value}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        assert_eq!(
+            with_option("postgres://h:1/db", "table", "t"),
+            "postgres://h:1/db?table=t"
+        );
+        assert_eq!(
+            with_option("postgres://h:1/db?table=x", "table", "t"),
+            "postgres://h:1/db?table=x"
+        );
+        assert_eq!(
+            with_option("redis://h:1?a=b", "n", "v"),
+            "redis://h:1?a=b&n=v"
+        );
+        assert_eq!(
+            admin_url("mariadb://root@h:3306/test?table=t").unwrap(),
+            "mysql://root@h:3306/test"
+        );
+    }
+}

@@ -1,0 +1,170 @@
+//! The faults the orchestrator injects, which stores each applies to, and the ones that are
+//! carried out on servers and proxies (the ones on workers are in `orchestrator.rs`).
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+
+use crate::proxy::Proxy;
+use crate::record::{now_ns, Fault, StoreKind};
+use crate::servers::RedisServer;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum FaultKind {
+    /// SIGKILL of a holder mid-section (thread workers: the guard is leaked and the worker
+    /// ends): its lease must expire and another worker take the key.
+    Kill,
+    /// SIGSTOP of a holder for longer than the ttl, then SIGCONT (thread workers: their
+    /// runtime thread blocks): it must be rejected by fence or learn that it lost the lease.
+    Stop,
+    /// Kill and restart of the tool's own redis-server (data lost), or of 2 of Redlock's 5
+    /// nodes, kept down longer than the ttl (the delayed restart Redlock needs).
+    Restart,
+    /// `pg_terminate_backend` / MySQL `KILL` of a holder's connections.
+    Connkill,
+    /// The proxy drops every connection between workers and store.
+    Drop,
+    /// The proxy delays all traffic for a while.
+    Delay,
+}
+
+impl FaultKind {
+    pub const ALL: [FaultKind; 6] = [
+        FaultKind::Kill,
+        FaultKind::Stop,
+        FaultKind::Restart,
+        FaultKind::Connkill,
+        FaultKind::Drop,
+        FaultKind::Delay,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            FaultKind::Kill => "kill",
+            FaultKind::Stop => "stop",
+            FaultKind::Restart => "restart",
+            FaultKind::Connkill => "connkill",
+            FaultKind::Drop => "drop",
+            FaultKind::Delay => "delay",
+        }
+    }
+
+    pub fn needs_proxy(self) -> bool {
+        matches!(self, FaultKind::Drop | FaultKind::Delay)
+    }
+
+    /// Whether the fault aims at one worker inside its critical section.
+    pub fn targets_holder(self) -> bool {
+        matches!(
+            self,
+            FaultKind::Kill | FaultKind::Stop | FaultKind::Connkill
+        )
+    }
+
+    /// Whether `store` can take this fault (`own_servers`: the tool runs the Redis servers).
+    pub fn applies_to(self, store: StoreKind, own_servers: bool) -> bool {
+        use StoreKind::*;
+        match self {
+            FaultKind::Kill | FaultKind::Stop => true,
+            FaultKind::Restart => matches!(store, Redis | Redlock) && own_servers,
+            FaultKind::Connkill => matches!(store, Postgres | Mysql),
+            FaultKind::Drop | FaultKind::Delay => {
+                matches!(store, Redis | Redlock | Postgres | Mysql)
+            }
+        }
+    }
+}
+
+/// Parses `--faults`: `all`, `none`, or a comma list of names.
+pub fn parse(list: &str, store: StoreKind, own_servers: bool) -> Result<Vec<FaultKind>> {
+    let list = list.trim();
+    if list.is_empty() || list == "none" {
+        return Ok(Vec::new());
+    }
+    if list == "all" {
+        return Ok(FaultKind::ALL
+            .into_iter()
+            .filter(|f| f.applies_to(store, own_servers))
+            .collect());
+    }
+    let mut out = Vec::new();
+    for name in list.split(',').map(str::trim) {
+        let Some(kind) = FaultKind::ALL.into_iter().find(|f| f.name() == name) else {
+            bail!("unknown fault '{name}': use kill, stop, restart, connkill, drop, delay, all or none");
+        };
+        if !kind.applies_to(store, own_servers) {
+            bail!(
+                "fault '{name}' does not apply to the {store:?} store{}",
+                if kind == FaultKind::Restart {
+                    " (restart needs --store redis or --store redlock: servers the tool runs)"
+                } else {
+                    ""
+                }
+            );
+        }
+        if !out.contains(&kind) {
+            out.push(kind);
+        }
+    }
+    Ok(out)
+}
+
+/// How long a stopped worker stays stopped: well past its ttl.
+pub fn stop_time(ttl: Duration) -> Duration {
+    ttl * 3 / 2 + Duration::from_millis(100)
+}
+
+/// Kills `servers`, keeps them down for `down`, starts them again (empty). Redis: a short
+/// outage; Redlock: longer than the ttl, so every lease they knew has expired before they
+/// vote again (a node back sooner could grant a lock a minority still holds).
+pub async fn restart(servers: Vec<Arc<Mutex<RedisServer>>>, down: Duration) -> Result<Fault> {
+    let t_start = now_ns();
+    let ports: Vec<u16> = servers.iter().map(|s| s.lock().unwrap().port).collect();
+    for s in &servers {
+        s.lock().unwrap().kill();
+    }
+    tokio::time::sleep(down).await;
+    for s in servers {
+        tokio::task::spawn_blocking(move || s.lock().unwrap().start_again()).await??;
+    }
+    Ok(Fault {
+        kind: FaultKind::Restart.name().into(),
+        worker: None,
+        t_start,
+        t_end: now_ns(),
+        detail: format!("redis-server on port(s) {ports:?} down for {down:?}, restarted empty"),
+    })
+}
+
+/// Delays all proxied traffic by `delay` for `during`.
+pub async fn delay(proxies: &[Proxy], delay: Duration, during: Duration) -> Fault {
+    let t_start = now_ns();
+    for p in proxies {
+        p.set_delay(delay);
+    }
+    tokio::time::sleep(during).await;
+    for p in proxies {
+        p.set_delay(Duration::ZERO);
+    }
+    Fault {
+        kind: FaultKind::Delay.name().into(),
+        worker: None,
+        t_start,
+        t_end: now_ns(),
+        detail: format!("every chunk delayed {delay:?} for {during:?}"),
+    }
+}
+
+/// Drops every proxied connection.
+pub fn drop_connections(proxies: &[Proxy]) -> Fault {
+    let t = now_ns();
+    let n: usize = proxies.iter().map(Proxy::drop_all).sum();
+    Fault {
+        kind: FaultKind::Drop.name().into(),
+        worker: None,
+        t_start: t,
+        t_end: t,
+        detail: format!("{n} connection(s) dropped"),
+    }
+}

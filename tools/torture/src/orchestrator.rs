@@ -1,0 +1,517 @@
+//! `run`: sets up the store, spawns the workers, injects faults, respawns killed workers,
+//! and records how every worker ended.
+
+use std::collections::{BTreeMap, HashSet};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use rand::rngs::StdRng;
+use rand::seq::{IndexedRandom, SliceRandom};
+use rand::{Rng, SeedableRng};
+use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
+use tokio::time::Instant;
+
+use crate::env::StoreEnv;
+use crate::faults::{self, FaultKind};
+use crate::record::{
+    last_record, now_ns, read_jsonl, Exit, ExitHow, Fault, Jsonl, Rec, RunConfig, RunDir, StoreKind,
+};
+use crate::worker::{self, Kill, Worker};
+
+/// How a worker's process or thread ended, before we know whether we killed it.
+enum RawExit {
+    Success,
+    Signal(i32),
+    Other(String),
+    Thread(Result<worker::End>),
+}
+
+enum Event {
+    Exit(u32, RawExit),
+    FaultDone(Result<Fault>, FaultKind),
+    Resumed(u32),
+}
+
+enum Control {
+    Process,
+    Thread {
+        kill: Arc<Kill>,
+        pause: UnboundedSender<Duration>,
+    },
+}
+
+struct Slot {
+    pid: u32,
+    budget: Option<u64>,
+    control: Control,
+    killed: bool,
+}
+
+pub struct Orchestrator {
+    pub env: StoreEnv,
+    pub config: RunConfig,
+    pub dir: RunDir,
+    pub faults: Vec<FaultKind>,
+    pub fault_every: Duration,
+    slots: BTreeMap<u32, Slot>,
+    next_id: u32,
+    stopped: HashSet<u32>,
+    busy: HashSet<FaultKind>,
+    deck: Vec<FaultKind>,
+    in_flight: usize,
+    rng: StdRng,
+    tx: UnboundedSender<Event>,
+    rx: tokio::sync::mpsc::UnboundedReceiver<Event>,
+    fault_log: Jsonl,
+    exit_log: Jsonl,
+    memory: Option<cadenas::Locks>,
+}
+
+impl Orchestrator {
+    pub fn new(
+        env: StoreEnv,
+        config: RunConfig,
+        dir: RunDir,
+        faults: Vec<FaultKind>,
+        fault_every: Duration,
+    ) -> Result<Orchestrator> {
+        let (tx, rx) = unbounded_channel();
+        Ok(Orchestrator {
+            rng: StdRng::seed_from_u64(config.seed),
+            fault_log: Jsonl::append(&dir.faults())?,
+            exit_log: Jsonl::append(&dir.exits())?,
+            env,
+            config,
+            dir,
+            faults,
+            fault_every,
+            slots: BTreeMap::new(),
+            next_id: 1,
+            stopped: HashSet::new(),
+            busy: HashSet::new(),
+            deck: Vec::new(),
+            in_flight: 0,
+            tx,
+            rx,
+            memory: None,
+        })
+    }
+
+    fn ttl(&self) -> Duration {
+        Duration::from_millis(self.config.ttl_ms)
+    }
+
+    /// Runs the workers to the end; every worker's end is in `exits.jsonl` afterwards. The
+    /// store's surroundings are cleaned up (tables, users, servers) whatever happens.
+    pub async fn run(mut self) -> Result<()> {
+        let result = self.run_workers().await;
+        if result.is_err() {
+            // Workers still running would write on: end them first.
+            let _ = self.end_hung();
+        }
+        let cleaned = self.env.teardown().await;
+        result.and(cleaned)
+    }
+
+    async fn run_workers(&mut self) -> Result<()> {
+        self.dir.write_config(&self.config)?;
+        if self.env.kind == StoreKind::Memory {
+            self.memory = Some(worker::connect(&self.config, "memory:").await?);
+        } else {
+            // One connection first: creates the tables before the workers race to.
+            let url = self.env.worker_url(0).await?;
+            worker::connect(&self.config, &url)
+                .await?
+                .disconnect()
+                .await?;
+        }
+        for _ in 0..self.config.procs {
+            self.spawn(self.config.iterations).await?;
+        }
+        let deadline = self
+            .config
+            .deadline_ns
+            .map(|d| Instant::now() + Duration::from_nanos(d.saturating_sub(now_ns())));
+        // Workers that have not finished this long after the deadline are hung.
+        let hard = deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(1800))
+            + Duration::from_secs(60).max(self.ttl() * 20);
+        let mut next_fault = Instant::now() + self.fault_gap();
+        let mut pending = None;
+        while !self.slots.is_empty() || self.in_flight > 0 {
+            let finishing = deadline.is_some_and(|d| Instant::now() >= d);
+            let faulting = !self.faults.is_empty() && !finishing && !self.slots.is_empty();
+            tokio::select! {
+                ev = self.rx.recv() => self.handle(ev.expect("we hold a sender"), finishing).await?,
+                _ = tokio::time::sleep_until(next_fault), if faulting => {
+                    // Each kind waits for its chance (a holder in its section, the previous
+                    // restart or delay over), so every kind gets injected.
+                    let kind = *pending.get_or_insert_with(|| self.next_fault_kind());
+                    if self.inject(kind).await? {
+                        pending = None;
+                        next_fault = Instant::now() + self.fault_gap();
+                    } else {
+                        next_fault = Instant::now() + Duration::from_millis(20);
+                    }
+                }
+                _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted"),
+                _ = tokio::time::sleep_until(hard) => {
+                    self.end_hung()?;
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn fault_gap(&mut self) -> Duration {
+        let base = self.fault_every.as_millis() as u64;
+        Duration::from_millis(self.rng.random_range(base / 2..=base * 3 / 2))
+    }
+
+    async fn spawn(&mut self, budget: Option<u64>) -> Result<()> {
+        let id = self.next_id;
+        self.next_id += 1;
+        let seed = self.config.seed ^ u64::from(id).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let (pid, control) = match &self.memory {
+            Some(locks) => self.spawn_thread(id, seed, budget, locks.clone())?,
+            None => (
+                self.spawn_process(id, seed, budget).await?,
+                Control::Process,
+            ),
+        };
+        self.slots.insert(
+            id,
+            Slot {
+                pid,
+                budget,
+                control,
+                killed: false,
+            },
+        );
+        Ok(())
+    }
+
+    async fn spawn_process(&mut self, id: u32, seed: u64, budget: Option<u64>) -> Result<u32> {
+        let url = self.env.worker_url(id).await?;
+        let exe = std::env::current_exe().context("finding our own binary")?;
+        let mut cmd = tokio::process::Command::new(exe);
+        cmd.arg("worker")
+            .arg("--dir")
+            .arg(&self.dir.0)
+            .arg("--id")
+            .arg(id.to_string())
+            .arg("--seed")
+            .arg(seed.to_string());
+        if let Some(b) = budget {
+            cmd.arg("--iterations").arg(b.to_string());
+        }
+        let err = std::fs::File::create(self.dir.worker_err(id))?;
+        cmd.env("CADENAS_TORTURE_URL", url)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(err)
+            .kill_on_drop(true);
+        let mut child = cmd.spawn().context("spawning a worker")?;
+        let pid = child.id().context("the worker has no pid")?;
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            use std::os::unix::process::ExitStatusExt;
+            let raw = match child.wait().await {
+                Ok(s) if s.success() => RawExit::Success,
+                Ok(s) => match s.signal() {
+                    Some(sig) => RawExit::Signal(sig),
+                    None => RawExit::Other(format!("{s}")),
+                },
+                Err(e) => RawExit::Other(format!("wait failed: {e}")),
+            };
+            let _ = tx.send(Event::Exit(id, raw));
+        });
+        Ok(pid)
+    }
+
+    fn spawn_thread(
+        &self,
+        id: u32,
+        seed: u64,
+        budget: Option<u64>,
+        locks: cadenas::Locks,
+    ) -> Result<(u32, Control)> {
+        let kill = Arc::new(Kill::default());
+        let (pause, mut pauses) = unbounded_channel::<Duration>();
+        let (config, dir, tx, k) = (
+            self.config.clone(),
+            self.dir.clone(),
+            self.tx.clone(),
+            kill.clone(),
+        );
+        std::thread::Builder::new()
+            .name(format!("worker-{id}"))
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build();
+                let end = match rt {
+                    Ok(rt) => rt.block_on(async {
+                        // A pause blocks this runtime's only thread: the worker and its
+                        // watchdog stop together, as a stopped process's would.
+                        tokio::spawn(async move {
+                            while let Some(d) = pauses.recv().await {
+                                std::thread::sleep(d);
+                            }
+                        });
+                        let w = Worker {
+                            id,
+                            seed,
+                            iterations: budget,
+                            config: &config,
+                            dir: &dir,
+                            kill: Some(k),
+                        };
+                        w.run(&locks).await
+                    }),
+                    Err(e) => Err(e.into()),
+                };
+                let _ = tx.send(Event::Exit(id, RawExit::Thread(end)));
+            })?;
+        Ok((0, Control::Thread { kill, pause }))
+    }
+
+    async fn handle(&mut self, ev: Event, finishing: bool) -> Result<()> {
+        match ev {
+            Event::Resumed(id) => {
+                self.stopped.remove(&id);
+            }
+            Event::FaultDone(fault, kind) => {
+                self.in_flight -= 1;
+                self.busy.remove(&kind);
+                self.fault_log.write(&fault?)?;
+            }
+            Event::Exit(id, raw) => {
+                let Some(slot) = self.slots.remove(&id) else {
+                    return Ok(());
+                };
+                let how = match raw {
+                    RawExit::Success | RawExit::Thread(Ok(worker::End::Finished)) => {
+                        ExitHow::Finished
+                    }
+                    RawExit::Signal(9) | RawExit::Thread(Ok(worker::End::Killed))
+                        if slot.killed =>
+                    {
+                        ExitHow::KilledByUs
+                    }
+                    RawExit::Signal(s) => {
+                        ExitHow::Failed(format!("killed by signal {s}{}", self.stderr_tail(id)))
+                    }
+                    RawExit::Other(s) => ExitHow::Failed(format!("{s}{}", self.stderr_tail(id))),
+                    RawExit::Thread(Ok(worker::End::Killed)) => {
+                        ExitHow::Failed("ended as killed, but we did not kill it".into())
+                    }
+                    RawExit::Thread(Err(e)) => ExitHow::Failed(format!("{e:#}")),
+                };
+                self.exit_log.write(&Exit {
+                    worker: id,
+                    pid: slot.pid,
+                    how: how.clone(),
+                })?;
+                if how == ExitHow::KilledByUs && !finishing {
+                    let begun = read_jsonl::<Rec>(&self.dir.worker_log(id))?
+                        .iter()
+                        .filter(|r| matches!(r, Rec::Begin { .. }))
+                        .count() as u64;
+                    match slot.budget.map(|b| b.saturating_sub(begun)) {
+                        Some(0) => {}
+                        left => self.spawn(left).await?,
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn stderr_tail(&self, id: u32) -> String {
+        let text = std::fs::read_to_string(self.dir.worker_err(id)).unwrap_or_default();
+        let tail: Vec<&str> = text.lines().rev().take(5).collect();
+        if tail.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; stderr: {}",
+                tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+            )
+        }
+    }
+
+    /// The kinds come from a shuffled deck, reshuffled when empty: every kind once per round.
+    fn next_fault_kind(&mut self) -> FaultKind {
+        if self.deck.is_empty() {
+            self.deck = self.faults.clone();
+            self.deck.shuffle(&mut self.rng);
+        }
+        self.deck.pop().expect("only called with faults enabled")
+    }
+
+    /// Injects one fault; `false` if it cannot now: it needs a holder and none is in its
+    /// section, or the previous fault of its kind (a restart, a delay) still runs.
+    async fn inject(&mut self, kind: FaultKind) -> Result<bool> {
+        if self.busy.contains(&kind) {
+            return Ok(false);
+        }
+        let target = if kind.targets_holder() {
+            match self.pick_holder() {
+                Some(id) => Some(id),
+                None => return Ok(false),
+            }
+        } else {
+            None
+        };
+        let ttl = self.ttl();
+        let t = now_ns();
+        let record = |detail: String| Fault {
+            kind: kind.name().into(),
+            worker: target,
+            t_start: t,
+            t_end: now_ns(),
+            detail,
+        };
+        match (kind, target) {
+            (FaultKind::Kill, Some(id)) => {
+                let slot = self.slots.get_mut(&id).expect("picked from slots");
+                slot.killed = true;
+                match &slot.control {
+                    Control::Process => signal(slot.pid, Signal::SIGKILL)?,
+                    Control::Thread { kill, .. } => kill.fire(),
+                }
+                let f = record(format!("pid {}", slot.pid));
+                self.fault_log.write(&f)?;
+            }
+            (FaultKind::Stop, Some(id)) => {
+                let slot = &self.slots[&id];
+                let (pid, time) = (slot.pid, faults::stop_time(ttl));
+                match &slot.control {
+                    Control::Process => signal(pid, Signal::SIGSTOP)?,
+                    Control::Thread { pause, .. } => {
+                        let _ = pause.send(time);
+                    }
+                }
+                self.stopped.insert(id);
+                self.in_flight += 1;
+                let thread = matches!(slot.control, Control::Thread { .. });
+                let tx = self.tx.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(time).await;
+                    let resumed = if thread {
+                        Ok(())
+                    } else {
+                        signal(pid, Signal::SIGCONT)
+                    };
+                    let fault = resumed.map(|()| Fault {
+                        kind: kind.name().into(),
+                        worker: Some(id),
+                        t_start: t,
+                        t_end: now_ns(),
+                        detail: format!("stopped for {time:?}"),
+                    });
+                    let _ = tx.send(Event::Resumed(id));
+                    let _ = tx.send(Event::FaultDone(fault, kind));
+                });
+            }
+            (FaultKind::Connkill, Some(id)) => {
+                let name = self.env.conn_name(id);
+                let admin = self
+                    .env
+                    .admin
+                    .as_ref()
+                    .context("connkill needs a SQL store")?;
+                let n = admin.lock().await.kill_connections(&name).await?;
+                let f = record(format!("{n} connection(s) of {name} killed"));
+                self.fault_log.write(&f)?;
+            }
+            (FaultKind::Drop, _) => {
+                let f = faults::drop_connections(&self.env.proxies);
+                self.fault_log.write(&f)?;
+            }
+            (FaultKind::Restart, _) => {
+                let servers = self.env.restart_targets(&mut self.rng);
+                let down = if self.env.kind == StoreKind::Redlock {
+                    ttl + Duration::from_millis(500)
+                } else {
+                    Duration::from_millis(self.rng.random_range(50..300))
+                };
+                self.start_task(kind, faults::restart(servers, down));
+            }
+            (FaultKind::Delay, _) => {
+                let ms = ttl.as_millis() as u64;
+                let delay = Duration::from_millis(self.rng.random_range(20..=(ms * 3 / 5).max(21)));
+                let during = Duration::from_millis(self.rng.random_range(ms..=ms * 2));
+                let p = self.env.proxies.clone();
+                self.start_task(
+                    kind,
+                    async move { Ok(faults::delay(&p, delay, during).await) },
+                );
+            }
+            _ => unreachable!("holder faults always have a target"),
+        }
+        Ok(true)
+    }
+
+    fn start_task(
+        &mut self,
+        kind: FaultKind,
+        task: impl std::future::Future<Output = Result<Fault>> + Send + 'static,
+    ) {
+        self.busy.insert(kind);
+        self.in_flight += 1;
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            let _ = tx.send(Event::FaultDone(task.await, kind));
+        });
+    }
+
+    /// A worker inside its critical section, not stopped nor killed, at random.
+    fn pick_holder(&mut self) -> Option<u32> {
+        let holders: Vec<u32> = self
+            .slots
+            .iter()
+            .filter(|(id, s)| !s.killed && !self.stopped.contains(id))
+            .filter(|(id, _)| {
+                matches!(
+                    last_record(&self.dir.worker_log(**id)),
+                    Some(Rec::Begin { .. })
+                )
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        holders.choose(&mut self.rng).copied()
+    }
+
+    /// Ends workers that did not finish in time; each is a failure.
+    fn end_hung(&mut self) -> Result<()> {
+        for (id, slot) in std::mem::take(&mut self.slots) {
+            match &slot.control {
+                Control::Process => {
+                    let _ = signal(slot.pid, Signal::SIGCONT);
+                    let _ = signal(slot.pid, Signal::SIGKILL);
+                }
+                Control::Thread { kill, .. } => kill.fire(),
+            }
+            self.exit_log.write(&Exit {
+                worker: id,
+                pid: slot.pid,
+                how: ExitHow::Failed("did not finish in time (hung); killed".into()),
+            })?;
+        }
+        Ok(())
+    }
+}
+
+fn signal(pid: u32, sig: Signal) -> Result<()> {
+    match kill(Pid::from_raw(pid as i32), sig) {
+        // Already gone (it finished as we aimed): nothing to do.
+        Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("sending {sig} to {pid}")),
+    }
+}
