@@ -9,8 +9,8 @@
 //! (see *Hand-off*). A Verrou process inserting only its three columns shares the table
 //! (`?table=verrou`); a table Verrou (or an older cadenas) created first gets our nullable
 //! columns added, which needs the `ALTER` privilege once. A table that lacks one of Verrou's
-//! columns is refused with an error naming it. The table and a sequence `<table>_fence_seq` are created on
-//! first use, race-free (see `schema.rs`).
+//! columns is refused with an error naming it. The table and a sequence `<table>_fence_seq`
+//! are created on first use, race-free (see `schema.rs`).
 //!
 //! URL options: `table=NAME`, `schema=NAME` (default: the connection's `current_schema()`),
 //! `unlogged=true`, `synchronous_commit=off`, `pool_size=N` (default 10),
@@ -38,7 +38,6 @@
 //! own progress was not flushed either. Other sessions and a store built with
 //! [`PostgresStore::from_pool`] are not affected (set it on your pool's
 //! `PgConnectOptions::options` there).
-//!
 //!
 //! # Operations
 //!
@@ -76,7 +75,6 @@
 //! tasks releasing their own keys wait for each other's disk flushes: in `pgbench` on the
 //! test machine, 330 acquire+release cycles/s with a notify per release against 3,006
 //! without.
-
 //!
 //! # Speed
 //!
