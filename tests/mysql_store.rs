@@ -6,122 +6,17 @@
 #![cfg(feature = "mysql")]
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use cadenas::store::{Acquire, AcquireRequest, Store, StoreErrorKind};
 use cadenas::stores::mysql::{MySqlOptions, MySqlStore};
 use cadenas::Error;
-use sqlx::mysql::{MySqlPool, MySqlPoolOptions};
+use sqlx::mysql::MySqlPoolOptions;
 use sqlx::Executor;
 
-fn base_url() -> String {
-    std::env::var("CADENAS_TEST_MYSQL_URL")
-        .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".to_owned())
-}
-
-fn with_query(url: &str, query: &str) -> String {
-    let sep = if url.contains('?') { '&' } else { '?' };
-    format!("{url}{sep}{query}")
-}
-
-fn random_name(prefix: &str) -> String {
-    format!("{prefix}_{:016x}", rand::random::<u64>())
-}
-
-async fn admin() -> MySqlPool {
-    MySqlPoolOptions::new()
-        .max_connections(2)
-        .connect(&base_url())
-        .await
-        .unwrap_or_else(|e| {
-            panic!(
-                "MySQL/MariaDB is not reachable at {} ({e}). Install and start one (`apt-get install mariadb-server`, then create database `test`) or point CADENAS_TEST_MYSQL_URL at one.",
-                base_url()
-            )
-        })
-}
-
-/// Drops the test's tables when the test ends, even if it panicked.
-struct Cleanup(Vec<String>);
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let statements = std::mem::take(&mut self.0);
-        let url = base_url();
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(async move {
-                if let Ok(pool) = MySqlPool::connect(&url).await {
-                    for s in statements {
-                        let _ = sqlx::query(&s).execute(&pool).await;
-                    }
-                    pool.close().await;
-                }
-            });
-        })
-        .join();
-    }
-}
-
-fn cleanup_table(table: &str) -> Cleanup {
-    Cleanup(vec![
-        format!("DROP TABLE IF EXISTS `{table}`"),
-        format!("DROP TABLE IF EXISTS `{table}_fences`"),
-    ])
-}
-
-async fn store_with(query: &str) -> (MySqlStore, String, Cleanup) {
-    let table = random_name("cadenas_t");
-    let cleanup = cleanup_table(&table);
-    let url = with_query(&base_url(), &format!("table={table}"));
-    let url = if query.is_empty() {
-        url
-    } else {
-        with_query(&url, query)
-    };
-    (connect(&url).await, table, cleanup)
-}
-
-async fn connect(url: &str) -> MySqlStore {
-    admin().await.close().await; // a clear message if the server is down
-    MySqlStore::connect(url)
-        .await
-        .unwrap_or_else(|e| panic!("connecting the store: {e}"))
-}
-
-fn req<'a>(key: &'a str, owner: &'a str, ttl: Option<Duration>) -> AcquireRequest<'a> {
-    AcquireRequest {
-        key,
-        owner,
-        ttl,
-        metadata: None,
-    }
-}
-
-fn fence_of(a: Acquire) -> u64 {
-    match a {
-        Acquire::Acquired(lease) => lease.fence.expect("mysql fences"),
-        Acquire::Held(h) => panic!("expected to acquire, held by {h:?}"),
-    }
-}
-
-const LONG: Option<Duration> = Some(Duration::from_secs(60));
-
-async fn acquire_within(store: &MySqlStore, key: &str, owner: &str, limit: Duration) -> u64 {
-    let deadline = Instant::now() + limit;
-    loop {
-        match store.try_acquire(req(key, owner, LONG)).await.unwrap() {
-            Acquire::Acquired(l) => return l.fence.unwrap(),
-            Acquire::Held(_) if Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(10)).await
-            }
-            Acquire::Held(h) => panic!("still held after {limit:?}: {h:?}"),
-        }
-    }
-}
+#[path = "support/mysql.rs"]
+mod my;
+use my::*;
 
 #[tokio::test]
 async fn exclusion_and_owner_checks() {
@@ -474,6 +369,16 @@ async fn killed_connections_leave_the_lease_standing() {
     assert!(s.release("k", "a").await.unwrap());
 }
 
+/// Pool options from the URL reach the pool.
+#[tokio::test]
+async fn pool_options() {
+    let (s, _t, _c) = store_with("pool_size=3&test_before_acquire=false").await;
+    assert!(!s.pool().options().get_test_before_acquire());
+    assert_eq!(s.pool().options().get_max_connections(), 3);
+    fence_of(s.try_acquire(req("k", "o", LONG)).await.unwrap());
+    assert!(s.release("k", "o").await.unwrap());
+}
+
 #[tokio::test]
 async fn local_releases_wake_local_subscribers() {
     let (s, _t, _c) = store_with("").await;
@@ -523,61 +428,3 @@ async fn verrou_interop() {
 }
 
 const KNEX_CLIENT: &str = "mysql2";
-
-/// Throughput next to a bare `GET_LOCK`/`RELEASE_LOCK` loop. Run with
-/// `cargo test --release --features mysql --test mysql_store -- --ignored --nocapture`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "a measurement, not a check"]
-async fn measure() {
-    let run_for = Duration::from_secs(3);
-    let (s, _t, _c) = store_with("pool_size=16").await;
-    let s = Arc::new(s);
-    let pool = s.pool().clone();
-    for tasks in [1usize, 16] {
-        let cycles = |bare: bool| {
-            let (s, pool) = (s.clone(), pool.clone());
-            async move {
-                let end = Instant::now() + run_for;
-                let handles: Vec<_> = (0..tasks)
-                    .map(|i| {
-                        let (s, pool) = (s.clone(), pool.clone());
-                        tokio::spawn(async move {
-                            let (key, mut n) = (format!("bench{i}"), 0u64);
-                            while Instant::now() < end {
-                                if bare {
-                                    let mut c = pool.acquire().await.unwrap();
-                                    sqlx::query("SELECT GET_LOCK(?, 0)")
-                                        .bind(&key)
-                                        .execute(&mut *c)
-                                        .await
-                                        .unwrap();
-                                    sqlx::query("SELECT RELEASE_LOCK(?)")
-                                        .bind(&key)
-                                        .execute(&mut *c)
-                                        .await
-                                        .unwrap();
-                                } else {
-                                    fence_of(s.try_acquire(req(&key, "o", LONG)).await.unwrap());
-                                    assert!(s.release(&key, "o").await.unwrap());
-                                }
-                                n += 1;
-                            }
-                            n
-                        })
-                    })
-                    .collect();
-                let mut total = 0;
-                for h in handles {
-                    total += h.await.unwrap();
-                }
-                total as f64 / run_for.as_secs_f64()
-            }
-        };
-        let ceiling = cycles(true).await;
-        let ours = cycles(false).await;
-        println!(
-            "mariadb tasks={tasks}: {ours:.0} cycles/s, GET_LOCK ceiling {ceiling:.0}/s, ratio {:.2}",
-            ours / ceiling
-        );
-    }
-}

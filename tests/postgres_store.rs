@@ -346,6 +346,32 @@ async fn unlogged_table_and_schema_option() {
     fence_of(s.try_acquire(req("k", "o", LONG)).await.unwrap());
 }
 
+/// `synchronous_commit=off` applies to the store's connections; a value PostgreSQL does
+/// not have is refused before connecting. `test_before_acquire=false` reaches the pool.
+#[tokio::test]
+async fn synchronous_commit_and_pool_options() {
+    let (s, _t, _c) =
+        store_with("synchronous_commit=off&pool_size=2&test_before_acquire=false").await;
+    assert!(!s.pool().options().get_test_before_acquire());
+    assert_eq!(s.pool().options().get_max_connections(), 2);
+    fence_of(s.try_acquire(req("k", "o", LONG)).await.unwrap());
+    let setting: String = sqlx::query_scalar("SHOW synchronous_commit")
+        .fetch_one(s.pool())
+        .await
+        .unwrap();
+    assert_eq!(setting, "off");
+    assert!(s.release("k", "o").await.unwrap());
+
+    let e = PostgresStore::connect("postgres://u:pw@127.0.0.1:1/test?synchronous_commit=sometimes")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("synchronous_commit=sometimes") && e.contains("remote_apply"),
+        "{e}"
+    );
+}
+
 #[tokio::test]
 async fn killed_connections_leave_the_lease_standing() {
     let app = random_name("cadenas_kill");
@@ -370,6 +396,7 @@ async fn killed_connections_leave_the_lease_standing() {
     assert!(s.release("k", "a").await.unwrap());
 }
 
+/// A release wakes the subscribers of other stores, if someone's try found the lock held.
 #[tokio::test]
 async fn notification_wakes_a_subscriber_in_another_store() {
     let app = random_name("cadenas_listen");
@@ -380,13 +407,11 @@ async fn notification_wakes_a_subscriber_in_another_store() {
         .await
         .unwrap()
         .expect("postgres notifies");
-    fence_of(holder.try_acquire(req("k", "h", LONG)).await.unwrap());
-    assert!(matches!(
-        waiter.try_acquire(req("k", "w", LONG)).await.unwrap(),
-        Acquire::Held(_)
-    ));
+    let held = |a: Acquire| assert!(matches!(a, Acquire::Held(_)), "{a:?}");
     let mut latencies = vec![];
-    for i in 0..5 {
+    for _ in 0..5 {
+        fence_of(holder.try_acquire(req("k", "h", LONG)).await.unwrap());
+        held(waiter.try_acquire(req("k", "w", LONG)).await.unwrap());
         let released = Instant::now();
         assert!(holder.release("k", "h").await.unwrap());
         tokio::time::timeout(Duration::from_secs(2), sub.released())
@@ -395,13 +420,6 @@ async fn notification_wakes_a_subscriber_in_another_store() {
         latencies.push(released.elapsed());
         fence_of(waiter.try_acquire(req("k", "w", LONG)).await.unwrap());
         assert!(waiter.release("k", "w").await.unwrap());
-        // Our own release notifies too: drain it before the next round.
-        tokio::time::timeout(Duration::from_secs(2), sub.released())
-            .await
-            .unwrap();
-        if i < 4 {
-            fence_of(holder.try_acquire(req("k", "h", LONG)).await.unwrap());
-        }
     }
     latencies.sort();
     assert!(latencies[2] < Duration::from_millis(200), "{latencies:?}");
@@ -419,16 +437,76 @@ async fn notification_wakes_a_subscriber_in_another_store() {
     tokio::time::timeout(Duration::from_secs(10), sub.released())
         .await
         .expect("woken after the listener reconnected");
+    held(waiter.try_acquire(req("k", "w", LONG)).await.unwrap());
     assert!(holder.release("k", "h").await.unwrap());
     tokio::time::timeout(Duration::from_secs(5), sub.released())
         .await
         .expect("notifications work again after the reconnect");
     // Force release notifies as well.
     fence_of(holder.try_acquire(req("k", "h", LONG)).await.unwrap());
+    held(waiter.try_acquire(req("k", "w", LONG)).await.unwrap());
     assert!(waiter.force_release("k").await.unwrap());
     tokio::time::timeout(Duration::from_secs(2), sub.released())
         .await
         .expect("woken by force release");
+}
+
+async fn next_payload(listener: &mut sqlx::postgres::PgListener) -> String {
+    tokio::time::timeout(Duration::from_secs(5), listener.recv())
+        .await
+        .expect("a notification")
+        .unwrap()
+        .payload()
+        .to_owned()
+}
+
+/// Only releases someone waited for reach PostgreSQL's notification queue (a NOTIFY takes a
+/// database-wide lock until its commit is flushed); a takeover of an expired lease keeps
+/// the mark, so the waiters of the old lease hear the new holder's release.
+#[tokio::test]
+async fn only_waited_for_releases_notify() {
+    let (s, table, _c) = store_with("").await;
+    let other = connect(&with_query(&base_url(), &format!("table={table}"))).await;
+    // The channel for a short table name: "cadenas.<schema>.<table>".
+    let channel = format!("cadenas.{}", s.qualified_table());
+    let mut listener = sqlx::postgres::PgListener::connect(&base_url())
+        .await
+        .unwrap();
+    listener.listen(&channel).await.unwrap();
+    // Nobody waited: no notification. Then a release someone waited for: notified.
+    fence_of(s.try_acquire(req("quiet", "a", LONG)).await.unwrap());
+    assert!(s.release("quiet", "a").await.unwrap());
+    fence_of(s.try_acquire(req("quiet", "a", LONG)).await.unwrap());
+    assert!(s.force_release("quiet").await.unwrap());
+    fence_of(s.try_acquire(req("loud", "a", LONG)).await.unwrap());
+    assert!(matches!(
+        other.try_acquire(req("loud", "b", LONG)).await.unwrap(),
+        Acquire::Held(_)
+    ));
+    assert!(s.release("loud", "a").await.unwrap());
+    assert_eq!(next_payload(&mut listener).await, "loud");
+    // The mark is per lease: the next holder's release is quiet again...
+    fence_of(s.try_acquire(req("loud", "a", LONG)).await.unwrap());
+    assert!(s.release("loud", "a").await.unwrap());
+    // ...unless it took over an expired lease someone waited for.
+    fence_of(s.try_acquire(req("exp", "a", LONG)).await.unwrap());
+    assert!(matches!(
+        other.try_acquire(req("exp", "b", LONG)).await.unwrap(),
+        Acquire::Held(_)
+    ));
+    sqlx::query(&format!(
+        "UPDATE \"{table}\" SET expiration = 1 WHERE \"key\" = 'exp'"
+    ))
+    .execute(&admin().await)
+    .await
+    .unwrap();
+    fence_of(s.try_acquire(req("exp", "c", LONG)).await.unwrap());
+    assert!(s.release("exp", "c").await.unwrap());
+    assert_eq!(
+        next_payload(&mut listener).await,
+        "exp",
+        "no notification for the quiet releases before"
+    );
 }
 
 #[tokio::test]

@@ -18,7 +18,7 @@ pub(crate) const DEFAULT_POOL_SIZE: u32 = 10;
 pub(crate) const DEFAULT_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Options every SQL store takes from its URL, besides the table.
-pub(crate) const POOL_OPTIONS: &[&str] = &["pool_size", "acquire_timeout"];
+pub(crate) const POOL_OPTIONS: &[&str] = &["pool_size", "acquire_timeout", "test_before_acquire"];
 
 /// The store's own options and the URL to hand to the driver.
 pub(crate) struct SplitUrl {
@@ -30,6 +30,8 @@ pub(crate) struct SplitUrl {
     pub pool_size: u32,
     /// `acquire_timeout=`.
     pub acquire_timeout: Duration,
+    /// `test_before_acquire=` (default true): ping a pooled connection before each use.
+    pub test_before_acquire: bool,
 }
 
 /// Takes the pool options out of `url`, moves the driver's own connection parameters
@@ -55,6 +57,7 @@ pub(crate) fn split_url(
     let acquire_timeout = url
         .take_duration("acquire_timeout")?
         .unwrap_or(DEFAULT_ACQUIRE_TIMEOUT);
+    let test_before_acquire = url.take_bool("test_before_acquire")?.unwrap_or(true);
     let mut driver_url = url.without_query();
     let mut passed = Vec::new();
     for name in driver_params {
@@ -77,6 +80,7 @@ pub(crate) fn split_url(
         redacted: url.redacted.clone(),
         pool_size,
         acquire_timeout,
+        test_before_acquire,
     })
 }
 
@@ -216,6 +220,7 @@ mod tests {
         let u = StoreUrl::parse("postgres://u:pw@h/db?sslmode=disable&pool_size=3").unwrap();
         let s = split_url(u, &["table"], &["sslmode"]).unwrap();
         assert_eq!(s.pool_size, 3);
+        assert!(s.test_before_acquire);
         assert_eq!(s.driver_url.query(), Some("sslmode=disable"));
         assert!(!s.redacted.contains("pw"));
         let u = StoreUrl::parse("postgres://h/db?bogus=1").unwrap();
@@ -223,5 +228,7 @@ mod tests {
         assert!(e.contains("bogus"), "{e}");
         let u = StoreUrl::parse("postgres://h/db?pool_size=0").unwrap();
         assert!(split_url(u, &[], &[]).is_err());
+        let u = StoreUrl::parse("mysql://h/db?test_before_acquire=false").unwrap();
+        assert!(!split_url(u, &[], &[]).unwrap().test_before_acquire);
     }
 }

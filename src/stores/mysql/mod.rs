@@ -14,8 +14,8 @@
 //! Creation is race-free (see `schema.rs`).
 //!
 //! URL options: `table=NAME`, `pool_size=N` (default 10), `acquire_timeout=DUR` (default
-//! 10s), and the driver's `ssl-mode`, `ssl-ca`, `ssl-cert`, `ssl-key`, `charset`,
-//! `collation`, `socket`, `statement-cache-capacity`.
+//! 10s), `test_before_acquire=false` (see *Speed*), and the driver's `ssl-mode`, `ssl-ca`,
+//! `ssl-cert`, `ssl-key`, `charset`, `collation`, `socket`, `statement-cache-capacity`.
 //!
 //! # Operations and clock
 //!
@@ -36,8 +36,10 @@
 //!    in which acquisitions commit;
 //! 2. `INSERT INTO <table> … ON DUPLICATE KEY UPDATE col = IF(expired, new, old)` — takes a
 //!    free or expired key with that fence (expiration assigned last, as MySQL evaluates the
-//!    assignments left to right);
-//! 3. reads the row back: ours if it carries our fence, otherwise it names the holder.
+//!    assignments left to right). `LAST_INSERT_ID` in the reply tells whether it did: our
+//!    fence if taken, 0 if held.
+//!
+//! Only when the key is held is the row read (after the commit) to name the holder.
 //!
 //! A per-key counter (rather than one global counter row) keeps acquisitions of different
 //! keys from queuing behind one hot row; a failed attempt skips a value, which is harmless.
@@ -48,6 +50,24 @@
 //! MySQL has no notification channel, so [`Capabilities::notify`] is `false` and waiters in
 //! other processes poll at the lock layer's delay. Waiters in *this* process are woken at
 //! once when this store releases a key (through [`Store::subscribe`]).
+//!
+//! # Speed
+//!
+//! An acquire+release cycle is five statements on two pooled connections (`BEGIN`, the
+//! fence draw, the take and `COMMIT`; then the release) against two for the server's own
+//! `GET_LOCK`/`RELEASE_LOCK`, and two InnoDB commits, each waiting for its redo-log flush
+//! with the server's default `innodb_flush_log_at_trx_commit=1`, where `GET_LOCK` writes
+//! nothing. With one task the disk's flush latency bounds the rate; BENCHMARKS.md has the
+//! figures (0.1–0.2 of the `GET_LOCK` loop with one task, 0.25 with 16, on the test
+//! machine). That setting is the server's, not a session's: a store cannot relax it.
+//! Setting it to 2 on the server (the log is flushed about once a second) trades the last
+//! second of commits on a machine crash — locks granted twice, fences repeated — for a
+//! higher rate (on a private server, 0.45–0.63 of its `GET_LOCK` loop with one task).
+//!
+//! sqlx pings a pooled connection before each use so that one the server closed (after a
+//! restart) is replaced instead of failing the operation; `test_before_acquire=false` (or
+//! a pool of your own built that way, [`MySqlStore::from_pool`]) saves that round trip, at
+//! the price of one failed operation per stale connection after the database restarts.
 
 mod schema;
 
@@ -176,17 +196,20 @@ impl Sql {
                  ON DUPLICATE KEY UPDATE fence = LAST_INSERT_ID(fence + 1)",
                 n.fences_quoted
             ),
-            // key, owner, ttl ms, fence, metadata.
+            // key, owner, ttl ms, fence, metadata. `LAST_INSERT_ID` ends as our fence when
+            // the key was free or expired (the VALUES row is evaluated first), as 0 when it
+            // is held: the reply tells which, without reading the row back.
             take: format!(
-                "INSERT INTO {t} (`key`, owner, expiration, fence, metadata) VALUES (?, ?, {NOW_MS} + ?, ?, ?) \
+                "INSERT INTO {t} (`key`, owner, expiration, fence, metadata) \
+                 VALUES (?, ?, {NOW_MS} + ?, LAST_INSERT_ID(?), ?) \
                  ON DUPLICATE KEY UPDATE \
                  owner = IF({expired}, VALUES(owner), owner), \
                  metadata = IF({expired}, VALUES(metadata), metadata), \
-                 fence = IF({expired}, VALUES(fence), fence), \
+                 fence = IF({expired}, VALUES(fence), IF(LAST_INSERT_ID(0), NULL, fence)), \
                  expiration = IF({expired}, VALUES(expiration), expiration)"
             ),
             read_back: format!(
-                "SELECT fence, CAST(owner AS CHAR), {remaining} FROM {t} WHERE `key` = ?"
+                "SELECT CAST(owner AS CHAR), {remaining} FROM {t} WHERE `key` = ? AND {live}"
             ),
             release: format!("DELETE FROM {t} WHERE `key` = ? AND owner = ? AND {live}"),
             // ttl ms, key, owner. `LAST_INSERT_ID(expr)` hands the fence back in the reply.
@@ -271,6 +294,7 @@ impl MySqlStore {
         let pool = MySqlPoolOptions::new()
             .max_connections(split.pool_size)
             .acquire_timeout(split.acquire_timeout)
+            .test_before_acquire(split.test_before_acquire)
             .connect_lazy_with(connect_options);
         Self::setup(pool, options, describe, true).await
     }
@@ -345,8 +369,8 @@ impl MySqlStore {
             .bind(r.key)
             .execute(&mut *tx)
             .await?;
-        let fence = i64::try_from(drawn.last_insert_id()).unwrap_or(0);
-        sqlx::query(&self.sql.take)
+        let fence = drawn.last_insert_id();
+        let took = sqlx::query(&self.sql.take)
             .bind(r.key)
             .bind(r.owner)
             .bind(common::ttl_ms(r.ttl))
@@ -354,23 +378,25 @@ impl MySqlStore {
             .bind(r.metadata)
             .execute(&mut *tx)
             .await?;
-        let row: Option<(Option<i64>, Option<String>, Option<i64>)> =
-            sqlx::query_as(&self.sql.read_back)
-                .bind(r.key)
-                .fetch_optional(&mut *tx)
-                .await?;
         tx.commit().await?;
-        Ok(match row {
-            Some((Some(f), _, _)) if f == fence && fence > 0 => Acquire::Acquired(Lease {
-                fence: common::fence(Some(f)),
+        if fence > 0 && took.last_insert_id() == fence {
+            return Ok(Acquire::Acquired(Lease {
+                fence: Some(fence),
                 ttl: r.ttl,
-            }),
-            Some((_, owner, remaining)) => Acquire::Held(Holder {
+            }));
+        }
+        // Held: who holds it, and for how long (it may be gone already).
+        let row: Option<(Option<String>, Option<i64>)> = sqlx::query_as(&self.sql.read_back)
+            .bind(r.key)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(Acquire::Held(match row {
+            Some((owner, remaining)) => Holder {
                 owner,
                 remaining: common::remaining(remaining),
-            }),
-            None => Acquire::Held(Holder::default()),
-        })
+            },
+            None => Holder::default(),
+        }))
     }
 }
 

@@ -4,17 +4,19 @@
 //!
 //! One row per held lock in a table (default `cadenas_locks`) whose first three columns
 //! are Verrou's — `"key" varchar(255) primary key, "owner" varchar(255) not null,
-//! "expiration" bigint null` (epoch milliseconds, `NULL` = never expires) — plus two nullable
-//! columns of ours, `"fence" bigint` and `"metadata" text`. A Verrou process inserting only
-//! its three columns shares the table (`?table=verrou`); a table Verrou created first gets
-//! our two nullable columns added. A table that lacks one of Verrou's columns is refused
-//! with an error naming it. The table and a sequence `<table>_fence_seq` are created on
-//! first use, race-free (see `schema.rs`).
+//! "expiration" bigint null` (epoch milliseconds, `NULL` = never expires) — plus three
+//! nullable columns of ours, `"fence" bigint`, `"metadata" text` and `"waiting" boolean`
+//! (see *Hand-off*). A Verrou process inserting only its three columns shares the table
+//! (`?table=verrou`); a table Verrou (or an older cadenas) created first gets our nullable
+//! columns added, which needs the `ALTER` privilege once. A table that lacks one of Verrou's
+//! columns is refused with an error naming it. The table and a sequence `<table>_fence_seq`
+//! are created on first use, race-free (see `schema.rs`).
 //!
 //! URL options: `table=NAME`, `schema=NAME` (default: the connection's `current_schema()`),
-//! `unlogged=true`, `pool_size=N` (default 10), `acquire_timeout=DUR` (default 10s), and the
-//! driver's own `sslmode`, `sslrootcert`, `sslcert`, `sslkey`, `application_name`, `options`,
-//! `statement-cache-capacity`.
+//! `unlogged=true`, `synchronous_commit=off`, `pool_size=N` (default 10),
+//! `acquire_timeout=DUR` (default 10s), `test_before_acquire=false` (see *Speed*), and the
+//! driver's own `sslmode`, `sslrootcert`, `sslcert`, `sslkey`, `application_name`,
+//! `options`, `statement-cache-capacity`.
 //!
 //! `unlogged=true` creates the table `UNLOGGED`: writes skip the WAL, so acquire and release
 //! are faster, but after a crash of the server (not a clean restart) PostgreSQL empties the
@@ -22,14 +24,29 @@
 //! table is not replicated to standbys. The fence sequence stays logged, so fences still
 //! never go backwards. It only applies when cadenas creates the table.
 //!
+//! `synchronous_commit=off` (any value of PostgreSQL's setting is accepted) sets
+//! `synchronous_commit` on the store's connections: acquire, release and extend answer
+//! before their commit is flushed to disk instead of waiting for the flush, which is most
+//! of their time on a durable table. The WAL writer flushes them within about three times
+//! `wal_writer_delay` (200 ms by default). If the *server* crashes (the machine or the
+//! postgres process; a clean restart or a crash of the client loses nothing) the commits of
+//! that last moment are lost: an acquisition that was answered may vanish, so **the lock may
+//! be granted twice after the crash**, as with `unlogged=true`; a release may come back (the
+//! lock stays held until its ttl runs out); an extension may be undone (the lease ends
+//! sooner than its holder was told; a watchdog finds it gone and fires the lost signal); and
+//! a fence handed out in that moment may be handed out again, because the fence sequence's
+//! own progress was not flushed either. Other sessions and a store built with
+//! [`PostgresStore::from_pool`] are not affected (set it on your pool's
+//! `PgConnectOptions::options` there).
+//!
 //! # Operations
 //!
 //! Each operation is one SQL statement, and the **database's clock** (`clock_timestamp()` /
 //! `now()`) decides expiry; the client's clock is never used.
 //!
-//! - acquire: `INSERT … ON CONFLICT ("key") DO UPDATE … WHERE expiration <= now`, which takes
-//!   a free or expired key, with a fence from `nextval` of the table's sequence, and in the
-//!   same statement reads the holder when the key is taken.
+//! - acquire: `INSERT … ON CONFLICT ("key") DO UPDATE … WHERE expired OR NOT waiting`, which
+//!   takes a free or expired key, with a fence from `nextval` of the table's sequence, and in
+//!   the same statement marks a live row `waiting` and names its holder.
 //! - release / extend / set_metadata: owner-checked on a live row; force_release deletes.
 //!
 //! # Fences
@@ -44,9 +61,44 @@
 //!
 //! # Hand-off
 //!
-//! Release and force release call `pg_notify(channel, key)` in the same statement; one
-//! `LISTEN` connection per store, outside its pool, wakes this process's waiters (see
-//! `listener.rs`). Expiries are not notified: waiters poll at the lock layer's delay.
+//! An acquire that finds the key held sets the row's `waiting` flag (once per lease; a
+//! takeover of an expired lease keeps it, since that lease's waiters still wait). Release
+//! and force release of a row with the flag call `pg_notify(channel, key)` in the same
+//! statement; one `LISTEN` connection per store, outside its pool, wakes this process's
+//! waiters (see `listener.rs`). The lock layer subscribes before its second try, so a waiter
+//! has always set the flag on the lease it waits for. Expiries are not notified: waiters poll
+//! at the lock layer's delay.
+//!
+//! Releases nobody waited for do not notify, because a `NOTIFY` is expensive for everyone:
+//! PostgreSQL serializes the commits of all notifying transactions of a database behind
+//! one lock, held through each commit's WAL flush. Notifying on every release made 16
+//! tasks releasing their own keys wait for each other's disk flushes: in `pgbench` on the
+//! test machine, 330 acquire+release cycles/s with a notify per release against 3,006
+//! without.
+//!
+//! # Speed
+//!
+//! An acquire+release cycle is two statements, each on a connection checked out of the
+//! pool, against two for the server's own `pg_try_advisory_lock`/`pg_advisory_unlock`;
+//! BENCHMARKS.md has the figures. What a cycle costs beyond that loop:
+//!
+//! - **Durable commits.** Acquire and release each commit a row change and wait for its
+//!   WAL flush, which the advisory-lock loop never does. With one task the flush latency
+//!   of the disk bounds the rate (two flushes per cycle); with many, PostgreSQL flushes
+//!   concurrent commits together. `unlogged=true` or `synchronous_commit=off` take the
+//!   flush off the path (with the crash trade-offs above); they reach 0.4–0.6 of the
+//!   advisory-lock loop with one task on the test machine and 0.3–0.37 with 16, where both
+//!   processes share two cores and a row insert, delete and two commits cost the server
+//!   more than a lock-table entry.
+//! - **The fence sequence.** `nextval` writes WAL once per 32 values and the commit that
+//!   drew it waits for that flush, even on an `UNLOGGED` table: the price of fences that
+//!   never go backwards after a crash.
+//! - **The pool.** sqlx pings a connection when it is checked out (one more round trip)
+//!   so that one the server closed — after a restart — is replaced instead of failing the
+//!   operation; it pings again when the connection is returned. `test_before_acquire=false`
+//!   (or a pool of your own built that way, [`PostgresStore::from_pool`]) saves the first
+//!   ping, at the price of one failed operation per stale connection after the database
+//!   restarts (a watchdog retries; an `acquire` or `release` returns the error).
 
 mod listener;
 mod schema;
@@ -81,6 +133,9 @@ const DRIVER_PARAMS: &[&str] = &[
     "options",
     "statement-cache-capacity",
 ];
+
+/// The values of PostgreSQL's `synchronous_commit` setting, accepted as a URL option.
+const SYNCHRONOUS_COMMIT: &[&str] = &["on", "off", "local", "remote_write", "remote_apply"];
 
 /// The database's clock at statement start, in epoch milliseconds.
 const NOW_MS: &str = "(extract(epoch FROM now()) * 1000)::bigint";
@@ -194,6 +249,12 @@ struct Sql {
     reap: String,
 }
 
+/// The remaining milliseconds of the held row `alias` (`NULL`: never expires), by the
+/// statement's `clock c`.
+fn held_remaining(alias: &str) -> String {
+    format!("CASE WHEN {alias}.expiration IS NULL THEN NULL ELSE GREATEST({alias}.expiration - c.now_ms, 0) END")
+}
+
 impl Sql {
     fn new(n: &Names) -> Sql {
         let t = &n.qualified;
@@ -205,26 +266,37 @@ impl Sql {
         };
         Sql {
             // $1 key, $2 owner, $3 ttl ms, $4 metadata, $5 lock class (schema.table).
+            // A free key is inserted; an expired one is taken over (keeping its `waiting`
+            // flag: whoever waited for the old lease still waits); a live one is marked
+            // `waiting` once, so that its release notifies. `took` tells the cases apart.
             acquire: format!(
                 "WITH gate AS MATERIALIZED (SELECT pg_advisory_xact_lock(hashtext($5), hashtext($1)) AS g), \
-                 clock AS MATERIALIZED (SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint AS now_ms FROM gate), \
+                 clock AS MATERIALIZED (SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint AS now_ms, \
+                   nextval('{seq}') AS fence FROM gate), \
                  ins AS (INSERT INTO {t} AS l (\"key\", owner, expiration, fence, metadata) \
-                   SELECT $1, $2, clock.now_ms + $3::bigint, nextval('{seq}'), $4::text FROM clock \
-                   ON CONFLICT (\"key\") DO UPDATE SET owner = EXCLUDED.owner, expiration = EXCLUDED.expiration, \
-                     fence = EXCLUDED.fence, metadata = EXCLUDED.metadata \
-                   WHERE l.expiration IS NOT NULL AND l.expiration <= (SELECT now_ms FROM clock) \
-                   RETURNING l.fence) \
-                 SELECT ins.fence, NULL::text AS owner, NULL::bigint AS remaining FROM ins \
+                   SELECT $1, $2, clock.now_ms + $3::bigint, clock.fence, $4::text FROM clock \
+                   ON CONFLICT (\"key\") DO UPDATE SET \
+                     owner = CASE WHEN {expired} THEN EXCLUDED.owner ELSE l.owner END, \
+                     expiration = CASE WHEN {expired} THEN EXCLUDED.expiration ELSE l.expiration END, \
+                     fence = CASE WHEN {expired} THEN EXCLUDED.fence ELSE l.fence END, \
+                     metadata = CASE WHEN {expired} THEN EXCLUDED.metadata ELSE l.metadata END, \
+                     waiting = CASE WHEN {expired} THEN l.waiting ELSE true END \
+                   WHERE {expired} OR l.waiting IS NOT TRUE \
+                   RETURNING l.fence, l.owner, l.expiration, l.fence = (SELECT fence FROM clock) AS took) \
+                 SELECT CASE WHEN i.took THEN i.fence END, CASE WHEN i.took THEN NULL ELSE i.owner::text END, \
+                   CASE WHEN i.took THEN NULL ELSE {rem_i} END FROM ins i, clock c \
                  UNION ALL \
-                 SELECT NULL, h.owner::text, {rem} FROM {t} h, clock c \
+                 SELECT NULL, h.owner::text, {rem_h} FROM {t} h, clock c \
                    WHERE h.\"key\" = $1 AND NOT EXISTS (SELECT 1 FROM ins)",
                 seq = n.sequence_regclass,
-                rem = "CASE WHEN h.expiration IS NULL THEN NULL ELSE GREATEST(h.expiration - c.now_ms, 0) END",
+                expired = "(l.expiration IS NOT NULL AND l.expiration <= (SELECT now_ms FROM clock))",
+                rem_i = held_remaining("i"),
+                rem_h = held_remaining("h"),
             ),
-            // $1 key, $2 owner, $3 channel.
+            // $1 key, $2 owner, $3 channel. Notifies only if someone found the lock held.
             release: format!(
-                "WITH d AS (DELETE FROM {t} WHERE \"key\" = $1 AND owner = $2 AND {live} RETURNING \"key\") \
-                 SELECT pg_notify($3, \"key\")::text FROM d"
+                "WITH d AS (DELETE FROM {t} WHERE \"key\" = $1 AND owner = $2 AND {live} RETURNING \"key\", waiting) \
+                 SELECT CASE WHEN waiting THEN pg_notify($3, \"key\") END::text FROM d"
             ),
             // $1 key, $2 owner, $3 ttl ms.
             extend: format!(
@@ -237,8 +309,8 @@ impl Sql {
             ),
             // $1 key, $2 channel.
             force_release: format!(
-                "WITH d AS (DELETE FROM {t} WHERE \"key\" = $1 RETURNING \"key\", {live} AS live) \
-                 SELECT live, pg_notify($2, \"key\")::text FROM d"
+                "WITH d AS (DELETE FROM {t} WHERE \"key\" = $1 RETURNING \"key\", {live} AS live, waiting) \
+                 SELECT live, CASE WHEN waiting THEN pg_notify($2, \"key\") END::text FROM d"
             ),
             inspect: format!(
                 "SELECT \"key\"::text, owner::text, {rem}, fence, metadata FROM {t} WHERE \"key\" = $1 AND {live}",
@@ -305,10 +377,28 @@ impl PostgresStore {
         options.schema = url.take("schema");
         options.unlogged = url.take_bool("unlogged")?.unwrap_or(false);
         options.check()?;
-        let split = common::split_url(url, &["table", "schema", "unlogged"], DRIVER_PARAMS)?;
+        let synchronous_commit = match url.take("synchronous_commit") {
+            None => None,
+            Some(v) if SYNCHRONOUS_COMMIT.contains(&v.as_str()) => Some(v),
+            Some(v) => {
+                return Err(Error::config(format!(
+                    "option synchronous_commit={v} in {} is not one of {}",
+                    url.redacted,
+                    SYNCHRONOUS_COMMIT.join(", ")
+                )))
+            }
+        };
+        let split = common::split_url(
+            url,
+            &["table", "schema", "unlogged", "synchronous_commit"],
+            DRIVER_PARAMS,
+        )?;
         let describe = split.redacted.clone();
-        let connect_options = PgConnectOptions::from_url(&split.driver_url)
+        let mut connect_options = PgConnectOptions::from_url(&split.driver_url)
             .map_err(|e| Error::config(format!("{describe}: {e}")))?;
+        if let Some(v) = &synchronous_commit {
+            connect_options = connect_options.options([("synchronous_commit", v.as_str())]);
+        }
         // One direct connection first, so that a database that is down or a wrong password
         // fails now with the real cause, not after the pool's retries.
         let probe = connect_options.connect().await.map_err(|e| {
@@ -318,6 +408,7 @@ impl PostgresStore {
         let pool = PgPoolOptions::new()
             .max_connections(split.pool_size)
             .acquire_timeout(split.acquire_timeout)
+            .test_before_acquire(split.test_before_acquire)
             .connect_lazy_with(connect_options);
         Self::setup(pool, options, describe, true, split.acquire_timeout).await
     }

@@ -14,7 +14,11 @@ use crate::store::StoreError;
 /// Columns the lock layer cannot work without (Verrou's three).
 const REQUIRED: &[&str] = &["key", "owner", "expiration"];
 /// Nullable columns of ours, added to a table that lacks them (e.g. one Verrou created).
-const OURS: &[(&str, &str)] = &[("fence", "bigint"), ("metadata", "text")];
+const OURS: &[(&str, &str)] = &[
+    ("fence", "bigint"),
+    ("metadata", "text"),
+    ("waiting", "boolean"),
+];
 
 /// What the catalog says about the table.
 struct Found {
@@ -128,7 +132,8 @@ async fn create(pool: &PgPool, names: &Names, unlogged: bool) -> Result<(), Sche
              \"owner\" varchar(255) NOT NULL, \
              \"expiration\" bigint NULL, \
              \"fence\" bigint NULL, \
-             \"metadata\" text NULL)",
+             \"metadata\" text NULL, \
+             \"waiting\" boolean NULL)",
             if unlogged { "UNLOGGED " } else { "" },
             names.qualified
         );
