@@ -68,7 +68,11 @@
 //! when it actually deletes the key: at once when someone touches it, otherwise within about
 //! 100 ms on a small key space, later on a large one. Each expired holding is reported by
 //! one watcher, whichever process wins the claim; records older than [`EXPIRY_GRACE_MS`] are
-//! gone. See [`expiry`](self::expiry) for the details.
+//! gone. How: a holding's state hash outlives its lock key by the grace period (a release
+//! deletes it, an expiry does not), an acquire that takes over such a key moves the old state
+//! to the key's `__cadenas:expired…` record, and each sweep claims — deletes and reports — the
+//! records of the keys whose `expired` events arrived, plus, on its first sweep and after the
+//! event connection dropped, those a `SCAN` finds.
 //!
 //! # Hand-off
 //!
@@ -543,7 +547,7 @@ impl Store for RedisStore {
 
     /// Claims the records of expired holdings under `prefix`: those whose `expired` events
     /// arrived since the last sweep, and on a first sweep (or after the event connection
-    /// dropped) those a `SCAN` finds. See [`expiry`](self::expiry).
+    /// dropped) those a `SCAN` finds.
     async fn reap_expired(&self, prefix: &str) -> Result<Vec<LockInfo>, StoreError> {
         let feed = self
             .expiry
