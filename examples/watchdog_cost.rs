@@ -12,10 +12,10 @@
 //! random tenth of that, so the expected rate is about `locks / (1.05 × ttl / 3)` extends per
 //! second: about 950/s for 10,000 locks at 30 s.
 //!
-//! Measured on a shared 2-core machine (10,000 locks, ttl 30 s, 30 s window): Redis on
-//! 127.0.0.1 — 989 extends/s, 1.1% of one core (11.5 µs CPU per extend); memory — 983
-//! extends/s, 0.17% of one core (1.7 µs per extend). No lease was lost. The window starts
-//! after the last acquire, so a few extends of the third round fall outside it.
+//! Measured on a shared 2-core machine (10,000 locks, ttl 30 s, 65 s window, while the other
+//! core built and ran the test suite): Redis on 127.0.0.1 — 923 extends/s, 2.6% of one core
+//! (28 µs CPU per extend); memory — 923 extends/s, 1.1% of one core. No lease was lost. On a
+//! quiet machine, before the jitter, Redis took 1.1% of a core (11.5 µs per extend).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
