@@ -82,6 +82,7 @@
 //! publishes nothing: waiters fall back to polling, capped by the holder's remaining ttl
 //! that [`Store::try_acquire`] reports.
 
+mod cancel;
 mod conn;
 mod expiry;
 pub mod keys;
@@ -95,6 +96,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use redis::{FromRedisValue, Value};
 
+use self::cancel::InFlight;
 #[cfg(feature = "redlock")]
 pub(crate) use self::conn::OPTIONS;
 use self::conn::{bad_reply, op_error, wrong_type, Conn, Settings};
@@ -286,52 +288,6 @@ fn check_type(key: &str, reply: &[Value]) -> std::result::Result<(), StoreError>
         return Err(wrong_type(key, &found));
     }
     Ok(())
-}
-
-/// An acquire request on its way: if its future is dropped before the answer, whatever the
-/// request took is given back in the background (see [`scripts::RELEASE_ATTEMPT`]).
-struct InFlight<'a> {
-    store: &'a RedisStore,
-    key: &'a str,
-    owner: &'a str,
-    attempt: &'a str,
-    done: bool,
-}
-
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        if self.done {
-            return;
-        }
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        let mut conn = self.store.conn();
-        let notifier = self.store.notifier.clone();
-        let describe = self.store.describe.clone();
-        let (key, owner, attempt) = (
-            self.key.to_owned(),
-            self.owner.to_owned(),
-            self.attempt.to_owned(),
-        );
-        runtime.spawn(async move {
-            let released = scripts::RELEASE_ATTEMPT
-                .key(&key)
-                .key(keys::state_key(&key))
-                .arg(&owner)
-                .arg(&attempt)
-                .arg(keys::release_channel(&key))
-                .arg(&key)
-                .invoke_async::<i64>(&mut conn)
-                .await;
-            match released {
-                Ok(1) => notifier.notify(&key),
-                Ok(_) => {}
-                Err(e) => tracing::warn!(key = %key, store = %describe, error = %e,
-                    "could not release after a cancelled acquire; the lock expires with its ttl"),
-            }
-        });
-    }
 }
 
 impl RedisStore {
