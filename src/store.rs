@@ -75,6 +75,33 @@ pub struct AcquireRequest<'a> {
     pub metadata: Option<&'a str>,
 }
 
+impl<'a> AcquireRequest<'a> {
+    /// A request for `key` by `owner` with lease `ttl` (`None` = never expires) and no
+    /// metadata.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use cadenas::AcquireRequest;
+    ///
+    /// let request = AcquireRequest::new("reports", "me", Some(Duration::from_secs(30)))
+    ///     .with_metadata(Some("pid 42"));
+    /// assert_eq!((request.key, request.metadata), ("reports", Some("pid 42")));
+    /// ```
+    pub fn new(key: &'a str, owner: &'a str, ttl: Option<Duration>) -> Self {
+        AcquireRequest {
+            key,
+            owner,
+            ttl,
+            metadata: None,
+        }
+    }
+
+    /// The same request carrying `metadata`.
+    pub fn with_metadata(self, metadata: Option<&'a str>) -> Self {
+        AcquireRequest { metadata, ..self }
+    }
+}
+
 /// A lease the store granted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Lease {

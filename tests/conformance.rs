@@ -5,11 +5,14 @@
 //! starts; PostgreSQL at `CADENAS_TEST_POSTGRES_URL` and MariaDB/MySQL at
 //! `CADENAS_TEST_MYSQL_URL` in random tables. Nothing is skipped: a missing server fails its
 //! test with a message saying how to get one. Everything a run creates is removed.
+//!
+//! Next to each store's suite over `Locks`, the bare-store checks (`run_bare`) drive the same
+//! store through the `Store` trait, with a second client of the store as the peer.
 
 use std::future::Future;
 use std::sync::Arc;
 
-use cadenas::conformance::{run_all, Suite};
+use cadenas::conformance::{run_all, run_bare, StoreSuite, Suite};
 use cadenas::{Locks, Store};
 
 /// A suite whose clients are fresh connections made by `connect(url)`.
@@ -27,6 +30,20 @@ where
 
 fn random(prefix: &str) -> String {
     format!("{prefix}{:012x}", rand::random::<u64>() >> 16)
+}
+
+/// The bare checks on two clients of one store, each opened from `url`.
+async fn bare_over(url: &str) -> StoreSuite {
+    let open = || async { Locks::connect(url).await.unwrap().store().clone() };
+    StoreSuite::new(open().await).with_peer(open().await)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_bare() {
+    run_bare(&StoreSuite::new(Arc::new(
+        cadenas::stores::memory::MemoryStore::new(),
+    )))
+    .await;
 }
 
 #[cfg(feature = "sqlite")]
@@ -57,6 +74,16 @@ mod sqlite {
             async move { Locks::builder().namespace("app").build_arc(store).unwrap() }
         });
         run_all(&suite).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite_bare_two_stores_on_one_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!(
+            "sqlite://{}?table=verrou",
+            dir.path().join("locks.db").display()
+        );
+        run_bare(&bare_over(&url).await).await;
     }
 }
 
@@ -139,6 +166,31 @@ mod redis_stores {
         });
         run_all(&suite).await;
     }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn redis_bare() {
+        let url = redis_url();
+        let suite = bare_over(&url).await;
+        run_bare(&suite).await;
+        cleanup(&url, suite.prefix()).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn redis_cluster_bare() {
+        let cluster = redis_server::RedisCluster::start(3);
+        run_bare(&bare_over(&cluster.url()).await).await;
+    }
+
+    #[cfg(feature = "redlock")]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn redlock_bare() {
+        let servers: Vec<_> = (0..3).map(|_| redis_server::RedisServer::start()).collect();
+        let hosts: Vec<String> = servers
+            .iter()
+            .map(|s| format!("127.0.0.1:{}", s.port))
+            .collect();
+        run_bare(&bare_over(&format!("redlock://{}", hosts.join(","))).await).await;
+    }
 }
 
 #[cfg(feature = "postgres")]
@@ -159,6 +211,13 @@ mod postgres {
             sqlx::query(&s).execute(&pool).await.unwrap();
         }
         pool.close().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres_bare() {
+        let table = random("cadenas_cf_");
+        run_bare(&bare_over(&format!("{}?table={table}", base_url())).await).await;
+        drop_table(&table).await;
     }
 
     async fn run(options: &str) {
@@ -196,6 +255,23 @@ mod mysql {
             .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".into())
     }
 
+    async fn drop_tables(table: &str) {
+        let pool = sqlx::MySqlPool::connect(&base_url()).await.unwrap();
+        for t in [table.to_owned(), format!("{table}_fences")] {
+            sqlx::query(&format!("DROP TABLE IF EXISTS `{t}`"))
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn mariadb_bare() {
+        let table = random("cadenas_cf_");
+        run_bare(&bare_over(&format!("{}?table={table}", base_url())).await).await;
+        drop_tables(&table).await;
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn mariadb() {
         let table = random("cadenas_cf_");
@@ -210,12 +286,6 @@ mod mysql {
         // MySQL waiters poll; keep the 64-way contention check but give it time.
         suite.patience = std::time::Duration::from_secs(60);
         run_all(&suite).await;
-        let pool = sqlx::MySqlPool::connect(&base_url()).await.unwrap();
-        for t in [table.clone(), format!("{table}_fences")] {
-            sqlx::query(&format!("DROP TABLE IF EXISTS `{t}`"))
-                .execute(&pool)
-                .await
-                .unwrap();
-        }
+        drop_tables(&table).await;
     }
 }

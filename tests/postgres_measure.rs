@@ -12,7 +12,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use cadenas::store::{Acquire, Store};
+use cadenas::store::{Acquire, AcquireRequest, Store};
 
 #[path = "support/postgres.rs"]
 mod pg;
@@ -136,9 +136,17 @@ async fn handoff(query: &str) {
     let mut sub = waiter.subscribe("h").await.unwrap().unwrap();
     let mut lat = vec![];
     for _ in 0..200 {
-        fence_of(holder.try_acquire(req("h", "h", LONG)).await.unwrap());
+        fence_of(
+            holder
+                .try_acquire(AcquireRequest::new("h", "h", LONG))
+                .await
+                .unwrap(),
+        );
         assert!(matches!(
-            waiter.try_acquire(req("h", "w", LONG)).await.unwrap(),
+            waiter
+                .try_acquire(AcquireRequest::new("h", "w", LONG))
+                .await
+                .unwrap(),
             Acquire::Held(_)
         ));
         let t = Instant::now();

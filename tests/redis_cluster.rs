@@ -14,15 +14,6 @@ use redis_server::RedisCluster;
 
 const WAIT: Duration = Duration::from_secs(5);
 
-fn req<'a>(key: &'a str, owner: &'a str, ttl: Option<Duration>) -> AcquireRequest<'a> {
-    AcquireRequest {
-        key,
-        owner,
-        ttl,
-        metadata: None,
-    }
-}
-
 async fn fence(store: &RedisStore, r: AcquireRequest<'_>) -> u64 {
     match store.try_acquire(r).await.unwrap() {
         Acquire::Acquired(lease) => lease.fence.expect("the Redis store fences"),
@@ -90,16 +81,16 @@ async fn every_operation_works_on_keys_in_many_slots() {
     assert_eq!(served_by.len(), 3, "the keys span every master");
 
     for key in &lock_keys {
-        let request = AcquireRequest {
-            metadata: Some("m"),
-            ..req(key, "a", Some(Duration::from_secs(30)))
-        };
+        let request =
+            AcquireRequest::new(key, "a", Some(Duration::from_secs(30))).with_metadata(Some("m"));
         let f1 = match s.try_acquire(request).await.unwrap() {
             Acquire::Acquired(l) => l.fence.unwrap(),
             other => panic!("{key}: {other:?}"),
         };
         assert!(matches!(
-            s.try_acquire(req(key, "b", None)).await.unwrap(),
+            s.try_acquire(AcquireRequest::new(key, "b", None))
+                .await
+                .unwrap(),
             Acquire::Held(_)
         ));
         let info = s.inspect(key).await.unwrap().unwrap();
@@ -110,7 +101,11 @@ async fn every_operation_works_on_keys_in_many_slots() {
         assert!(s.extend(key, "a", None).await.unwrap().is_some());
         assert!(s.set_metadata(key, "a", Some("n")).await.unwrap());
         assert!(s.release(key, "a").await.unwrap());
-        let f2 = fence(&s, req(key, "b", Some(Duration::from_secs(30)))).await;
+        let f2 = fence(
+            &s,
+            AcquireRequest::new(key, "b", Some(Duration::from_secs(30))),
+        )
+        .await;
         assert!(f2 > f1, "{key}");
     }
     let listed: Vec<String> = s
@@ -134,7 +129,11 @@ async fn derived_keys_are_in_the_lock_keys_slot() {
     let cluster = RedisCluster::start(3);
     let s = RedisStore::connect(&cluster.url()).await.unwrap();
     for key in ["plain", "app:job", "job{7}", "a}b", "{}x", "x}{y"] {
-        fence(&s, req(key, "a", Some(Duration::from_secs(30)))).await;
+        fence(
+            &s,
+            AcquireRequest::new(key, "a", Some(Duration::from_secs(30))),
+        )
+        .await;
         let slot = cluster.cli(0, &["CLUSTER", "KEYSLOT", key]);
         for derived in [
             keys::fence_key(key),
@@ -173,7 +172,11 @@ async fn a_release_on_any_master_wakes_the_waiter() {
         }
     }
     for (key, _) in &per_master {
-        fence(&holder, req(key, "a", Some(Duration::from_secs(30)))).await;
+        fence(
+            &holder,
+            AcquireRequest::new(key, "a", Some(Duration::from_secs(30))),
+        )
+        .await;
         let mut sub = waiter.subscribe(key).await.unwrap().unwrap();
         assert!(holder.release(key, "a").await.unwrap());
         tokio::time::timeout(WAIT, sub.released())
@@ -188,7 +191,11 @@ async fn a_lock_survives_the_migration_of_its_slot() {
     let s = RedisStore::connect(&cluster.url()).await.unwrap();
     let key = "moving";
     let slot = keys::slot(key.as_bytes());
-    let f1 = fence(&s, req(key, "a", Some(Duration::from_secs(60)))).await;
+    let f1 = fence(
+        &s,
+        AcquireRequest::new(key, "a", Some(Duration::from_secs(60))),
+    )
+    .await;
     let masters = masters(&cluster);
     let from = owner_of(&masters, slot);
     let to = masters.iter().find(|m| m.id != from.id).unwrap();
@@ -202,11 +209,13 @@ async fn a_lock_survives_the_migration_of_its_slot() {
     assert_eq!((info.owner.as_str(), info.fence), ("a", Some(f1)));
     assert!(info.remaining.unwrap() > Duration::from_secs(50));
     assert!(matches!(
-        s.try_acquire(req(key, "b", None)).await.unwrap(),
+        s.try_acquire(AcquireRequest::new(key, "b", None))
+            .await
+            .unwrap(),
         Acquire::Held(_)
     ));
     assert!(s.release(key, "a").await.unwrap());
-    let f2 = fence(&s, req(key, "b", None)).await;
+    let f2 = fence(&s, AcquireRequest::new(key, "b", None)).await;
     assert!(f2 > f1);
 }
 

@@ -92,15 +92,6 @@ fn verrou(dir: &PathBuf, port: u16, args: &[&str]) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
-fn req<'a>(key: &'a str, owner: &'a str) -> AcquireRequest<'a> {
-    AcquireRequest {
-        key,
-        owner,
-        ttl: Some(Duration::from_secs(30)),
-        metadata: None,
-    }
-}
-
 #[tokio::test]
 async fn verrou_and_cadenas_exclude_each_other() {
     let dir = interop_dir();
@@ -112,7 +103,15 @@ async fn verrou_and_cadenas_exclude_each_other() {
     let held = verrou(&dir, server.port, &["acquire", key]);
     assert_eq!(held["acquired"], true);
     let node_owner = held["owner"].as_str().unwrap().to_owned();
-    match s.try_acquire(req(key, "rust-owner")).await.unwrap() {
+    match s
+        .try_acquire(AcquireRequest::new(
+            key,
+            "rust-owner",
+            Some(Duration::from_secs(30)),
+        ))
+        .await
+        .unwrap()
+    {
         Acquire::Held(h) => assert_eq!(h.owner.as_deref(), Some(node_owner.as_str())),
         other => panic!("cadenas took a lock Verrou holds: {other:?}"),
     }
@@ -129,7 +128,13 @@ async fn verrou_and_cadenas_exclude_each_other() {
         true
     );
     assert!(matches!(
-        s.try_acquire(req(key, "rust-owner")).await.unwrap(),
+        s.try_acquire(AcquireRequest::new(
+            key,
+            "rust-owner",
+            Some(Duration::from_secs(30))
+        ))
+        .await
+        .unwrap(),
         Acquire::Acquired(_)
     ));
     assert_eq!(verrou(&dir, server.port, &["locked", key])["locked"], true);

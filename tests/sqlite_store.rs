@@ -1,4 +1,6 @@
-//! The SQLite store against real database files, through the `Store` trait.
+//! The SQLite store against real database files, through the `Store` trait: what is
+//! specific to SQLite (files, tables, restarts, Verrou's rows). The behaviour every store
+//! shares is checked by the conformance suite (`tests/conformance.rs`).
 #![cfg(feature = "sqlite")]
 
 use std::future::Future;
@@ -22,17 +24,12 @@ async fn open(dir: &Path) -> SqliteStore {
     SqliteStore::connect(&url(dir)).await.expect("connect")
 }
 
-fn req<'a>(key: &'a str, owner: &'a str, ttl: Option<Duration>) -> AcquireRequest<'a> {
-    AcquireRequest {
-        key,
-        owner,
-        ttl,
-        metadata: None,
-    }
-}
-
 async fn take(store: &SqliteStore, key: &str, owner: &str, ttl: Option<Duration>) -> Lease {
-    match store.try_acquire(req(key, owner, ttl)).await.unwrap() {
+    match store
+        .try_acquire(AcquireRequest::new(key, owner, ttl))
+        .await
+        .unwrap()
+    {
         Acquire::Acquired(lease) => lease,
         Acquire::Held(h) => panic!("{key} is held by {h:?}"),
     }
@@ -40,7 +37,7 @@ async fn take(store: &SqliteStore, key: &str, owner: &str, ttl: Option<Duration>
 
 async fn held(store: &SqliteStore, key: &str, owner: &str) -> Holder {
     match store
-        .try_acquire(req(key, owner, Some(LONG)))
+        .try_acquire(AcquireRequest::new(key, owner, Some(LONG)))
         .await
         .unwrap()
     {
@@ -69,7 +66,7 @@ where
 async fn take_over(store: &SqliteStore, key: &str, owner: &str) -> Lease {
     eventually("the lease expires and is taken over", || async {
         match store
-            .try_acquire(req(key, owner, Some(LONG)))
+            .try_acquire(AcquireRequest::new(key, owner, Some(LONG)))
             .await
             .unwrap()
         {
@@ -85,108 +82,6 @@ fn store_kind(e: &Error) -> StoreErrorKind {
         Error::Store { source, .. } => source.kind,
         other => panic!("expected a store error, got {other:?}"),
     }
-}
-
-#[tokio::test]
-async fn exclusion_and_holder() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path()).await;
-    let lease = take(&store, "k", "a", Some(LONG)).await;
-    assert_eq!(lease.ttl, Some(LONG));
-    assert!(lease.fence.is_some());
-    let holder = held(&store, "k", "b").await;
-    assert_eq!(holder.owner.as_deref(), Some("a"));
-    let remaining = holder.remaining.expect("a ttl");
-    assert!(remaining <= LONG && remaining > LONG - Duration::from_secs(30));
-    // Not re-entrant.
-    held(&store, "k", "a").await;
-    // Other keys are independent.
-    take(&store, "k2", "b", Some(LONG)).await;
-    assert_eq!(store.describe(), url(dir.path()));
-    assert!(store.capabilities().fencing && store.capabilities().shared);
-}
-
-#[tokio::test]
-async fn owner_checked_release_extend_and_metadata() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path()).await;
-    let lease = take(&store, "k", "a", Some(LONG)).await;
-    assert!(!store.release("k", "b").await.unwrap());
-    assert_eq!(store.extend("k", "b", Some(LONG)).await.unwrap(), None);
-    assert!(!store.set_metadata("k", "b", Some("x")).await.unwrap());
-    assert_eq!(store.inspect("k").await.unwrap().unwrap().owner, "a");
-
-    let extended = store
-        .extend("k", "a", Some(LONG * 2))
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(extended.fence, lease.fence);
-    assert_eq!(extended.ttl, Some(LONG * 2));
-    assert!(
-        store
-            .inspect("k")
-            .await
-            .unwrap()
-            .unwrap()
-            .remaining
-            .unwrap()
-            > LONG
-    );
-
-    assert!(store.release("k", "a").await.unwrap());
-    assert!(!store.release("k", "a").await.unwrap());
-    assert_eq!(store.inspect("k").await.unwrap(), None);
-    assert_eq!(store.extend("k", "a", Some(LONG)).await.unwrap(), None);
-    assert!(!store.force_release("k").await.unwrap());
-}
-
-#[tokio::test]
-async fn expiry_and_takeover() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path()).await;
-    let first = take(&store, "k", "a", Some(SHORT)).await;
-    let second = take_over(&store, "k", "b").await;
-    assert!(second.fence > first.fence);
-    assert!(!store.release("k", "a").await.unwrap(), "a's lease is gone");
-    assert_eq!(store.extend("k", "a", Some(LONG)).await.unwrap(), None);
-    let info = store.inspect("k").await.unwrap().unwrap();
-    assert_eq!(info.owner, "b");
-    assert_eq!(info.fence, second.fence);
-
-    // An expired lease nobody took is not reported, listed, or extendable.
-    take(&store, "gone", "a", Some(SHORT)).await;
-    eventually("the lease expires", || async {
-        store.inspect("gone").await.unwrap().is_none().then_some(())
-    })
-    .await;
-    assert!(store.list("gone").await.unwrap().is_empty());
-    assert_eq!(store.extend("gone", "a", Some(LONG)).await.unwrap(), None);
-    assert!(!store.force_release("gone").await.unwrap());
-}
-
-#[tokio::test]
-async fn ttl_none_never_expires() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path()).await;
-    let lease = take(&store, "k", "a", None).await;
-    assert_eq!(lease.ttl, None);
-    let info = store.inspect("k").await.unwrap().unwrap();
-    assert_eq!(info.remaining, None);
-    assert_eq!(held(&store, "k", "b").await.remaining, None);
-    // Extend to a ttl and back to none.
-    assert!(store.extend("k", "a", Some(LONG)).await.unwrap().is_some());
-    assert!(store
-        .inspect("k")
-        .await
-        .unwrap()
-        .unwrap()
-        .remaining
-        .is_some());
-    assert!(store.extend("k", "a", None).await.unwrap().is_some());
-    assert_eq!(store.inspect("k").await.unwrap().unwrap().remaining, None);
-    assert!(store.force_release("k").await.unwrap());
-    take(&store, "k", "b", None).await;
 }
 
 #[tokio::test]
@@ -227,79 +122,6 @@ async fn fences_strictly_increase_across_release_expiry_takeover_restart_and_del
     assert!(fences.windows(2).all(|w| w[0] < w[1]), "{fences:?}");
 }
 
-#[tokio::test]
-async fn metadata_round_trip() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path()).await;
-    let meta = "{\"job\": 42, \"host\": \"ñ\"}".repeat(100);
-    let request = AcquireRequest {
-        metadata: Some(&meta),
-        ..req("k", "a", Some(LONG))
-    };
-    assert!(matches!(
-        store.try_acquire(request).await.unwrap(),
-        Acquire::Acquired(_)
-    ));
-    let info = store.inspect("k").await.unwrap().unwrap();
-    assert_eq!(info.metadata.as_deref(), Some(meta.as_str()));
-    assert!(store.set_metadata("k", "a", Some("v2")).await.unwrap());
-    let info = store.inspect("k").await.unwrap().unwrap();
-    assert_eq!(info.metadata.as_deref(), Some("v2"));
-    assert!(store.set_metadata("k", "a", None).await.unwrap());
-    assert_eq!(store.inspect("k").await.unwrap().unwrap().metadata, None);
-    // A new holder does not inherit metadata.
-    store.release("k", "a").await.unwrap();
-    take(&store, "k", "b", Some(LONG)).await;
-    assert_eq!(store.inspect("k").await.unwrap().unwrap().metadata, None);
-}
-
-#[tokio::test]
-async fn list_by_prefix_is_literal_sorted_and_live_only() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path()).await;
-    for key in ["a%b_2", "a%b_1", "aXbX3", "a%bc", "A%b_4", "a%b\\5", "b"] {
-        take(&store, key, "o", Some(LONG)).await;
-    }
-    take(&store, "a%b_expired", "o", Some(Duration::from_millis(1))).await;
-    eventually("the short lease expires", || async {
-        store
-            .inspect("a%b_expired")
-            .await
-            .unwrap()
-            .is_none()
-            .then_some(())
-    })
-    .await;
-    let keys = |v: Vec<cadenas::LockInfo>| v.into_iter().map(|i| i.key).collect::<Vec<_>>();
-    assert_eq!(keys(store.list("a%b_").await.unwrap()), ["a%b_1", "a%b_2"]);
-    assert_eq!(keys(store.list("a%b\\").await.unwrap()), ["a%b\\5"]);
-    assert_eq!(
-        keys(store.list("").await.unwrap()),
-        ["A%b_4", "a%b\\5", "a%b_1", "a%b_2", "a%bc", "aXbX3", "b"]
-    );
-    let first = &store.list("a%b_1").await.unwrap()[0];
-    assert_eq!(first.owner, "o");
-    assert!(first.fence.is_some() && first.remaining.is_some());
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_stores_on_one_file_exclude_each_other_and_hand_off() {
-    let dir = tempfile::tempdir().unwrap();
-    let (one, two) = (open(dir.path()).await, open(dir.path()).await);
-    let first = take(&one, "k", "a", Some(LONG)).await;
-    assert_eq!(held(&two, "k", "b").await.owner.as_deref(), Some("a"));
-    // A waiter on the other store of this process wakes on release.
-    let mut sub = two.subscribe("k").await.unwrap().expect("notifies");
-    assert!(one.release("k", "a").await.unwrap());
-    timeout(WAIT, sub.released()).await.expect("woken");
-    let second = take(&two, "k", "b", Some(LONG)).await;
-    assert!(second.fence > first.fence);
-    assert!(matches!(
-        one.try_acquire(req("k", "a", Some(LONG))).await.unwrap(),
-        Acquire::Held(_)
-    ));
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_first_connects_create_the_table_once() {
     let dir = tempfile::tempdir().unwrap();
@@ -316,7 +138,7 @@ async fn concurrent_first_connects_create_the_table_once() {
     let mut winners = 0;
     for (i, store) in stores.iter().enumerate() {
         if let Acquire::Acquired(_) = store
-            .try_acquire(req("k", &i.to_string(), Some(LONG)))
+            .try_acquire(AcquireRequest::new("k", &i.to_string(), Some(LONG)))
             .await
             .unwrap()
         {
@@ -346,7 +168,7 @@ async fn cancelled_acquire_leaves_nothing_held() {
         // Dropped after its first poll, whatever the statement did.
         let owner = format!("gone{i}");
         let answer = store
-            .try_acquire(req("k", &owner, Some(LONG)))
+            .try_acquire(AcquireRequest::new("k", &owner, Some(LONG)))
             .now_or_never();
         assert!(answer.is_none(), "the statement cannot finish in one poll");
     }
@@ -365,6 +187,8 @@ async fn options_and_table_names() {
         .await
         .unwrap();
     let default = open(dir.path()).await;
+    assert_eq!(default.describe(), base);
+    assert!(default.capabilities().fencing && default.capabilities().shared);
     take(&custom, "k", "a", Some(LONG)).await;
     take(&default, "k", "b", Some(LONG)).await;
 
@@ -525,49 +349,4 @@ async fn bring_your_own_pool() {
             .await
             .is_err()
     );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn contending_tasks_on_two_stores_never_overlap() {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::Arc;
-
-    let dir = tempfile::tempdir().unwrap();
-    let stores = [
-        Arc::new(open(dir.path()).await),
-        Arc::new(open(dir.path()).await),
-    ];
-    let inside = Arc::new(AtomicUsize::new(0));
-    let done = Arc::new(AtomicUsize::new(0));
-    let tasks: Vec<_> = (0..16)
-        .map(|i| {
-            let store = stores[i % 2].clone();
-            let (inside, done) = (inside.clone(), done.clone());
-            tokio::spawn(async move {
-                let owner = format!("task{i}");
-                for _ in 0..5 {
-                    let mut sub = store.subscribe("k").await.unwrap().unwrap();
-                    loop {
-                        let request = req("k", &owner, Some(LONG));
-                        if let Acquire::Acquired(_) = store.try_acquire(request).await.unwrap() {
-                            break;
-                        }
-                        let _ = timeout(Duration::from_millis(20), sub.released()).await;
-                    }
-                    assert_eq!(inside.fetch_add(1, Ordering::SeqCst), 0, "two holders");
-                    tokio::task::yield_now().await;
-                    inside.fetch_sub(1, Ordering::SeqCst);
-                    assert!(store.release("k", &owner).await.unwrap());
-                    done.fetch_add(1, Ordering::SeqCst);
-                }
-            })
-        })
-        .collect();
-    for task in tasks {
-        timeout(Duration::from_secs(60), task)
-            .await
-            .expect("no deadlock")
-            .unwrap();
-    }
-    assert_eq!(done.load(Ordering::SeqCst), 80);
 }

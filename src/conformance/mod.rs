@@ -19,7 +19,12 @@
 //! releases what it takes. A failed check panics with the store's URL (without password) in
 //! the message. Checks that need a capability the store does not declare check the
 //! declaration instead (e.g. a store without fencing must hand out `None`).
+//!
+//! [`run_bare`] checks the bare [`Store`](crate::Store) the same way, below the lock layer
+//! (exclusion, owner checks, takeover, fences, metadata, list escaping, reaping, release
+//! notifications), so that a store's own tests hold only what is specific to it.
 
+mod bare;
 mod checks;
 mod concurrency;
 mod holder;
@@ -30,6 +35,7 @@ use std::time::Duration;
 
 use crate::Locks;
 
+pub use bare::*;
 pub use checks::*;
 pub use concurrency::*;
 pub use holder::*;

@@ -358,26 +358,24 @@ impl Store for MemoryStore {
 mod tests {
     use super::*;
 
-    fn req<'a>(key: &'a str, owner: &'a str, ttl: Option<Duration>) -> AcquireRequest<'a> {
-        AcquireRequest {
-            key,
-            owner,
-            ttl,
-            metadata: None,
-        }
-    }
-
     #[tokio::test]
     async fn expired_entries_are_swept_without_being_touched() {
         let store = MemoryStore::new();
         for i in 0..100 {
             let key = format!("k{i}");
             store
-                .try_acquire(req(&key, "o", Some(Duration::from_millis(1))))
+                .try_acquire(AcquireRequest::new(
+                    &key,
+                    "o",
+                    Some(Duration::from_millis(1)),
+                ))
                 .await
                 .unwrap();
         }
-        let live = store.try_acquire(req("live", "o", None)).await.unwrap();
+        let live = store
+            .try_acquire(AcquireRequest::new("live", "o", None))
+            .await
+            .unwrap();
         assert!(matches!(live, Acquire::Acquired(_)));
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline && store.len() > 1 {

@@ -90,12 +90,7 @@ pub fn store_cycle(store: Arc<dyn cadenas::store::Store>) -> Cycle {
         let s = store.clone();
         async move {
             let key = format!("bench{i}");
-            let request = AcquireRequest {
-                key: &key,
-                owner: "o",
-                ttl: Some(Duration::from_secs(60)),
-                metadata: None,
-            };
+            let request = AcquireRequest::new(&key, "o", Some(Duration::from_secs(60)));
             match s.try_acquire(request).await.unwrap() {
                 Acquire::Acquired(lease) => assert!(lease.fence.is_some()),
                 Acquire::Held(h) => panic!("{key} held by {h:?}"),

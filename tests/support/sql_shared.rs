@@ -86,15 +86,6 @@ macro_rules! sql_test_support {
                 .unwrap_or_else(|e| panic!("connecting the store: {e}"))
         }
 
-        pub fn req<'a>(key: &'a str, owner: &'a str, ttl: Option<Duration>) -> AcquireRequest<'a> {
-            AcquireRequest {
-                key,
-                owner,
-                ttl,
-                metadata: None,
-            }
-        }
-
         pub fn fence_of(a: Acquire) -> u64 {
             match a {
                 Acquire::Acquired(lease) => lease.fence.expect("the store fences"),
@@ -108,7 +99,7 @@ macro_rules! sql_test_support {
         pub async fn acquire_within(store: &$store, key: &str, owner: &str, limit: Duration) -> u64 {
             let deadline = Instant::now() + limit;
             loop {
-                match store.try_acquire(req(key, owner, LONG)).await.unwrap() {
+                match store.try_acquire(AcquireRequest::new(key, owner, LONG)).await.unwrap() {
                     Acquire::Acquired(l) => return l.fence.unwrap(),
                     Acquire::Held(_) if Instant::now() < deadline => {
                         tokio::time::sleep(Duration::from_millis(10)).await

@@ -66,7 +66,7 @@
 //! let dir = tempfile::tempdir()?;
 //! let url = format!("sqlite://{}?table=my_locks", dir.path().join("locks.db").display());
 //! let store = SqliteStore::connect(&url).await?;
-//! let request = AcquireRequest { key: "reports", owner: "me", ttl: Some(Duration::from_secs(30)), metadata: None };
+//! let request = AcquireRequest::new("reports", "me", Some(Duration::from_secs(30)));
 //! let Acquire::Acquired(lease) = store.try_acquire(request).await? else { panic!("held") };
 //! println!("fence {:?}", lease.fence);
 //! assert!(store.release("reports", "me").await?);
