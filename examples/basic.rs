@@ -18,7 +18,9 @@ async fn main() -> cadenas::Result<()> {
     let locks = Locks::connect(&format!("{url}?namespace=example-basic")).await?;
 
     // Try once: a second copy that finds the job running skips it.
-    let job = locks.lock("nightly-report").ttl(Some(Duration::from_secs(60)));
+    let job = locks
+        .lock("nightly-report")
+        .ttl(Some(Duration::from_secs(60)));
     let guard = job.try_acquire().await?;
     println!(
         "took {:?} (fence {:?}); the lease has {:?} left",

@@ -22,7 +22,9 @@ async fn main() -> cadenas::Result<()> {
         Manager::from_env().await?
     } else {
         println!("neither CADENAS_STORES nor CADENAS_STORE is set: using memory:");
-        Manager::builder().store("default", Locks::memory()).build()?
+        Manager::builder()
+            .store("default", Locks::memory())
+            .build()?
     };
     for name in manager.names() {
         println!("store {name}: {}", manager.store(name)?.describe());
