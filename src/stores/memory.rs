@@ -20,7 +20,8 @@ use indexmap::IndexMap;
 
 use crate::notify::ReleaseNotifier;
 use crate::store::{
-    Acquire, AcquireRequest, Capabilities, Holder, Lease, LockInfo, Store, StoreError, Subscription,
+    Acquire, AcquireRequest, Capabilities, Displaced, Holder, Lease, LockInfo, Store, StoreError,
+    Subscription, TakeOver,
 };
 
 /// Locks in this process's memory. See the [module docs](self).
@@ -217,6 +218,42 @@ impl Store for MemoryStore {
             fence: Some(fence),
             ttl: request.ttl,
         }))
+    }
+
+    /// One critical section. A live entry is replaced (its holder is displaced, not expired:
+    /// the expiry watcher does not report it); an expired one goes to the watcher as with
+    /// `try_acquire`.
+    async fn take_over(&self, request: AcquireRequest<'_>) -> Result<TakeOver, StoreError> {
+        let now = self.now();
+        let expires = self.expires(now, request.ttl);
+        let mut state = self.lock();
+        state.sweep(now);
+        state.last_fence += 1;
+        let fence = state.last_fence;
+        let entry = Entry {
+            owner: request.owner.into(),
+            expires,
+            fence,
+            metadata: request.metadata.map(Into::into),
+        };
+        let displaced = match state.locks.insert(request.key.into(), entry) {
+            Some(old) if old.live(now) => Some(Displaced {
+                owner: old.owner.into(),
+                fence: Some(old.fence),
+            }),
+            Some(old) => {
+                state.keep_expired(request.key.into(), old);
+                None
+            }
+            None => None,
+        };
+        Ok(TakeOver {
+            lease: Lease {
+                fence: Some(fence),
+                ttl: request.ttl,
+            },
+            displaced,
+        })
     }
 
     async fn release(&self, key: &str, owner: &str) -> Result<bool, StoreError> {

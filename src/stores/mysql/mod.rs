@@ -70,6 +70,7 @@
 //! the price of one failed operation per stale connection after the database restarts.
 
 mod schema;
+mod take_over;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -454,6 +455,11 @@ impl Store for MySqlStore {
                 Err(e) => return Err(self.err(e, "acquiring", r.key)),
             }
         }
+    }
+
+    /// One transaction: the acquire's fence draw, a locking read of the holder, the write.
+    async fn take_over(&self, r: AcquireRequest<'_>) -> Result<crate::store::TakeOver, StoreError> {
+        self.take_over_retrying(&r).await
     }
 
     async fn release(&self, key: &str, owner: &str) -> Result<bool, StoreError> {

@@ -103,6 +103,7 @@
 mod listener;
 mod schema;
 mod statements;
+mod take_over;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -459,6 +460,12 @@ impl Store for PostgresStore {
             // Held by a row committed after this statement's snapshot.
             None => Acquire::Held(Holder::default()),
         })
+    }
+
+    /// One transaction: the acquire's advisory lock, then one statement that reads the
+    /// live holder and overwrites the row.
+    async fn take_over(&self, r: AcquireRequest<'_>) -> Result<crate::store::TakeOver, StoreError> {
+        self.take_over_once(&r).await
     }
 
     async fn release(&self, key: &str, owner: &str) -> Result<bool, StoreError> {

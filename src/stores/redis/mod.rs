@@ -89,6 +89,7 @@ pub mod keys;
 mod pubsub;
 mod scan;
 mod scripts;
+mod take_over;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -395,6 +396,11 @@ impl Store for RedisStore {
             }
             _ => Err(bad_reply(key, "unknown acquire status")),
         }
+    }
+
+    /// One script; a displaced live holding is never reported by the expiry watcher.
+    async fn take_over(&self, r: AcquireRequest<'_>) -> Result<crate::store::TakeOver, StoreError> {
+        self.take_over_script(&r).await
     }
 
     async fn release(&self, key: &str, owner: &str) -> Result<bool, StoreError> {

@@ -76,6 +76,7 @@
 
 mod errors;
 mod schema;
+mod take_over;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -469,6 +470,14 @@ impl Store for SqliteStore {
 
     async fn release(&self, key: &str, owner: &str) -> std::result::Result<bool, StoreError> {
         self.inner.release(key, owner).await
+    }
+
+    /// One `BEGIN IMMEDIATE` transaction (read the live holder, overwrite the row).
+    async fn take_over(
+        &self,
+        request: AcquireRequest<'_>,
+    ) -> std::result::Result<crate::store::TakeOver, StoreError> {
+        self.inner.take_over(&request).await
     }
 
     async fn extend(

@@ -31,6 +31,10 @@ pub(super) struct Sql {
     pub inspect: String,
     pub list: String,
     pub reap: String,
+    /// The live holding a take-over displaces (run first, in the take-over's transaction).
+    pub displaced: String,
+    /// The take-over: insert or overwrite, whatever the row's state.
+    pub take_over: String,
 }
 
 impl Sql {
@@ -88,6 +92,21 @@ impl Sql {
                  WHERE key >= ?1 AND substr(key, 1, length(?1)) = ?1 \
                    AND expiration IS NOT NULL AND expiration <= {NOW} \
                  RETURNING key, owner, 0 AS remaining_ms, fence, metadata"
+            ),
+            displaced: format!("SELECT owner, fence FROM {t} WHERE key = ?1 AND {live}"),
+            // As acquire, without the condition: the row becomes ours whoever held it, with
+            // a fence from the same sequence (the triggers advance it).
+            take_over: format!(
+                "INSERT INTO {t} (key, owner, expiration, fence, metadata) \
+                 VALUES (?1, ?2, {expires}, {next_fence}, ?4) \
+                 ON CONFLICT(key) DO UPDATE SET owner = excluded.owner, \
+                   expiration = excluded.expiration, fence = excluded.fence, \
+                   metadata = excluded.metadata \
+                 RETURNING fence",
+                next_fence = format!(
+                    "max(COALESCE((SELECT n FROM {seq} WHERE id = 1), \
+                                  (SELECT MAX(fence) FROM {t}), 0) + 1, {NOW} * {FENCES_PER_MS})"
+                ),
             ),
         }
     }
