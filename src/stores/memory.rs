@@ -123,6 +123,17 @@ impl State {
         }
     }
 
+    /// The entry of a new holding, with the next fence.
+    fn new_entry(&mut self, request: &AcquireRequest<'_>, expires: u64) -> Entry {
+        self.last_fence += 1;
+        Entry {
+            owner: request.owner.into(),
+            expires,
+            fence: self.last_fence,
+            metadata: request.metadata.map(Into::into),
+        }
+    }
+
     fn live(&self, key: &str, now: u64) -> Option<&Entry> {
         self.locks.get(key).filter(|e| e.live(now))
     }
@@ -196,14 +207,8 @@ impl Store for MemoryStore {
                 remaining: e.remaining(now),
             }));
         }
-        state.last_fence += 1;
-        let fence = state.last_fence;
-        let entry = Entry {
-            owner: request.owner.into(),
-            expires,
-            fence,
-            metadata: request.metadata.map(Into::into),
-        };
+        let entry = state.new_entry(&request, expires);
+        let fence = entry.fence;
         match state.locks.get_mut(request.key) {
             Some(slot) => {
                 // Taking over an expired entry: the watcher still gets to see it.
@@ -228,14 +233,8 @@ impl Store for MemoryStore {
         let expires = self.expires(now, request.ttl);
         let mut state = self.lock();
         state.sweep(now);
-        state.last_fence += 1;
-        let fence = state.last_fence;
-        let entry = Entry {
-            owner: request.owner.into(),
-            expires,
-            fence,
-            metadata: request.metadata.map(Into::into),
-        };
+        let entry = state.new_entry(&request, expires);
+        let fence = entry.fence;
         let displaced = match state.locks.insert(request.key.into(), entry) {
             Some(old) if old.live(now) => Some(Displaced {
                 owner: old.owner.into(),

@@ -22,7 +22,7 @@
 //! Expiry is decided by the **database's clock**
 //! (`TIMESTAMPDIFF(MICROSECOND, '1970-01-01', UTC_TIMESTAMP(6)) DIV 1000`, independent of
 //! the session time zone). Release, extend, metadata and force release are one statement
-//! each; acquire is one short transaction (below).
+//! each; acquire and the take-over are one short transaction each (below).
 //!
 //! # Fences
 //!
@@ -39,7 +39,8 @@
 //!    assignments left to right). `LAST_INSERT_ID` in the reply tells whether it did: our
 //!    fence if taken, 0 if held.
 //!
-//! Only when the key is held is the row read (after the commit) to name the holder.
+//! Only when the key is held is the row read (after the commit) to name the holder. A
+//! take-over is the same draw, a locking read of the live holder, then an unconditional write.
 //!
 //! A per-key counter (rather than one global counter row) keeps acquisitions of different
 //! keys from queuing behind one hot row; a failed attempt skips a value, which is harmless.
@@ -457,7 +458,6 @@ impl Store for MySqlStore {
         }
     }
 
-    /// One transaction: the acquire's fence draw, a locking read of the holder, the write.
     async fn take_over(&self, r: AcquireRequest<'_>) -> Result<crate::store::TakeOver, StoreError> {
         self.take_over_retrying(&r).await
     }

@@ -48,6 +48,9 @@
 //!   takes a free or expired key, with a fence from `nextval` of the table's sequence, and in
 //!   the same statement marks a live row `waiting` and names its holder.
 //! - release / extend / set_metadata: owner-checked on a live row; force_release deletes.
+//! - take-over ([`Store::take_over`]): one transaction, the acquire's advisory lock then one
+//!   statement that reads (and row-locks) the live holder and overwrites the row with a fence
+//!   from the sequence.
 //!
 //! # Fences
 //!

@@ -41,7 +41,9 @@
 //! # Clock
 //!
 //! "Now" is computed inside each statement by SQLite (`julianday('now')`), so every process
-//! on the host agrees on expiry. Every operation is one statement.
+//! on the host agrees on expiry. Every operation is one statement, but the take-over
+//! ([`Store::take_over`]): one `BEGIN IMMEDIATE` transaction that reads the holder it
+//! displaces and overwrites the row, with a fence from the same sequence.
 //!
 //! # Cancellation
 //!

@@ -46,6 +46,11 @@ impl Sql {
         let live = format!("(expiration IS NULL OR expiration > {NOW})");
         let expires = format!("CASE WHEN ?3 IS NULL THEN NULL ELSE {NOW} + ?3 END");
         let info = format!("key, owner, expiration - {NOW} AS remaining_ms, fence, metadata");
+        // The take-over's fence, drawn as the acquire's.
+        let next_fence = format!(
+            "max(COALESCE((SELECT n FROM {seq} WHERE id = 1), \
+                          (SELECT MAX(fence) FROM {t}), 0) + 1, {NOW} * {FENCES_PER_MS})"
+        );
         Sql {
             // One statement: insert, or take over an expired row. The fence is one more
             // than the sequence (which the triggers advance to every fence written), and
@@ -103,10 +108,6 @@ impl Sql {
                    expiration = excluded.expiration, fence = excluded.fence, \
                    metadata = excluded.metadata \
                  RETURNING fence",
-                next_fence = format!(
-                    "max(COALESCE((SELECT n FROM {seq} WHERE id = 1), \
-                                  (SELECT MAX(fence) FROM {t}), 0) + 1, {NOW} * {FENCES_PER_MS})"
-                ),
             ),
         }
     }
