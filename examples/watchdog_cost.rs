@@ -43,6 +43,10 @@ impl Store for Counting {
     async fn try_acquire(&self, r: AcquireRequest<'_>) -> Result<Acquire, StoreError> {
         self.inner.try_acquire(r).await
     }
+    // Delegated too: the capabilities above are the inner store's.
+    async fn take_over(&self, r: AcquireRequest<'_>) -> Result<cadenas::TakeOver, StoreError> {
+        self.inner.take_over(r).await
+    }
     async fn release(&self, key: &str, owner: &str) -> Result<bool, StoreError> {
         self.inner.release(key, owner).await
     }

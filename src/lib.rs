@@ -55,6 +55,7 @@ pub use events::{Event, EventKind};
 pub use guard::{Guard, LostSignal};
 pub use key::{new_owner, MAX_KEY_BYTES, MAX_METADATA_BYTES};
 pub use lock::Lock;
+pub use lock::TakenOver;
 pub use locks::{Locks, LocksBuilder, DEFAULT_TTL};
 pub use manager::{Manager, ManagerBuilder};
 pub use retry::Retry;
@@ -62,4 +63,5 @@ pub use store::{
     Acquire, AcquireRequest, Capabilities, Holder, Lease, LockInfo, ReleaseWait, Store, StoreError,
     StoreErrorKind, Subscription,
 };
+pub use store::{Displaced, TakeOver};
 pub use watch::{ExpiryWatcher, DEFAULT_WATCH_INTERVAL};

@@ -15,6 +15,9 @@ use crate::observe::{self, op_span};
 use crate::retry::Retry;
 use crate::store::{Acquire, AcquireRequest, Holder, LockInfo, Store, Subscription};
 
+mod take_over;
+pub use take_over::TakenOver;
+
 /// One named lock: a key, the owner id it acquires with, its ttl, metadata and retry policy.
 ///
 /// A `Lock` does not hold anything by itself; [`acquire`](Lock::acquire) and

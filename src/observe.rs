@@ -4,12 +4,12 @@
 //!
 //! Every lock operation runs in a `debug` span named `cadenas.<operation>` (`cadenas.acquire`,
 //! `cadenas.try_acquire`, `cadenas.release`, `cadenas.extend`, `cadenas.inspect`,
-//! `cadenas.force_release`, `cadenas.list`, `cadenas.restore`, `cadenas.reap_expired`) with the
-//! fields `key`, `store` (the URL without password), `owner` (a short hash of the owner id,
-//! never the id itself: owner ids can be capabilities) and `outcome`, recorded when the
-//! operation ends (`acquired`, `held`, `timeout`, `released`, `extended`, `not_owned`,
-//! `error`, …). When no subscriber wants `debug` spans of `cadenas`, creating the span is one
-//! cached check and nothing is formatted or hashed.
+//! `cadenas.force_release`, `cadenas.take_over`, `cadenas.list`, `cadenas.restore`,
+//! `cadenas.reap_expired`) with the fields `key`, `store` (the URL without password), `owner`
+//! (a short hash of the owner id, never the id itself: owner ids can be capabilities) and
+//! `outcome`, recorded when the operation ends (`acquired`, `held`, `timeout`, `released`,
+//! `extended`, `taken_over`, `not_owned`, `error`, …). When no subscriber wants `debug` spans
+//! of `cadenas`, creating the span is one cached check and nothing is formatted or hashed.
 //!
 //! `warn` events: a guard dropped without `release()`, and a lease lost (once per lease,
 //! whatever found the loss: the watchdog, an extend, a release or the lost signal's deadline).

@@ -46,6 +46,10 @@ pub struct Capabilities {
     /// hand-over per attempt. Not part of [`Capabilities::ALL`]: declare it only with that
     /// clean-up in place.
     pub cancel_safe_acquire: bool,
+    /// [`Store::take_over`] is supported: a held lock can be taken by force in one atomic
+    /// step. A store that can only `force_release` then `try_acquire` (two steps another
+    /// client can slip between) sets this to `false` (Redlock).
+    pub take_over: bool,
 }
 
 impl Capabilities {
@@ -59,6 +63,7 @@ impl Capabilities {
         shared: true,
         expiry_watch: true,
         cancel_safe_acquire: false,
+        take_over: true,
     };
 }
 
@@ -128,6 +133,26 @@ pub enum Acquire {
     Acquired(Lease),
     /// Someone holds it (possibly the same owner: locks are not re-entrant).
     Held(Holder),
+}
+
+/// The answer to [`Store::take_over`]: the lease we now hold, and whose we replaced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TakeOver {
+    /// Our lease, as [`Acquire::Acquired`] would report it.
+    pub lease: Lease,
+    /// The live lease the take-over replaced; `None` when the key was free or its lease had
+    /// expired.
+    pub displaced: Option<Displaced>,
+}
+
+/// A holder whose live lease a [`Store::take_over`] replaced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Displaced {
+    /// The displaced holder's owner string.
+    pub owner: String,
+    /// Its fence, when the store has fencing and the holding had one (a Verrou process
+    /// writes none).
+    pub fence: Option<u64>,
 }
 
 /// What anyone can read about a held lock.
@@ -320,6 +345,34 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         Err(StoreError::new(
             StoreErrorKind::Unsupported,
             format!("{} cannot report expired locks", self.describe()),
+        ))
+    }
+
+    /// Makes `request.owner` the holder of `request.key` whatever the key's state (held by
+    /// anyone, this owner included; expired; free), in **one atomic step**, with
+    /// `request.ttl` and `request.metadata`, and a fence strictly greater than every fence
+    /// handed out before for the key (drawn from the same source as
+    /// [`try_acquire`](Store::try_acquire)'s). Answers the new lease and the live lease it
+    /// replaced, if any (an expired lease is not "displaced": it had already ended).
+    ///
+    /// The displaced holder is not told: it finds out at its next check, when its extend,
+    /// release or metadata update finds another owner. Waiters for the key keep waiting (the
+    /// key was never free). Several take-overs of one key at once are serialized by the
+    /// store: each displaces the one before, so their fences increase in the order the store
+    /// applied them.
+    ///
+    /// The default answers [`StoreErrorKind::Unsupported`]; a store that implements it
+    /// declares [`Capabilities::take_over`]. Like every method, cancelling the future may or
+    /// may not leave the take-over done; the lock layer (`Lock::take_over`) runs it so that a
+    /// cancelled call never leaves the lock held.
+    async fn take_over(&self, request: AcquireRequest<'_>) -> Result<TakeOver, StoreError> {
+        let _ = request;
+        Err(StoreError::new(
+            StoreErrorKind::Unsupported,
+            format!(
+                "{} cannot take a held lock over in one atomic step",
+                self.describe()
+            ),
         ))
     }
 

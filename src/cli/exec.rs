@@ -6,7 +6,7 @@ use std::time::Duration;
 use tokio::process::{Child, Command};
 use tokio::signal::unix::{signal, SignalKind};
 
-use super::{output, prepare, HoldArgs, EXIT_LOST};
+use super::{prepare, HoldArgs, EXIT_LOST};
 use crate::Error;
 
 pub(super) async fn run(
@@ -16,6 +16,7 @@ pub(super) async fn run(
     command: &[String],
 ) -> Result<u8, Error> {
     let kill_after = crate::parse_duration("kill-after", kill_after)?;
+    let force = hold.force;
     let (lock, retry) = prepare(hold, key).await?;
     // The watchdog runs whenever there is a ttl: the lease lives exactly as long as CMD.
     let lock = lock.auto_extend(true);
@@ -23,7 +24,7 @@ pub(super) async fn run(
     let mut sigint = signal(SignalKind::interrupt()).map_err(signal_error)?;
     let mut sigterm = signal(SignalKind::terminate()).map_err(signal_error)?;
     let guard = tokio::select! {
-        g = output::acquire_showing_holder(&lock, &retry) => g?,
+        g = super::force::take(&lock, &retry, force) => g?,
         _ = sigint.recv() => return Ok(130),
         _ = sigterm.recv() => return Ok(143),
     };

@@ -4,11 +4,14 @@
 //!
 //! Exit codes: `0` success (`status`: locked), `1` failure (`status`: free; `release`/`extend`
 //! of a lock no longer held), `2` usage or configuration error, `69` store unreachable,
-//! `75` not acquired in time (`--conflict-exit-code`), `76` lock lost while the command ran;
+//! `75` not acquired in time (`--conflict-exit-code`), `76` lock lost while the command ran
+//! (it expired, was force-released, or another `--force` took it over); `2` too for
+//! `--force` on a store that cannot take a lock over in one atomic step (Redlock);
 //! otherwise `exec` exits with the command's status (128 + signal if it was killed).
 
 pub mod bench;
 mod exec;
+mod force;
 mod output;
 
 use std::path::PathBuf;
@@ -36,8 +39,9 @@ pub const EXIT_USAGE: u8 = 2;
     long_about = "Distributed locks from the shell: a flock(1) for many hosts.\n\n\
         The store is --store, else $CADENAS_STORE, else a SQLite file under \
         $XDG_STATE_HOME/cadenas (~/.local/state/cadenas).",
-    after_help = "Exit codes: 0 ok, 1 failed / free, 2 usage, 69 store unreachable, \
-        75 not acquired in time, 76 lock lost while CMD ran"
+    after_help = "Exit codes: 0 ok, 1 failed / free, 2 usage (also --force on a store \
+        that cannot take a lock over in one step), 69 store unreachable, \
+        75 not acquired in time, 76 lock lost while CMD ran (expired, released or taken over)"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -82,11 +86,17 @@ struct HoldArgs {
     /// Exit code when the lock is not acquired in time
     #[arg(long, default_value_t = EXIT_CONFLICT, value_name = "N")]
     conflict_exit_code: u8,
+    /// Take KEY even if it is held, in one atomic step: the holder loses it at its next
+    /// check (its `exec` exits 76) and the new holding has a higher fence; whom it displaced
+    /// goes to stderr. Exit 2 on a store that cannot do it in one step (redlock://)
+    #[arg(long, conflicts_with = "wait")]
+    force: bool,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Hold KEY while CMD runs; extend it automatically; release when CMD ends
+    /// Hold KEY while CMD runs; extend it automatically; release when CMD ends (--force:
+    /// take KEY over even if held)
     Exec {
         #[command(flatten)]
         hold: HoldArgs,
@@ -99,7 +109,7 @@ enum Command {
         #[arg(last = true, required = true, value_name = "CMD")]
         command: Vec<String>,
     },
-    /// Take KEY and print a token for `release` and `extend`
+    /// Take KEY and print a token for `release` and `extend` (--force: even if held)
     Acquire {
         #[command(flatten)]
         hold: HoldArgs,
@@ -407,8 +417,9 @@ async fn prepare(hold: HoldArgs, key: &str) -> Result<(crate::Lock, Retry), Erro
 }
 
 async fn acquire(hold: HoldArgs, key: &str) -> Result<u8, Error> {
+    let force = hold.force;
     let (lock, retry) = prepare(hold, key).await?;
-    let guard = output::acquire_showing_holder(&lock, &retry).await?;
+    let guard = force::take(&lock, &retry, force).await?;
     println!("{}", guard.serialize());
     Ok(0)
 }

@@ -28,6 +28,7 @@ mod bare;
 mod checks;
 mod concurrency;
 mod holder;
+mod take_over;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -39,6 +40,7 @@ pub use bare::*;
 pub use checks::*;
 pub use concurrency::*;
 pub use holder::*;
+pub use take_over::*;
 
 type Connect = Box<dyn Fn() -> Pin<Box<dyn Future<Output = Locks> + Send>> + Send + Sync>;
 
@@ -119,6 +121,7 @@ pub async fn run_all(suite: &Suite) {
         expiry_watch,
         hand_off,
         cancelled_acquire_leaves_nothing_held,
+        take_over_all,
         contention,
     );
 }

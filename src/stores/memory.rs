@@ -20,7 +20,8 @@ use indexmap::IndexMap;
 
 use crate::notify::ReleaseNotifier;
 use crate::store::{
-    Acquire, AcquireRequest, Capabilities, Holder, Lease, LockInfo, Store, StoreError, Subscription,
+    Acquire, AcquireRequest, Capabilities, Displaced, Holder, Lease, LockInfo, Store, StoreError,
+    Subscription, TakeOver,
 };
 
 /// Locks in this process's memory. See the [module docs](self).
@@ -122,6 +123,17 @@ impl State {
         }
     }
 
+    /// The entry of a new holding, with the next fence.
+    fn new_entry(&mut self, request: &AcquireRequest<'_>, expires: u64) -> Entry {
+        self.last_fence += 1;
+        Entry {
+            owner: request.owner.into(),
+            expires,
+            fence: self.last_fence,
+            metadata: request.metadata.map(Into::into),
+        }
+    }
+
     fn live(&self, key: &str, now: u64) -> Option<&Entry> {
         self.locks.get(key).filter(|e| e.live(now))
     }
@@ -195,14 +207,8 @@ impl Store for MemoryStore {
                 remaining: e.remaining(now),
             }));
         }
-        state.last_fence += 1;
-        let fence = state.last_fence;
-        let entry = Entry {
-            owner: request.owner.into(),
-            expires,
-            fence,
-            metadata: request.metadata.map(Into::into),
-        };
+        let entry = state.new_entry(&request, expires);
+        let fence = entry.fence;
         match state.locks.get_mut(request.key) {
             Some(slot) => {
                 // Taking over an expired entry: the watcher still gets to see it.
@@ -217,6 +223,36 @@ impl Store for MemoryStore {
             fence: Some(fence),
             ttl: request.ttl,
         }))
+    }
+
+    /// One critical section. A live entry is replaced (its holder is displaced, not expired:
+    /// the expiry watcher does not report it); an expired one goes to the watcher as with
+    /// `try_acquire`.
+    async fn take_over(&self, request: AcquireRequest<'_>) -> Result<TakeOver, StoreError> {
+        let now = self.now();
+        let expires = self.expires(now, request.ttl);
+        let mut state = self.lock();
+        state.sweep(now);
+        let entry = state.new_entry(&request, expires);
+        let fence = entry.fence;
+        let displaced = match state.locks.insert(request.key.into(), entry) {
+            Some(old) if old.live(now) => Some(Displaced {
+                owner: old.owner.into(),
+                fence: Some(old.fence),
+            }),
+            Some(old) => {
+                state.keep_expired(request.key.into(), old);
+                None
+            }
+            None => None,
+        };
+        Ok(TakeOver {
+            lease: Lease {
+                fence: Some(fence),
+                ttl: request.ttl,
+            },
+            displaced,
+        })
     }
 
     async fn release(&self, key: &str, owner: &str) -> Result<bool, StoreError> {

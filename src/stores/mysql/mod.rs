@@ -22,7 +22,7 @@
 //! Expiry is decided by the **database's clock**
 //! (`TIMESTAMPDIFF(MICROSECOND, '1970-01-01', UTC_TIMESTAMP(6)) DIV 1000`, independent of
 //! the session time zone). Release, extend, metadata and force release are one statement
-//! each; acquire is one short transaction (below).
+//! each; acquire and the take-over are one short transaction each (below).
 //!
 //! # Fences
 //!
@@ -39,7 +39,8 @@
 //!    assignments left to right). `LAST_INSERT_ID` in the reply tells whether it did: our
 //!    fence if taken, 0 if held.
 //!
-//! Only when the key is held is the row read (after the commit) to name the holder.
+//! Only when the key is held is the row read (after the commit) to name the holder. A
+//! take-over is the same draw, a locking read of the live holder, then an unconditional write.
 //!
 //! A per-key counter (rather than one global counter row) keeps acquisitions of different
 //! keys from queuing behind one hot row; a failed attempt skips a value, which is harmless.
@@ -70,6 +71,7 @@
 //! the price of one failed operation per stale connection after the database restarts.
 
 mod schema;
+mod take_over;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -454,6 +456,10 @@ impl Store for MySqlStore {
                 Err(e) => return Err(self.err(e, "acquiring", r.key)),
             }
         }
+    }
+
+    async fn take_over(&self, r: AcquireRequest<'_>) -> Result<crate::store::TakeOver, StoreError> {
+        self.take_over_retrying(&r).await
     }
 
     async fn release(&self, key: &str, owner: &str) -> Result<bool, StoreError> {

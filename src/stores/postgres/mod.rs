@@ -48,6 +48,9 @@
 //!   takes a free or expired key, with a fence from `nextval` of the table's sequence, and in
 //!   the same statement marks a live row `waiting` and names its holder.
 //! - release / extend / set_metadata: owner-checked on a live row; force_release deletes.
+//! - take-over ([`Store::take_over`]): one transaction, the acquire's advisory lock then one
+//!   statement that reads (and row-locks) the live holder and overwrites the row with a fence
+//!   from the sequence.
 //!
 //! # Fences
 //!
@@ -103,6 +106,7 @@
 mod listener;
 mod schema;
 mod statements;
+mod take_over;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -459,6 +463,12 @@ impl Store for PostgresStore {
             // Held by a row committed after this statement's snapshot.
             None => Acquire::Held(Holder::default()),
         })
+    }
+
+    /// One transaction: the acquire's advisory lock, then one statement that reads the
+    /// live holder and overwrites the row.
+    async fn take_over(&self, r: AcquireRequest<'_>) -> Result<crate::store::TakeOver, StoreError> {
+        self.take_over_once(&r).await
     }
 
     async fn release(&self, key: &str, owner: &str) -> Result<bool, StoreError> {

@@ -13,6 +13,10 @@ pub(super) struct Sql {
     pub(super) inspect: String,
     pub(super) list: String,
     pub(super) reap: String,
+    /// The first statement of a take-over's transaction: the acquire's per-key gate.
+    pub(super) take_over_gate: String,
+    /// The second: read the live holder, then overwrite the row whatever its state.
+    pub(super) take_over: String,
 }
 
 /// The remaining milliseconds of the held row `alias` (`NULL`: never expires), by the
@@ -94,6 +98,27 @@ impl Sql {
                 "DELETE FROM {t} WHERE \"key\" LIKE $1 ESCAPE '!' \
                    AND expiration IS NOT NULL AND expiration <= {NOW_MS} \
                  RETURNING \"key\"::text, owner::text, 0::bigint, fence, metadata"
+            ),
+            // $1 key, $2 lock class (schema.table): the advisory lock acquire takes, held
+            // until the take-over commits, so the fence drawn next is above every fence an
+            // acquire or take-over of the key handed out before.
+            take_over_gate: "SELECT pg_advisory_xact_lock(hashtext($2), hashtext($1))".into(),
+            // $1 key, $2 owner, $3 ttl ms, $4 metadata. Run after the gate, so its snapshot
+            // sees every take-over and acquire that committed before. `old` locks the live
+            // row (a release or extend waits) and is read before the insert writes it: the
+            // insert selects from it. `waiting` is kept: whoever waited still waits.
+            take_over: format!(
+                "WITH clock AS MATERIALIZED (SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint AS now_ms, \
+                   nextval('{seq}') AS fence), \
+                 old AS MATERIALIZED (SELECT o.owner::text AS owner, o.fence FROM {t} o, clock c \
+                   WHERE o.\"key\" = $1 AND (o.expiration IS NULL OR o.expiration > c.now_ms) FOR UPDATE OF o), \
+                 ins AS (INSERT INTO {t} AS l (\"key\", owner, expiration, fence, metadata) \
+                   SELECT $1, $2, clock.now_ms + $3::bigint, clock.fence, $4::text FROM clock LEFT JOIN old ON true \
+                   ON CONFLICT (\"key\") DO UPDATE SET owner = EXCLUDED.owner, \
+                     expiration = EXCLUDED.expiration, fence = EXCLUDED.fence, metadata = EXCLUDED.metadata \
+                   RETURNING l.fence) \
+                 SELECT i.fence, o.owner, o.fence FROM ins i LEFT JOIN old o ON true",
+                seq = n.sequence_regclass,
             ),
         }
     }

@@ -72,7 +72,10 @@
 //! deletes it, an expiry does not), an acquire that takes over such a key moves the old state
 //! to the key's `__cadenas:expired…` record, and each sweep claims — deletes and reports — the
 //! records of the keys whose `expired` events arrived, plus, on its first sweep and after the
-//! event connection dropped, those a `SCAN` finds.
+//! event connection dropped, those a `SCAN` finds. A take-over ([`Store::take_over`], one
+//! script) of a live lock deletes the displaced holding's state, so a holding that was taken
+//! over is never reported as expired; one of an expired lock moves its state to the
+//! expired-holding record, as an acquire does.
 //!
 //! # Hand-off
 //!
@@ -89,6 +92,7 @@ pub mod keys;
 mod pubsub;
 mod scan;
 mod scripts;
+mod take_over;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -395,6 +399,11 @@ impl Store for RedisStore {
             }
             _ => Err(bad_reply(key, "unknown acquire status")),
         }
+    }
+
+    /// One script; a displaced live holding is never reported by the expiry watcher.
+    async fn take_over(&self, r: AcquireRequest<'_>) -> Result<crate::store::TakeOver, StoreError> {
+        self.take_over_script(&r).await
     }
 
     async fn release(&self, key: &str, owner: &str) -> Result<bool, StoreError> {

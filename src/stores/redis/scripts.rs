@@ -66,6 +66,54 @@ return {1, fence}
     )
 });
 
+/// `ARGV` and `KEYS` as [`ACQUIRE`]. Takes the key whatever its state (a string held by
+/// anyone, or none). Answers `{1, fence, displaced owner or nil, displaced fence or nil}` or
+/// `{-1, type}`. A live holding is displaced, not expired: its state hash is deleted, so the
+/// expiry watcher never reports it; a holding that had already expired (its key gone, its
+/// state still there) goes to the expired-holding record as in [`ACQUIRE`]. A counter that
+/// is not an integer fails before anything is written.
+pub static TAKE_OVER: LazyLock<Script> = LazyLock::new(|| {
+    with_grace(
+        r#"
+local t = redis.call('TYPE', KEYS[1]).ok
+if t ~= 'none' and t ~= 'string' then return {-1, t} end
+local old_owner, old_fence = false, false
+if t == 'string' then
+  old_owner = redis.call('GET', KEYS[1])
+  local s = redis.call('HMGET', KEYS[2], 'owner', 'fence')
+  if s[1] == old_owner then old_fence = s[2] end
+end
+local fence = redis.pcall('INCR', KEYS[3])
+if type(fence) == 'table' then
+  return redis.error_reply('the fence counter ' .. KEYS[3] .. ' is not an integer')
+end
+if fence == 1 then
+  local now = redis.call('TIME')
+  fence = string.format('%d', tonumber(now[1]) * 1000000 + tonumber(now[2]))
+  redis.call('SET', KEYS[3], fence)
+end
+if t == 'string' then
+  redis.call('DEL', KEYS[2])
+elseif redis.call('EXISTS', KEYS[2]) == 1 then
+  redis.call('RENAME', KEYS[2], KEYS[4])
+end
+local ttl = tonumber(ARGV[2])
+if ttl > 0 then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ttl)
+else
+  redis.call('SET', KEYS[1], ARGV[1])
+end
+if ARGV[3] == '1' then
+  redis.call('HSET', KEYS[2], 'owner', ARGV[1], 'fence', fence, 'attempt', ARGV[5], 'metadata', ARGV[4])
+else
+  redis.call('HSET', KEYS[2], 'owner', ARGV[1], 'fence', fence, 'attempt', ARGV[5])
+end
+if ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl + GRACE) end
+return {1, fence, old_owner, old_fence}
+"#,
+    )
+});
+
 /// `ARGV`: owner, channel, key. Answers `1` released, `0` not ours, `-1` wrong type.
 pub static RELEASE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(

@@ -56,6 +56,15 @@
 //! `fence: None`. (Each node still keeps the Redis store's small fence counter per key, which
 //! the shared scripts update; it is ignored.)
 //!
+//! ## No take-over
+//!
+//! Taking a held lock by force ([`Store::take_over`], `cadenas acquire --force`) must be one
+//! atomic step, and N independent masters have none: a take-over applied node by node can
+//! leave one holder on some nodes and the other on the rest, with no quorum for either, and
+//! another client can win a majority in between. This store declares `take_over: false`
+//! and answers `Unsupported`; `force_release` then `acquire` is the two-step substitute, and
+//! another client may take the key between the two.
+//!
 //! ## Persistence and restarts
 //!
 //! A node that restarts without the keys it had (no persistence, or AOF with `appendfsync
@@ -300,6 +309,7 @@ impl Store for RedlockStore {
             shared: true,
             expiry_watch: false,
             cancel_safe_acquire: false,
+            take_over: false,
         }
     }
 

@@ -41,7 +41,9 @@
 //! # Clock
 //!
 //! "Now" is computed inside each statement by SQLite (`julianday('now')`), so every process
-//! on the host agrees on expiry. Every operation is one statement.
+//! on the host agrees on expiry. Every operation is one statement, but the take-over
+//! ([`Store::take_over`]): one `BEGIN IMMEDIATE` transaction that reads the holder it
+//! displaces and overwrites the row, with a fence from the same sequence.
 //!
 //! # Cancellation
 //!
@@ -76,6 +78,7 @@
 
 mod errors;
 mod schema;
+mod take_over;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -469,6 +472,14 @@ impl Store for SqliteStore {
 
     async fn release(&self, key: &str, owner: &str) -> std::result::Result<bool, StoreError> {
         self.inner.release(key, owner).await
+    }
+
+    /// One `BEGIN IMMEDIATE` transaction (read the live holder, overwrite the row).
+    async fn take_over(
+        &self,
+        request: AcquireRequest<'_>,
+    ) -> std::result::Result<crate::store::TakeOver, StoreError> {
+        self.inner.take_over(&request).await
     }
 
     async fn extend(

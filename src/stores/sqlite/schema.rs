@@ -31,6 +31,10 @@ pub(super) struct Sql {
     pub inspect: String,
     pub list: String,
     pub reap: String,
+    /// The live holding a take-over displaces (run first, in the take-over's transaction).
+    pub displaced: String,
+    /// The take-over: insert or overwrite, whatever the row's state.
+    pub take_over: String,
 }
 
 impl Sql {
@@ -42,6 +46,11 @@ impl Sql {
         let live = format!("(expiration IS NULL OR expiration > {NOW})");
         let expires = format!("CASE WHEN ?3 IS NULL THEN NULL ELSE {NOW} + ?3 END");
         let info = format!("key, owner, expiration - {NOW} AS remaining_ms, fence, metadata");
+        // The take-over's fence, drawn as the acquire's.
+        let next_fence = format!(
+            "max(COALESCE((SELECT n FROM {seq} WHERE id = 1), \
+                          (SELECT MAX(fence) FROM {t}), 0) + 1, {NOW} * {FENCES_PER_MS})"
+        );
         Sql {
             // One statement: insert, or take over an expired row. The fence is one more
             // than the sequence (which the triggers advance to every fence written), and
@@ -88,6 +97,17 @@ impl Sql {
                  WHERE key >= ?1 AND substr(key, 1, length(?1)) = ?1 \
                    AND expiration IS NOT NULL AND expiration <= {NOW} \
                  RETURNING key, owner, 0 AS remaining_ms, fence, metadata"
+            ),
+            displaced: format!("SELECT owner, fence FROM {t} WHERE key = ?1 AND {live}"),
+            // As acquire, without the condition: the row becomes ours whoever held it, with
+            // a fence from the same sequence (the triggers advance it).
+            take_over: format!(
+                "INSERT INTO {t} (key, owner, expiration, fence, metadata) \
+                 VALUES (?1, ?2, {expires}, {next_fence}, ?4) \
+                 ON CONFLICT(key) DO UPDATE SET owner = excluded.owner, \
+                   expiration = excluded.expiration, fence = excluded.fence, \
+                   metadata = excluded.metadata \
+                 RETURNING fence",
             ),
         }
     }

@@ -1,0 +1,206 @@
+//! [`Lock::take_over`]: taking a held lock by force, in one atomic step of the store.
+
+use std::sync::Arc;
+
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use super::Lock;
+use crate::error::{Error, Result};
+use crate::guard::Guard;
+use crate::observe::{self, op_span};
+use crate::store::{AcquireRequest, Displaced, Store, StoreError, StoreErrorKind, TakeOver};
+
+/// What [`Lock::take_over`] took: the guard of our new holding, and whose live lease it
+/// replaced.
+#[derive(Debug)]
+pub struct TakenOver {
+    /// Our holding, with a fence greater than the displaced holder's.
+    pub guard: Guard,
+    /// The holder whose live lease we replaced; `None` when the key was free or expired.
+    pub displaced: Option<Displaced>,
+}
+
+type Answer = std::result::Result<TakeOver, StoreError>;
+
+impl Lock {
+    /// Takes the lock whoever holds it, in one atomic step of the store (locky's
+    /// `lock({ force: true })`): unlike [`force_release`](Lock::force_release) then
+    /// [`acquire`](Lock::acquire), nobody can take the key in between. The new holding has a
+    /// fence greater than every earlier one of the key, this lock's ttl and metadata. The
+    /// displaced holder finds out at its next check: its next extend, release or metadata
+    /// update answers [`Error::NotOwned`], its watchdog fires its lost signal, and its
+    /// [`run`](Lock::run) returns [`Error::Lost`]. A fence-checking resource rejects its
+    /// writes from now on. Waiters for the key keep waiting.
+    ///
+    /// Fails with [`Error::Unsupported`] on a store that cannot do it in one step
+    /// ([`Capabilities::take_over`](crate::Capabilities::take_over) is `false`: Redlock),
+    /// [`Error::InvalidInput`] for a bad key or ttl, and [`Error::Store`] when the store fails.
+    /// Never waits for the holder and never retries.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> cadenas::Result<()> {
+    /// let locks = cadenas::Locks::memory();
+    /// let stuck = locks.lock("nightly").owner("crashed-worker").acquire().await?;
+    /// let taken = locks.lock("nightly").owner("rescuer").take_over().await?;
+    /// let displaced = taken.displaced.expect("someone held it");
+    /// assert_eq!(displaced.owner, "crashed-worker");
+    /// assert!(taken.guard.fence() > stuck.fence());
+    /// // The old holder learns it at its next check.
+    /// assert!(matches!(stuck.extend(None).await, Err(cadenas::Error::NotOwned { .. })));
+    /// taken.guard.release().await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Cancel safety
+    /// Dropping the future never leaves the lock held by us unseen. On stores shared across
+    /// processes the request runs to completion in a task of its own, and a holding it took
+    /// after the caller was dropped is released. The take-over itself may still have
+    /// happened: the displaced holder has lost its lease either way, and the key is free
+    /// once the clean-up release has run.
+    pub async fn take_over(&self) -> Result<TakenOver> {
+        let span = op_span!("cadenas.take_over", self);
+        if span.is_disabled() {
+            return self.take_over_inner().await;
+        }
+        let result = self.take_over_inner().instrument(span.clone()).await;
+        let outcome = match &result {
+            Ok(TakenOver {
+                displaced: Some(_), ..
+            }) => "taken_over",
+            Ok(_) => "acquired",
+            Err(e) => observe::error_outcome(e),
+        };
+        observe::record(&span, outcome);
+        result
+    }
+
+    async fn take_over_inner(&self) -> Result<TakenOver> {
+        self.check()?;
+        let store = self.store();
+        let caps = store.capabilities();
+        if !caps.take_over {
+            return Err(self.take_over_unsupported());
+        }
+        if self.ttl.is_none() && !caps.ttl_none {
+            return Err(Error::Unsupported {
+                store: store.describe().to_owned(),
+                what: "locks without ttl".into(),
+            });
+        }
+        // Measured before the request is sent, so our view of the lease never outlives the
+        // store's.
+        let sent = Instant::now();
+        let answer = if caps.shared {
+            self.take_over_detached().await
+        } else {
+            // An in-process store answers without suspending: nothing to cancel mid-way.
+            store
+                .take_over(AcquireRequest {
+                    key: &self.stored,
+                    owner: &self.owner,
+                    ttl: self.ttl,
+                    metadata: self.metadata.as_deref(),
+                })
+                .await
+        };
+        match answer {
+            Ok(t) => Ok(TakenOver {
+                guard: Guard::new(self.clone(), t.lease, sent),
+                displaced: t.displaced,
+            }),
+            Err(e) if e.kind == StoreErrorKind::Unsupported => Err(self.take_over_unsupported()),
+            Err(e) => Err(self.store_error("take over", e)),
+        }
+    }
+
+    fn take_over_unsupported(&self) -> Error {
+        Error::Unsupported {
+            store: self.store().describe().to_owned(),
+            what: "taking a held lock over in one atomic step".into(),
+        }
+    }
+
+    /// Runs the request in its own task, so that it completes even if our caller is
+    /// cancelled; a holding it took for a caller that is gone is released (see [`Pending`]).
+    async fn take_over_detached(&self) -> Answer {
+        let store = self.store().clone();
+        let (key, owner) = (self.stored.clone(), self.owner.clone());
+        let (ttl, metadata) = (self.ttl, self.metadata.clone());
+        let (tx, rx) = oneshot::channel();
+        let pending = Pending {
+            store: store.clone(),
+            key: key.clone(),
+            owner: owner.clone(),
+            rx: Some(rx),
+        };
+        tokio::spawn(async move {
+            let answer = store
+                .take_over(AcquireRequest {
+                    key: &key,
+                    owner: &owner,
+                    ttl,
+                    metadata: metadata.as_deref(),
+                })
+                .await;
+            if let Err(Ok(_)) = tx.send(answer) {
+                // The caller is gone: nobody will ever hold this guard.
+                release_unseen(&*store, &key, &owner).await;
+            }
+        });
+        pending.wait().await
+    }
+}
+
+/// The caller's side of a take-over running in its own task. Dropped before the answer was
+/// read, it closes the channel (after which the task releases what it took itself) and
+/// releases an answer that had already arrived: no window in which a holding goes unseen.
+struct Pending {
+    store: Arc<dyn Store>,
+    key: Arc<str>,
+    owner: Arc<str>,
+    rx: Option<oneshot::Receiver<Answer>>,
+}
+
+impl Pending {
+    async fn wait(mut self) -> Answer {
+        let answer = match self.rx.as_mut() {
+            Some(rx) => rx.await,
+            None => return Err(StoreError::new(StoreErrorKind::Transient, "take-over lost")),
+        };
+        self.rx = None;
+        answer.unwrap_or_else(|_| {
+            Err(StoreError::new(
+                StoreErrorKind::Transient,
+                "the take-over task stopped before answering (is the runtime shutting down?)",
+            ))
+        })
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        let Some(mut rx) = self.rx.take() else {
+            return;
+        };
+        rx.close();
+        if let Ok(Ok(_)) = rx.try_recv() {
+            let (store, key, owner) = (self.store.clone(), self.key.clone(), self.owner.clone());
+            match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => {
+                    runtime.spawn(async move { release_unseen(&*store, &key, &owner).await });
+                }
+                Err(_) => tracing::warn!(key = %key, store = store.describe(),
+                    "take-over cancelled outside a runtime; the lock stays held until its ttl ends"),
+            }
+        }
+    }
+}
+
+async fn release_unseen(store: &dyn Store, key: &str, owner: &str) {
+    if let Err(e) = store.release(key, owner).await {
+        tracing::warn!(key = %key, store = store.describe(), error = %e,
+            "could not release after a cancelled take-over; the lock expires with its ttl");
+    }
+}

@@ -1,0 +1,46 @@
+//! The PostgreSQL store's take-over: one transaction of two statements.
+
+use super::PostgresStore;
+use crate::store::{AcquireRequest, Displaced, Lease, StoreError, TakeOver};
+use crate::stores::sql_common as common;
+
+impl PostgresStore {
+    /// Takes the acquire's per-key advisory lock, then (in a statement whose snapshot
+    /// follows it) reads the live holder and overwrites the row with a fence from the
+    /// table's sequence; commits. Two statements rather than one: a single statement's
+    /// snapshot is taken before it waits for the advisory lock, so it could miss the holding
+    /// that the take-over or acquire it waited for has just committed.
+    pub(super) async fn take_over_once(
+        &self,
+        r: &AcquireRequest<'_>,
+    ) -> Result<TakeOver, StoreError> {
+        let run = async {
+            let mut tx = self.pool.begin().await?;
+            sqlx::query(&self.sql.take_over_gate)
+                .bind(r.key)
+                .bind(&self.names.display)
+                .execute(&mut *tx)
+                .await?;
+            let (fence, owner, old_fence): (Option<i64>, Option<String>, Option<i64>) =
+                sqlx::query_as(&self.sql.take_over)
+                    .bind(r.key)
+                    .bind(r.owner)
+                    .bind(common::ttl_ms(r.ttl))
+                    .bind(r.metadata)
+                    .fetch_one(&mut *tx)
+                    .await?;
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(TakeOver {
+                lease: Lease {
+                    fence: common::fence(fence),
+                    ttl: r.ttl,
+                },
+                displaced: owner.map(|owner| Displaced {
+                    owner,
+                    fence: common::fence(old_fence),
+                }),
+            })
+        };
+        run.await.map_err(|e| self.err(e, "taking over", r.key))
+    }
+}
