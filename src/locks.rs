@@ -306,7 +306,7 @@ impl LocksBuilder {
                 what: "locks without ttl".into(),
             });
         }
-        let metrics = crate::observe::Metrics::new(store.describe());
+        let metrics = crate::observe::Metrics::new(store.kind());
         Ok(Locks {
             inner: Arc::new(Inner {
                 metrics,
@@ -335,7 +335,7 @@ impl LocksBuilder {
         if let Some(ns) = &self.namespace {
             key::check_namespace(ns)?;
         }
-        let store = crate::url::open(parsed).await?;
+        let store = crate::scheme::open(parsed).await?;
         self.build_arc(store)
     }
 }
