@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
-use tracing::Instrument;
 
 use crate::error::{Error, Result};
 use crate::guard::{Guard, LostSignal};
@@ -153,12 +152,7 @@ impl Lock {
     }
 
     pub(crate) fn store_error(&self, operation: &'static str, e: crate::StoreError) -> Error {
-        Error::Store {
-            store: self.store().describe().to_owned(),
-            operation,
-            key: Some(self.key.to_string()),
-            source: e,
-        }
+        Error::store(self.store().describe(), operation, Some(&self.key), e)
     }
 
     /// Takes the lock, waiting as the retry policy says.
@@ -180,12 +174,7 @@ impl Lock {
     /// Cancel safe, as [`acquire`](Lock::acquire).
     pub async fn try_acquire(&self) -> Result<Guard> {
         let span = op_span!("cadenas.try_acquire", self);
-        if span.is_disabled() {
-            return self.try_acquire_inner().await;
-        }
-        let result = self.try_acquire_inner().instrument(span.clone()).await;
-        observe::record(&span, acquire_outcome(&result));
-        result
+        observe::traced(span, self.try_acquire_inner(), acquired).await
     }
 
     async fn try_acquire_inner(&self) -> Result<Guard> {
@@ -214,12 +203,7 @@ impl Lock {
     /// Cancel safe, as [`acquire`](Lock::acquire).
     pub async fn acquire_with(&self, retry: &Retry) -> Result<Guard> {
         let span = op_span!("cadenas.acquire", self);
-        if span.is_disabled() {
-            return self.acquire_counted(retry).await;
-        }
-        let result = self.acquire_counted(retry).instrument(span.clone()).await;
-        observe::record(&span, acquire_outcome(&result));
-        result
+        observe::traced(span, self.acquire_counted(retry), acquired).await
     }
 
     async fn acquire_counted(&self, retry: &Retry) -> Result<Guard> {
@@ -431,7 +415,7 @@ impl Lock {
     /// Who holds the lock, for how long, with which fence and metadata; `None` if free.
     pub async fn inspect(&self) -> Result<Option<LockInfo>> {
         let span = op_span!("cadenas.inspect", self);
-        let result = async {
+        let inspect = async {
             self.check()?;
             let info = self
                 .store()
@@ -442,38 +426,30 @@ impl Lock {
                 i.key = self.key.to_string();
                 i
             }))
-        }
-        .instrument(span.clone())
-        .await;
-        let outcome = match &result {
-            Ok(Some(_)) => "locked",
-            Ok(None) => "free",
-            Err(e) => observe::error_outcome(e),
         };
-        observe::record(&span, outcome);
-        result
+        observe::traced(span, inspect, |r| match r {
+            Ok(None) => "free",
+            r => observe::outcome(r, "locked"),
+        })
+        .await
     }
 
     /// Removes the lock whoever holds it. `true` if a live lock was removed. The holder finds
     /// out on its next extend or release, or through its lost signal.
     pub async fn force_release(&self) -> Result<bool> {
         let span = op_span!("cadenas.force_release", self);
-        let result = async {
+        let force_release = async {
             self.check()?;
             self.store()
                 .force_release(&self.stored)
                 .await
                 .map_err(|e| self.store_error("force release", e))
-        }
-        .instrument(span.clone())
-        .await;
-        let outcome = match &result {
-            Ok(true) => "released",
-            Ok(false) => "free",
-            Err(e) => observe::error_outcome(e),
         };
-        observe::record(&span, outcome);
-        result
+        observe::traced(span, force_release, |r| match r {
+            Ok(false) => "free",
+            r => observe::outcome(r, "released"),
+        })
+        .await
     }
 }
 
@@ -489,11 +465,8 @@ impl Drop for PassOn<'_> {
     }
 }
 
-fn acquire_outcome(result: &Result<Guard>) -> &'static str {
-    match result {
-        Ok(_) => "acquired",
-        Err(e) => observe::error_outcome(e),
-    }
+fn acquired(result: &Result<Guard>) -> &'static str {
+    observe::outcome(result, "acquired")
 }
 
 fn split_invalid(e: Error) -> (&'static str, String) {

@@ -5,13 +5,13 @@ use std::time::Duration;
 
 use tokio::sync::broadcast;
 use tokio::time::Instant;
-use tracing::Instrument;
 
 use crate::error::{Error, Result};
 use crate::events::Event;
 use crate::guard::Guard;
 use crate::key;
 use crate::lock::Lock;
+use crate::observe;
 use crate::retry::Retry;
 use crate::store::{Lease, LockInfo, Store};
 use crate::stores::memory::MemoryStore;
@@ -114,29 +114,19 @@ impl Locks {
             store = self.describe(),
             outcome = tracing::field::Empty
         );
-        let stored_prefix = self.stored_prefix(prefix);
-        let listed = self
-            .inner
-            .store
-            .list(&stored_prefix)
-            .instrument(span.clone())
-            .await;
-        crate::observe::record(
-            &span,
-            if listed.is_ok() {
-                "listed"
-            } else {
-                "store_error"
-            },
-        );
-        let mut infos = listed.map_err(|e| Error::Store {
-            store: self.describe().to_owned(),
-            operation: "list",
-            key: None,
-            source: e,
-        })?;
-        self.strip_namespace(&mut infos);
-        Ok(infos)
+        let list = async {
+            let stored_prefix = self.stored_prefix(prefix);
+            let listed = self.inner.store.list(&stored_prefix).await;
+            let mut infos = listed.map_err(|e| self.store_error("list", e))?;
+            self.strip_namespace(&mut infos);
+            Ok(infos)
+        };
+        observe::traced(span, list, |r| observe::outcome(r, "listed")).await
+    }
+
+    /// A failed store operation that involves no single key.
+    pub(crate) fn store_error(&self, operation: &'static str, e: crate::StoreError) -> Error {
+        Error::store(self.describe(), operation, None, e)
     }
 
     /// `prefix` as stored: within the namespace.
@@ -169,16 +159,8 @@ impl Locks {
             owner = tracing::field::Empty,
             outcome = tracing::field::Empty
         );
-        let restored = self
-            .restore_inner(token, &span)
-            .instrument(span.clone())
-            .await;
-        let outcome = match &restored {
-            Ok(_) => "restored",
-            Err(e) => crate::observe::error_outcome(e),
-        };
-        crate::observe::record(&span, outcome);
-        restored
+        let restore = self.restore_inner(token, &span);
+        observe::traced(span.clone(), restore, |r| observe::outcome(r, "restored")).await
     }
 
     async fn restore_inner(&self, token: &str, span: &tracing::Span) -> Result<Guard> {
@@ -226,12 +208,8 @@ impl Locks {
 
     /// Closes the store's connections. Locks made from this factory fail afterwards.
     pub async fn disconnect(&self) -> Result<()> {
-        self.inner.store.close().await.map_err(|e| Error::Store {
-            store: self.describe().to_owned(),
-            operation: "disconnect",
-            key: None,
-            source: e,
-        })
+        let closed = self.inner.store.close().await;
+        closed.map_err(|e| self.store_error("disconnect", e))
     }
 }
 

@@ -33,7 +33,10 @@
 //! Handles are registered when the [`Locks`](crate::Locks) is built: install your recorder
 //! (e.g. a Prometheus exporter) before building it.
 
+use std::future::Future;
 use std::time::Duration;
+
+use tracing::Instrument;
 
 /// A short, stable, non-reversible tag for an owner id: 8 hex digits of a 32-bit FNV-1a
 /// hash. Enough to tell holders apart in logs, useless to impersonate one.
@@ -61,10 +64,28 @@ macro_rules! op_span {
 }
 pub(crate) use op_span;
 
-/// Records `outcome` on `span` (a no-op on a disabled span).
-pub(crate) fn record(span: &tracing::Span, outcome: &str) {
-    if !span.is_disabled() {
-        span.record("outcome", outcome);
+/// Runs `operation` inside `span` and records on it the `outcome` of its result. With a
+/// disabled span (nobody listens) it only runs `operation`: nothing is instrumented,
+/// formatted or recorded.
+pub(crate) async fn traced<T>(
+    span: tracing::Span,
+    operation: impl Future<Output = T>,
+    outcome: impl FnOnce(&T) -> &'static str,
+) -> T {
+    if span.is_disabled() {
+        return operation.await;
+    }
+    let result = operation.instrument(span.clone()).await;
+    span.record("outcome", outcome(&result));
+    result
+}
+
+/// The outcome of a result: `ok` for success, else the error's
+/// ([`error_outcome`]).
+pub(crate) fn outcome<T>(result: &crate::Result<T>, ok: &'static str) -> &'static str {
+    match result {
+        Ok(_) => ok,
+        Err(e) => error_outcome(e),
     }
 }
 
@@ -96,7 +117,7 @@ struct Handles {
     acquire_seconds: metrics::Histogram,
     acquire_attempts: metrics::Histogram,
     acquire_failures: metrics::Counter,
-    held: metrics::Gauge,
+    guards: metrics::Gauge,
     extends: metrics::Counter,
     lost: metrics::Counter,
     reaped: metrics::Counter,
@@ -114,7 +135,7 @@ impl Metrics {
                     acquire_seconds: metrics::histogram!("cadenas_acquire_seconds", &labels),
                     acquire_attempts: metrics::histogram!("cadenas_acquire_attempts", &labels),
                     acquire_failures: metrics::counter!("cadenas_acquire_failures_total", &labels),
-                    held: metrics::gauge!("cadenas_locks_held", &labels),
+                    guards: metrics::gauge!("cadenas_locks_held", &labels),
                     extends: metrics::counter!("cadenas_extends_total", &labels),
                     lost: metrics::counter!("cadenas_lost_total", &labels),
                     reaped: metrics::counter!("cadenas_reaped_total", &labels),
@@ -157,14 +178,14 @@ impl Metrics {
     #[inline]
     pub(crate) fn guard_opened(&self) {
         #[cfg(feature = "metrics")]
-        self.inner.held.increment(1.0);
+        self.inner.guards.increment(1.0);
     }
 
     /// A guard ended (released, dropped, leaked or serialized).
     #[inline]
     pub(crate) fn guard_closed(&self) {
         #[cfg(feature = "metrics")]
-        self.inner.held.decrement(1.0);
+        self.inner.guards.decrement(1.0);
     }
 
     /// A successful extend.
