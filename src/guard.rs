@@ -437,25 +437,38 @@ fn safety_margin(ttl: Duration) -> Duration {
     (ttl / 10).min(Duration::from_secs(1))
 }
 
-/// The time to the next extend: ttl/3 plus up to a tenth of that at random, so that locks
-/// taken together (a burst of acquires) do not keep extending together, and no lease is
-/// extended more often than every ttl/3.
+/// The time to the next extend: the interval (ttl/3 unless chosen) plus up to a tenth of it
+/// at random, so that locks taken together (a burst of acquires) do not keep extending
+/// together, and no lease is extended more often than the interval says.
 fn extend_pause(interval: Duration) -> Duration {
     interval + interval.mul_f64(rand::random::<f64>() / 10.0)
 }
 
-/// Extends every ttl/3 (plus jitter); on store errors retries with backoff until shortly
+/// The watchdog's interval for a lease of `ttl`: the lock's choice, else ttl/3.
+fn extend_interval(lock: &Lock, ttl: Duration) -> Duration {
+    lock.extend_every
+        .unwrap_or(ttl / 3)
+        .max(Duration::from_millis(1))
+}
+
+/// Extends every interval (plus jitter); on store errors retries with backoff until shortly
 /// before the lease would end; fires the lost signal when the lease is gone or cannot be
 /// confirmed in time. On Redis the extends of all guards share the store's one multiplexed
 /// connection, which writes the commands queued at the same moment together.
 async fn watchdog_loop(holding: Arc<Holding>) {
     let lock = &holding.lock;
     let Some(ttl) = lock.ttl else { return };
-    let interval = (ttl / 3).max(Duration::from_millis(1));
+    let interval = extend_interval(lock, ttl);
     let margin = safety_margin(ttl);
     let mut next = Instant::now() + extend_pause(interval);
     loop {
-        tokio::time::sleep_until(next).await;
+        let Some(deadline) = holding.deadline() else {
+            return;
+        };
+        // A long interval still leaves an extend one margin to answer before the watchdog
+        // gives up on the lease.
+        let latest = deadline.checked_sub(margin * 2).unwrap_or(deadline);
+        tokio::time::sleep_until(next.min(latest)).await;
         let Some(deadline) = holding.deadline() else {
             return;
         };

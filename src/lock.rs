@@ -47,6 +47,8 @@ pub struct Lock {
     pub(crate) metadata: Option<Arc<str>>,
     pub(crate) retry: Retry,
     pub(crate) auto_extend: bool,
+    /// The watchdog's interval between extends (`None`: a third of the ttl).
+    pub(crate) extend_every: Option<Duration>,
     /// A bad key, ttl, owner or metadata, reported by every operation.
     pub(crate) invalid: Option<(&'static str, String)>,
 }
@@ -66,6 +68,7 @@ impl Lock {
             ttl: locks.inner.ttl,
             retry: locks.inner.retry.clone(),
             auto_extend: locks.inner.auto_extend,
+            extend_every: locks.inner.extend_every,
             metadata: None,
             invalid,
             key,
@@ -115,10 +118,49 @@ impl Lock {
         self
     }
 
-    /// Keeps the lease alive while the guard is held: a watchdog extends it every ttl/3 and
-    /// fires the lost signal if it cannot.
+    /// Keeps the lease alive while the guard lives: a watchdog extends it every ttl/3 (or
+    /// at the interval of [`auto_extend_every`](Lock::auto_extend_every)) and fires the lost
+    /// signal when it cannot confirm the lease before it would expire. `false` turns the
+    /// watchdog off and keeps the chosen interval for when it is turned on again.
     pub fn auto_extend(mut self, on: bool) -> Self {
         self.auto_extend = on;
+        self
+    }
+
+    /// Keeps the lease alive with a watchdog that extends it every `interval` (plus up to a
+    /// tenth of it at random, so that locks taken together do not extend together) instead
+    /// of every ttl/3: exclusive-lock's `lock_refresh_ms`. Turns
+    /// [`auto_extend`](Lock::auto_extend) on.
+    ///
+    /// The interval must be shorter than the ttl and not zero; otherwise the lock's
+    /// operations fail with [`Error::InvalidInput`] naming the key. With ttl `None` the
+    /// lease never expires and no watchdog runs, so the interval is ignored. The lost signal
+    /// fires as with the default interval: when the lease is gone, or when no extend has
+    /// confirmed it by a tenth of the ttl (at most one second) before it would expire. An
+    /// interval that would reach past that point is shortened so that the extend starts a
+    /// tenth of the ttl (at most one second) earlier still, and has that long to answer.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> cadenas::Result<()> {
+    /// use std::time::Duration;
+    /// let locks = cadenas::Locks::memory();
+    /// let lock = locks
+    ///     .lock("report")
+    ///     .ttl(Some(Duration::from_secs(30)))
+    ///     .auto_extend_every(Duration::from_secs(5));
+    /// let guard = lock.acquire().await?;
+    /// guard.release().await?;
+    ///
+    /// // Not shorter than the ttl: refused, naming the key.
+    /// let bad = locks.lock("report").ttl(Some(Duration::from_secs(1))).auto_extend_every(Duration::from_secs(1));
+    /// let e = bad.acquire().await.unwrap_err();
+    /// assert!(matches!(e, cadenas::Error::InvalidInput { .. }));
+    /// assert!(e.to_string().contains("'report'"));
+    /// # Ok(()) }
+    /// ```
+    pub fn auto_extend_every(mut self, interval: Duration) -> Self {
+        self.auto_extend = true;
+        self.extend_every = Some(interval);
         self
     }
 
@@ -143,6 +185,9 @@ impl Lock {
                 what,
                 message: message.clone(),
             }),
+            None if self.auto_extend => {
+                check_extend_every(&format!("lock '{}'", self.key), self.extend_every, self.ttl)
+            }
             None => Ok(()),
         }
     }
@@ -467,6 +512,36 @@ impl Drop for PassOn<'_> {
 
 fn acquired(result: &Result<Guard>) -> &'static str {
     observe::outcome(result, "acquired")
+}
+
+/// Checks a watchdog interval of `whose` ("lock 'k'", "the default") against its ttl: not
+/// zero, shorter than the ttl. Ignored without ttl (no watchdog runs then).
+pub(crate) fn check_extend_every(
+    whose: &str,
+    every: Option<Duration>,
+    ttl: Option<Duration>,
+) -> Result<()> {
+    let (Some(every), Some(ttl)) = (every, ttl) else {
+        return Ok(());
+    };
+    let shown = |d: Duration| crate::duration::format_duration(d);
+    if every.is_zero() {
+        return Err(Error::invalid(
+            "auto-extend interval",
+            format!("{whose}: the auto-extend interval is zero; choose one shorter than the ttl ({}), e.g. a third of it", shown(ttl)),
+        ));
+    }
+    if every >= ttl {
+        return Err(Error::invalid(
+            "auto-extend interval",
+            format!(
+                "{whose}: the auto-extend interval {} is not shorter than the ttl {}: the lease would expire between extends; choose a shorter one (the default is a third of the ttl)",
+                shown(every),
+                shown(ttl)
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn split_invalid(e: Error) -> (&'static str, String) {

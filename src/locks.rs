@@ -41,6 +41,7 @@ pub(crate) struct Inner {
     pub(crate) ttl: Option<Duration>,
     pub(crate) retry: Retry,
     pub(crate) auto_extend: bool,
+    pub(crate) extend_every: Option<Duration>,
     pub(crate) events: broadcast::Sender<Event>,
     pub(crate) metrics: crate::observe::Metrics,
 }
@@ -178,6 +179,7 @@ impl Locks {
                     ttl: self.inner.ttl,
                     retry: self.inner.retry.clone(),
                     auto_extend: self.inner.auto_extend,
+                    extend_every: self.inner.extend_every,
                     events: self.inner.events.clone(),
                     metrics: self.inner.metrics.clone(),
                 }),
@@ -234,6 +236,7 @@ pub struct LocksBuilder {
     ttl: Option<Option<Duration>>,
     retry: Option<Retry>,
     auto_extend: bool,
+    extend_every: Option<Duration>,
 }
 
 impl LocksBuilder {
@@ -256,9 +259,34 @@ impl LocksBuilder {
         self
     }
 
-    /// Whether new locks keep their lease alive with a watchdog (default off).
+    /// Whether new locks keep their lease alive with a watchdog (default off), which extends
+    /// every ttl/3 unless [`auto_extend_every`](LocksBuilder::auto_extend_every) says
+    /// otherwise. See [`Lock::auto_extend`].
     pub fn auto_extend(mut self, on: bool) -> Self {
         self.auto_extend = on;
+        self
+    }
+
+    /// New locks keep their lease alive with a watchdog that extends every `interval`; see
+    /// [`Lock::auto_extend_every`]. [`build`](LocksBuilder::build) refuses a zero interval,
+    /// or one not shorter than the default ttl, with [`Error::InvalidInput`]; a lock given a
+    /// ttl of its own is checked against that one.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> cadenas::Result<()> {
+    /// use std::time::Duration;
+    /// let locks = cadenas::Locks::builder()
+    ///     .ttl(Some(Duration::from_secs(10)))
+    ///     .auto_extend_every(Duration::from_secs(2))
+    ///     .connect("memory:")
+    ///     .await?;
+    /// let guard = locks.lock("job").acquire().await?;
+    /// guard.release().await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn auto_extend_every(mut self, interval: Duration) -> Self {
+        self.auto_extend = true;
+        self.extend_every = Some(interval);
         self
     }
 
@@ -278,6 +306,9 @@ impl LocksBuilder {
             .or_else(|| store.default_retry())
             .unwrap_or_default();
         retry.validate()?;
+        if self.auto_extend {
+            crate::lock::check_extend_every("the default", self.extend_every, ttl)?;
+        }
         if ttl.is_none() && !store.capabilities().ttl_none {
             return Err(Error::Unsupported {
                 store: store.describe().to_owned(),
@@ -293,6 +324,7 @@ impl LocksBuilder {
                 ttl,
                 retry,
                 auto_extend: self.auto_extend,
+                extend_every: self.extend_every,
                 events: broadcast::channel(1024).0,
             }),
         })
