@@ -149,6 +149,22 @@ impl Error {
         }
     }
 
+    /// A failed store operation: `store` as it describes itself, the `operation`, the key
+    /// (without namespace) if one was involved, and the store's error.
+    pub(crate) fn store(
+        store: &str,
+        operation: &'static str,
+        key: Option<&str>,
+        source: StoreError,
+    ) -> Self {
+        Error::Store {
+            store: store.to_owned(),
+            operation,
+            key: key.map(str::to_owned),
+            source,
+        }
+    }
+
     pub(crate) fn config(message: impl Into<String>) -> Self {
         Error::Config {
             message: message.into(),

@@ -1,4 +1,4 @@
-//! [`Guard`]: a held lease, its lost signal and its watchdog.
+//! [`Guard`]: our holding of a lock (its lease), its lost signal and its watchdog.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -7,17 +7,16 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use tracing::Instrument;
-
 use crate::error::{Error, Result};
 use crate::events::{Event, EventKind};
 use crate::lock::Lock;
-use crate::observe::op_span;
+use crate::observe::{self, op_span};
 use crate::store::Lease;
 
-/// State shared by a guard, its watchdog and its lost signals.
+/// Our holding of a lock: the state shared by a guard, its watchdog and its lost signals.
+/// (Not "held": that word is for a lock someone else holds, as in [`Acquire::Held`](crate::Acquire::Held).)
 #[derive(Debug)]
-pub(crate) struct Held {
+pub(crate) struct Holding {
     lock: Lock,
     fence: Option<u64>,
     /// When our lease ends by our own clock (`None` = never). Measured from before the request
@@ -37,7 +36,7 @@ pub(crate) struct Held {
     ended: Mutex<bool>,
 }
 
-impl Held {
+impl Holding {
     fn deadline(&self) -> Option<Instant> {
         *self.deadline.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -115,7 +114,8 @@ impl Held {
     }
 }
 
-/// A held lock. Release it with [`release`](Guard::release).
+/// Our holding of a lock: its lease, fence and lost signal. Release it with
+/// [`release`](Guard::release).
 ///
 /// # Dropping
 /// Dropping a guard without `release` makes a best-effort release in the background on the
@@ -131,7 +131,7 @@ impl Held {
 /// as soon as the lease can no longer be confirmed.
 #[derive(Debug)]
 pub struct Guard {
-    held: Arc<Held>,
+    holding: Arc<Holding>,
     watchdog: Option<JoinHandle<()>>,
     done: bool,
 }
@@ -140,7 +140,7 @@ impl Guard {
     pub(crate) fn new(lock: Lock, lease: Lease, sent: Instant) -> Guard {
         let deadline = lease.ttl.map(|t| sent + t);
         let watchdog = lock.auto_extend && lease.ttl.is_some();
-        let held = Arc::new(Held {
+        let holding = Arc::new(Holding {
             lock,
             fence: lease.fence,
             deadline: Mutex::new(deadline),
@@ -149,56 +149,57 @@ impl Guard {
             watchdog,
             ended: Mutex::new(false),
         });
-        held.lock.locks.inner.metrics.guard_opened();
+        holding.lock.locks.inner.metrics.guard_opened();
         let mut guard = Guard {
-            held,
+            holding,
             watchdog: None,
             done: false,
         };
         guard.emit(EventKind::Acquired, lease.ttl);
         if watchdog {
-            guard.watchdog = Some(tokio::spawn(watchdog_loop(guard.held.clone())));
+            guard.watchdog = Some(tokio::spawn(watchdog_loop(guard.holding.clone())));
         }
         guard
     }
 
     fn emit(&self, kind: EventKind, ttl: Option<Duration>) {
-        self.held.emit(kind, ttl);
+        self.holding.emit(kind, ttl);
     }
 
     /// The key, as named (without namespace).
     pub fn key(&self) -> &str {
-        self.held.lock.key()
+        self.holding.lock.key()
     }
 
     /// Our owner id.
     pub fn owner(&self) -> &str {
-        self.held.lock.owner_id()
+        self.holding.lock.owner_id()
     }
 
     /// The fence of this acquisition: strictly greater than every fence handed out before for
     /// this key on this store. Give it to the resource you protect so it can reject writes
     /// from a holder whose lease is gone. `None` on stores without fencing (Redlock).
     pub fn fence(&self) -> Option<u64> {
-        self.held.fence
+        self.holding.fence
     }
 
     /// The lock this guard holds.
     pub fn lock(&self) -> &Lock {
-        &self.held.lock
+        &self.holding.lock
     }
 
     /// Time left on the lease by our clock (`None` = never expires). Never more than the
     /// store's view: it is measured from before the request was sent.
     pub fn remaining_time(&self) -> Option<Duration> {
-        self.held
+        self.holding
             .deadline()
             .map(|d| d.saturating_duration_since(Instant::now()))
     }
 
     /// Whether our lease has run out by our clock, or is known lost.
     pub fn is_expired(&self) -> bool {
-        self.held.reason().is_some() || self.held.deadline().is_some_and(|d| Instant::now() >= d)
+        self.holding.reason().is_some()
+            || self.holding.deadline().is_some_and(|d| Instant::now() >= d)
     }
 
     /// Sets the lease to `ttl` from now (`None`: the lock's ttl). Fails with
@@ -209,18 +210,15 @@ impl Guard {
     /// If dropped, the lease may or may not have been extended; `remaining_time` keeps the
     /// older, shorter view.
     pub async fn extend(&self, ttl: Option<Duration>) -> Result<()> {
-        let span = op_span!("cadenas.extend", self.held.lock);
-        let result = async {
+        let span = op_span!("cadenas.extend", self.holding.lock);
+        let extend = async {
             let ttl = match ttl {
                 Some(t) => Some(crate::duration::check("ttl", t)?),
-                None => self.held.lock.ttl,
+                None => self.holding.lock.ttl,
             };
-            extend_once(&self.held, ttl).await
-        }
-        .instrument(span.clone())
-        .await;
-        crate::observe::record(&span, extend_outcome(&result));
-        result
+            extend_once(&self.holding, ttl).await
+        };
+        observe::traced(span, extend, |r| observe::outcome(r, "extended")).await
     }
 
     /// Replaces the metadata stored with the lock.
@@ -229,12 +227,16 @@ impl Guard {
             crate::key::check_metadata(m)?;
         }
         let ok = self
-            .held
+            .holding
             .lock
             .store()
-            .set_metadata(&self.held.lock.stored, &self.held.lock.owner, metadata)
+            .set_metadata(
+                &self.holding.lock.stored,
+                &self.holding.lock.owner,
+                metadata,
+            )
             .await
-            .map_err(|e| self.held.lock.store_error("set metadata", e))?;
+            .map_err(|e| self.holding.lock.store_error("set metadata", e))?;
         if ok {
             Ok(())
         } else {
@@ -244,16 +246,16 @@ impl Guard {
 
     fn not_owned(&self) -> Error {
         Error::NotOwned {
-            key: self.held.lock.key.to_string(),
-            store: self.held.lock.store().describe().to_owned(),
-            owner: self.held.lock.owner.to_string(),
+            key: self.holding.lock.key.to_string(),
+            store: self.holding.lock.store().describe().to_owned(),
+            owner: self.holding.lock.owner.to_string(),
         }
     }
 
     /// A handle that tells when the lease is lost; cheap to clone, usable after the guard moved.
     pub fn lost_signal(&self) -> LostSignal {
         LostSignal {
-            held: self.held.clone(),
+            holding: self.holding.clone(),
         }
     }
 
@@ -276,32 +278,26 @@ impl Guard {
         if let Some(w) = self.watchdog.take() {
             w.abort();
         }
-        let span = op_span!("cadenas.release", self.held.lock);
-        if span.is_disabled() {
-            return self.release_inner().await;
-        }
-        let result = self.release_inner().instrument(span.clone()).await;
-        let outcome = match &result {
-            Ok(()) => "released",
-            Err(e) => crate::observe::error_outcome(e),
-        };
-        crate::observe::record(&span, outcome);
-        result
+        let span = op_span!("cadenas.release", self.holding.lock);
+        observe::traced(span, self.release_inner(), |r| {
+            observe::outcome(r, "released")
+        })
+        .await
     }
 
     async fn release_inner(&self) -> Result<()> {
         let released = self
-            .held
+            .holding
             .lock
             .store()
-            .release(&self.held.lock.stored, &self.held.lock.owner)
+            .release(&self.holding.lock.stored, &self.holding.lock.owner)
             .await
-            .map_err(|e| self.held.lock.store_error("release", e))?;
+            .map_err(|e| self.holding.lock.store_error("release", e))?;
         if released {
             self.emit(EventKind::Released, None);
             Ok(())
         } else {
-            self.held
+            self.holding
                 .lose("the lease was gone at release", EventKind::Expired);
             Err(self.not_owned())
         }
@@ -326,31 +322,31 @@ impl Guard {
 
 impl Drop for Guard {
     fn drop(&mut self) {
-        self.held.lock.locks.inner.metrics.guard_closed();
+        self.holding.lock.locks.inner.metrics.guard_closed();
         if let Some(w) = self.watchdog.take() {
             w.abort();
         }
         if self.done {
             return;
         }
-        let store = self.held.lock.store().clone();
-        let stored = self.held.lock.stored.clone();
-        let owner = self.held.lock.owner.clone();
+        let store = self.holding.lock.store().clone();
+        let stored = self.holding.lock.stored.clone();
+        let owner = self.holding.lock.owner.clone();
         match tokio::runtime::Handle::try_current() {
             Ok(rt) => {
-                tracing::warn!(key = %self.held.lock.key, store = store.describe(),
+                tracing::warn!(key = %self.holding.lock.key, store = store.describe(),
                     "lock guard dropped without release(); releasing in the background");
-                let held = self.held.clone();
+                let holding = self.holding.clone();
                 rt.spawn(async move {
                     match store.release(&stored, &owner).await {
-                        Ok(true) => held.emit(EventKind::Released, None),
+                        Ok(true) => holding.emit(EventKind::Released, None),
                         Ok(false) => {}
-                        Err(e) => tracing::warn!(key = %held.lock.key, store = store.describe(), error = %e,
+                        Err(e) => tracing::warn!(key = %holding.lock.key, store = store.describe(), error = %e,
                             "background release of a dropped guard failed; the lock expires with its ttl"),
                     }
                 });
             }
-            Err(_) => tracing::warn!(key = %self.held.lock.key, store = store.describe(),
+            Err(_) => tracing::warn!(key = %self.holding.lock.key, store = store.describe(),
                 "lock guard dropped without release() outside a tokio runtime; the lock stays held until its ttl runs out"),
         }
     }
@@ -359,13 +355,13 @@ impl Drop for Guard {
 /// Tells when a lease is lost. Cheap to clone; see [`Guard::lost_signal`].
 #[derive(Debug, Clone)]
 pub struct LostSignal {
-    held: Arc<Held>,
+    holding: Arc<Holding>,
 }
 
 impl LostSignal {
     /// Why the lease is gone, or `None` while it is (as far as we know) still ours.
     pub fn reason(&self) -> Option<String> {
-        self.held.reason()
+        self.holding.reason()
     }
 
     /// Whether the lease is known lost, or its local deadline has passed (also with a
@@ -382,18 +378,18 @@ impl LostSignal {
     /// # Cancel safety
     /// Cancel safe.
     pub async fn wait(&self) -> Error {
-        let held = &self.held;
+        let holding = &self.holding;
         loop {
             // Registered before the check, so a loss marked in between still wakes us.
-            let notified = held.lost_notify.notified();
+            let notified = holding.lost_notify.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if let Some(reason) = held.reason() {
-                held.lose(&reason, EventKind::Expired);
-                return held.lock.lost_error(reason);
+            if let Some(reason) = holding.reason() {
+                holding.lose(&reason, EventKind::Expired);
+                return holding.lock.lost_error(reason);
             }
-            match held.deadline() {
-                Some(d) if !held.watchdog => {
+            match holding.deadline() {
+                Some(d) if !holding.watchdog => {
                     tokio::select! {
                         _ = tokio::time::sleep_until(d) => {}
                         _ = &mut notified => {}
@@ -405,15 +401,8 @@ impl LostSignal {
     }
 }
 
-fn extend_outcome(result: &Result<()>) -> &'static str {
-    match result {
-        Ok(()) => "extended",
-        Err(e) => crate::observe::error_outcome(e),
-    }
-}
-
-async fn extend_once(held: &Held, ttl: Option<Duration>) -> Result<()> {
-    let lock = &held.lock;
+async fn extend_once(holding: &Holding, ttl: Option<Duration>) -> Result<()> {
+    let lock = &holding.lock;
     let sent = Instant::now();
     let answer = lock
         .store()
@@ -422,13 +411,13 @@ async fn extend_once(held: &Held, ttl: Option<Duration>) -> Result<()> {
         .map_err(|e| lock.store_error("extend", e))?;
     match answer {
         Some(lease) => {
-            held.set_deadline(lease.ttl.map(|t| sent + t));
+            holding.set_deadline(lease.ttl.map(|t| sent + t));
             lock.locks.inner.metrics.extended();
-            held.emit(EventKind::Extended, lease.ttl);
+            holding.emit(EventKind::Extended, lease.ttl);
             Ok(())
         }
         None => {
-            held.lose(
+            holding.lose(
                 "an extend found the lease gone (expired, force-released or taken over)",
                 EventKind::Lost,
             );
@@ -448,26 +437,39 @@ fn safety_margin(ttl: Duration) -> Duration {
     (ttl / 10).min(Duration::from_secs(1))
 }
 
-/// The time to the next extend: ttl/3 plus up to a tenth of that at random, so that locks
-/// taken together (a burst of acquires) do not keep extending together, and no lease is
-/// extended more often than every ttl/3.
+/// The time to the next extend: the interval (ttl/3 unless chosen) plus up to a tenth of it
+/// at random, so that locks taken together (a burst of acquires) do not keep extending
+/// together, and no lease is extended more often than the interval says.
 fn extend_pause(interval: Duration) -> Duration {
     interval + interval.mul_f64(rand::random::<f64>() / 10.0)
 }
 
-/// Extends every ttl/3 (plus jitter); on store errors retries with backoff until shortly
+/// The watchdog's interval for a lease of `ttl`: the lock's choice, else ttl/3.
+fn extend_interval(lock: &Lock, ttl: Duration) -> Duration {
+    lock.extend_every
+        .unwrap_or(ttl / 3)
+        .max(Duration::from_millis(1))
+}
+
+/// Extends every interval (plus jitter); on store errors retries with backoff until shortly
 /// before the lease would end; fires the lost signal when the lease is gone or cannot be
 /// confirmed in time. On Redis the extends of all guards share the store's one multiplexed
 /// connection, which writes the commands queued at the same moment together.
-async fn watchdog_loop(held: Arc<Held>) {
-    let lock = &held.lock;
+async fn watchdog_loop(holding: Arc<Holding>) {
+    let lock = &holding.lock;
     let Some(ttl) = lock.ttl else { return };
-    let interval = (ttl / 3).max(Duration::from_millis(1));
+    let interval = extend_interval(lock, ttl);
     let margin = safety_margin(ttl);
     let mut next = Instant::now() + extend_pause(interval);
     loop {
-        tokio::time::sleep_until(next).await;
-        let Some(deadline) = held.deadline() else {
+        let Some(deadline) = holding.deadline() else {
+            return;
+        };
+        // A long interval still leaves an extend one margin to answer before the watchdog
+        // gives up on the lease.
+        let latest = deadline.checked_sub(margin * 2).unwrap_or(deadline);
+        tokio::time::sleep_until(next.min(latest)).await;
+        let Some(deadline) = holding.deadline() else {
             return;
         };
         let give_up = deadline.checked_sub(margin).unwrap_or(deadline);
@@ -475,13 +477,13 @@ async fn watchdog_loop(held: Arc<Held>) {
         loop {
             let left = give_up.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                held.lose(
+                holding.lose(
                     "the watchdog could not confirm the lease before it would expire",
                     EventKind::Lost,
                 );
                 return;
             }
-            match tokio::time::timeout(left, extend_once(&held, Some(ttl))).await {
+            match tokio::time::timeout(left, extend_once(&holding, Some(ttl))).await {
                 Ok(Ok(())) => break,
                 // extend_once reported the loss.
                 Ok(Err(Error::NotOwned { .. })) => return,
@@ -492,7 +494,7 @@ async fn watchdog_loop(held: Arc<Held>) {
                     backoff = (backoff * 2).min(interval);
                 }
                 Ok(Err(e)) => {
-                    held.lose(
+                    holding.lose(
                         &format!("the watchdog's extend failed: {e}"),
                         EventKind::Lost,
                     );

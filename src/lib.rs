@@ -43,6 +43,7 @@ mod manager;
 pub mod notify;
 pub mod observe;
 mod retry;
+mod scheme;
 pub mod store;
 pub mod stores;
 mod token;

@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
-use tracing::Instrument;
 
 use crate::error::{Error, Result};
 use crate::guard::{Guard, LostSignal};
@@ -51,6 +50,8 @@ pub struct Lock {
     pub(crate) metadata: Option<Arc<str>>,
     pub(crate) retry: Retry,
     pub(crate) auto_extend: bool,
+    /// The watchdog's interval between extends (`None`: a third of the ttl).
+    pub(crate) extend_every: Option<Duration>,
     /// A bad key, ttl, owner or metadata, reported by every operation.
     pub(crate) invalid: Option<(&'static str, String)>,
 }
@@ -70,6 +71,7 @@ impl Lock {
             ttl: locks.inner.ttl,
             retry: locks.inner.retry.clone(),
             auto_extend: locks.inner.auto_extend,
+            extend_every: locks.inner.extend_every,
             metadata: None,
             invalid,
             key,
@@ -119,10 +121,49 @@ impl Lock {
         self
     }
 
-    /// Keeps the lease alive while the guard is held: a watchdog extends it every ttl/3 and
-    /// fires the lost signal if it cannot.
+    /// Keeps the lease alive while the guard lives: a watchdog extends it every ttl/3 (or
+    /// at the interval of [`auto_extend_every`](Lock::auto_extend_every)) and fires the lost
+    /// signal when it cannot confirm the lease before it would expire. `false` turns the
+    /// watchdog off and keeps the chosen interval for when it is turned on again.
     pub fn auto_extend(mut self, on: bool) -> Self {
         self.auto_extend = on;
+        self
+    }
+
+    /// Keeps the lease alive with a watchdog that extends it every `interval` (plus up to a
+    /// tenth of it at random, so that locks taken together do not extend together) instead
+    /// of every ttl/3: exclusive-lock's `lock_refresh_ms`. Turns
+    /// [`auto_extend`](Lock::auto_extend) on.
+    ///
+    /// The interval must be shorter than the ttl and not zero; otherwise the lock's
+    /// operations fail with [`Error::InvalidInput`] naming the key. With ttl `None` the
+    /// lease never expires and no watchdog runs, so the interval is ignored. The lost signal
+    /// fires as with the default interval: when the lease is gone, or when no extend has
+    /// confirmed it by a tenth of the ttl (at most one second) before it would expire. An
+    /// interval that would reach past that point is shortened so that the extend starts a
+    /// tenth of the ttl (at most one second) earlier still, and has that long to answer.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> cadenas::Result<()> {
+    /// use std::time::Duration;
+    /// let locks = cadenas::Locks::memory();
+    /// let lock = locks
+    ///     .lock("report")
+    ///     .ttl(Some(Duration::from_secs(30)))
+    ///     .auto_extend_every(Duration::from_secs(5));
+    /// let guard = lock.acquire().await?;
+    /// guard.release().await?;
+    ///
+    /// // Not shorter than the ttl: refused, naming the key.
+    /// let bad = locks.lock("report").ttl(Some(Duration::from_secs(1))).auto_extend_every(Duration::from_secs(1));
+    /// let e = bad.acquire().await.unwrap_err();
+    /// assert!(matches!(e, cadenas::Error::InvalidInput { .. }));
+    /// assert!(e.to_string().contains("'report'"));
+    /// # Ok(()) }
+    /// ```
+    pub fn auto_extend_every(mut self, interval: Duration) -> Self {
+        self.auto_extend = true;
+        self.extend_every = Some(interval);
         self
     }
 
@@ -147,6 +188,9 @@ impl Lock {
                 what,
                 message: message.clone(),
             }),
+            None if self.auto_extend => {
+                check_extend_every(&format!("lock '{}'", self.key), self.extend_every, self.ttl)
+            }
             None => Ok(()),
         }
     }
@@ -156,12 +200,7 @@ impl Lock {
     }
 
     pub(crate) fn store_error(&self, operation: &'static str, e: crate::StoreError) -> Error {
-        Error::Store {
-            store: self.store().describe().to_owned(),
-            operation,
-            key: Some(self.key.to_string()),
-            source: e,
-        }
+        Error::store(self.store().describe(), operation, Some(&self.key), e)
     }
 
     /// Takes the lock, waiting as the retry policy says.
@@ -183,12 +222,7 @@ impl Lock {
     /// Cancel safe, as [`acquire`](Lock::acquire).
     pub async fn try_acquire(&self) -> Result<Guard> {
         let span = op_span!("cadenas.try_acquire", self);
-        if span.is_disabled() {
-            return self.try_acquire_inner().await;
-        }
-        let result = self.try_acquire_inner().instrument(span.clone()).await;
-        observe::record(&span, acquire_outcome(&result));
-        result
+        observe::traced(span, self.try_acquire_inner(), acquired).await
     }
 
     async fn try_acquire_inner(&self) -> Result<Guard> {
@@ -217,12 +251,7 @@ impl Lock {
     /// Cancel safe, as [`acquire`](Lock::acquire).
     pub async fn acquire_with(&self, retry: &Retry) -> Result<Guard> {
         let span = op_span!("cadenas.acquire", self);
-        if span.is_disabled() {
-            return self.acquire_counted(retry).await;
-        }
-        let result = self.acquire_counted(retry).instrument(span.clone()).await;
-        observe::record(&span, acquire_outcome(&result));
-        result
+        observe::traced(span, self.acquire_counted(retry), acquired).await
     }
 
     async fn acquire_counted(&self, retry: &Retry) -> Result<Guard> {
@@ -434,7 +463,7 @@ impl Lock {
     /// Who holds the lock, for how long, with which fence and metadata; `None` if free.
     pub async fn inspect(&self) -> Result<Option<LockInfo>> {
         let span = op_span!("cadenas.inspect", self);
-        let result = async {
+        let inspect = async {
             self.check()?;
             let info = self
                 .store()
@@ -445,38 +474,30 @@ impl Lock {
                 i.key = self.key.to_string();
                 i
             }))
-        }
-        .instrument(span.clone())
-        .await;
-        let outcome = match &result {
-            Ok(Some(_)) => "locked",
-            Ok(None) => "free",
-            Err(e) => observe::error_outcome(e),
         };
-        observe::record(&span, outcome);
-        result
+        observe::traced(span, inspect, |r| match r {
+            Ok(None) => "free",
+            r => observe::outcome(r, "locked"),
+        })
+        .await
     }
 
     /// Removes the lock whoever holds it. `true` if a live lock was removed. The holder finds
     /// out on its next extend or release, or through its lost signal.
     pub async fn force_release(&self) -> Result<bool> {
         let span = op_span!("cadenas.force_release", self);
-        let result = async {
+        let force_release = async {
             self.check()?;
             self.store()
                 .force_release(&self.stored)
                 .await
                 .map_err(|e| self.store_error("force release", e))
-        }
-        .instrument(span.clone())
-        .await;
-        let outcome = match &result {
-            Ok(true) => "released",
-            Ok(false) => "free",
-            Err(e) => observe::error_outcome(e),
         };
-        observe::record(&span, outcome);
-        result
+        observe::traced(span, force_release, |r| match r {
+            Ok(false) => "free",
+            r => observe::outcome(r, "released"),
+        })
+        .await
     }
 }
 
@@ -492,11 +513,38 @@ impl Drop for PassOn<'_> {
     }
 }
 
-fn acquire_outcome(result: &Result<Guard>) -> &'static str {
-    match result {
-        Ok(_) => "acquired",
-        Err(e) => observe::error_outcome(e),
+fn acquired(result: &Result<Guard>) -> &'static str {
+    observe::outcome(result, "acquired")
+}
+
+/// Checks a watchdog interval of `whose` ("lock 'k'", "the default") against its ttl: not
+/// zero, shorter than the ttl. Ignored without ttl (no watchdog runs then).
+pub(crate) fn check_extend_every(
+    whose: &str,
+    every: Option<Duration>,
+    ttl: Option<Duration>,
+) -> Result<()> {
+    let (Some(every), Some(ttl)) = (every, ttl) else {
+        return Ok(());
+    };
+    let shown = |d: Duration| crate::duration::format_duration(d);
+    if every.is_zero() {
+        return Err(Error::invalid(
+            "auto-extend interval",
+            format!("{whose}: the auto-extend interval is zero; choose one shorter than the ttl ({}), e.g. a third of it", shown(ttl)),
+        ));
     }
+    if every >= ttl {
+        return Err(Error::invalid(
+            "auto-extend interval",
+            format!(
+                "{whose}: the auto-extend interval {} is not shorter than the ttl {}: the lease would expire between extends; choose a shorter one (the default is a third of the ttl)",
+                shown(every),
+                shown(ttl)
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn split_invalid(e: Error) -> (&'static str, String) {

@@ -5,13 +5,13 @@ use std::time::Duration;
 
 use tokio::sync::broadcast;
 use tokio::time::Instant;
-use tracing::Instrument;
 
 use crate::error::{Error, Result};
 use crate::events::Event;
 use crate::guard::Guard;
 use crate::key;
 use crate::lock::Lock;
+use crate::observe;
 use crate::retry::Retry;
 use crate::store::{Lease, LockInfo, Store};
 use crate::stores::memory::MemoryStore;
@@ -41,6 +41,7 @@ pub(crate) struct Inner {
     pub(crate) ttl: Option<Duration>,
     pub(crate) retry: Retry,
     pub(crate) auto_extend: bool,
+    pub(crate) extend_every: Option<Duration>,
     pub(crate) events: broadcast::Sender<Event>,
     pub(crate) metrics: crate::observe::Metrics,
 }
@@ -114,29 +115,19 @@ impl Locks {
             store = self.describe(),
             outcome = tracing::field::Empty
         );
-        let stored_prefix = self.stored_prefix(prefix);
-        let listed = self
-            .inner
-            .store
-            .list(&stored_prefix)
-            .instrument(span.clone())
-            .await;
-        crate::observe::record(
-            &span,
-            if listed.is_ok() {
-                "listed"
-            } else {
-                "store_error"
-            },
-        );
-        let mut infos = listed.map_err(|e| Error::Store {
-            store: self.describe().to_owned(),
-            operation: "list",
-            key: None,
-            source: e,
-        })?;
-        self.strip_namespace(&mut infos);
-        Ok(infos)
+        let list = async {
+            let stored_prefix = self.stored_prefix(prefix);
+            let listed = self.inner.store.list(&stored_prefix).await;
+            let mut infos = listed.map_err(|e| self.store_error("list", e))?;
+            self.strip_namespace(&mut infos);
+            Ok(infos)
+        };
+        observe::traced(span, list, |r| observe::outcome(r, "listed")).await
+    }
+
+    /// A failed store operation that involves no single key.
+    pub(crate) fn store_error(&self, operation: &'static str, e: crate::StoreError) -> Error {
+        Error::store(self.describe(), operation, None, e)
     }
 
     /// `prefix` as stored: within the namespace.
@@ -169,16 +160,8 @@ impl Locks {
             owner = tracing::field::Empty,
             outcome = tracing::field::Empty
         );
-        let restored = self
-            .restore_inner(token, &span)
-            .instrument(span.clone())
-            .await;
-        let outcome = match &restored {
-            Ok(_) => "restored",
-            Err(e) => crate::observe::error_outcome(e),
-        };
-        crate::observe::record(&span, outcome);
-        restored
+        let restore = self.restore_inner(token, &span);
+        observe::traced(span.clone(), restore, |r| observe::outcome(r, "restored")).await
     }
 
     async fn restore_inner(&self, token: &str, span: &tracing::Span) -> Result<Guard> {
@@ -196,6 +179,7 @@ impl Locks {
                     ttl: self.inner.ttl,
                     retry: self.inner.retry.clone(),
                     auto_extend: self.inner.auto_extend,
+                    extend_every: self.inner.extend_every,
                     events: self.inner.events.clone(),
                     metrics: self.inner.metrics.clone(),
                 }),
@@ -226,12 +210,8 @@ impl Locks {
 
     /// Closes the store's connections. Locks made from this factory fail afterwards.
     pub async fn disconnect(&self) -> Result<()> {
-        self.inner.store.close().await.map_err(|e| Error::Store {
-            store: self.describe().to_owned(),
-            operation: "disconnect",
-            key: None,
-            source: e,
-        })
+        let closed = self.inner.store.close().await;
+        closed.map_err(|e| self.store_error("disconnect", e))
     }
 }
 
@@ -256,6 +236,7 @@ pub struct LocksBuilder {
     ttl: Option<Option<Duration>>,
     retry: Option<Retry>,
     auto_extend: bool,
+    extend_every: Option<Duration>,
 }
 
 impl LocksBuilder {
@@ -278,9 +259,34 @@ impl LocksBuilder {
         self
     }
 
-    /// Whether new locks keep their lease alive with a watchdog (default off).
+    /// Whether new locks keep their lease alive with a watchdog (default off), which extends
+    /// every ttl/3 unless [`auto_extend_every`](LocksBuilder::auto_extend_every) says
+    /// otherwise. See [`Lock::auto_extend`].
     pub fn auto_extend(mut self, on: bool) -> Self {
         self.auto_extend = on;
+        self
+    }
+
+    /// New locks keep their lease alive with a watchdog that extends every `interval`; see
+    /// [`Lock::auto_extend_every`]. [`build`](LocksBuilder::build) refuses a zero interval,
+    /// or one not shorter than the default ttl, with [`Error::InvalidInput`]; a lock given a
+    /// ttl of its own is checked against that one.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> cadenas::Result<()> {
+    /// use std::time::Duration;
+    /// let locks = cadenas::Locks::builder()
+    ///     .ttl(Some(Duration::from_secs(10)))
+    ///     .auto_extend_every(Duration::from_secs(2))
+    ///     .connect("memory:")
+    ///     .await?;
+    /// let guard = locks.lock("job").acquire().await?;
+    /// guard.release().await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn auto_extend_every(mut self, interval: Duration) -> Self {
+        self.auto_extend = true;
+        self.extend_every = Some(interval);
         self
     }
 
@@ -300,13 +306,16 @@ impl LocksBuilder {
             .or_else(|| store.default_retry())
             .unwrap_or_default();
         retry.validate()?;
+        if self.auto_extend {
+            crate::lock::check_extend_every("the default", self.extend_every, ttl)?;
+        }
         if ttl.is_none() && !store.capabilities().ttl_none {
             return Err(Error::Unsupported {
                 store: store.describe().to_owned(),
                 what: "locks without ttl".into(),
             });
         }
-        let metrics = crate::observe::Metrics::new(store.describe());
+        let metrics = crate::observe::Metrics::new(store.kind());
         Ok(Locks {
             inner: Arc::new(Inner {
                 metrics,
@@ -315,6 +324,7 @@ impl LocksBuilder {
                 ttl,
                 retry,
                 auto_extend: self.auto_extend,
+                extend_every: self.extend_every,
                 events: broadcast::channel(1024).0,
             }),
         })
@@ -335,7 +345,7 @@ impl LocksBuilder {
         if let Some(ns) = &self.namespace {
             key::check_namespace(ns)?;
         }
-        let store = crate::url::open(parsed).await?;
+        let store = crate::scheme::open(parsed).await?;
         self.build_arc(store)
     }
 }

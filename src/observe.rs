@@ -17,8 +17,8 @@
 //! # Metrics (feature `metrics`)
 //!
 //! Through the [`metrics`](https://docs.rs/metrics) facade, labelled `store` with the store's
-//! kind (`memory`, `sqlite`, `redis`, `redis+cluster`, `redlock`, `postgres`, `mysql`, or
-//! `other`), never its URL:
+//! [kind](crate::Store::kind) (`memory`, `sqlite`, `redis`, `redis+cluster`, `redlock`,
+//! `postgres`, `mysql`, or `other` for a store of your own), never its URL:
 //!
 //! | name | type | what |
 //! |---|---|---|
@@ -33,7 +33,10 @@
 //! Handles are registered when the [`Locks`](crate::Locks) is built: install your recorder
 //! (e.g. a Prometheus exporter) before building it.
 
+use std::future::Future;
 use std::time::Duration;
+
+use tracing::Instrument;
 
 /// A short, stable, non-reversible tag for an owner id: 8 hex digits of a 32-bit FNV-1a
 /// hash. Enough to tell holders apart in logs, useless to impersonate one.
@@ -44,22 +47,6 @@ pub(crate) fn owner_tag(owner: &str) -> String {
         h = h.wrapping_mul(0x0100_0193);
     }
     format!("{h:08x}")
-}
-
-/// The kind of store a URL (as `describe` gives it) names, for metric labels.
-#[cfg_attr(not(any(feature = "metrics", test)), allow(dead_code))]
-pub(crate) fn store_kind(describe: &str) -> &'static str {
-    let scheme = describe.split(':').next().unwrap_or("");
-    match scheme {
-        "memory" => "memory",
-        "sqlite" => "sqlite",
-        "redis" | "rediss" => "redis",
-        "redis+cluster" | "rediss+cluster" => "redis+cluster",
-        "redlock" | "redlock+tls" => "redlock",
-        "postgres" | "postgresql" => "postgres",
-        "mysql" | "mariadb" => "mysql",
-        _ => "other",
-    }
 }
 
 /// A `debug` span for one operation on one key; [`tracing::Span::none`] (nothing formatted,
@@ -77,10 +64,28 @@ macro_rules! op_span {
 }
 pub(crate) use op_span;
 
-/// Records `outcome` on `span` (a no-op on a disabled span).
-pub(crate) fn record(span: &tracing::Span, outcome: &str) {
-    if !span.is_disabled() {
-        span.record("outcome", outcome);
+/// Runs `operation` inside `span` and records on it the `outcome` of its result. With a
+/// disabled span (nobody listens) it only runs `operation`: nothing is instrumented,
+/// formatted or recorded.
+pub(crate) async fn traced<T>(
+    span: tracing::Span,
+    operation: impl Future<Output = T>,
+    outcome: impl FnOnce(&T) -> &'static str,
+) -> T {
+    if span.is_disabled() {
+        return operation.await;
+    }
+    let result = operation.instrument(span.clone()).await;
+    span.record("outcome", outcome(&result));
+    result
+}
+
+/// The outcome of a result: `ok` for success, else the error's
+/// ([`error_outcome`]).
+pub(crate) fn outcome<T>(result: &crate::Result<T>, ok: &'static str) -> &'static str {
+    match result {
+        Ok(_) => ok,
+        Err(e) => error_outcome(e),
     }
 }
 
@@ -112,26 +117,25 @@ struct Handles {
     acquire_seconds: metrics::Histogram,
     acquire_attempts: metrics::Histogram,
     acquire_failures: metrics::Counter,
-    held: metrics::Gauge,
+    guards: metrics::Gauge,
     extends: metrics::Counter,
     lost: metrics::Counter,
     reaped: metrics::Counter,
 }
 
 impl Metrics {
-    /// Registers the handles for a store described as `describe`.
+    /// Registers the handles for a store of kind `kind` ([`Store::kind`](crate::Store::kind)).
     #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
-    pub(crate) fn new(describe: &str) -> Metrics {
+    pub(crate) fn new(kind: &'static str) -> Metrics {
         #[cfg(feature = "metrics")]
         {
-            let kind = store_kind(describe);
             let labels = [("store", kind)];
             Metrics {
                 inner: std::sync::Arc::new(Handles {
                     acquire_seconds: metrics::histogram!("cadenas_acquire_seconds", &labels),
                     acquire_attempts: metrics::histogram!("cadenas_acquire_attempts", &labels),
                     acquire_failures: metrics::counter!("cadenas_acquire_failures_total", &labels),
-                    held: metrics::gauge!("cadenas_locks_held", &labels),
+                    guards: metrics::gauge!("cadenas_locks_held", &labels),
                     extends: metrics::counter!("cadenas_extends_total", &labels),
                     lost: metrics::counter!("cadenas_lost_total", &labels),
                     reaped: metrics::counter!("cadenas_reaped_total", &labels),
@@ -174,14 +178,14 @@ impl Metrics {
     #[inline]
     pub(crate) fn guard_opened(&self) {
         #[cfg(feature = "metrics")]
-        self.inner.held.increment(1.0);
+        self.inner.guards.increment(1.0);
     }
 
     /// A guard ended (released, dropped, leaked or serialized).
     #[inline]
     pub(crate) fn guard_closed(&self) {
         #[cfg(feature = "metrics")]
-        self.inner.held.decrement(1.0);
+        self.inner.guards.decrement(1.0);
     }
 
     /// A successful extend.
@@ -218,16 +222,5 @@ mod tests {
         assert_eq!(t, owner_tag("5ZQ3P0KJ8M2W7X4R6T1V9B3N5C"));
         assert_ne!(t, owner_tag("5ZQ3P0KJ8M2W7X4R6T1V9B3N5D"));
         assert!(!t.contains("5ZQ3"));
-    }
-
-    #[test]
-    fn store_kinds_never_carry_the_url() {
-        assert_eq!(store_kind("memory:"), "memory");
-        assert_eq!(store_kind("sqlite:///tmp/x.db"), "sqlite");
-        assert_eq!(store_kind("redis://127.0.0.1:6379/0"), "redis");
-        assert_eq!(store_kind("redis+cluster://a:1,b:2"), "redis+cluster");
-        assert_eq!(store_kind("postgres://u:***@h/db"), "postgres");
-        assert_eq!(store_kind("mariadb://h/db"), "mysql");
-        assert_eq!(store_kind("custom thing"), "other");
     }
 }

@@ -298,6 +298,14 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// The store as users should see it in messages: its URL without any password.
     fn describe(&self) -> &str;
 
+    /// The store's kind, a short label that is never a URL: the `store` label of metrics
+    /// (see [`observe`](crate::observe)). Built-in stores answer their kind in the crate's
+    /// table of schemes (`memory`, `sqlite`, `redis`, `redis+cluster`, `redlock`,
+    /// `postgres`, `mysql`); the default is `other`.
+    fn kind(&self) -> &'static str {
+        crate::scheme::OTHER_KIND
+    }
+
     /// What this store can do.
     fn capabilities(&self) -> Capabilities;
 

@@ -54,7 +54,7 @@ impl StoreUrl {
                 redact_text(text)
             ))
         })?;
-        if is_network(url.scheme()) && split_scheme(&first_only).is_none() {
+        if crate::scheme::is_network(url.scheme()) && split_scheme(&first_only).is_none() {
             // `redis:/u:pw@h` (a slash short) has no authority: all of it, password included,
             // would be a path. Not echoed.
             return Err(Error::config(format!(
@@ -62,7 +62,7 @@ impl StoreUrl {
                 url.scheme()
             )));
         }
-        if is_network(url.scheme()) && after_authority(&first_only).contains('@') {
+        if crate::scheme::is_network(url.scheme()) && after_authority(&first_only).contains('@') {
             // Most likely a password with '/', '?' or '#' in it, which ended the authority
             // early: the rest of the password would show as a path, query or fragment.
             return Err(Error::config(format!(
@@ -155,62 +155,6 @@ impl StoreUrl {
     }
 }
 
-/// Opens the store `url` names. Common options (`namespace`, `ttl`) must already be taken out.
-pub(crate) async fn open(url: StoreUrl) -> Result<std::sync::Arc<dyn crate::Store>> {
-    use std::sync::Arc;
-    let scheme = url.url.scheme().to_ascii_lowercase();
-    match scheme.as_str() {
-        "memory" => {
-            if url.url.has_host() || !url.url.path().is_empty() {
-                // Not echoed: whatever follows may be a mistyped URL with a password.
-                return Err(Error::config(
-                    "memory: takes no host or path, only options: memory:?namespace=app",
-                ));
-            }
-            url.reject_unknown(&[])?;
-            Ok(Arc::new(crate::stores::memory::MemoryStore::new()))
-        }
-        #[cfg(feature = "sqlite")]
-        "sqlite" => Ok(Arc::new(
-            crate::stores::sqlite::SqliteStore::from_url(url).await?,
-        )),
-        #[cfg(feature = "redis")]
-        "redis" | "rediss" | "redis+cluster" | "rediss+cluster" => Ok(Arc::new(
-            crate::stores::redis::RedisStore::from_url(url).await?,
-        )),
-        #[cfg(feature = "redlock")]
-        "redlock" | "redlock+tls" => Ok(Arc::new(
-            crate::stores::redlock::RedlockStore::from_url(url).await?,
-        )),
-        #[cfg(feature = "postgres")]
-        "postgres" | "postgresql" => Ok(Arc::new(
-            crate::stores::postgres::PostgresStore::from_url(url).await?,
-        )),
-        #[cfg(feature = "mysql")]
-        "mysql" | "mariadb" => Ok(Arc::new(
-            crate::stores::mysql::MySqlStore::from_url(url).await?,
-        )),
-        other => Err(missing_store(other, &url.redacted)),
-    }
-}
-
-/// Schemes of stores reached over the network, whose URLs may carry a user and password.
-fn is_network(scheme: &str) -> bool {
-    matches!(
-        scheme,
-        "redis"
-            | "rediss"
-            | "redis+cluster"
-            | "rediss+cluster"
-            | "redlock"
-            | "redlock+tls"
-            | "postgres"
-            | "postgresql"
-            | "mysql"
-            | "mariadb"
-    )
-}
-
 /// A host of a host list as the URL crate writes it, or `None` if it is not a host with an
 /// optional port.
 fn listed_host(scheme: &str, host: &str) -> Option<String> {
@@ -242,29 +186,6 @@ fn split_scheme(text: &str) -> Option<(&str, &str)> {
 fn after_authority(text: &str) -> &str {
     let rest = split_scheme(text).map_or("", |(_, rest)| rest);
     rest.find(['/', '?', '#']).map_or("", |i| &rest[i..])
-}
-
-/// The error for a scheme this build cannot open.
-fn missing_store(scheme: &str, redacted: &str) -> Error {
-    let feature = match scheme {
-        "sqlite" => Some("sqlite"),
-        "redis" | "rediss" | "redis+cluster" | "rediss+cluster" => Some("redis"),
-        "redlock" | "redlock+tls" => Some("redlock"),
-        "postgres" | "postgresql" => Some("postgres"),
-        "mysql" | "mariadb" => Some("mysql"),
-        _ => None,
-    };
-    match feature {
-        Some(feature) => Error::Unsupported {
-            store: redacted.to_owned(),
-            what: format!(
-                "the {scheme}:// store in this build: enable cargo feature `{feature}` of cadenas"
-            ),
-        },
-        None => Error::config(format!(
-            "unknown store URL scheme '{scheme}' in {redacted}; use memory:, sqlite://, redis://, rediss://, redis+cluster://, redlock://, postgres:// or mysql://"
-        )),
-    }
 }
 
 /// Splits `scheme://[userinfo@]h1:p1,h2:p2/rest` into the URL with only `h1:p1` and the list
@@ -406,11 +327,15 @@ mod tests {
     #[tokio::test]
     async fn memory_takes_no_path() {
         for text in ["memory:,redis://u:Pw-7q@h:1", "memory://h", "memory:x"] {
-            let e = open(StoreUrl::parse(text).unwrap()).await.unwrap_err();
+            let e = crate::scheme::open(StoreUrl::parse(text).unwrap())
+                .await
+                .unwrap_err();
             assert!(!e.to_string().contains("Pw-7q"), "{e}");
             assert!(matches!(e, Error::Config { .. }), "{e:?}");
         }
-        assert!(open(StoreUrl::parse("memory:").unwrap()).await.is_ok());
+        assert!(crate::scheme::open(StoreUrl::parse("memory:").unwrap())
+            .await
+            .is_ok());
     }
 
     /// An '@' before `://` made the redaction of an unparsable URL slice backwards (a
@@ -419,18 +344,6 @@ mod tests {
     fn redaction_of_text_with_an_at_before_the_scheme_end() {
         assert_eq!(redact_text("a@b://c"), "a@b://c");
         assert!(StoreUrl::parse("a@b://u:pw@c").is_err());
-    }
-
-    #[test]
-    fn a_scheme_built_without_its_feature_names_the_feature() {
-        let e = missing_store("postgres", "postgres://u:***@h/db");
-        assert!(matches!(e, Error::Unsupported { .. }), "{e:?}");
-        assert!(e.to_string().contains("cargo feature `postgres`"), "{e}");
-        let e = missing_store("gopher", "gopher://h");
-        assert!(
-            e.to_string().contains("unknown store URL scheme 'gopher'"),
-            "{e}"
-        );
     }
 
     #[test]

@@ -28,7 +28,6 @@
 use std::time::Duration;
 
 use tokio::task::JoinHandle;
-use tracing::Instrument;
 
 use crate::error::{Error, Result};
 use crate::events::{Event, EventKind};
@@ -53,30 +52,22 @@ impl Locks {
             store = self.describe(),
             outcome = tracing::field::Empty
         );
-        let result = self.reap(prefix).instrument(span.clone()).await;
-        let outcome = match &result {
+        crate::observe::traced(span, self.reap(prefix), |r| match r {
             Ok(r) if r.is_empty() => "none",
-            Ok(_) => "reaped",
-            Err(e) => crate::observe::error_outcome(e),
-        };
-        crate::observe::record(&span, outcome);
-        result
+            r => crate::observe::outcome(r, "reaped"),
+        })
+        .await
     }
 
     async fn reap(&self, prefix: &str) -> Result<Vec<LockInfo>> {
         self.check_expiry_watch()?;
         let stored = self.stored_prefix(prefix);
-        let mut reaped =
-            self.inner
-                .store
-                .reap_expired(&stored)
-                .await
-                .map_err(|e| Error::Store {
-                    store: self.describe().to_owned(),
-                    operation: "reap expired locks",
-                    key: None,
-                    source: e,
-                })?;
+        let mut reaped = self
+            .inner
+            .store
+            .reap_expired(&stored)
+            .await
+            .map_err(|e| self.store_error("reap expired locks", e))?;
         self.strip_namespace(&mut reaped);
         self.inner.metrics.reaped(reaped.len());
         let tx = &self.inner.events;

@@ -189,6 +189,10 @@ impl Store for MemoryStore {
         "memory:"
     }
 
+    fn kind(&self) -> &'static str {
+        crate::scheme::MEMORY.kind
+    }
+
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             shared: false,

@@ -1,13 +1,20 @@
 //! The stores, one module each, behind cargo features.
 //!
-//! | store | URL | feature |
-//! |---|---|---|
-//! | [`memory`] | `memory:` | always |
-//! | SQLite | `sqlite://PATH` | `sqlite` (default) |
-//! | Redis, Redis Cluster | `redis://`, `rediss://`, `redis+cluster://` | `redis` |
-//! | Redlock | `redlock://h:p,h:p,h:p` | `redlock` |
-//! | PostgreSQL | `postgres://` | `postgres` |
-//! | MySQL / MariaDB | `mysql://`, `mariadb://` | `mysql` |
+//! | store | URL | feature | kind (metrics label) |
+//! |---|---|---|---|
+//! | [`memory`] | `memory:` | always | `memory` |
+//! | SQLite | `sqlite://PATH` | `sqlite` (default) | `sqlite` |
+//! | Redis | `redis://`, `rediss://` | `redis` | `redis` |
+//! | Redis Cluster | `redis+cluster://`, `rediss+cluster://` | `redis` | `redis+cluster` |
+//! | Redlock | `redlock://h:p,h:p,h:p`, `redlock+tls://…` | `redlock` | `redlock` |
+//! | PostgreSQL | `postgres://`, `postgresql://` | `postgres` | `postgres` |
+//! | MySQL / MariaDB | `mysql://`, `mariadb://` | `mysql` | `mysql` |
+//!
+//! One table in the crate (`src/scheme.rs`) holds these rows: [`Locks::connect`] opens a URL
+//! through it, and a store's `from_url` checks its scheme against its row. A new store is a
+//! row there plus its module here.
+//!
+//! [`Locks::connect`]: crate::Locks::connect
 
 pub mod memory;
 #[cfg(feature = "mysql")]

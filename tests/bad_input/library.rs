@@ -166,6 +166,17 @@ pub fn cases() -> Vec<Case> {
             },
         ),
         case(
+            "auto-extend interval not shorter than the ttl",
+            Invalid("auto-extend interval"),
+            &["k-extend-every", "not shorter than the ttl"],
+            Free(Redis, "k-extend-every"),
+            |c| async move {
+                let lock = c.redis.lock("k-extend-every").ttl(TTL);
+                let every = TTL.unwrap();
+                api(lock.auto_extend_every(every).acquire().await)
+            },
+        ),
+        case(
             "ttl=0 in a URL",
             Invalid("ttl"),
             &["'0'"],

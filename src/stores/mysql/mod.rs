@@ -267,13 +267,7 @@ impl MySqlStore {
     /// Connects to a parsed URL whose lock-layer options (`namespace`, `ttl`) were taken out.
     /// Unknown options are refused.
     pub async fn from_url(mut url: StoreUrl) -> Result<Self> {
-        let scheme = url.url.scheme();
-        if scheme != "mysql" && scheme != "mariadb" {
-            return Err(Error::config(format!(
-                "{} is not a MySQL URL (mysql:// or mariadb://)",
-                url.redacted
-            )));
-        }
+        crate::scheme::MYSQL.check(&url)?;
         let mut options = MySqlOptions::new();
         if let Some(t) = url.take("table") {
             options.table = t;
@@ -434,6 +428,10 @@ pub(crate) fn my_error(e: sqlx::Error, what: &str) -> StoreError {
 impl Store for MySqlStore {
     fn describe(&self) -> &str {
         &self.describe
+    }
+
+    fn kind(&self) -> &'static str {
+        crate::scheme::MYSQL.kind
     }
 
     fn capabilities(&self) -> Capabilities {

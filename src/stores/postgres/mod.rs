@@ -272,13 +272,7 @@ impl PostgresStore {
     /// Connects to a parsed URL whose lock-layer options (`namespace`, `ttl`) were taken out.
     /// Unknown options are refused.
     pub async fn from_url(mut url: StoreUrl) -> Result<Self> {
-        let scheme = url.url.scheme();
-        if scheme != "postgres" && scheme != "postgresql" {
-            return Err(Error::config(format!(
-                "{} is not a PostgreSQL URL (postgres:// or postgresql://)",
-                url.redacted
-            )));
-        }
+        crate::scheme::POSTGRES.check(&url)?;
         let mut options = PostgresOptions::new();
         if let Some(t) = url.take("table") {
             options.table = t;
@@ -434,6 +428,10 @@ pub(crate) fn pg_error(e: sqlx::Error, what: &str) -> StoreError {
 impl Store for PostgresStore {
     fn describe(&self) -> &str {
         &self.describe
+    }
+
+    fn kind(&self) -> &'static str {
+        crate::scheme::POSTGRES.kind
     }
 
     fn capabilities(&self) -> Capabilities {

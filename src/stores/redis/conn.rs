@@ -99,16 +99,10 @@ impl Settings {
     /// Builds from a parsed URL (the lock layer has taken its own options).
     pub fn from_url(mut url: StoreUrl) -> Result<Settings> {
         let scheme = url.url.scheme().to_owned();
-        let cluster = match scheme.as_str() {
-            "redis" | "rediss" => false,
-            "redis+cluster" | "rediss+cluster" => true,
-            _ => {
-                return Err(Error::config(format!(
-                    "{} is not a Redis URL; write redis://host:6379, rediss://host:6380 or redis+cluster://host:7000,host:7001",
-                    url.redacted
-                )))
-            }
-        };
+        let cluster = crate::scheme::REDIS_CLUSTER.answers(&scheme);
+        if !cluster {
+            crate::scheme::REDIS.check(&url)?;
+        }
         let (tls, connect_timeout, response_timeout) = take_options(&mut url)?;
         let node_scheme = if scheme.starts_with("rediss") {
             "rediss"

@@ -349,6 +349,13 @@ impl Store for RedisStore {
         &self.describe
     }
 
+    fn kind(&self) -> &'static str {
+        match self.cluster {
+            true => crate::scheme::REDIS_CLUSTER.kind,
+            false => crate::scheme::REDIS.kind,
+        }
+    }
+
     /// Everything.
     fn capabilities(&self) -> Capabilities {
         Capabilities {

@@ -300,6 +300,10 @@ impl Store for RedlockStore {
         &self.describe
     }
 
+    fn kind(&self) -> &'static str {
+        crate::scheme::REDLOCK.kind
+    }
+
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             fencing: false,

@@ -239,16 +239,11 @@ pub(crate) struct NodeUrl {
 /// … (`rediss://` for `redlock+tls://`). Every option left in `url` must be the Redis
 /// store's. The same node twice is refused: it would vote twice.
 fn node_urls(url: &mut StoreUrl) -> Result<Vec<NodeUrl>> {
-    let scheme = url.url.scheme().to_ascii_lowercase();
+    crate::scheme::REDLOCK.check(url)?;
+    let scheme = url.url.scheme().to_owned();
     let node_scheme = match scheme.as_str() {
-        "redlock" => "redis",
         "redlock+tls" => "rediss",
-        _ => {
-            return Err(Error::config(format!(
-                "{} is not a Redlock URL; write redlock://host:6379,host:6380,host:6381",
-                url.redacted
-            )))
-        }
+        _ => "redis",
     };
     let mut accepted = OPTIONS.to_vec();
     accepted.extend_from_slice(crate::stores::redis::OPTIONS);

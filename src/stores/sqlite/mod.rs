@@ -151,12 +151,7 @@ impl SqliteStore {
     /// Like [`connect`](Self::connect), from a parsed URL whose lock-layer options have been
     /// taken out.
     pub async fn from_url(mut url: StoreUrl) -> Result<SqliteStore> {
-        if url.url.scheme() != "sqlite" {
-            return Err(Error::config(format!(
-                "{} is not a sqlite URL; write sqlite://path/to/locks.db",
-                url.redacted
-            )));
-        }
+        crate::scheme::SQLITE.check(&url)?;
         let table = url
             .take("table")
             .unwrap_or_else(|| DEFAULT_TABLE.to_owned());
@@ -433,6 +428,10 @@ impl Drop for Pending {
 impl Store for SqliteStore {
     fn describe(&self) -> &str {
         &self.inner.describe
+    }
+
+    fn kind(&self) -> &'static str {
+        crate::scheme::SQLITE.kind
     }
 
     /// Everything: fencing, notification (same process only; other processes are found by
