@@ -4,7 +4,6 @@ use std::sync::Arc;
 
 use tokio::sync::oneshot;
 use tokio::time::Instant;
-use tracing::Instrument;
 
 use super::Lock;
 use crate::error::{Error, Result};
@@ -61,19 +60,14 @@ impl Lock {
     /// once the clean-up release has run.
     pub async fn take_over(&self) -> Result<TakenOver> {
         let span = op_span!("cadenas.take_over", self);
-        if span.is_disabled() {
-            return self.take_over_inner().await;
-        }
-        let result = self.take_over_inner().instrument(span.clone()).await;
-        let outcome = match &result {
+        observe::traced(span, self.take_over_inner(), |result| match result {
             Ok(TakenOver {
                 displaced: Some(_), ..
             }) => "taken_over",
             Ok(_) => "acquired",
             Err(e) => observe::error_outcome(e),
-        };
-        observe::record(&span, outcome);
-        result
+        })
+        .await
     }
 
     async fn take_over_inner(&self) -> Result<TakenOver> {
