@@ -7,13 +7,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::MySqlPool;
+use sqlx::{MySql, MySqlPool};
 
 use super::errors::{error_number, my_error, DEADLOCK};
-use super::statements::{Names, Sql};
+use super::statements::{self, Names, Sql};
 use crate::notify::ReleaseNotifier;
 use crate::store::{Acquire, AcquireRequest, Lease, LockInfo, StoreError};
-use crate::stores::sql::errors::doing;
+use crate::stores::sql::lease::Table;
 use crate::stores::sql::like_prefix;
 use crate::stores::sql::rows::{self, Row};
 
@@ -23,8 +23,7 @@ const DEADLOCK_RETRIES: u32 = 3;
 /// The lease-row operations on one table.
 #[derive(Debug)]
 pub(super) struct Leases {
-    pool: MySqlPool,
-    names: Names,
+    table: Table<MySql>,
     sql: Sql,
     notifier: Arc<ReleaseNotifier>,
 }
@@ -33,12 +32,17 @@ impl Leases {
     /// The operations on the (ready) tables `names` through `pool`; releases wake the
     /// waiters of `notifier`.
     pub(super) fn new(pool: MySqlPool, names: Names, notifier: Arc<ReleaseNotifier>) -> Leases {
+        let common = statements::common(&names);
         Leases {
+            table: Table::new(pool, names.display.clone(), my_error, common),
             sql: Sql::new(&names),
-            pool,
-            names,
             notifier,
         }
+    }
+
+    /// The table, and the operations alike in every dialect.
+    pub(super) fn table(&self) -> &Table<MySql> {
+        &self.table
     }
 
     /// Wakes this process's waiters for `key` if it was released.
@@ -48,15 +52,6 @@ impl Leases {
             self.notifier.notify(key);
         }
         released
-    }
-
-    /// The table's names.
-    pub(super) fn names(&self) -> &Names {
-        &self.names
-    }
-
-    fn err(&self, e: sqlx::Error, what: &str, key: &str) -> StoreError {
-        my_error(e, &doing(what, key, &self.names.display))
     }
 
     /// One transaction: draw the key's next fence, then take the key if free or expired.
@@ -71,13 +66,13 @@ impl Leases {
                     let pause = rand::random_range(1..=5u64 * u64::from(attempt));
                     tokio::time::sleep(Duration::from_millis(pause)).await;
                 }
-                Err(e) => return Err(self.err(e, "acquiring", r.key)),
+                Err(e) => return Err(self.table.err(e, "acquiring", r.key)),
             }
         }
     }
 
     async fn acquire_once(&self, r: &AcquireRequest<'_>) -> Result<Acquire, sqlx::Error> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.table.pool.begin().await?;
         let drawn = sqlx::query(&self.sql.draw_fence)
             .bind(r.key)
             .execute(&mut *tx)
@@ -101,7 +96,7 @@ impl Leases {
         // Held: who holds it, and for how long (it may be gone already).
         let row = sqlx::query_as(&self.sql.read_back)
             .bind(r.key)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.table.pool)
             .await?;
         Ok(Acquire::Held(rows::holder(row)))
     }
@@ -111,9 +106,9 @@ impl Leases {
         let done = sqlx::query(&self.sql.release)
             .bind(key)
             .bind(owner)
-            .execute(&self.pool)
+            .execute(&self.table.pool)
             .await
-            .map_err(|e| self.err(e, "releasing", key))?;
+            .map_err(|e| self.table.err(e, "releasing", key))?;
         Ok(self.released(key, done))
     }
 
@@ -128,9 +123,9 @@ impl Leases {
             .bind(rows::ttl_ms(ttl))
             .bind(key)
             .bind(owner)
-            .execute(&self.pool)
+            .execute(&self.table.pool)
             .await
-            .map_err(|e| self.err(e, "extending", key))?;
+            .map_err(|e| self.table.err(e, "extending", key))?;
         // The driver asks for "found rows": a matched row counts even if unchanged.
         Ok((done.rows_affected() > 0).then(|| Lease {
             fence: rows::fence(i64::try_from(done.last_insert_id()).ok()),
@@ -138,59 +133,14 @@ impl Leases {
         }))
     }
 
-    /// Replaces our live row's metadata.
-    pub(super) async fn set_metadata(
-        &self,
-        key: &str,
-        owner: &str,
-        metadata: Option<&str>,
-    ) -> Result<bool, StoreError> {
-        let done = sqlx::query(&self.sql.set_metadata)
-            .bind(metadata)
-            .bind(key)
-            .bind(owner)
-            .execute(&self.pool)
-            .await
-            .map_err(|e| self.err(e, "setting metadata of", key))?;
-        Ok(done.rows_affected() > 0)
-    }
-
     /// Deletes the live row whoever holds it.
     pub(super) async fn force_release(&self, key: &str) -> Result<bool, StoreError> {
         let done = sqlx::query(&self.sql.force_release)
             .bind(key)
-            .execute(&self.pool)
+            .execute(&self.table.pool)
             .await
-            .map_err(|e| self.err(e, "force-releasing", key))?;
+            .map_err(|e| self.table.err(e, "force-releasing", key))?;
         Ok(self.released(key, done))
-    }
-
-    /// The live row of `key`.
-    pub(super) async fn inspect(&self, key: &str) -> Result<Option<LockInfo>, StoreError> {
-        let row: Option<Row> = sqlx::query_as(&self.sql.inspect)
-            .bind(key)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(|e| self.err(e, "inspecting", key))?;
-        Ok(row.map(rows::lock_info))
-    }
-
-    /// The live rows under `prefix`, in byte order of their keys.
-    pub(super) async fn list(&self, prefix: &str) -> Result<Vec<LockInfo>, StoreError> {
-        let found: Vec<Row> = sqlx::query_as(&self.sql.list)
-            .bind(like_prefix(prefix, '!'))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|e| self.err(e, "listing", prefix))?;
-        // The table's collation may be case-insensitive or pad spaces: filter and sort by
-        // bytes here so every store lists alike.
-        let mut infos: Vec<LockInfo> = found
-            .into_iter()
-            .map(rows::lock_info)
-            .filter(|i| i.key.starts_with(prefix))
-            .collect();
-        infos.sort_by(|a, b| a.key.cmp(&b.key));
-        Ok(infos)
     }
 
     /// Candidates, then a conditional `DELETE` each: a row is returned by the caller whose
@@ -198,9 +148,9 @@ impl Leases {
     pub(super) async fn reap_expired(&self, prefix: &str) -> Result<Vec<LockInfo>, StoreError> {
         let candidates: Vec<Row> = sqlx::query_as(&self.sql.expired)
             .bind(like_prefix(prefix, '!'))
-            .fetch_all(&self.pool)
+            .fetch_all(&self.table.pool)
             .await
-            .map_err(|e| self.err(e, "looking for expired locks under", prefix))?;
+            .map_err(|e| self.table.err(e, "looking for expired locks under", prefix))?;
         let mut reaped = Vec::new();
         for (key, owner, expiration, fence, metadata) in candidates {
             let (Some(key), Some(owner), Some(expiration)) = (key, owner, expiration) else {
@@ -213,9 +163,9 @@ impl Leases {
                 .bind(&key)
                 .bind(&owner)
                 .bind(expiration)
-                .execute(&self.pool)
+                .execute(&self.table.pool)
                 .await
-                .map_err(|e| self.err(e, "removing expired lock", &key))?;
+                .map_err(|e| self.table.err(e, "removing expired lock", &key))?;
             if done.rows_affected() > 0 {
                 reaped.push(LockInfo::new(
                     key,

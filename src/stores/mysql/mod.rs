@@ -231,7 +231,7 @@ impl MySqlStore {
 
     /// The table as `database.table`.
     pub fn qualified_table(&self) -> &str {
-        &self.leases.names().display
+        &self.leases.table().display
     }
 }
 

@@ -3,6 +3,7 @@
 //! from the validated names.
 
 use crate::stores::sql;
+use crate::stores::sql::lease::Common;
 
 /// The database's clock in epoch milliseconds (constant within a statement).
 const NOW_MS: &str =
@@ -87,6 +88,34 @@ pub(super) fn create_fences(n: &Names, text: &str) -> String {
     )
 }
 
+/// A row is live until its expiration passes by the statement's clock.
+fn live() -> String {
+    format!("(expiration IS NULL OR expiration > {NOW_MS})")
+}
+
+/// The row's remaining milliseconds (`NULL`: never expires) by the statement's clock.
+fn remaining() -> String {
+    format!(
+        "CASE WHEN expiration IS NULL THEN NULL ELSE CAST(GREATEST(CAST(expiration AS SIGNED) - {NOW_MS}, 0) AS SIGNED) END"
+    )
+}
+
+/// The statements of the operations alike in every dialect.
+pub(super) fn common(n: &Names) -> Common {
+    let (t, live) = (&n.quoted, live());
+    let columns = format!(
+        "CAST(`key` AS CHAR), CAST(owner AS CHAR), {}, fence, CAST(metadata AS CHAR)",
+        remaining()
+    );
+    Common {
+        set_metadata: format!(
+            "UPDATE {t} SET metadata = ? WHERE `key` = ? AND owner = ? AND {live}"
+        ),
+        inspect: format!("SELECT {columns} FROM {t} WHERE `key` = ? AND {live}"),
+        list: format!("SELECT {columns} FROM {t} WHERE `key` LIKE ? ESCAPE '!' AND {live}"),
+    }
+}
+
 /// The lease-row statements, built once per store.
 #[derive(Debug)]
 pub(super) struct Sql {
@@ -95,25 +124,15 @@ pub(super) struct Sql {
     pub(super) read_back: String,
     pub(super) release: String,
     pub(super) extend: String,
-    pub(super) set_metadata: String,
     pub(super) force_release: String,
-    pub(super) inspect: String,
-    pub(super) list: String,
     pub(super) expired: String,
     pub(super) reap_one: String,
 }
 
 impl Sql {
     pub(super) fn new(n: &Names) -> Sql {
-        let t = &n.quoted;
-        let live = format!("(expiration IS NULL OR expiration > {NOW_MS})");
+        let (t, live, remaining) = (&n.quoted, live(), remaining());
         let expired = format!("(expiration IS NOT NULL AND expiration <= {NOW_MS})");
-        let remaining = format!(
-            "CASE WHEN expiration IS NULL THEN NULL ELSE CAST(GREATEST(CAST(expiration AS SIGNED) - {NOW_MS}, 0) AS SIGNED) END"
-        );
-        let columns = format!(
-            "CAST(`key` AS CHAR), CAST(owner AS CHAR), {remaining}, fence, CAST(metadata AS CHAR)"
-        );
         Sql {
             draw_fence: format!(
                 "INSERT INTO {} (`key`, fence) VALUES (?, LAST_INSERT_ID(1)) \
@@ -141,12 +160,7 @@ impl Sql {
                 "UPDATE {t} SET expiration = {NOW_MS} + ?, fence = LAST_INSERT_ID(COALESCE(fence, 0)) \
                  WHERE `key` = ? AND owner = ? AND {live}"
             ),
-            set_metadata: format!(
-                "UPDATE {t} SET metadata = ? WHERE `key` = ? AND owner = ? AND {live}"
-            ),
             force_release: format!("DELETE FROM {t} WHERE `key` = ? AND {live}"),
-            inspect: format!("SELECT {columns} FROM {t} WHERE `key` = ? AND {live}"),
-            list: format!("SELECT {columns} FROM {t} WHERE `key` LIKE ? ESCAPE '!' AND {live}"),
             // The expiry watcher: candidates (with their raw expiration), then one conditional
             // DELETE per candidate. Only one caller's DELETE finds the row, and a takeover
             // makes it live (and changes owner and expiration) so it no longer matches.

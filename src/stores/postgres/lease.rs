@@ -4,19 +4,19 @@
 
 use std::time::Duration;
 
-use sqlx::PgPool;
+use sqlx::{PgPool, Postgres};
 
 use super::errors::pg_error;
-use super::statements::{Names, Sql};
+use super::statements::{self, Names, Sql};
 use crate::store::{Acquire, AcquireRequest, Holder, Lease, LockInfo, StoreError};
-use crate::stores::sql::errors::doing;
+use crate::stores::sql::lease::Table;
 use crate::stores::sql::like_prefix;
 use crate::stores::sql::rows::{self, Row};
 
 /// The lease-row operations on one table.
 #[derive(Debug)]
 pub(super) struct Leases {
-    pool: PgPool,
+    table: Table<Postgres>,
     names: Names,
     sql: Sql,
 }
@@ -24,20 +24,22 @@ pub(super) struct Leases {
 impl Leases {
     /// The operations on the (ready) table `names` through `pool`.
     pub(super) fn new(pool: PgPool, names: Names) -> Leases {
+        let common = statements::common(&names);
         Leases {
+            table: Table::new(pool, names.display.clone(), pg_error, common),
             sql: Sql::new(&names),
-            pool,
             names,
         }
     }
 
-    /// The table's names.
-    pub(super) fn names(&self) -> &Names {
-        &self.names
+    /// The `NOTIFY` channel of the table's releases.
+    pub(super) fn channel(&self) -> &str {
+        &self.names.channel
     }
 
-    fn err(&self, e: sqlx::Error, what: &str, key: &str) -> StoreError {
-        pg_error(e, &doing(what, key, &self.names.display))
+    /// The table, and the operations alike in every dialect.
+    pub(super) fn table(&self) -> &Table<Postgres> {
+        &self.table
     }
 
     /// Takes a free or expired key, or names its holder (and marks the lease `waiting`).
@@ -49,9 +51,9 @@ impl Leases {
                 .bind(rows::ttl_ms(r.ttl))
                 .bind(r.metadata)
                 .bind(&self.names.display)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&self.table.pool)
                 .await
-                .map_err(|e| self.err(e, "acquiring", r.key))?;
+                .map_err(|e| self.table.err(e, "acquiring", r.key))?;
         Ok(match row {
             Some((Some(fence), None, _)) => Acquire::Acquired(Lease {
                 fence: rows::fence(Some(fence)),
@@ -69,9 +71,9 @@ impl Leases {
             .bind(key)
             .bind(owner)
             .bind(&self.names.channel)
-            .fetch_all(&self.pool)
+            .fetch_all(&self.table.pool)
             .await
-            .map_err(|e| self.err(e, "releasing", key))?;
+            .map_err(|e| self.table.err(e, "releasing", key))?;
         Ok(!deleted.is_empty())
     }
 
@@ -86,30 +88,13 @@ impl Leases {
             .bind(key)
             .bind(owner)
             .bind(rows::ttl_ms(ttl))
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.table.pool)
             .await
-            .map_err(|e| self.err(e, "extending", key))?;
+            .map_err(|e| self.table.err(e, "extending", key))?;
         Ok(row.map(|(fence,)| Lease {
             fence: rows::fence(fence),
             ttl,
         }))
-    }
-
-    /// Replaces our live row's metadata.
-    pub(super) async fn set_metadata(
-        &self,
-        key: &str,
-        owner: &str,
-        metadata: Option<&str>,
-    ) -> Result<bool, StoreError> {
-        let done = sqlx::query(&self.sql.set_metadata)
-            .bind(key)
-            .bind(owner)
-            .bind(metadata)
-            .execute(&self.pool)
-            .await
-            .map_err(|e| self.err(e, "setting metadata of", key))?;
-        Ok(done.rows_affected() > 0)
     }
 
     /// Deletes the row whoever holds it; tells whether its lease was live.
@@ -117,39 +102,19 @@ impl Leases {
         let row: Option<(bool, Option<String>)> = sqlx::query_as(&self.sql.force_release)
             .bind(key)
             .bind(&self.names.channel)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.table.pool)
             .await
-            .map_err(|e| self.err(e, "force-releasing", key))?;
+            .map_err(|e| self.table.err(e, "force-releasing", key))?;
         Ok(matches!(row, Some((true, _))))
-    }
-
-    /// The live row of `key`.
-    pub(super) async fn inspect(&self, key: &str) -> Result<Option<LockInfo>, StoreError> {
-        let row: Option<Row> = sqlx::query_as(&self.sql.inspect)
-            .bind(key)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(|e| self.err(e, "inspecting", key))?;
-        Ok(row.map(rows::lock_info))
-    }
-
-    /// The live rows under `prefix`, in byte order of their keys.
-    pub(super) async fn list(&self, prefix: &str) -> Result<Vec<LockInfo>, StoreError> {
-        let found: Vec<Row> = sqlx::query_as(&self.sql.list)
-            .bind(like_prefix(prefix, '!'))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|e| self.err(e, "listing", prefix))?;
-        Ok(found.into_iter().map(rows::lock_info).collect())
     }
 
     /// Deletes the expired rows under `prefix` and returns them, each to one caller only.
     pub(super) async fn reap_expired(&self, prefix: &str) -> Result<Vec<LockInfo>, StoreError> {
         let reaped: Vec<Row> = sqlx::query_as(&self.sql.reap)
             .bind(like_prefix(prefix, '!'))
-            .fetch_all(&self.pool)
+            .fetch_all(&self.table.pool)
             .await
-            .map_err(|e| self.err(e, "reaping expired locks under", prefix))?;
+            .map_err(|e| self.table.err(e, "reaping expired locks under", prefix))?;
         let mut infos: Vec<LockInfo> = reaped.into_iter().map(rows::lock_info).collect();
         infos.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(infos)

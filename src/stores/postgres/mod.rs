@@ -317,7 +317,7 @@ impl PostgresStore {
 
     /// The table as `schema.table`.
     pub fn qualified_table(&self) -> &str {
-        &self.leases.names().display
+        &self.leases.table().display
     }
 }
 
@@ -335,7 +335,7 @@ server_store!(PostgresStore {
                     .max_connections(1)
                     .acquire_timeout(self.listener_timeout)
                     .connect_lazy_with((*self.pool.connect_options()).clone());
-                let channel = self.leases.names().channel.clone();
+                let channel = self.leases.channel().to_owned();
                 Listener::start(pool, channel, self.notifier.clone())
             })
             .await;

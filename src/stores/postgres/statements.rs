@@ -3,6 +3,7 @@
 //! the validated names.
 
 use crate::stores::sql;
+use crate::stores::sql::lease::Common;
 
 /// The database's clock at statement start, in epoch milliseconds.
 const NOW_MS: &str = "(extract(epoch FROM now()) * 1000)::bigint";
@@ -95,11 +96,35 @@ pub(super) struct Sql {
     pub(super) acquire: String,
     pub(super) release: String,
     pub(super) extend: String,
-    pub(super) set_metadata: String,
     pub(super) force_release: String,
-    pub(super) inspect: String,
-    pub(super) list: String,
     pub(super) reap: String,
+}
+
+/// The row's remaining milliseconds (`NULL`: never expires) by the statement's clock.
+fn remaining() -> String {
+    format!("CASE WHEN expiration IS NULL THEN NULL ELSE GREATEST(expiration - {NOW_MS}, 0) END")
+}
+
+/// A row is live until its expiration passes by the statement's clock.
+fn live() -> String {
+    format!("(expiration IS NULL OR expiration > {NOW_MS})")
+}
+
+/// The statements of the operations alike in every dialect.
+pub(super) fn common(n: &Names) -> Common {
+    let (t, live, rem) = (&n.qualified, live(), remaining());
+    Common {
+        set_metadata: format!(
+            "UPDATE {t} SET metadata = $1 WHERE \"key\" = $2 AND owner = $3 AND {live}"
+        ),
+        inspect: format!(
+            "SELECT \"key\"::text, owner::text, {rem}, fence, metadata FROM {t} WHERE \"key\" = $1 AND {live}"
+        ),
+        list: format!(
+            "SELECT \"key\"::text, owner::text, {rem}, fence, metadata FROM {t} \
+             WHERE \"key\" LIKE $1 ESCAPE '!' AND {live} ORDER BY \"key\" COLLATE \"C\""
+        ),
+    }
 }
 
 /// The remaining milliseconds of the held row `alias` (`NULL`: never expires), by the
@@ -110,13 +135,7 @@ fn held_remaining(alias: &str) -> String {
 
 impl Sql {
     pub(super) fn new(n: &Names) -> Sql {
-        let t = &n.qualified;
-        let live = format!("(expiration IS NULL OR expiration > {NOW_MS})");
-        let remaining = |now: &str| {
-            format!(
-                "CASE WHEN expiration IS NULL THEN NULL ELSE GREATEST(expiration - {now}, 0) END"
-            )
-        };
+        let (t, live) = (&n.qualified, live());
         Sql {
             // $1 key, $2 owner, $3 ttl ms, $4 metadata, $5 lock class (schema.table).
             // A free key is inserted; an expired one is taken over (keeping its `waiting`
@@ -156,23 +175,10 @@ impl Sql {
                 "UPDATE {t} SET expiration = {NOW_MS} + $3::bigint \
                  WHERE \"key\" = $1 AND owner = $2 AND {live} RETURNING fence"
             ),
-            // $1 key, $2 owner, $3 metadata.
-            set_metadata: format!(
-                "UPDATE {t} SET metadata = $3 WHERE \"key\" = $1 AND owner = $2 AND {live}"
-            ),
             // $1 key, $2 channel.
             force_release: format!(
                 "WITH d AS (DELETE FROM {t} WHERE \"key\" = $1 RETURNING \"key\", {live} AS live, waiting) \
                  SELECT live, CASE WHEN waiting THEN pg_notify($2, \"key\") END::text FROM d"
-            ),
-            inspect: format!(
-                "SELECT \"key\"::text, owner::text, {rem}, fence, metadata FROM {t} WHERE \"key\" = $1 AND {live}",
-                rem = remaining(NOW_MS)
-            ),
-            list: format!(
-                "SELECT \"key\"::text, owner::text, {rem}, fence, metadata FROM {t} \
-                 WHERE \"key\" LIKE $1 ESCAPE '!' AND {live} ORDER BY \"key\" COLLATE \"C\"",
-                rem = remaining(NOW_MS)
             ),
             // The expiry watcher: one DELETE … RETURNING. A concurrent DELETE of the same row
             // waits for ours and then finds it gone, and an acquire that took the row over

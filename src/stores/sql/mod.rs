@@ -6,6 +6,7 @@
 //! - [`pool`]: building a server store's pool (a direct probe first, then a lazy pool);
 //! - [`rows`]: a row of the lock table into a [`LockInfo`](crate::LockInfo), a ttl into the
 //!   table's milliseconds;
+//! - [`lease`]: the lease-row operations alike in every server dialect;
 //! - [`errors`]: driver errors into [`StoreError`](crate::StoreError) kinds, and the one
 //!   [`SchemaError`](errors::SchemaError) of table setup;
 //! - [`schema`]: the columns every lock table needs (Verrou's) and what a table lacks;
@@ -19,6 +20,8 @@
 //! can sit.
 
 pub(crate) mod errors;
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+pub(crate) mod lease;
 pub(crate) mod options;
 #[cfg(any(feature = "postgres", feature = "mysql"))]
 pub(crate) mod pool;

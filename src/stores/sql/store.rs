@@ -2,7 +2,9 @@
 //!
 //! A server store (PostgreSQL, MySQL) answers every operation on locks from its locking
 //! mode, the field `leases` (the lease row; the unit a second mode would sit beside), whose
-//! methods have the operations' names and arguments; `describe` is the field `describe`.
+//! methods have the operations' names and arguments, or from its
+//! [`Table`](super::lease::Table) (`leases.table()`) for those alike in every dialect;
+//! `describe` is the field `describe`.
 //! What differs — `capabilities`, `subscribe`, `close` — the store writes in the braces:
 //!
 //! ```ignore
@@ -52,7 +54,7 @@ macro_rules! server_store {
                 owner: &str,
                 metadata: Option<&str>,
             ) -> Result<bool, $crate::store::StoreError> {
-                self.leases.set_metadata(key, owner, metadata).await
+                self.leases.table().set_metadata(key, owner, metadata).await
             }
 
             async fn force_release(&self, key: &str) -> Result<bool, $crate::store::StoreError> {
@@ -63,14 +65,14 @@ macro_rules! server_store {
                 &self,
                 key: &str,
             ) -> Result<Option<$crate::store::LockInfo>, $crate::store::StoreError> {
-                self.leases.inspect(key).await
+                self.leases.table().inspect(key).await
             }
 
             async fn list(
                 &self,
                 prefix: &str,
             ) -> Result<Vec<$crate::store::LockInfo>, $crate::store::StoreError> {
-                self.leases.list(prefix).await
+                self.leases.table().list(prefix).await
             }
 
             async fn reap_expired(
