@@ -49,7 +49,7 @@
 //!
 //! MySQL has no notification channel, so [`Capabilities::notify`] is `false` and waiters in
 //! other processes poll at the lock layer's delay. Waiters in *this* process are woken at
-//! once when this store releases a key (through [`Store::subscribe`]).
+//! once when this store releases a key (through [`Store::subscribe`](crate::Store::subscribe)).
 //!
 //! # Speed
 //!

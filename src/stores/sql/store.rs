@@ -7,7 +7,7 @@
 //! `describe` is the field `describe`.
 //! What differs — `capabilities`, `subscribe`, `close` — the store writes in the braces:
 //!
-//! ```ignore
+//! ```text
 //! server_store!(PostgresStore {
 //!     fn capabilities(&self) -> Capabilities { Capabilities::ALL }
 //!     async fn subscribe(&self, key: &str) -> Result<Option<Subscription>, StoreError> { … }
