@@ -254,22 +254,6 @@ pub(crate) fn redact_text(text: &str) -> String {
     text.to_owned()
 }
 
-/// Validates a SQL table or schema name: an identifier of 1 to 63 ASCII letters, digits and
-/// `_`, not starting with a digit. Checked before any SQL is sent.
-pub fn check_identifier(what: &'static str, name: &str) -> Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 63
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
-        && !name.as_bytes()[0].is_ascii_digit();
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::config(format!(
-            "{what} {name:?} is not a valid identifier: use 1 to 63 ASCII letters, digits and '_', not starting with a digit"
-        )))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -387,14 +371,5 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("unknown option 'x'"), "{e}");
-    }
-
-    #[test]
-    fn identifiers() {
-        assert!(check_identifier("table", "verrou").is_ok());
-        assert!(check_identifier("table", "cadenas_locks_2").is_ok());
-        for bad in ["", "1abc", "a-b", "a;drop", "a b", "\"x\"", &"t".repeat(64)] {
-            assert!(check_identifier("table", bad).is_err(), "{bad}");
-        }
     }
 }

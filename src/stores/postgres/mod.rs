@@ -48,9 +48,9 @@
 //!   takes a free or expired key, with a fence from `nextval` of the table's sequence, and in
 //!   the same statement marks a live row `waiting` and names its holder.
 //! - release / extend / set_metadata: owner-checked on a live row; force_release deletes.
-//! - take-over ([`Store::take_over`]): one transaction, the acquire's advisory lock then one
-//!   statement that reads (and row-locks) the live holder and overwrites the row with a fence
-//!   from the sequence.
+//! - take-over ([`Store::take_over`](crate::Store::take_over)): one transaction, the
+//!   acquire's advisory lock then one statement that reads (and row-locks) the live holder and
+//!   overwrites the row with a fence from the sequence.
 //!
 //! # Fences
 //!
@@ -74,10 +74,9 @@
 //!
 //! Releases nobody waited for do not notify, because a `NOTIFY` is expensive for everyone:
 //! PostgreSQL serializes the commits of all notifying transactions of a database behind
-//! one lock, held through each commit's WAL flush. Notifying on every release made 16
-//! tasks releasing their own keys wait for each other's disk flushes: in `pgbench` on the
-//! test machine, 330 acquire+release cycles/s with a notify per release against 3,006
-//! without.
+//! one lock, held through each commit's WAL flush. Notifying on every release made tasks
+//! releasing their own keys wait for each other's disk flushes (BENCHMARKS.md has the
+//! measurement).
 //!
 //! # Speed
 //!
@@ -89,10 +88,9 @@
 //!   WAL flush, which the advisory-lock loop never does. With one task the flush latency
 //!   of the disk bounds the rate (two flushes per cycle); with many, PostgreSQL flushes
 //!   concurrent commits together. `unlogged=true` or `synchronous_commit=off` take the
-//!   flush off the path (with the crash trade-offs above); they reach 0.4–0.6 of the
-//!   advisory-lock loop with one task on the test machine and 0.3–0.37 with 16, where both
-//!   processes share two cores and a row insert, delete and two commits cost the server
-//!   more than a lock-table entry.
+//!   flush off the path (with the crash trade-offs above); the advisory-lock loop stays
+//!   ahead even then, since a row insert, delete and two commits cost the server more than
+//!   a lock-table entry.
 //! - **The fence sequence.** `nextval` writes WAL once per 32 values and the commit that
 //!   drew it waits for that flush, even on an `UNLOGGED` table: the price of fences that
 //!   never go backwards after a crash.
@@ -103,6 +101,8 @@
 //!   ping, at the price of one failed operation per stale connection after the database
 //!   restarts (a watchdog retries; an `acquire` or `release` returns the error).
 
+mod errors;
+mod lease;
 mod listener;
 mod schema;
 mod statements;
@@ -111,23 +111,23 @@ mod take_over;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::ConnectOptions;
 use tokio::sync::OnceCell;
 
 use crate::error::{Error, Result};
 use crate::notify::ReleaseNotifier;
-use crate::store::{
-    Acquire, AcquireRequest, Capabilities, Holder, Lease, LockInfo, Store, StoreError,
-    StoreErrorKind, Subscription,
-};
-use crate::stores::sql_common::{self as common, DEFAULT_TABLE};
-use crate::url::{check_identifier, StoreUrl};
+use crate::store::{Capabilities, StoreError, Subscription};
+use crate::stores::sql::errors::connect_error;
+use crate::stores::sql::options::{split_url, take_table, Mode};
+use crate::stores::sql::store::server_store;
+use crate::stores::sql::{check_identifier, pool, DEFAULT_TABLE};
+use crate::url::StoreUrl;
 
+use errors::pg_error;
+use lease::Leases;
 use listener::{Listener, State};
-use schema::SchemaError;
-use statements::Sql;
+use statements::Names;
 
 /// Connection parameters passed through to the driver.
 const DRIVER_PARAMS: &[&str] = &[
@@ -140,11 +140,11 @@ const DRIVER_PARAMS: &[&str] = &[
     "statement-cache-capacity",
 ];
 
+/// The store's own URL options, besides `table` and the pool's.
+const OPTIONS: &[&str] = &["schema", "unlogged", "synchronous_commit"];
+
 /// The values of PostgreSQL's `synchronous_commit` setting, accepted as a URL option.
 const SYNCHRONOUS_COMMIT: &[&str] = &["on", "off", "local", "remote_write", "remote_apply"];
-
-/// The database's clock at statement start, in epoch milliseconds.
-const NOW_MS: &str = "(extract(epoch FROM now()) * 1000)::bigint";
 
 /// How long a first `subscribe` waits for the `LISTEN` connection before it lets waiters poll.
 const LISTEN_WAIT: Duration = Duration::from_secs(2);
@@ -155,6 +155,7 @@ pub struct PostgresOptions {
     table: String,
     schema: Option<String>,
     unlogged: bool,
+    mode: Mode,
 }
 
 impl Default for PostgresOptions {
@@ -163,6 +164,7 @@ impl Default for PostgresOptions {
             table: DEFAULT_TABLE.to_owned(),
             schema: None,
             unlogged: false,
+            mode: Mode::Lease,
         }
     }
 }
@@ -201,67 +203,17 @@ impl PostgresOptions {
     }
 }
 
-/// Names of the objects the store uses, quoted where SQL needs it.
-#[derive(Debug)]
-pub(crate) struct Names {
-    schema: String,
-    table: String,
-    /// `"schema"."table"`.
-    qualified: String,
-    /// `schema.table`, for messages.
-    display: String,
-    /// The sequence's bare name.
-    sequence: String,
-    /// `"schema"."sequence"`.
-    sequence_qualified: String,
-    /// The same, as text for `to_regclass` and `nextval`.
-    sequence_regclass: String,
-    /// The NOTIFY channel.
-    channel: String,
-}
-
-impl Names {
-    fn new(schema: &str, table: &str) -> Names {
-        let sequence = common::derived_name(table, "_fence_seq", 63);
-        let display = format!("{schema}.{table}");
-        let channel = if display.len() + 8 <= 63 {
-            format!("cadenas.{display}")
-        } else {
-            format!("cadenas.{:016x}", common::fnv1a(&display))
-        };
-        Names {
-            schema: schema.to_owned(),
-            table: table.to_owned(),
-            qualified: format!("\"{schema}\".\"{table}\""),
-            sequence_qualified: format!("\"{schema}\".\"{sequence}\""),
-            sequence_regclass: format!("\"{schema}\".\"{sequence}\""),
-            sequence,
-            display,
-            channel,
-        }
-    }
-}
-
 /// A lock store on a PostgreSQL table. See the [module docs](self).
 #[derive(Debug)]
 pub struct PostgresStore {
     pool: PgPool,
     owns_pool: bool,
-    names: Names,
-    sql: Sql,
+    leases: Leases,
     describe: String,
     notifier: Arc<ReleaseNotifier>,
     listener: OnceCell<Listener>,
     listener_timeout: Duration,
 }
-
-type Row = (
-    Option<String>,
-    Option<String>,
-    Option<i64>,
-    Option<i64>,
-    Option<String>,
-);
 
 impl PostgresStore {
     /// Connects to `url` (`postgres://` or `postgresql://`), creating the table if needed.
@@ -273,10 +225,7 @@ impl PostgresStore {
     /// Unknown options are refused.
     pub async fn from_url(mut url: StoreUrl) -> Result<Self> {
         crate::scheme::POSTGRES.check(&url)?;
-        let mut options = PostgresOptions::new();
-        if let Some(t) = url.take("table") {
-            options.table = t;
-        }
+        let mut options = PostgresOptions::new().table(take_table(&mut url)?);
         options.schema = url.take("schema");
         options.unlogged = url.take_bool("unlogged")?.unwrap_or(false);
         options.check()?;
@@ -291,43 +240,30 @@ impl PostgresStore {
                 )))
             }
         };
-        let split = common::split_url(
-            url,
-            &["table", "schema", "unlogged", "synchronous_commit"],
-            DRIVER_PARAMS,
-        )?;
-        let describe = split.redacted.clone();
+        let split = split_url(url, OPTIONS, DRIVER_PARAMS)?;
+        options.mode = split.mode;
+        let describe = split.redacted;
         let mut connect_options = PgConnectOptions::from_url(&split.driver_url)
             .map_err(|e| Error::config(format!("{describe}: {e}")))?;
         if let Some(v) = &synchronous_commit {
             connect_options = connect_options.options([("synchronous_commit", v.as_str())]);
         }
-        // One direct connection first, so that a database that is down or a wrong password
-        // fails now with the real cause, not after the pool's retries.
-        let probe = connect_options.connect().await.map_err(|e| {
-            common::connect_error(&describe, pg_error(e, &format!("connecting to {describe}")))
-        })?;
-        let _ = sqlx::Connection::close(probe).await;
-        let pool = PgPoolOptions::new()
-            .max_connections(split.pool_size)
-            .acquire_timeout(split.acquire_timeout)
-            .test_before_acquire(split.test_before_acquire)
-            .connect_lazy_with(connect_options);
-        Self::setup(pool, options, describe, true, split.acquire_timeout).await
+        let pool = pool::connect(connect_options, split.pool, &describe, pg_error).await?;
+        Self::setup(pool, options, describe, true, split.pool.acquire_timeout).await
     }
 
     /// Builds a store on your own pool (the analogue of Verrou's Knex adapter). The table is
-    /// created if needed. [`close`](Store::close) leaves your pool open. The `LISTEN`
+    /// created if needed. [`close`](crate::Store::close) leaves your pool open. The `LISTEN`
     /// connection is opened separately, with the pool's connect options.
     pub async fn from_pool(pool: PgPool, options: PostgresOptions) -> Result<Self> {
         options.check()?;
         let o = pool.connect_options();
-        let describe = format!(
-            "postgres://{}@{}:{}/{}",
+        let describe = pool::describe(
+            "postgres",
             o.get_username(),
             o.get_host(),
             o.get_port(),
-            o.get_database().unwrap_or("")
+            o.get_database(),
         );
         let timeout = pool.options().get_acquire_timeout();
         Self::setup(pool, options, describe, false, timeout).await
@@ -343,14 +279,11 @@ impl PostgresStore {
         let schema = match options.schema {
             Some(s) => s,
             None => {
-                let s: Option<String> = sqlx::query_scalar("SELECT current_schema()::text")
+                let s: Option<String> = sqlx::query_scalar(statements::CURRENT_SCHEMA)
                     .fetch_one(&pool)
                     .await
                     .map_err(|e| {
-                        common::connect_error(
-                            &describe,
-                            pg_error(e, &format!("connecting to {describe}")),
-                        )
+                        connect_error(&describe, pg_error(e, &format!("connecting to {describe}")))
                     })?;
                 s.ok_or_else(|| {
                     Error::config(format!(
@@ -362,15 +295,14 @@ impl PostgresStore {
         let names = Names::new(&schema, &options.table);
         schema::ensure(&pool, &names, options.unlogged)
             .await
-            .map_err(|e| match e {
-                SchemaError::Store(s) => common::connect_error(&describe, s),
-                SchemaError::Rejected(m) => common::rejected(&describe, m),
-            })?;
+            .map_err(|e| e.into_error(&describe))?;
+        let leases = match options.mode {
+            Mode::Lease => Leases::new(pool.clone(), names),
+        };
         Ok(PostgresStore {
-            sql: Sql::new(&names),
             pool,
             owns_pool,
-            names,
+            leases,
             describe,
             notifier: ReleaseNotifier::new(),
             listener: OnceCell::new(),
@@ -385,173 +317,13 @@ impl PostgresStore {
 
     /// The table as `schema.table`.
     pub fn qualified_table(&self) -> &str {
-        &self.names.display
-    }
-
-    fn err(&self, e: sqlx::Error, what: &str, key: &str) -> StoreError {
-        pg_error(
-            e,
-            &format!("{what} '{key}' in table {}", self.names.display),
-        )
-    }
-
-    fn info(row: Row) -> LockInfo {
-        let (key, owner, remaining, fence, metadata) = row;
-        LockInfo::new(
-            key.unwrap_or_default(),
-            owner.unwrap_or_default(),
-            common::remaining(remaining),
-            common::fence(fence),
-            metadata,
-        )
+        &self.leases.table().display
     }
 }
 
-/// Maps a PostgreSQL driver error to a [`StoreError`] whose message starts with `what`.
-pub(crate) fn pg_error(e: sqlx::Error, what: &str) -> StoreError {
-    let kind = common::classify(&e, |db| {
-        let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
-        match code.as_str() {
-            "28000" | "28P01" | "3D000" => StoreErrorKind::Unavailable,
-            c if c.starts_with("08") => StoreErrorKind::Unavailable,
-            "57P01" | "57P02" | "57P03" | "57014" | "40001" | "40P01" | "55P03" => {
-                StoreErrorKind::Transient
-            }
-            c if c.starts_with("53") => StoreErrorKind::Transient,
-            _ => StoreErrorKind::Rejected,
-        }
-    });
-    common::store_error(kind, what, e)
-}
-
-#[async_trait]
-impl Store for PostgresStore {
-    fn describe(&self) -> &str {
-        &self.describe
-    }
-
-    fn kind(&self) -> &'static str {
-        crate::scheme::POSTGRES.kind
-    }
-
+server_store!(PostgresStore, crate::scheme::POSTGRES {
     fn capabilities(&self) -> Capabilities {
         Capabilities::ALL
-    }
-
-    async fn try_acquire(&self, r: AcquireRequest<'_>) -> Result<Acquire, StoreError> {
-        let row: Option<(Option<i64>, Option<String>, Option<i64>)> =
-            sqlx::query_as(&self.sql.acquire)
-                .bind(r.key)
-                .bind(r.owner)
-                .bind(common::ttl_ms(r.ttl))
-                .bind(r.metadata)
-                .bind(&self.names.display)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(|e| self.err(e, "acquiring", r.key))?;
-        Ok(match row {
-            Some((Some(fence), None, _)) => Acquire::Acquired(Lease {
-                fence: common::fence(Some(fence)),
-                ttl: r.ttl,
-            }),
-            Some((_, owner, remaining)) => Acquire::Held(Holder {
-                owner,
-                remaining: common::remaining(remaining),
-            }),
-            // Held by a row committed after this statement's snapshot.
-            None => Acquire::Held(Holder::default()),
-        })
-    }
-
-    /// One transaction: the acquire's advisory lock, then one statement that reads the
-    /// live holder and overwrites the row.
-    async fn take_over(&self, r: AcquireRequest<'_>) -> Result<crate::store::TakeOver, StoreError> {
-        self.take_over_once(&r).await
-    }
-
-    async fn release(&self, key: &str, owner: &str) -> Result<bool, StoreError> {
-        let rows = sqlx::query(&self.sql.release)
-            .bind(key)
-            .bind(owner)
-            .bind(&self.names.channel)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|e| self.err(e, "releasing", key))?;
-        Ok(!rows.is_empty())
-    }
-
-    async fn extend(
-        &self,
-        key: &str,
-        owner: &str,
-        ttl: Option<Duration>,
-    ) -> Result<Option<Lease>, StoreError> {
-        let row: Option<(Option<i64>,)> = sqlx::query_as(&self.sql.extend)
-            .bind(key)
-            .bind(owner)
-            .bind(common::ttl_ms(ttl))
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(|e| self.err(e, "extending", key))?;
-        Ok(row.map(|(fence,)| Lease {
-            fence: common::fence(fence),
-            ttl,
-        }))
-    }
-
-    async fn set_metadata(
-        &self,
-        key: &str,
-        owner: &str,
-        metadata: Option<&str>,
-    ) -> Result<bool, StoreError> {
-        let done = sqlx::query(&self.sql.set_metadata)
-            .bind(key)
-            .bind(owner)
-            .bind(metadata)
-            .execute(&self.pool)
-            .await
-            .map_err(|e| self.err(e, "setting metadata of", key))?;
-        Ok(done.rows_affected() > 0)
-    }
-
-    async fn force_release(&self, key: &str) -> Result<bool, StoreError> {
-        let row: Option<(bool, Option<String>)> = sqlx::query_as(&self.sql.force_release)
-            .bind(key)
-            .bind(&self.names.channel)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(|e| self.err(e, "force-releasing", key))?;
-        Ok(matches!(row, Some((true, _))))
-    }
-
-    async fn inspect(&self, key: &str) -> Result<Option<LockInfo>, StoreError> {
-        let row: Option<Row> = sqlx::query_as(&self.sql.inspect)
-            .bind(key)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(|e| self.err(e, "inspecting", key))?;
-        Ok(row.map(Self::info))
-    }
-
-    async fn list(&self, prefix: &str) -> Result<Vec<LockInfo>, StoreError> {
-        let rows: Vec<Row> = sqlx::query_as(&self.sql.list)
-            .bind(common::like_prefix(prefix, '!'))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|e| self.err(e, "listing", prefix))?;
-        Ok(rows.into_iter().map(Self::info).collect())
-    }
-
-    async fn reap_expired(&self, prefix: &str) -> Result<Vec<LockInfo>, StoreError> {
-        let rows: Vec<Row> = sqlx::query_as(&self.sql.reap)
-            .bind(common::like_prefix(prefix, '!'))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|e| self.err(e, "reaping expired locks under", prefix))?;
-        let mut infos: Vec<LockInfo> = rows.into_iter().map(Self::info).collect();
-        infos.sort_by(|a, b| a.key.cmp(&b.key));
-        Ok(infos)
     }
 
     async fn subscribe(&self, key: &str) -> Result<Option<Subscription>, StoreError> {
@@ -563,7 +335,8 @@ impl Store for PostgresStore {
                     .max_connections(1)
                     .acquire_timeout(self.listener_timeout)
                     .connect_lazy_with((*self.pool.connect_options()).clone());
-                Listener::start(pool, self.names.channel.clone(), self.notifier.clone())
+                let channel = self.leases.channel().to_owned();
+                Listener::start(pool, channel, self.notifier.clone())
             })
             .await;
         // Wait (briefly) for LISTEN to be active, so a release right after our first try is
@@ -584,4 +357,4 @@ impl Store for PostgresStore {
         }
         Ok(())
     }
-}
+});

@@ -6,13 +6,13 @@
 //! fail with a unique violation on `pg_type`. A table that is already complete needs no lock
 //! and no DDL privilege.
 
-use sqlx::PgPool;
+use sqlx::{PgExecutor, PgPool};
 
-use super::{pg_error, Names};
-use crate::store::StoreError;
+use super::errors::pg_error;
+use super::statements::{self as sql, Names};
+use crate::stores::sql::errors::SchemaError;
+use crate::stores::sql::schema::{check_columns, missing, Column};
 
-/// Columns the lock layer cannot work without (Verrou's three).
-const REQUIRED: &[&str] = &["key", "owner", "expiration"];
 /// Nullable columns of ours, added to a table that lacks them (e.g. one Verrou created).
 const OURS: &[(&str, &str)] = &[
     ("fence", "bigint"),
@@ -20,58 +20,17 @@ const OURS: &[(&str, &str)] = &[
     ("waiting", "boolean"),
 ];
 
-/// What the catalog says about the table.
-struct Found {
-    /// `(column, data type)` pairs; empty when the table does not exist.
-    columns: Vec<(String, String)>,
-    /// Whether the fence sequence exists.
-    sequence: bool,
+/// The types an `expiration` column may have: integers in epoch milliseconds.
+fn expiration_ok(ty: &str) -> bool {
+    matches!(ty, "bigint" | "integer" | "numeric")
 }
 
-async fn look(pool: &PgPool, names: &Names) -> Result<Found, StoreError> {
-    let columns: Vec<(String, String)> = sqlx::query_as(
-        "SELECT column_name::text, data_type::text FROM information_schema.columns \
-         WHERE table_schema = $1 AND table_name = $2",
-    )
-    .bind(&names.schema)
-    .bind(&names.table)
-    .fetch_all(pool)
-    .await
-    .map_err(|e| {
-        pg_error(
-            e,
-            &format!("reading the columns of table {}", names.display),
-        )
-    })?;
-    let sequence: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
-        .bind(&names.sequence_regclass)
-        .fetch_one(pool)
+async fn columns(e: impl PgExecutor<'_>, names: &Names) -> Result<Vec<Column>, sqlx::Error> {
+    sqlx::query_as(sql::COLUMNS)
+        .bind(&names.schema)
+        .bind(&names.table)
+        .fetch_all(e)
         .await
-        .map_err(|e| pg_error(e, &format!("looking for sequence {}", names.sequence)))?;
-    Ok(Found { columns, sequence })
-}
-
-/// Checks that the required columns exist with usable types; `Err(message)` names the
-/// first problem.
-fn check_columns(names: &Names, columns: &[(String, String)]) -> Result<(), String> {
-    for want in REQUIRED {
-        match columns.iter().find(|(c, _)| c == want) {
-            None => {
-                return Err(format!(
-                    "table {} exists but has no column \"{want}\"; it needs \"key\" varchar(255) primary key, \"owner\" varchar(255) not null, \"expiration\" bigint null (epoch ms) — use another table with ?table=NAME",
-                    names.display
-                ))
-            }
-            Some((_, ty)) if *want == "expiration" && !matches!(ty.as_str(), "bigint" | "integer" | "numeric") => {
-                return Err(format!(
-                    "column \"expiration\" of table {} has type {ty}; it must be bigint (epoch milliseconds)",
-                    names.display
-                ))
-            }
-            Some(_) => {}
-        }
-    }
-    Ok(())
 }
 
 /// Makes sure the table and sequence exist with the columns we need.
@@ -80,26 +39,29 @@ pub(super) async fn ensure(
     names: &Names,
     unlogged: bool,
 ) -> Result<(), SchemaError> {
-    let found = look(pool, names).await.map_err(SchemaError::Store)?;
-    if !found.columns.is_empty() {
-        check_columns(names, &found.columns).map_err(SchemaError::Rejected)?;
-        let complete = OURS
-            .iter()
-            .all(|(c, _)| found.columns.iter().any(|(have, _)| have == c));
-        if complete && found.sequence {
+    let found = columns(pool, names).await.map_err(|e| {
+        SchemaError::Store(pg_error(
+            e,
+            &format!("reading the columns of table {}", names.display),
+        ))
+    })?;
+    let sequence: bool = sqlx::query_scalar(sql::SEQUENCE_EXISTS)
+        .bind(&names.sequence_qualified)
+        .fetch_one(pool)
+        .await
+        .map_err(|e| {
+            SchemaError::Store(pg_error(
+                e,
+                &format!("looking for sequence {}", names.sequence),
+            ))
+        })?;
+    if !found.is_empty() {
+        check_columns(&names.display, &found, '"', expiration_ok)?;
+        if missing(&found, OURS).is_empty() && sequence {
             return Ok(());
         }
     }
     create(pool, names, unlogged).await
-}
-
-/// Why the table could not be made ready.
-#[derive(Debug)]
-pub(super) enum SchemaError {
-    /// The database failed.
-    Store(StoreError),
-    /// The table exists but is not usable.
-    Rejected(String),
 }
 
 async fn create(pool: &PgPool, names: &Names, unlogged: bool) -> Result<(), SchemaError> {
@@ -110,57 +72,27 @@ async fn create(pool: &PgPool, names: &Names, unlogged: bool) -> Result<(), Sche
         ))
     };
     let mut tx = pool.begin().await.map_err(fail)?;
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
+    sqlx::query(sql::SETUP_LOCK)
         .bind(&names.table)
         .execute(&mut *tx)
         .await
         .map_err(fail)?;
     // Under the lock: look again, another process may have done it meanwhile.
-    let columns: Vec<(String,)> = sqlx::query_as(
-        "SELECT column_name::text FROM information_schema.columns \
-         WHERE table_schema = $1 AND table_name = $2",
-    )
-    .bind(&names.schema)
-    .bind(&names.table)
-    .fetch_all(&mut *tx)
-    .await
-    .map_err(fail)?;
-    if columns.is_empty() {
-        let sql = format!(
-            "CREATE {}TABLE IF NOT EXISTS {} (\
-             \"key\" varchar(255) NOT NULL PRIMARY KEY, \
-             \"owner\" varchar(255) NOT NULL, \
-             \"expiration\" bigint NULL, \
-             \"fence\" bigint NULL, \
-             \"metadata\" text NULL, \
-             \"waiting\" boolean NULL)",
-            if unlogged { "UNLOGGED " } else { "" },
-            names.qualified
-        );
-        sqlx::query(&sql).execute(&mut *tx).await.map_err(fail)?;
+    let found = columns(&mut *tx, names).await.map_err(fail)?;
+    if found.is_empty() {
+        let ddl = sql::create_table(names, unlogged);
+        sqlx::query(&ddl).execute(&mut *tx).await.map_err(fail)?;
     } else {
-        let have: Vec<(String, String)> =
-            columns.into_iter().map(|(c,)| (c, String::new())).collect();
-        if let Some(missing) = REQUIRED.iter().find(|c| !have.iter().any(|(h, _)| h == *c)) {
-            return Err(SchemaError::Rejected(format!(
-                "table {} exists but has no column \"{missing}\"",
-                names.display
-            )));
-        }
-        for (col, ty) in OURS {
-            if !have.iter().any(|(h, _)| h == col) {
-                let sql = format!(
-                    "ALTER TABLE {} ADD COLUMN IF NOT EXISTS \"{col}\" {ty} NULL",
-                    names.qualified
-                );
-                sqlx::query(&sql).execute(&mut *tx).await.map_err(fail)?;
-            }
+        check_columns(&names.display, &found, '"', expiration_ok)?;
+        for (column, ty) in missing(&found, OURS) {
+            let ddl = sql::add_column(names, column, ty);
+            sqlx::query(&ddl).execute(&mut *tx).await.map_err(fail)?;
         }
     }
     // The sequence stays logged even for an UNLOGGED table: after a crash the table is
     // emptied but fences keep growing.
-    let sql = format!("CREATE SEQUENCE IF NOT EXISTS {}", names.sequence_qualified);
-    sqlx::query(&sql).execute(&mut *tx).await.map_err(fail)?;
+    let ddl = sql::create_sequence(names);
+    sqlx::query(&ddl).execute(&mut *tx).await.map_err(fail)?;
     tx.commit().await.map_err(fail)?;
     Ok(())
 }

@@ -1,22 +1,134 @@
-//! The SQL text of the PostgreSQL store's operations, built once per store from its names.
+//! All SQL text of the PostgreSQL store: the names of its objects, the catalog queries and
+//! DDL of `schema.rs`, and the lease-row statements of `lease.rs`, built once per store from
+//! the validated names.
 
-use super::{Names, NOW_MS};
+use crate::stores::sql;
+use crate::stores::sql::lease::Common;
 
-/// SQL text, built once per store.
+/// The database's clock at statement start, in epoch milliseconds.
+const NOW_MS: &str = "(extract(epoch FROM now()) * 1000)::bigint";
+
+/// The connection's schema, when the options name none.
+pub(super) const CURRENT_SCHEMA: &str = "SELECT current_schema()::text";
+
+/// `$1` schema, `$2` table: the table's `(column, data type)`s; none if it does not exist.
+pub(super) const COLUMNS: &str =
+    "SELECT column_name::text, data_type::text FROM information_schema.columns \
+     WHERE table_schema = $1 AND table_name = $2";
+
+/// `$1` the sequence's qualified name: whether it exists.
+pub(super) const SEQUENCE_EXISTS: &str = "SELECT to_regclass($1) IS NOT NULL";
+
+/// `$1` table: serializes table setup within a transaction (the lock Verrou's Knex adapter
+/// takes around its own creation).
+pub(super) const SETUP_LOCK: &str = "SELECT pg_advisory_xact_lock(hashtext($1))";
+
+/// Names of the objects the store uses, quoted where SQL needs it.
+#[derive(Debug)]
+pub(crate) struct Names {
+    pub(super) schema: String,
+    pub(super) table: String,
+    /// `"schema"."table"`.
+    pub(super) qualified: String,
+    /// `schema.table`, for messages.
+    pub(super) display: String,
+    /// The sequence's bare name.
+    pub(super) sequence: String,
+    /// `"schema"."sequence"`, also as text for `to_regclass` and `nextval`.
+    pub(super) sequence_qualified: String,
+    /// The NOTIFY channel.
+    pub(super) channel: String,
+}
+
+impl Names {
+    /// The names for `table` in `schema` (both validated identifiers).
+    pub(super) fn new(schema: &str, table: &str) -> Names {
+        let sequence = sql::derived_name(table, "_fence_seq", 63);
+        let display = format!("{schema}.{table}");
+        let channel = if display.len() + 8 <= 63 {
+            format!("cadenas.{display}")
+        } else {
+            format!("cadenas.{:016x}", sql::fnv1a(&display))
+        };
+        Names {
+            schema: schema.to_owned(),
+            table: table.to_owned(),
+            qualified: format!("\"{schema}\".\"{table}\""),
+            sequence_qualified: format!("\"{schema}\".\"{sequence}\""),
+            sequence,
+            display,
+            channel,
+        }
+    }
+}
+
+/// The lock table with Verrou's columns and ours.
+pub(super) fn create_table(n: &Names, unlogged: bool) -> String {
+    format!(
+        "CREATE {}TABLE IF NOT EXISTS {} (\
+         \"key\" varchar(255) NOT NULL PRIMARY KEY, \
+         \"owner\" varchar(255) NOT NULL, \
+         \"expiration\" bigint NULL, \
+         \"fence\" bigint NULL, \
+         \"metadata\" text NULL, \
+         \"waiting\" boolean NULL)",
+        if unlogged { "UNLOGGED " } else { "" },
+        n.qualified
+    )
+}
+
+/// One of our nullable columns, added to a table that lacks it.
+pub(super) fn add_column(n: &Names, column: &str, ty: &str) -> String {
+    format!(
+        "ALTER TABLE {} ADD COLUMN IF NOT EXISTS \"{column}\" {ty} NULL",
+        n.qualified
+    )
+}
+
+/// The fence sequence.
+pub(super) fn create_sequence(n: &Names) -> String {
+    format!("CREATE SEQUENCE IF NOT EXISTS {}", n.sequence_qualified)
+}
+
+/// The lease-row statements, built once per store.
 #[derive(Debug)]
 pub(super) struct Sql {
     pub(super) acquire: String,
     pub(super) release: String,
     pub(super) extend: String,
-    pub(super) set_metadata: String,
     pub(super) force_release: String,
-    pub(super) inspect: String,
-    pub(super) list: String,
     pub(super) reap: String,
     /// The first statement of a take-over's transaction: the acquire's per-key gate.
     pub(super) take_over_gate: String,
     /// The second: read the live holder, then overwrite the row whatever its state.
     pub(super) take_over: String,
+}
+
+/// The row's remaining milliseconds (`NULL`: never expires) by the statement's clock.
+fn remaining() -> String {
+    format!("CASE WHEN expiration IS NULL THEN NULL ELSE GREATEST(expiration - {NOW_MS}, 0) END")
+}
+
+/// A row is live until its expiration passes by the statement's clock.
+fn live() -> String {
+    format!("(expiration IS NULL OR expiration > {NOW_MS})")
+}
+
+/// The statements of the operations alike in every dialect.
+pub(super) fn common(n: &Names) -> Common {
+    let (t, live, rem) = (&n.qualified, live(), remaining());
+    Common {
+        set_metadata: format!(
+            "UPDATE {t} SET metadata = $1 WHERE \"key\" = $2 AND owner = $3 AND {live}"
+        ),
+        inspect: format!(
+            "SELECT \"key\"::text, owner::text, {rem}, fence, metadata FROM {t} WHERE \"key\" = $1 AND {live}"
+        ),
+        list: format!(
+            "SELECT \"key\"::text, owner::text, {rem}, fence, metadata FROM {t} \
+             WHERE \"key\" LIKE $1 ESCAPE '!' AND {live} ORDER BY \"key\" COLLATE \"C\""
+        ),
+    }
 }
 
 /// The remaining milliseconds of the held row `alias` (`NULL`: never expires), by the
@@ -27,13 +139,7 @@ fn held_remaining(alias: &str) -> String {
 
 impl Sql {
     pub(super) fn new(n: &Names) -> Sql {
-        let t = &n.qualified;
-        let live = format!("(expiration IS NULL OR expiration > {NOW_MS})");
-        let remaining = |now: &str| {
-            format!(
-                "CASE WHEN expiration IS NULL THEN NULL ELSE GREATEST(expiration - {now}, 0) END"
-            )
-        };
+        let (t, live) = (&n.qualified, live());
         Sql {
             // $1 key, $2 owner, $3 ttl ms, $4 metadata, $5 lock class (schema.table).
             // A free key is inserted; an expired one is taken over (keeping its `waiting`
@@ -58,7 +164,7 @@ impl Sql {
                  UNION ALL \
                  SELECT NULL, h.owner::text, {rem_h} FROM {t} h, clock c \
                    WHERE h.\"key\" = $1 AND NOT EXISTS (SELECT 1 FROM ins)",
-                seq = n.sequence_regclass,
+                seq = n.sequence_qualified,
                 expired = "(l.expiration IS NOT NULL AND l.expiration <= (SELECT now_ms FROM clock))",
                 rem_i = held_remaining("i"),
                 rem_h = held_remaining("h"),
@@ -73,23 +179,10 @@ impl Sql {
                 "UPDATE {t} SET expiration = {NOW_MS} + $3::bigint \
                  WHERE \"key\" = $1 AND owner = $2 AND {live} RETURNING fence"
             ),
-            // $1 key, $2 owner, $3 metadata.
-            set_metadata: format!(
-                "UPDATE {t} SET metadata = $3 WHERE \"key\" = $1 AND owner = $2 AND {live}"
-            ),
             // $1 key, $2 channel.
             force_release: format!(
                 "WITH d AS (DELETE FROM {t} WHERE \"key\" = $1 RETURNING \"key\", {live} AS live, waiting) \
                  SELECT live, CASE WHEN waiting THEN pg_notify($2, \"key\") END::text FROM d"
-            ),
-            inspect: format!(
-                "SELECT \"key\"::text, owner::text, {rem}, fence, metadata FROM {t} WHERE \"key\" = $1 AND {live}",
-                rem = remaining(NOW_MS)
-            ),
-            list: format!(
-                "SELECT \"key\"::text, owner::text, {rem}, fence, metadata FROM {t} \
-                 WHERE \"key\" LIKE $1 ESCAPE '!' AND {live} ORDER BY \"key\" COLLATE \"C\"",
-                rem = remaining(NOW_MS)
             ),
             // The expiry watcher: one DELETE … RETURNING. A concurrent DELETE of the same row
             // waits for ours and then finds it gone, and an acquire that took the row over
@@ -118,7 +211,7 @@ impl Sql {
                      expiration = EXCLUDED.expiration, fence = EXCLUDED.fence, metadata = EXCLUDED.metadata \
                    RETURNING l.fence) \
                  SELECT i.fence, o.owner, o.fence FROM ins i LEFT JOIN old o ON true",
-                seq = n.sequence_regclass,
+                seq = n.sequence_qualified,
             ),
         }
     }

@@ -1,21 +1,18 @@
 //! The PostgreSQL store's take-over: one transaction of two statements.
 
-use super::PostgresStore;
+use super::lease::Leases;
 use crate::store::{AcquireRequest, Displaced, Lease, StoreError, TakeOver};
-use crate::stores::sql_common as common;
+use crate::stores::sql::rows;
 
-impl PostgresStore {
+impl Leases {
     /// Takes the acquire's per-key advisory lock, then (in a statement whose snapshot
     /// follows it) reads the live holder and overwrites the row with a fence from the
     /// table's sequence; commits. Two statements rather than one: a single statement's
     /// snapshot is taken before it waits for the advisory lock, so it could miss the holding
     /// that the take-over or acquire it waited for has just committed.
-    pub(super) async fn take_over_once(
-        &self,
-        r: &AcquireRequest<'_>,
-    ) -> Result<TakeOver, StoreError> {
+    pub(super) async fn take_over(&self, r: &AcquireRequest<'_>) -> Result<TakeOver, StoreError> {
         let run = async {
-            let mut tx = self.pool.begin().await?;
+            let mut tx = self.table().pool.begin().await?;
             sqlx::query(&self.sql.take_over_gate)
                 .bind(r.key)
                 .bind(&self.names.display)
@@ -25,22 +22,23 @@ impl PostgresStore {
                 sqlx::query_as(&self.sql.take_over)
                     .bind(r.key)
                     .bind(r.owner)
-                    .bind(common::ttl_ms(r.ttl))
+                    .bind(rows::ttl_ms(r.ttl))
                     .bind(r.metadata)
                     .fetch_one(&mut *tx)
                     .await?;
             tx.commit().await?;
             Ok::<_, sqlx::Error>(TakeOver {
                 lease: Lease {
-                    fence: common::fence(fence),
+                    fence: rows::fence(fence),
                     ttl: r.ttl,
                 },
                 displaced: owner.map(|owner| Displaced {
                     owner,
-                    fence: common::fence(old_fence),
+                    fence: rows::fence(old_fence),
                 }),
             })
         };
-        run.await.map_err(|e| self.err(e, "taking over", r.key))
+        run.await
+            .map_err(|e| self.table().err(e, "taking over", r.key))
     }
 }

@@ -21,8 +21,8 @@
 //! `expiration` is refused with an error naming the missing column.
 //!
 //! The database runs in WAL mode with a 5 s busy timeout and `synchronous=NORMAL`: a commit
-//! survives the crash of any process (one fsync per checkpoint rather than per operation,
-//! about six times faster); an OS crash or power cut may undo the last commits, which can
+//! survives the crash of any process (one fsync per checkpoint rather than per operation);
+//! an OS crash or power cut may undo the last commits, which can
 //! only matter for fences, and the fence scheme below covers that.
 //!
 //! # Fences
@@ -78,6 +78,7 @@
 
 mod errors;
 mod schema;
+mod statements;
 mod take_over;
 
 use std::collections::HashMap;
@@ -88,25 +89,27 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
-};
-use sqlx::{Row, SqlitePool};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::SqlitePool;
 use tokio::sync::oneshot;
 
 use crate::error::{Error, Result};
 use crate::notify::ReleaseNotifier;
 use crate::store::{
-    Acquire, AcquireRequest, Capabilities, Holder, Lease, LockInfo, Store, StoreError,
-    StoreErrorKind, Subscription,
+    Acquire, AcquireRequest, Capabilities, Lease, LockInfo, Store, StoreError, StoreErrorKind,
+    Subscription,
 };
-use crate::url::{check_identifier, StoreUrl, COMMON_OPTIONS};
+use crate::stores::sql::errors::connect_error;
+use crate::stores::sql::options::take_table;
+use crate::stores::sql::rows::{self, Row};
+use crate::stores::sql::{self as core, check_identifier};
+use crate::url::{StoreUrl, COMMON_OPTIONS};
 
 use errors::{map_error, Target};
-use schema::Sql;
+use statements::Sql;
 
 /// The table used unless the URL says `?table=NAME`.
-pub const DEFAULT_TABLE: &str = "cadenas_locks";
+pub const DEFAULT_TABLE: &str = core::DEFAULT_TABLE;
 /// How long a statement waits for another connection's write before failing as busy.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// The most connections a store opens to a file (one for `sqlite::memory:`).
@@ -152,10 +155,7 @@ impl SqliteStore {
     /// taken out.
     pub async fn from_url(mut url: StoreUrl) -> Result<SqliteStore> {
         crate::scheme::SQLITE.check(&url)?;
-        let table = url
-            .take("table")
-            .unwrap_or_else(|| DEFAULT_TABLE.to_owned());
-        check_identifier("table", &table)?;
+        let table = take_table(&mut url)?;
         url.reject_unknown(&["table"])?;
         let target = Target::from_url(&url.url)?;
         let describe = target.describe();
@@ -226,10 +226,10 @@ impl SqliteStore {
         describe: String,
         path: Option<PathBuf>,
     ) -> Result<SqliteStore> {
-        if let Err(e) = schema::ensure(&pool, table).await {
+        let map = |e| map_error(e, &describe, path.as_deref());
+        if let Err(e) = schema::ensure(&pool, table, map).await {
             pool.close().await;
-            let error = e.into_store_error(|e| map_error(e, &describe, path.as_deref()));
-            return Err(connect_error(&describe, error));
+            return Err(e.into_error(&describe));
         }
         let notifier = shared_notifier(path.as_deref(), table);
         Ok(SqliteStore {
@@ -246,15 +246,6 @@ impl SqliteStore {
     /// The connection pool, e.g. to inspect the table yourself.
     pub fn pool(&self) -> &SqlitePool {
         &self.inner.pool
-    }
-}
-
-fn connect_error(describe: &str, source: StoreError) -> Error {
-    Error::Store {
-        store: describe.to_owned(),
-        operation: "connect",
-        key: None,
-        source,
     }
 }
 
@@ -290,28 +281,6 @@ fn ttl_millis(ttl: Option<Duration>) -> Option<i64> {
     })
 }
 
-fn fence(row: &SqliteRow, column: &str) -> std::result::Result<Option<u64>, sqlx::Error> {
-    Ok(row
-        .try_get::<Option<i64>, _>(column)?
-        .and_then(|f| u64::try_from(f).ok()))
-}
-
-fn remaining(row: &SqliteRow) -> std::result::Result<Option<Duration>, sqlx::Error> {
-    Ok(row
-        .try_get::<Option<i64>, _>("remaining_ms")?
-        .map(|ms| Duration::from_millis(u64::try_from(ms).unwrap_or(0))))
-}
-
-fn lock_info(row: &SqliteRow) -> std::result::Result<LockInfo, sqlx::Error> {
-    Ok(LockInfo::new(
-        row.try_get::<String, _>("key")?,
-        row.try_get::<String, _>("owner")?,
-        remaining(row)?,
-        fence(row, "fence")?,
-        row.try_get::<Option<String>, _>("metadata")?,
-    ))
-}
-
 impl Inner {
     fn error(&self, e: sqlx::Error) -> StoreError {
         map_error(e, &self.describe, self.path.as_deref())
@@ -324,7 +293,7 @@ impl Inner {
         ttl: Option<Duration>,
         metadata: Option<&str>,
     ) -> std::result::Result<Acquire, StoreError> {
-        let row = sqlx::query(&self.sql.acquire)
+        let took: Option<Option<i64>> = sqlx::query_scalar(&self.sql.acquire)
             .bind(key)
             .bind(owner)
             .bind(ttl_millis(ttl))
@@ -332,43 +301,37 @@ impl Inner {
             .fetch_optional(&self.pool)
             .await
             .map_err(|e| self.error(e))?;
-        if let Some(row) = row {
-            let fence = fence(&row, "fence").map_err(|e| self.error(e))?;
+        if let Some(fence) = took {
+            let fence = rows::fence(fence);
             return Ok(Acquire::Acquired(Lease { fence, ttl }));
         }
         // Informational, so a separate read: the holder may have left meanwhile.
-        let row = sqlx::query(&self.sql.holder)
+        let row = sqlx::query_as(&self.sql.holder)
             .bind(key)
             .fetch_optional(&self.pool)
             .await
             .map_err(|e| self.error(e))?;
-        let holder = match row {
-            Some(row) => Holder {
-                owner: row.try_get("owner").ok(),
-                remaining: remaining(&row).ok().flatten(),
-            },
-            None => Holder::default(),
-        };
-        Ok(Acquire::Held(holder))
+        Ok(Acquire::Held(rows::holder(row)))
     }
 
     async fn release(&self, key: &str, owner: &str) -> std::result::Result<bool, StoreError> {
-        let row = sqlx::query(&self.sql.release)
+        let live = sqlx::query_scalar(&self.sql.release)
             .bind(key)
             .bind(owner)
             .fetch_optional(&self.pool)
             .await
             .map_err(|e| self.error(e))?;
-        self.released(key, row)
+        Ok(self.released(key, live))
     }
 
-    /// Notifies waiters when a row was deleted, and tells whether its lease was live.
-    fn released(&self, key: &str, row: Option<SqliteRow>) -> std::result::Result<bool, StoreError> {
-        let Some(row) = row else {
-            return Ok(false);
+    /// Notifies waiters when a row was deleted (`live` is whether its lease was live), and
+    /// tells whether it was.
+    fn released(&self, key: &str, live: Option<bool>) -> bool {
+        let Some(live) = live else {
+            return false;
         };
         self.notifier.notify(key);
-        row.try_get::<bool, _>("live").map_err(|e| self.error(e))
+        live
     }
 }
 
@@ -488,18 +451,17 @@ impl Store for SqliteStore {
         ttl: Option<Duration>,
     ) -> std::result::Result<Option<Lease>, StoreError> {
         let inner = &self.inner;
-        let row = sqlx::query(&inner.sql.extend)
+        let extended: Option<Option<i64>> = sqlx::query_scalar(&inner.sql.extend)
             .bind(key)
             .bind(owner)
             .bind(ttl_millis(ttl))
             .fetch_optional(&inner.pool)
             .await
             .map_err(|e| inner.error(e))?;
-        row.map(|row| {
-            let fence = fence(&row, "fence").map_err(|e| inner.error(e))?;
-            Ok(Lease { fence, ttl })
-        })
-        .transpose()
+        Ok(extended.map(|fence| Lease {
+            fence: rows::fence(fence),
+            ttl,
+        }))
     }
 
     async fn set_metadata(
@@ -521,49 +483,43 @@ impl Store for SqliteStore {
 
     async fn force_release(&self, key: &str) -> std::result::Result<bool, StoreError> {
         let inner = &self.inner;
-        let row = sqlx::query(&inner.sql.force_release)
+        let live = sqlx::query_scalar(&inner.sql.force_release)
             .bind(key)
             .fetch_optional(&inner.pool)
             .await
             .map_err(|e| inner.error(e))?;
-        inner.released(key, row)
+        Ok(inner.released(key, live))
     }
 
     async fn inspect(&self, key: &str) -> std::result::Result<Option<LockInfo>, StoreError> {
         let inner = &self.inner;
-        let row = sqlx::query(&inner.sql.inspect)
+        let row: Option<Row> = sqlx::query_as(&inner.sql.inspect)
             .bind(key)
             .fetch_optional(&inner.pool)
             .await
             .map_err(|e| inner.error(e))?;
-        row.map(|row| lock_info(&row).map_err(|e| inner.error(e)))
-            .transpose()
+        Ok(row.map(rows::lock_info))
     }
 
     async fn list(&self, prefix: &str) -> std::result::Result<Vec<LockInfo>, StoreError> {
         let inner = &self.inner;
-        let rows = sqlx::query(&inner.sql.list)
+        let found: Vec<Row> = sqlx::query_as(&inner.sql.list)
             .bind(prefix)
             .fetch_all(&inner.pool)
             .await
             .map_err(|e| inner.error(e))?;
-        rows.iter()
-            .map(|row| lock_info(row).map_err(|e| inner.error(e)))
-            .collect()
+        Ok(found.into_iter().map(rows::lock_info).collect())
     }
 
     /// One `DELETE … RETURNING` of the expired rows under `prefix`.
     async fn reap_expired(&self, prefix: &str) -> std::result::Result<Vec<LockInfo>, StoreError> {
         let inner = &self.inner;
-        let rows = sqlx::query(&inner.sql.reap)
+        let reaped: Vec<Row> = sqlx::query_as(&inner.sql.reap)
             .bind(prefix)
             .fetch_all(&inner.pool)
             .await
             .map_err(|e| inner.error(e))?;
-        let mut infos = rows
-            .iter()
-            .map(|row| lock_info(row).map_err(|e| inner.error(e)))
-            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let mut infos: Vec<LockInfo> = reaped.into_iter().map(rows::lock_info).collect();
         infos.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(infos)
     }

@@ -2,8 +2,9 @@
 
 use sqlx::Row;
 
-use super::{fence, ttl_millis, Inner};
+use super::{ttl_millis, Inner};
 use crate::store::{AcquireRequest, Displaced, Lease, StoreError, TakeOver};
+use crate::stores::sql::rows;
 
 impl Inner {
     /// Reads the live holder and overwrites the row in one `BEGIN IMMEDIATE` transaction:
@@ -31,12 +32,12 @@ impl Inner {
             let displaced = match old {
                 Some(old) => Some(Displaced {
                     owner: old.try_get("owner")?,
-                    fence: fence(&old, "fence")?,
+                    fence: rows::fence(old.try_get("fence")?),
                 }),
                 None => None,
             };
             let lease = Lease {
-                fence: fence(&row, "fence")?,
+                fence: rows::fence(row.try_get("fence")?),
                 ttl: r.ttl,
             };
             Ok::<_, sqlx::Error>(TakeOver { lease, displaced })

@@ -1,0 +1,197 @@
+//! The lease row, the MySQL store's way of holding a lock: one row per held lock whose
+//! `expiration` the database's clock judges, with a per-key fence counter beside it (the
+//! statements are in `statements.rs`). Another locking mode would sit beside this one, on
+//! the same pool. MySQL has no notification channel: a release wakes this process's
+//! waiters only.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::{MySql, MySqlPool};
+
+use super::errors::{error_number, my_error, DEADLOCK};
+use super::statements::{self, Names, Sql};
+use crate::notify::ReleaseNotifier;
+use crate::store::{Acquire, AcquireRequest, Lease, LockInfo, StoreError};
+use crate::stores::sql::lease::Table;
+use crate::stores::sql::like_prefix;
+use crate::stores::sql::rows::{self, Row};
+
+/// How many times acquire retries after an InnoDB deadlock.
+const DEADLOCK_RETRIES: u32 = 3;
+
+/// The lease-row operations on one table.
+#[derive(Debug)]
+pub(super) struct Leases {
+    table: Table<MySql>,
+    pub(super) sql: Sql,
+    notifier: Arc<ReleaseNotifier>,
+}
+
+impl Leases {
+    /// The operations on the (ready) tables `names` through `pool`; releases wake the
+    /// waiters of `notifier`.
+    pub(super) fn new(pool: MySqlPool, names: Names, notifier: Arc<ReleaseNotifier>) -> Leases {
+        let common = statements::common(&names);
+        Leases {
+            table: Table::new(pool, names.display.clone(), my_error, common),
+            sql: Sql::new(&names),
+            notifier,
+        }
+    }
+
+    /// The table, and the operations alike in every dialect.
+    pub(super) fn table(&self) -> &Table<MySql> {
+        &self.table
+    }
+
+    /// Wakes this process's waiters for `key` if it was released.
+    fn released(&self, key: &str, done: sqlx::mysql::MySqlQueryResult) -> bool {
+        let released = done.rows_affected() > 0;
+        if released {
+            self.notifier.notify(key);
+        }
+        released
+    }
+
+    /// One transaction: draw the key's next fence, then take the key if free or expired.
+    pub(super) async fn try_acquire(&self, r: &AcquireRequest<'_>) -> Result<Acquire, StoreError> {
+        self.retrying_deadlocks("acquiring", r.key, || self.acquire_once(r))
+            .await
+    }
+
+    /// Runs the transaction `once` makes, again after a short random pause when InnoDB
+    /// chose it as a deadlock victim (a few times), and names `doing` and `key` on failure.
+    pub(super) async fn retrying_deadlocks<T, F, Fut>(
+        &self,
+        doing: &str,
+        key: &str,
+        once: F,
+    ) -> Result<T, StoreError>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<T, sqlx::Error>>,
+    {
+        let mut attempt = 0;
+        loop {
+            match once().await {
+                Ok(a) => return Ok(a),
+                Err(e) if error_number(&e) == Some(DEADLOCK) && attempt < DEADLOCK_RETRIES => {
+                    attempt += 1;
+                    let pause = rand::random_range(1..=5u64 * u64::from(attempt));
+                    tokio::time::sleep(Duration::from_millis(pause)).await;
+                }
+                Err(e) => return Err(self.table.err(e, doing, key)),
+            }
+        }
+    }
+
+    async fn acquire_once(&self, r: &AcquireRequest<'_>) -> Result<Acquire, sqlx::Error> {
+        let mut tx = self.table.pool.begin().await?;
+        let drawn = sqlx::query(&self.sql.draw_fence)
+            .bind(r.key)
+            .execute(&mut *tx)
+            .await?;
+        let fence = drawn.last_insert_id();
+        let took = sqlx::query(&self.sql.take)
+            .bind(r.key)
+            .bind(r.owner)
+            .bind(rows::ttl_ms(r.ttl))
+            .bind(fence)
+            .bind(r.metadata)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        if fence > 0 && took.last_insert_id() == fence {
+            return Ok(Acquire::Acquired(Lease {
+                fence: Some(fence),
+                ttl: r.ttl,
+            }));
+        }
+        // Held: who holds it, and for how long (it may be gone already).
+        let row = sqlx::query_as(&self.sql.read_back)
+            .bind(r.key)
+            .fetch_optional(&self.table.pool)
+            .await?;
+        Ok(Acquire::Held(rows::holder(row)))
+    }
+
+    /// Deletes our live row.
+    pub(super) async fn release(&self, key: &str, owner: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query(&self.sql.release)
+            .bind(key)
+            .bind(owner)
+            .execute(&self.table.pool)
+            .await
+            .map_err(|e| self.table.err(e, "releasing", key))?;
+        Ok(self.released(key, done))
+    }
+
+    /// Moves our live row's expiration to now + `ttl`.
+    pub(super) async fn extend(
+        &self,
+        key: &str,
+        owner: &str,
+        ttl: Option<Duration>,
+    ) -> Result<Option<Lease>, StoreError> {
+        let done = sqlx::query(&self.sql.extend)
+            .bind(rows::ttl_ms(ttl))
+            .bind(key)
+            .bind(owner)
+            .execute(&self.table.pool)
+            .await
+            .map_err(|e| self.table.err(e, "extending", key))?;
+        // The driver asks for "found rows": a matched row counts even if unchanged.
+        Ok((done.rows_affected() > 0).then(|| Lease {
+            fence: rows::fence(i64::try_from(done.last_insert_id()).ok()),
+            ttl,
+        }))
+    }
+
+    /// Deletes the live row whoever holds it.
+    pub(super) async fn force_release(&self, key: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query(&self.sql.force_release)
+            .bind(key)
+            .execute(&self.table.pool)
+            .await
+            .map_err(|e| self.table.err(e, "force-releasing", key))?;
+        Ok(self.released(key, done))
+    }
+
+    /// Candidates, then a conditional `DELETE` each: a row is returned by the caller whose
+    /// `DELETE` removed it, so each expiry is reported once.
+    pub(super) async fn reap_expired(&self, prefix: &str) -> Result<Vec<LockInfo>, StoreError> {
+        let candidates: Vec<Row> = sqlx::query_as(&self.sql.expired)
+            .bind(like_prefix(prefix, '!'))
+            .fetch_all(&self.table.pool)
+            .await
+            .map_err(|e| self.table.err(e, "looking for expired locks under", prefix))?;
+        let mut reaped = Vec::new();
+        for (key, owner, expiration, fence, metadata) in candidates {
+            let (Some(key), Some(owner), Some(expiration)) = (key, owner, expiration) else {
+                continue;
+            };
+            if !key.starts_with(prefix) {
+                continue; // a case-insensitive collation matched more than the prefix
+            }
+            let done = sqlx::query(&self.sql.reap_one)
+                .bind(&key)
+                .bind(&owner)
+                .bind(expiration)
+                .execute(&self.table.pool)
+                .await
+                .map_err(|e| self.table.err(e, "removing expired lock", &key))?;
+            if done.rows_affected() > 0 {
+                reaped.push(LockInfo::new(
+                    key,
+                    owner,
+                    Some(Duration::ZERO),
+                    rows::fence(fence),
+                    metadata,
+                ));
+            }
+        }
+        reaped.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(reaped)
+    }
+}

@@ -1,0 +1,101 @@
+//! The [`Store`](crate::Store) impl of the server stores, written once.
+//!
+//! A server store (PostgreSQL, MySQL) answers every operation on locks from its locking
+//! mode, the field `leases` (the lease row; the unit a second mode would sit beside), whose
+//! methods have the operations' names and arguments, or from its
+//! [`Table`](super::lease::Table) (`leases.table()`) for those alike in every dialect;
+//! `describe` is the field `describe`, `kind` the scheme row's.
+//! What differs — `capabilities`, `subscribe`, `close` — the store writes in the braces:
+//!
+//! ```text
+//! server_store!(PostgresStore, crate::scheme::POSTGRES {
+//!     fn capabilities(&self) -> Capabilities { Capabilities::ALL }
+//!     async fn subscribe(&self, key: &str) -> Result<Option<Subscription>, StoreError> { … }
+//!     async fn close(&self) -> Result<(), StoreError> { … }
+//! });
+//! ```
+
+/// See the [module docs](self).
+macro_rules! server_store {
+    ($store:ty, $scheme:path { $($own:tt)* }) => {
+        #[async_trait::async_trait]
+        impl $crate::store::Store for $store {
+            fn describe(&self) -> &str {
+                &self.describe
+            }
+
+            fn kind(&self) -> &'static str {
+                $scheme.kind
+            }
+
+            async fn try_acquire(
+                &self,
+                request: $crate::store::AcquireRequest<'_>,
+            ) -> Result<$crate::store::Acquire, $crate::store::StoreError> {
+                self.leases.try_acquire(&request).await
+            }
+
+            async fn take_over(
+                &self,
+                request: $crate::store::AcquireRequest<'_>,
+            ) -> Result<$crate::store::TakeOver, $crate::store::StoreError> {
+                self.leases.take_over(&request).await
+            }
+
+            async fn release(
+                &self,
+                key: &str,
+                owner: &str,
+            ) -> Result<bool, $crate::store::StoreError> {
+                self.leases.release(key, owner).await
+            }
+
+            async fn extend(
+                &self,
+                key: &str,
+                owner: &str,
+                ttl: Option<std::time::Duration>,
+            ) -> Result<Option<$crate::store::Lease>, $crate::store::StoreError> {
+                self.leases.extend(key, owner, ttl).await
+            }
+
+            async fn set_metadata(
+                &self,
+                key: &str,
+                owner: &str,
+                metadata: Option<&str>,
+            ) -> Result<bool, $crate::store::StoreError> {
+                self.leases.table().set_metadata(key, owner, metadata).await
+            }
+
+            async fn force_release(&self, key: &str) -> Result<bool, $crate::store::StoreError> {
+                self.leases.force_release(key).await
+            }
+
+            async fn inspect(
+                &self,
+                key: &str,
+            ) -> Result<Option<$crate::store::LockInfo>, $crate::store::StoreError> {
+                self.leases.table().inspect(key).await
+            }
+
+            async fn list(
+                &self,
+                prefix: &str,
+            ) -> Result<Vec<$crate::store::LockInfo>, $crate::store::StoreError> {
+                self.leases.table().list(prefix).await
+            }
+
+            async fn reap_expired(
+                &self,
+                prefix: &str,
+            ) -> Result<Vec<$crate::store::LockInfo>, $crate::store::StoreError> {
+                self.leases.reap_expired(prefix).await
+            }
+
+            $($own)*
+        }
+    };
+}
+
+pub(crate) use server_store;
