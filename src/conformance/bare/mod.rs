@@ -258,7 +258,14 @@ async fn take_over(
         {
             Acquire::Acquired(lease) => Some((lease, Instant::now())),
             Acquire::Held(h) => {
-                assert_eq!(h.owner.as_deref(), Some(holder), "{}", store.describe());
+                // `None` too: a store that reads the holder after its try (MySQL) may find
+                // the lease ended in between.
+                let named = h.owner.as_deref();
+                assert!(
+                    named.is_none() || named == Some(holder),
+                    "{}: held by {named:?}, expected {holder}",
+                    store.describe()
+                );
                 None
             }
         }
