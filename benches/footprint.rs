@@ -21,12 +21,11 @@ async fn cycles_per_sec(store: &MemoryStore, rounds: u32) -> f64 {
     for r in 0..rounds {
         let key = &keys[(r % 1000) as usize];
         store
-            .try_acquire(AcquireRequest {
+            .try_acquire(AcquireRequest::new(
                 key,
-                owner: "01hzyxwvutsrqpnmkjhgfedcba",
-                ttl: Some(Duration::from_secs(30)),
-                metadata: None,
-            })
+                "01hzyxwvutsrqpnmkjhgfedcba",
+                Some(Duration::from_secs(30)),
+            ))
             .await
             .unwrap();
         store
@@ -55,12 +54,7 @@ fn main() {
             // Keys like a service's ("invoice:1234567"), owners as cadenas makes them.
             let key = format!("invoice:{i:07}");
             let owner = cadenas::new_owner();
-            full.try_acquire(AcquireRequest {
-                key: &key,
-                owner: &owner,
-                ttl: Some(Duration::from_secs(3600)),
-                metadata: None,
-            })
+            full.try_acquire(AcquireRequest::new(&key, &owner, Some(Duration::from_secs(3600))))
             .await
             .unwrap();
         }

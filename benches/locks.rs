@@ -47,12 +47,11 @@ fn memory(c: &mut Criterion) {
             i = (i + 1) % keys.len();
             let (store, key) = (&store, &keys[i]);
             async move {
-                let r = AcquireRequest {
+                let r = AcquireRequest::new(
                     key,
-                    owner: "owner-0123456789abcdef",
-                    ttl: Some(Duration::from_secs(30)),
-                    metadata: None,
-                };
+                    "owner-0123456789abcdef",
+                    Some(Duration::from_secs(30)),
+                );
                 black_box(store.try_acquire(r).await.unwrap());
                 store.release(key, "owner-0123456789abcdef").await.unwrap();
             }
@@ -61,21 +60,15 @@ fn memory(c: &mut Criterion) {
 
     // The other store operations, on a held key.
     let held = "held-key";
-    rt.block_on(store.try_acquire(AcquireRequest {
-        key: held,
-        owner: "owner-0123456789abcdef",
-        ttl: Some(Duration::from_secs(3600)),
-        metadata: None,
-    }))
+    rt.block_on(store.try_acquire(AcquireRequest::new(
+        held,
+        "owner-0123456789abcdef",
+        Some(Duration::from_secs(3600)),
+    )))
     .unwrap();
     g.bench_function("store try_acquire, held by another", |b| {
         b.to_async(&rt).iter(|| async {
-            let r = AcquireRequest {
-                key: held,
-                owner: "someone-else",
-                ttl: Some(Duration::from_secs(30)),
-                metadata: None,
-            };
+            let r = AcquireRequest::new(held, "someone-else", Some(Duration::from_secs(30)));
             black_box(store.try_acquire(r).await.unwrap())
         })
     });
@@ -100,12 +93,11 @@ fn memory(c: &mut Criterion) {
     rt.block_on(async {
         for i in 0..1_000_000u32 {
             let key = format!("held-{i}");
-            full.try_acquire(AcquireRequest {
-                key: &key,
-                owner: "01hzyxwvutsrqpnmkjhgfedcba",
-                ttl: Some(Duration::from_secs(3600)),
-                metadata: None,
-            })
+            full.try_acquire(AcquireRequest::new(
+                &key,
+                "01hzyxwvutsrqpnmkjhgfedcba",
+                Some(Duration::from_secs(3600)),
+            ))
             .await
             .unwrap();
         }

@@ -62,12 +62,7 @@ async fn store(store: &dyn Store, keys: &[String], slice: Duration) -> f64 {
     let (start, mut n) = (Instant::now(), 0usize);
     while start.elapsed() < slice {
         let key = &keys[n % keys.len()];
-        let request = AcquireRequest {
-            key,
-            owner: &owner,
-            ttl: Some(Duration::from_secs(30)),
-            metadata: None,
-        };
+        let request = AcquireRequest::new(key, &owner, Some(Duration::from_secs(30)));
         match store.try_acquire(request).await.expect("try_acquire") {
             Acquire::Acquired(_) => {}
             Acquire::Held(h) => panic!("{key} was not free: {h:?}"),

@@ -87,6 +87,24 @@ pub fn parse_ttl(text: &str) -> Result<Option<Duration>> {
     parse_duration("ttl", text).map(Some)
 }
 
+/// A ttl in the whole milliseconds a store keeps, rounded up (at least 1): a store never holds
+/// a lease for less than asked, so the guard's local deadline never outlives the store's.
+/// Every store that counts in milliseconds converts with this.
+#[cfg_attr(
+    not(any(
+        feature = "sqlite",
+        feature = "redis",
+        feature = "postgres",
+        feature = "mysql"
+    )),
+    allow(dead_code)
+)]
+pub(crate) fn ttl_millis(ttl: Duration) -> u64 {
+    u64::try_from(ttl.as_nanos().div_ceil(1_000_000))
+        .unwrap_or(u64::MAX)
+        .max(1)
+}
+
 /// Formats a duration the way [`parse_duration`] reads it back, rounded to milliseconds.
 pub fn format_duration(d: Duration) -> String {
     humantime::format_duration(Duration::from_millis(d.as_millis() as u64)).to_string()
@@ -109,6 +127,21 @@ mod tests {
                 other => panic!("{bad:?} gave {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn ttl_millis_rounds_up() {
+        let ms = |micros| ttl_millis(Duration::from_micros(micros));
+        assert_eq!(ms(1), 1);
+        assert_eq!(ms(1_000), 1);
+        assert_eq!(ms(1_001), 2);
+        assert_eq!(ms(1_500), 2);
+        assert_eq!(ms(2_900), 3);
+        assert_eq!(ms(3_000), 3);
+        assert_eq!(ttl_millis(Duration::from_nanos(1)), 1);
+        assert_eq!(ttl_millis(Duration::ZERO), 1);
+        assert_eq!(ttl_millis(MAX_DURATION), 365 * 24 * 3600 * 1000);
+        assert_eq!(ttl_millis(Duration::MAX), u64::MAX);
     }
 
     #[test]

@@ -209,9 +209,9 @@ impl Lock {
     /// bad key or ttl, and [`Error::Store`] when the store fails.
     ///
     /// # Cancel safety
-    /// Cancel safe: dropping the future never leaves the lock held. On stores shared across
-    /// processes each request runs to completion in its own task, and a lock it took after
-    /// the caller was dropped is released.
+    /// Cancel safe: dropping the future never leaves the lock held. Every store's
+    /// [`try_acquire`](Store::try_acquire) promises it: a lock taken by a request whose
+    /// caller was dropped is given back.
     pub async fn acquire(&self) -> Result<Guard> {
         self.acquire_with(&self.retry).await
     }
@@ -359,57 +359,17 @@ impl Lock {
         // Measured before the request is sent, so our view of the lease never outlives the
         // store's.
         let sent = Instant::now();
-        let caps = self.store().capabilities();
-        let answer = if caps.shared && !caps.cancel_safe_acquire {
-            self.attempt_detached().await
-        } else {
-            // An in-process store answers without suspending: nothing to cancel mid-way; a
-            // cancel-safe store cleans up after a cancelled request itself.
-            self.store()
-                .try_acquire(AcquireRequest {
-                    key: &self.stored,
-                    owner: &self.owner,
-                    ttl: self.ttl,
-                    metadata: self.metadata.as_deref(),
-                })
-                .await
-        };
+        // Cancel safe by the store contract: a dropped request leaves nothing held.
+        let answer = store
+            .try_acquire(
+                AcquireRequest::new(&self.stored, &self.owner, self.ttl)
+                    .with_metadata(self.metadata.as_deref()),
+            )
+            .await;
         match answer.map_err(|e| self.store_error("acquire", e))? {
             Acquire::Acquired(lease) => Ok(Ok(Guard::new(self.clone(), lease, sent))),
             Acquire::Held(holder) => Ok(Err(holder)),
         }
-    }
-
-    /// Runs one request in its own task, so that it completes even if our caller is cancelled
-    /// (a dropped query could otherwise still commit on the server, or leave a transaction
-    /// holding row locks); a lock it took for a caller that is gone is released.
-    async fn attempt_detached(&self) -> std::result::Result<Acquire, crate::StoreError> {
-        let store = self.store().clone();
-        let (key, owner) = (self.stored.clone(), self.owner.clone());
-        let (ttl, metadata) = (self.ttl, self.metadata.clone());
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        tokio::spawn(async move {
-            let answer = store
-                .try_acquire(AcquireRequest {
-                    key: &key,
-                    owner: &owner,
-                    ttl,
-                    metadata: metadata.as_deref(),
-                })
-                .await;
-            if let Err(Ok(Acquire::Acquired(_))) = tx.send(answer) {
-                if let Err(e) = store.release(&key, &owner).await {
-                    tracing::warn!(key = %key, store = store.describe(), error = %e,
-                        "could not release after a cancelled acquire; the lock expires with its ttl");
-                }
-            }
-        });
-        rx.await.unwrap_or_else(|_| {
-            Err(crate::StoreError::new(
-                crate::StoreErrorKind::Transient,
-                "the acquire task stopped before answering (is the runtime shutting down?)",
-            ))
-        })
     }
 
     /// Acquires, runs `f`, releases. `f` gets the [`LostSignal`] to abort early if it likes.

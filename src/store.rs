@@ -38,14 +38,6 @@ pub struct Capabilities {
     /// [`Store::reap_expired`] is supported, so the expiry watcher
     /// ([`Locks::watch_expiries`](crate::Locks::watch_expiries)) works.
     pub expiry_watch: bool,
-    /// A [`Store::try_acquire`] future dropped while its request is in flight never leaves a
-    /// lock behind: the store itself gives back whatever that request took, and never
-    /// anything a later request took. The lock layer then calls `try_acquire` directly;
-    /// otherwise, for a `shared` store, it runs each request in a task of its own that
-    /// completes (and releases) even when the caller is cancelled, at the price of a task
-    /// hand-over per attempt. Not part of [`Capabilities::ALL`]: declare it only with that
-    /// clean-up in place.
-    pub cancel_safe_acquire: bool,
     /// [`Store::take_over`] is supported: a held lock can be taken by force in one atomic
     /// step. A store that can only `force_release` then `try_acquire` (two steps another
     /// client can slip between) sets this to `false` (Redlock).
@@ -53,8 +45,7 @@ pub struct Capabilities {
 }
 
 impl Capabilities {
-    /// Everything on (but [`cancel_safe_acquire`](Capabilities::cancel_safe_acquire)): what a
-    /// full-featured store declares.
+    /// Everything on: what a full-featured store declares.
     pub const ALL: Capabilities = Capabilities {
         fencing: true,
         notify: true,
@@ -62,7 +53,6 @@ impl Capabilities {
         list: true,
         shared: true,
         expiry_watch: true,
-        cancel_safe_acquire: false,
         take_over: true,
     };
 }
@@ -311,6 +301,14 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
 
     /// Takes `key` for `owner` if no live lease exists (an expired one is taken over), in one
     /// atomic step. A key held by the same owner counts as held: locks are not re-entrant.
+    ///
+    /// # Cancel safety
+    /// Must be cancel safe: a future dropped at any point before it returns never leaves a
+    /// lock held — whatever its request took is given back, in the background if need be —
+    /// and that clean-up never releases a later holding of the key. The lock layer relies on
+    /// it and calls this method directly. A store that answers without suspending has nothing
+    /// to clean up; one whose request must not be abandoned half-way (a SQL statement) runs
+    /// it in a task of its own and releases a lock taken for a caller that went away.
     async fn try_acquire(&self, request: AcquireRequest<'_>) -> Result<Acquire, StoreError>;
 
     /// Releases `key` if `owner` holds a live lease on it. `Ok(false)` when it did not.

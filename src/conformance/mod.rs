@@ -25,9 +25,11 @@
 //! notifications), so that a store's own tests hold only what is specific to it.
 
 mod bare;
+mod cancel;
 mod checks;
 mod concurrency;
 mod holder;
+mod lease;
 mod take_over;
 
 use std::future::Future;
@@ -37,9 +39,11 @@ use std::time::Duration;
 use crate::Locks;
 
 pub use bare::*;
+pub use cancel::*;
 pub use checks::*;
 pub use concurrency::*;
 pub use holder::*;
+pub use lease::*;
 pub use take_over::*;
 
 type Connect = Box<dyn Fn() -> Pin<Box<dyn Future<Output = Locks> + Send>> + Send + Sync>;
@@ -52,6 +56,8 @@ pub struct Suite {
     pub patience: Duration,
     /// How many tasks contend in [`contention`] (default 64).
     pub contenders: usize,
+    /// How many acquires [`cancelled_acquires_leave_nothing_held`] cancels (default 2,000).
+    pub cancellations: usize,
 }
 
 impl Suite {
@@ -68,6 +74,7 @@ impl Suite {
             run: format!("cf{}", &crate::new_owner()[..10]),
             patience: Duration::from_secs(20),
             contenders: 64,
+            cancellations: 2_000,
         }
     }
 
@@ -103,6 +110,7 @@ pub async fn run_all(suite: &Suite) {
         exclusion,
         owner_checks,
         expiry_and_takeover,
+        lease_outlives_the_guard,
         ttl_none,
         extend,
         force_release,
@@ -122,6 +130,7 @@ pub async fn run_all(suite: &Suite) {
         hand_off,
         cancelled_acquire_leaves_nothing_held,
         take_over_all,
+        cancelled_acquires_leave_nothing_held,
         contention,
     );
 }

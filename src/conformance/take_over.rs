@@ -35,12 +35,8 @@ pub async fn take_over_is_declared(suite: &Suite) {
     let key = suite.key("to-declared");
     let held = a.lock(&key).owner("holder").acquire().await.unwrap();
     let declared = b.store().capabilities().take_over;
-    let request = AcquireRequest {
-        key: &stored(&b, &key),
-        owner: "taker",
-        ttl: Some(LONG),
-        metadata: None,
-    };
+    let stored_key = stored(&b, &key);
+    let request = AcquireRequest::new(&stored_key, "taker", Some(LONG));
     let bare = b.store().take_over(request).await;
     match (declared, bare) {
         (true, Ok(t)) => {

@@ -1,15 +1,12 @@
 //! [`Lock::take_over`]: taking a held lock by force, in one atomic step of the store.
 
-use std::sync::Arc;
-
-use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::Lock;
 use crate::error::{Error, Result};
 use crate::guard::Guard;
 use crate::observe::{self, op_span};
-use crate::store::{AcquireRequest, Displaced, Store, StoreError, StoreErrorKind, TakeOver};
+use crate::store::{AcquireRequest, Displaced, StoreError, StoreErrorKind, TakeOver};
 
 /// What [`Lock::take_over`] took: the guard of our new holding, and whose live lease it
 /// replaced.
@@ -20,8 +17,6 @@ pub struct TakenOver {
     /// The holder whose live lease we replaced; `None` when the key was free or expired.
     pub displaced: Option<Displaced>,
 }
-
-type Answer = std::result::Result<TakeOver, StoreError>;
 
 impl Lock {
     /// Takes the lock whoever holds it, in one atomic step of the store (locky's
@@ -91,12 +86,10 @@ impl Lock {
         } else {
             // An in-process store answers without suspending: nothing to cancel mid-way.
             store
-                .take_over(AcquireRequest {
-                    key: &self.stored,
-                    owner: &self.owner,
-                    ttl: self.ttl,
-                    metadata: self.metadata.as_deref(),
-                })
+                .take_over(
+                    AcquireRequest::new(&self.stored, &self.owner, self.ttl)
+                        .with_metadata(self.metadata.as_deref()),
+                )
                 .await
         };
         match answer {
@@ -116,85 +109,20 @@ impl Lock {
         }
     }
 
-    /// Runs the request in its own task, so that it completes even if our caller is
-    /// cancelled; a holding it took for a caller that is gone is released (see [`Pending`]).
-    async fn take_over_detached(&self) -> Answer {
-        let store = self.store().clone();
+    /// Runs the request in its own task ([`detach`](crate::stores::detach)), so that it
+    /// completes even if our caller is cancelled; a holding it took for a caller that is
+    /// gone is released.
+    async fn take_over_detached(&self) -> std::result::Result<TakeOver, StoreError> {
+        let (store, gone) = (self.store().clone(), self.store().clone());
         let (key, owner) = (self.stored.clone(), self.owner.clone());
+        let (k, o) = (key.clone(), owner.clone());
         let (ttl, metadata) = (self.ttl, self.metadata.clone());
-        let (tx, rx) = oneshot::channel();
-        let pending = Pending {
-            store: store.clone(),
-            key: key.clone(),
-            owner: owner.clone(),
-            rx: Some(rx),
+        let request = async move {
+            let request = AcquireRequest::new(&key, &owner, ttl).with_metadata(metadata.as_deref());
+            store.take_over(request).await
         };
-        tokio::spawn(async move {
-            let answer = store
-                .take_over(AcquireRequest {
-                    key: &key,
-                    owner: &owner,
-                    ttl,
-                    metadata: metadata.as_deref(),
-                })
-                .await;
-            if let Err(Ok(_)) = tx.send(answer) {
-                // The caller is gone: nobody will ever hold this guard.
-                release_unseen(&*store, &key, &owner).await;
-            }
-        });
-        pending.wait().await
-    }
-}
-
-/// The caller's side of a take-over running in its own task. Dropped before the answer was
-/// read, it closes the channel (after which the task releases what it took itself) and
-/// releases an answer that had already arrived: no window in which a holding goes unseen.
-struct Pending {
-    store: Arc<dyn Store>,
-    key: Arc<str>,
-    owner: Arc<str>,
-    rx: Option<oneshot::Receiver<Answer>>,
-}
-
-impl Pending {
-    async fn wait(mut self) -> Answer {
-        let answer = match self.rx.as_mut() {
-            Some(rx) => rx.await,
-            None => return Err(StoreError::new(StoreErrorKind::Transient, "take-over lost")),
-        };
-        self.rx = None;
-        answer.unwrap_or_else(|_| {
-            Err(StoreError::new(
-                StoreErrorKind::Transient,
-                "the take-over task stopped before answering (is the runtime shutting down?)",
-            ))
-        })
-    }
-}
-
-impl Drop for Pending {
-    fn drop(&mut self) {
-        let Some(mut rx) = self.rx.take() else {
-            return;
-        };
-        rx.close();
-        if let Ok(Ok(_)) = rx.try_recv() {
-            let (store, key, owner) = (self.store.clone(), self.key.clone(), self.owner.clone());
-            match tokio::runtime::Handle::try_current() {
-                Ok(runtime) => {
-                    runtime.spawn(async move { release_unseen(&*store, &key, &owner).await });
-                }
-                Err(_) => tracing::warn!(key = %key, store = store.describe(),
-                    "take-over cancelled outside a runtime; the lock stays held until its ttl ends"),
-            }
-        }
-    }
-}
-
-async fn release_unseen(store: &dyn Store, key: &str, owner: &str) {
-    if let Err(e) = store.release(key, owner).await {
-        tracing::warn!(key = %key, store = store.describe(), error = %e,
-            "could not release after a cancelled take-over; the lock expires with its ttl");
+        let release = move || async move { gone.release(&k, &o).await };
+        let describe = self.store().describe();
+        crate::stores::detach::run(&self.stored, describe, request, |_| true, release).await?
     }
 }

@@ -200,6 +200,8 @@ impl Store for MemoryStore {
         }
     }
 
+    /// Cancel safe: it answers without suspending (one critical section, no await), so its
+    /// future is either never polled and did nothing, or done in its first poll.
     async fn try_acquire(&self, request: AcquireRequest<'_>) -> Result<Acquire, StoreError> {
         let now = self.now();
         let expires = self.expires(now, request.ttl);

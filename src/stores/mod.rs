@@ -16,6 +16,7 @@
 //!
 //! [`Locks::connect`]: crate::Locks::connect
 
+pub(crate) mod detach;
 pub mod memory;
 #[cfg(feature = "mysql")]
 pub mod mysql;

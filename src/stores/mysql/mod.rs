@@ -144,7 +144,7 @@ impl MySqlOptions {
 pub struct MySqlStore {
     pool: MySqlPool,
     owns_pool: bool,
-    leases: Leases,
+    leases: std::sync::Arc<Leases>,
     describe: String,
     notifier: Arc<ReleaseNotifier>,
 }
@@ -211,7 +211,7 @@ impl MySqlStore {
             .map_err(|e| e.into_error(&describe))?;
         let notifier = ReleaseNotifier::new();
         let leases = match options.mode {
-            Mode::Lease => Leases::new(pool.clone(), names, notifier.clone()),
+            Mode::Lease => std::sync::Arc::new(Leases::new(pool.clone(), names, notifier.clone())),
         };
         Ok(MySqlStore {
             pool,

@@ -208,7 +208,7 @@ impl PostgresOptions {
 pub struct PostgresStore {
     pool: PgPool,
     owns_pool: bool,
-    leases: Leases,
+    leases: std::sync::Arc<Leases>,
     describe: String,
     notifier: Arc<ReleaseNotifier>,
     listener: OnceCell<Listener>,
@@ -297,7 +297,7 @@ impl PostgresStore {
             .await
             .map_err(|e| e.into_error(&describe))?;
         let leases = match options.mode {
-            Mode::Lease => Leases::new(pool.clone(), names),
+            Mode::Lease => std::sync::Arc::new(Leases::new(pool.clone(), names)),
         };
         Ok(PostgresStore {
             pool,

@@ -253,9 +253,9 @@ impl RedisStore {
     }
 }
 
-/// A ttl for the scripts: milliseconds, at least 1, `0` for "never expires".
+/// A ttl for the scripts: milliseconds rounded up, at least 1, `0` for "never expires".
 fn ttl_ms(ttl: Option<Duration>) -> u64 {
-    ttl.map_or(0, |t| (t.as_millis().min(u64::MAX as u128) as u64).max(1))
+    ttl.map_or(0, crate::duration::ttl_millis)
 }
 
 /// `PTTL` to a remaining time: `-1` (no expiry) is `None`.
@@ -358,10 +358,7 @@ impl Store for RedisStore {
 
     /// Everything.
     fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            cancel_safe_acquire: true,
-            ..Capabilities::ALL
-        }
+        Capabilities::ALL
     }
 
     /// One script. Cancel safe: if the future is dropped while the script is in flight, a

@@ -45,12 +45,8 @@ impl RedlockStore {
         let metadata: Option<Arc<str>> = request.metadata.map(Into::into);
         let (answer, answered) = oneshot::channel();
         let task = tokio::spawn(async move {
-            let request = AcquireRequest {
-                key: &key,
-                owner: &owner,
-                ttl: Some(ttl),
-                metadata: metadata.as_deref(),
-            };
+            let request =
+                AcquireRequest::new(&key, &owner, Some(ttl)).with_metadata(metadata.as_deref());
             let reply = timed(timeout, node.try_acquire(request)).await;
             let failed = reply.is_err();
             let maybe_granted = !matches!(reply, Ok(Acquire::Held(_)));

@@ -312,11 +312,12 @@ impl Store for RedlockStore {
             list: true,
             shared: true,
             expiry_watch: false,
-            cancel_safe_acquire: false,
             take_over: false,
         }
     }
 
+    /// Cancel safe by itself: each node's request runs in a task of its own, and a grant is
+    /// undone unless this future returned the lock (see the module docs).
     async fn try_acquire(&self, request: AcquireRequest<'_>) -> Result<Acquire, StoreError> {
         let ttl = request.ttl.ok_or_else(no_ttl_none)?;
         let quorum = self.quorum();

@@ -42,7 +42,7 @@ pub(crate) fn holder(row: Option<(Option<String>, Option<i64>)>) -> Holder {
 /// A ttl as the bigint milliseconds the table stores (`None` stays `None`: never expires).
 #[cfg(any(feature = "postgres", feature = "mysql"))]
 pub(crate) fn ttl_ms(ttl: Option<Duration>) -> Option<i64> {
-    ttl.map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX).max(1))
+    ttl.map(|d| i64::try_from(crate::duration::ttl_millis(d)).unwrap_or(i64::MAX))
 }
 
 /// Remaining milliseconds computed by the database back into a duration.

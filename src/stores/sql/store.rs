@@ -28,11 +28,25 @@ macro_rules! server_store {
                 $scheme.kind
             }
 
+            /// One statement or transaction, run in a task of its own
+            /// ([`detach`](crate::stores::detach)) so that a cancelled caller never leaves a
+            /// lock held.
             async fn try_acquire(
                 &self,
                 request: $crate::store::AcquireRequest<'_>,
             ) -> Result<$crate::store::Acquire, $crate::store::StoreError> {
-                self.leases.try_acquire(&request).await
+                let (leases, gone) = (self.leases.clone(), self.leases.clone());
+                let (key, owner) = (request.key.to_owned(), request.owner.to_owned());
+                let (k, o) = (key.clone(), owner.clone());
+                let (ttl, metadata) = (request.ttl, request.metadata.map(str::to_owned));
+                let statement = async move {
+                    let request = $crate::store::AcquireRequest::new(&key, &owner, ttl)
+                        .with_metadata(metadata.as_deref());
+                    leases.try_acquire(&request).await
+                };
+                let release = move || async move { gone.release(&k, &o).await };
+                $crate::stores::detach::acquire(request.key, &self.describe, statement, release)
+                    .await?
             }
 
             async fn take_over(

@@ -48,8 +48,8 @@
 //! # Cancellation
 //!
 //! [`Store::try_acquire`] runs its statement in a task of its own: if the caller's future is
-//! dropped, a lock the statement took is released in the background, so a cancelled acquire
-//! never leaves a lock held. Other operations, cancelled, may or may not have happened.
+//! dropped before it returned, a lock the statement took is released in the background, so
+//! a cancelled acquire never leaves a lock held. Other operations, cancelled, may or may not have happened.
 //!
 //! # Across processes
 //!
@@ -91,7 +91,6 @@ use std::time::Duration;
 use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::SqlitePool;
-use tokio::sync::oneshot;
 
 use crate::error::{Error, Result};
 use crate::notify::ReleaseNotifier;
@@ -276,7 +275,7 @@ fn shared_notifier(path: Option<&Path>, table: &str) -> Arc<ReleaseNotifier> {
 fn ttl_millis(ttl: Option<Duration>) -> Option<i64> {
     // Capped (at about 285,000 years) far below overflow of `now + ttl`.
     ttl.map(|t| {
-        i64::try_from(t.as_nanos().div_ceil(1_000_000))
+        i64::try_from(crate::duration::ttl_millis(t))
             .map_or(i64::MAX / 1024, |ms| ms.min(i64::MAX / 1024))
     })
 }
@@ -335,58 +334,6 @@ impl Inner {
     }
 }
 
-/// The caller's side of an acquire running in its own task. Dropping it before the answer
-/// arrives gives back a lock the task may have taken, so a cancelled acquire never leaves
-/// a lock held.
-struct Pending {
-    inner: Arc<Inner>,
-    key: String,
-    owner: String,
-    rx: Option<oneshot::Receiver<std::result::Result<Acquire, StoreError>>>,
-}
-
-impl Pending {
-    async fn wait(mut self) -> std::result::Result<Acquire, StoreError> {
-        let answer = match self.rx.as_mut() {
-            Some(rx) => rx.await,
-            None => return Err(StoreError::new(StoreErrorKind::Transient, "acquire lost")),
-        };
-        self.rx = None;
-        answer.unwrap_or_else(|_| {
-            Err(StoreError::new(
-                StoreErrorKind::Transient,
-                "the acquire task ended without an answer; retry",
-            ))
-        })
-    }
-}
-
-impl Drop for Pending {
-    fn drop(&mut self) {
-        let Some(mut rx) = self.rx.take() else {
-            return;
-        };
-        // After close, the task cannot deliver, and releases itself; an answer that came
-        // before is ours to give back.
-        rx.close();
-        if let Ok(Ok(Acquire::Acquired(_))) = rx.try_recv() {
-            let (inner, key, owner) = (self.inner.clone(), self.key.clone(), self.owner.clone());
-            match tokio::runtime::Handle::try_current() {
-                Ok(runtime) => {
-                    runtime.spawn(async move {
-                        let _ = inner.release(&key, &owner).await;
-                    });
-                }
-                Err(_) => tracing::warn!(
-                    key = %self.key,
-                    store = %self.inner.describe,
-                    "acquire cancelled outside a runtime; the lock stays held until its ttl ends"
-                ),
-            }
-        }
-    }
-}
-
 #[async_trait]
 impl Store for SqliteStore {
     fn describe(&self) -> &str {
@@ -400,36 +347,23 @@ impl Store for SqliteStore {
     /// Everything: fencing, notification (same process only; other processes are found by
     /// polling), ttl none, list, sharing between processes, and the expiry watcher.
     fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            cancel_safe_acquire: true,
-            ..Capabilities::ALL
-        }
+        Capabilities::ALL
     }
 
-    /// One statement. Cancel safe: if the future is dropped, a lock the statement took is
-    /// released in the background.
+    /// One statement, run in a task of its own ([`detach`](crate::stores::detach)): if the
+    /// future is dropped, a lock the statement took is released in the background.
     async fn try_acquire(
         &self,
         request: AcquireRequest<'_>,
     ) -> std::result::Result<Acquire, StoreError> {
-        let (tx, rx) = oneshot::channel();
-        let pending = Pending {
-            inner: self.inner.clone(),
-            key: request.key.to_owned(),
-            owner: request.owner.to_owned(),
-            rx: Some(rx),
-        };
-        let inner = self.inner.clone();
-        let (key, owner) = (pending.key.clone(), pending.owner.clone());
+        let (inner, gone) = (self.inner.clone(), self.inner.clone());
+        let (key, owner) = (request.key.to_owned(), request.owner.to_owned());
+        let (k, o) = (key.clone(), owner.clone());
         let (ttl, metadata) = (request.ttl, request.metadata.map(str::to_owned));
-        tokio::spawn(async move {
-            let answer = inner.acquire(&key, &owner, ttl, metadata.as_deref()).await;
-            if let Err(Ok(Acquire::Acquired(_))) = tx.send(answer) {
-                // Nobody is waiting for this lock any more.
-                let _ = inner.release(&key, &owner).await;
-            }
-        });
-        pending.wait().await
+        let statement = async move { inner.acquire(&key, &owner, ttl, metadata.as_deref()).await };
+        let release = move || async move { gone.release(&k, &o).await };
+        crate::stores::detach::acquire(request.key, &self.inner.describe, statement, release)
+            .await?
     }
 
     async fn release(&self, key: &str, owner: &str) -> std::result::Result<bool, StoreError> {
