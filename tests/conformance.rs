@@ -61,18 +61,11 @@ mod sqlite {
 }
 
 #[cfg(feature = "redis")]
-#[path = "support/redis_server.rs"]
-mod redis_server;
-
-#[cfg(feature = "redis")]
 mod redis_stores {
     use super::*;
 
-    use super::redis_server;
-
-    fn redis_url() -> String {
-        std::env::var("CADENAS_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
-    }
+    use cadenas_test_support::redis::{RedisCluster, RedisServer};
+    use cadenas_test_support::redis_url;
 
     /// Deletes every key containing `marker` (locks and fence counters of the run).
     async fn cleanup(url: &str, marker: &str) {
@@ -124,7 +117,7 @@ mod redis_stores {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn redis_single_node_without_namespace() {
         // Verrou's layout: no namespace, the key as is.
-        let server = redis_server::RedisServer::start();
+        let server = RedisServer::start();
         let suite = suite_over(server.url(), |url| async move {
             Locks::connect(&url).await.unwrap()
         });
@@ -133,7 +126,7 @@ mod redis_stores {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn redis_cluster_of_three_masters() {
-        let cluster = redis_server::RedisCluster::start(3);
+        let cluster = RedisCluster::start(3);
         let suite = suite_over(cluster.url(), |url| async move {
             Locks::connect(&url).await.unwrap()
         });
@@ -145,10 +138,7 @@ mod redis_stores {
 mod postgres {
     use super::*;
 
-    fn base_url() -> String {
-        std::env::var("CADENAS_TEST_POSTGRES_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
-    }
+    use cadenas_test_support::postgres::base_url;
 
     async fn drop_table(table: &str) {
         let pool = sqlx::PgPool::connect(&base_url()).await.unwrap();
@@ -191,10 +181,7 @@ mod postgres {
 mod mysql {
     use super::*;
 
-    fn base_url() -> String {
-        std::env::var("CADENAS_TEST_MYSQL_URL")
-            .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".into())
-    }
+    use cadenas_test_support::mysql::base_url;
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn mariadb() {

@@ -107,13 +107,12 @@ fn exec_with_a_one_second_ttl_is_never_seen_free_sqlite() {
 }
 
 #[cfg(feature = "redis")]
-#[path = "support/redis_server.rs"]
-mod redis_server;
+use cadenas_test_support::redis::RedisServer;
 
 #[cfg(feature = "redis")]
 #[test]
 fn exec_with_a_one_second_ttl_is_never_seen_free_redis() {
-    let server = redis_server::RedisServer::start();
+    let server = RedisServer::start();
     let dir = tempfile::tempdir().unwrap();
     held_for_five_seconds_with_a_one_second_ttl(&server.url(), dir.path());
 }
@@ -123,7 +122,7 @@ fn exec_with_a_one_second_ttl_is_never_seen_free_redis() {
 #[cfg(feature = "redis")]
 #[test]
 fn exec_exits_76_when_the_redis_server_stops() {
-    let mut server = redis_server::RedisServer::start();
+    let mut server = RedisServer::start();
     let store = format!("{}?timeout=500ms&connect_timeout=500ms", server.url());
     let exec = cadenas(&store)
         .args([

@@ -1,4 +1,5 @@
 //! The real `cadenas` binary against a SQLite file shared by several processes.
+#![cfg(feature = "sqlite")]
 
 use std::path::Path;
 use std::process::{Child, Command as StdCommand, Stdio};
