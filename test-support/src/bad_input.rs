@@ -1,5 +1,5 @@
-//! The machinery of the bad-input table (the library's `tests/bad_input.rs` and the CLI's
-//! `cli/tests/bad_input.rs`; every row is listed in docs/bad-input.md): the servers and
+//! The machinery of the bad-input table (the library's `tests/bad_input/` and the CLI's
+//! `cli/tests/bad_input/`; every row is listed in docs/bad-input.md): the servers and
 //! stores every case may use, what a case expects, and the walk that runs each case and
 //! checks it.
 
