@@ -10,7 +10,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use cadenas::conformance::{run_all, Suite};
-use cadenas::{Locks, Store};
+use cadenas::Locks;
 
 /// A suite whose clients are fresh connections made by `connect(url)`.
 fn suite_over<F, Fut>(url: String, connect: F) -> Suite
@@ -47,7 +47,7 @@ mod sqlite {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn sqlite_in_memory_with_a_namespace_and_table() {
-        let store: Arc<dyn Store> = Arc::new(
+        let store: Arc<dyn cadenas::Store> = Arc::new(
             cadenas::stores::sqlite::SqliteStore::connect("sqlite::memory:?table=verrou")
                 .await
                 .unwrap(),
