@@ -10,7 +10,8 @@
 //! - [`verrou_sql`]: a real Node.js Verrou process on the SQL stores;
 //! - [`bad_input`]: the machinery of the bad-input table; [`security`]: the URLs with
 //!   passwords that must never show; [`captured`]: a tracing writer that keeps the logs;
-//!   [`measure`]: throughput loops compared on a noisy machine.
+//!   [`measure`]: throughput loops compared on a noisy machine; [`process`]: waiting on
+//!   child processes and conditions with deadlines.
 //!
 //! Every server is killed on Drop and prints its log first when the test is failing. A
 //! missing server binary fails the test with the command that installs it: nothing here
@@ -22,6 +23,7 @@ pub mod captured;
 pub mod measure;
 pub mod mysql;
 pub mod postgres;
+pub mod process;
 pub mod redis;
 pub mod security;
 pub mod sql;
