@@ -1,7 +1,4 @@
 //! Entry points for the fuzz targets in `fuzz/`, compiled only with `--cfg fuzzing` (which
-//! `cargo fuzz` sets). Not part of the API.
+//! `cargo fuzz` sets). Not part of the API. The CLI's entry point is `cadenas_cli::fuzz_run`.
 
 pub use crate::token::Token;
-
-#[cfg(feature = "cli")]
-pub use crate::cli::fuzz_run as cli_run;

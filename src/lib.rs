@@ -25,8 +25,6 @@
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
 
-#[cfg(feature = "cli")]
-pub mod cli;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 pub mod duration;

@@ -13,7 +13,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use cadenas::conformance::{run_all, run_bare, StoreSuite, Suite};
-use cadenas::{Locks, Store};
+use cadenas::Locks;
 
 /// A suite whose clients are fresh connections made by `connect(url)`.
 fn suite_over<F, Fut>(url: String, connect: F) -> Suite
@@ -64,7 +64,7 @@ mod sqlite {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn sqlite_in_memory_with_a_namespace_and_table() {
-        let store: Arc<dyn Store> = Arc::new(
+        let store: Arc<dyn cadenas::Store> = Arc::new(
             cadenas::stores::sqlite::SqliteStore::connect("sqlite::memory:?table=verrou")
                 .await
                 .unwrap(),
@@ -88,18 +88,11 @@ mod sqlite {
 }
 
 #[cfg(feature = "redis")]
-#[path = "support/redis_server.rs"]
-mod redis_server;
-
-#[cfg(feature = "redis")]
 mod redis_stores {
     use super::*;
 
-    use super::redis_server;
-
-    fn redis_url() -> String {
-        std::env::var("CADENAS_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
-    }
+    use cadenas_test_support::redis::{RedisCluster, RedisServer};
+    use cadenas_test_support::redis_url;
 
     /// Deletes every key containing `marker` (locks and fence counters of the run).
     async fn cleanup(url: &str, marker: &str) {
@@ -151,7 +144,7 @@ mod redis_stores {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn redis_single_node_without_namespace() {
         // Verrou's layout: no namespace, the key as is.
-        let server = redis_server::RedisServer::start();
+        let server = RedisServer::start();
         let suite = suite_over(server.url(), |url| async move {
             Locks::connect(&url).await.unwrap()
         });
@@ -160,7 +153,7 @@ mod redis_stores {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn redis_cluster_of_three_masters() {
-        let cluster = redis_server::RedisCluster::start(3);
+        let cluster = RedisCluster::start(3);
         let suite = suite_over(cluster.url(), |url| async move {
             Locks::connect(&url).await.unwrap()
         });
@@ -177,14 +170,14 @@ mod redis_stores {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn redis_cluster_bare() {
-        let cluster = redis_server::RedisCluster::start(3);
+        let cluster = RedisCluster::start(3);
         run_bare(&bare_over(&cluster.url()).await).await;
     }
 
     #[cfg(feature = "redlock")]
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn redlock_bare() {
-        let servers: Vec<_> = (0..3).map(|_| redis_server::RedisServer::start()).collect();
+        let servers: Vec<_> = (0..3).map(|_| RedisServer::start()).collect();
         let hosts: Vec<String> = servers
             .iter()
             .map(|s| format!("127.0.0.1:{}", s.port))
@@ -197,10 +190,7 @@ mod redis_stores {
 mod postgres {
     use super::*;
 
-    fn base_url() -> String {
-        std::env::var("CADENAS_TEST_POSTGRES_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
-    }
+    use cadenas_test_support::postgres::base_url;
 
     async fn drop_table(table: &str) {
         let pool = sqlx::PgPool::connect(&base_url()).await.unwrap();
@@ -250,10 +240,7 @@ mod postgres {
 mod mysql {
     use super::*;
 
-    fn base_url() -> String {
-        std::env::var("CADENAS_TEST_MYSQL_URL")
-            .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".into())
-    }
+    use cadenas_test_support::mysql::base_url;
 
     async fn drop_tables(table: &str) {
         let pool = sqlx::MySqlPool::connect(&base_url()).await.unwrap();

@@ -19,10 +19,7 @@ fn random(prefix: &str) -> String {
     format!("{prefix}{:012x}", rand::random::<u64>() >> 16)
 }
 
-#[path = "support/captured.rs"]
-mod captured;
-
-use captured::Captured;
+use cadenas_test_support::captured::Captured;
 
 async fn wait_until<F, Fut>(what: &str, limit: Duration, mut cond: F)
 where
@@ -89,15 +86,14 @@ async fn dropped_guard_logs_a_warning_and_frees_the_lock_sqlite() {
 }
 
 #[cfg(feature = "redis")]
-#[path = "support/redis_server.rs"]
-mod redis_server;
+use cadenas_test_support::redis::{RedisCluster, RedisServer};
 
 /// Kill the Redis server under a guard with auto_extend: the lost signal fires before the
 /// lease would have expired, and it is logged once.
 #[cfg(feature = "redis")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_going_away_fires_the_lost_signal_before_the_lease_expires() {
-    let mut server = redis_server::RedisServer::start();
+    let mut server = RedisServer::start();
     let url = format!("{}?timeout=500ms&connect_timeout=500ms", server.url());
     let locks = Locks::connect(&url).await.unwrap();
     let mut events = locks.events();
@@ -318,7 +314,7 @@ async fn expiry_watcher_in_three_processes_sqlite() {
 #[cfg(feature = "redis")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expiry_watcher_in_three_processes_redis() {
-    let server = redis_server::RedisServer::start();
+    let server = RedisServer::start();
     three_watchers_report_each_expiry_once(&server.url()).await;
 }
 
@@ -326,15 +322,14 @@ async fn expiry_watcher_in_three_processes_redis() {
 #[cfg(feature = "redis")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expiry_watcher_in_three_processes_redis_cluster() {
-    let cluster = redis_server::RedisCluster::start(3);
+    let cluster = RedisCluster::start(3);
     three_watchers_report_each_expiry_once(&cluster.url()).await;
 }
 
 #[cfg(feature = "postgres")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expiry_watcher_in_three_processes_postgres() {
-    let base = std::env::var("CADENAS_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let base = cadenas_test_support::postgres::base_url();
     let table = random("cadenas_watch_");
     let url = format!("{base}?table={table}");
     if let Err(e) = Locks::connect(&url).await {
@@ -353,8 +348,7 @@ async fn expiry_watcher_in_three_processes_postgres() {
 #[cfg(feature = "mysql")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expiry_watcher_in_three_processes_mariadb() {
-    let base = std::env::var("CADENAS_TEST_MYSQL_URL")
-        .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".into());
+    let base = cadenas_test_support::mysql::base_url();
     let table = random("cadenas_watch_");
     let url = format!("{base}?table={table}");
     if let Err(e) = Locks::connect(&url).await {

@@ -9,13 +9,8 @@
 
 use std::sync::Arc;
 
-#[path = "support/mysql.rs"]
-mod my;
-use my::*;
-
-#[path = "support/measure.rs"]
-mod measure;
-use measure::{compare, cycle, Cycle};
+use cadenas_test_support::measure::{self, compare, cycle, Cycle};
+use cadenas_test_support::mysql::*;
 
 /// The ceiling: `GET_LOCK` then `RELEASE_LOCK`, each statement on a connection checked out
 /// of the pool for that statement, as the store does — through a store's own pool (one per

@@ -16,9 +16,8 @@ use cadenas::Error;
 use sqlx::mysql::MySqlPoolOptions;
 use sqlx::Executor;
 
-#[path = "support/mysql.rs"]
-mod my;
-use my::*;
+use cadenas_test_support::mysql::*;
+use cadenas_test_support::verrou_sql as verrou;
 
 #[tokio::test]
 async fn bad_table_name_is_refused_before_any_sql() {
@@ -215,11 +214,6 @@ async fn pool_options() {
     assert!(s.release("k", "o").await.unwrap());
 }
 
-/// Drives a real Node.js Verrou (`@verrou/core` with its Knex adapter) over stdin/stdout.
-/// Its packages are installed with npm into the target directory on first use.
-#[path = "support/verrou_sql.rs"]
-mod verrou;
-
 /// Verrou (Node.js, Knex) and cadenas share one table and exclude each other.
 #[tokio::test]
 async fn verrou_interop() {
@@ -227,7 +221,13 @@ async fn verrou_interop() {
     let table = random_name("verrou");
     let _c = cleanup_table(&table);
     // Verrou starts first and creates its three-column table.
-    let mut node = verrou::Node::start(KNEX_CLIENT, &base_url(), &table).await;
+    let mut node = verrou::Node::start(
+        env!("CARGO_TARGET_TMPDIR"),
+        KNEX_CLIENT,
+        &base_url(),
+        &table,
+    )
+    .await;
     let answer = node.cmd("try k1").await;
     let node_owner = answer.strip_prefix("acquired ").expect(&answer).to_owned();
     let s = connect(&with_query(&base_url(), &format!("table={table}"))).await;

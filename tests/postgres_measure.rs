@@ -14,13 +14,8 @@ use std::time::Instant;
 
 use cadenas::store::{Acquire, AcquireRequest, Store};
 
-#[path = "support/postgres.rs"]
-mod pg;
-use pg::*;
-
-#[path = "support/measure.rs"]
-mod measure;
-use measure::{and, compare, cycle, Cycle};
+use cadenas_test_support::measure::{self, and, compare, cycle, Cycle};
+use cadenas_test_support::postgres::*;
 
 /// The ceiling: `pg_try_advisory_lock` then `pg_advisory_unlock`, each statement on a
 /// connection checked out of the pool for that statement, as the store does — through a

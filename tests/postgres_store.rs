@@ -15,9 +15,8 @@ use cadenas::stores::postgres::{PostgresOptions, PostgresStore};
 use cadenas::Error;
 use sqlx::postgres::PgPoolOptions;
 
-#[path = "support/postgres.rs"]
-mod pg;
-use pg::*;
+use cadenas_test_support::postgres::*;
+use cadenas_test_support::verrou_sql as verrou;
 
 #[tokio::test]
 async fn bad_table_name_is_refused_before_any_sql() {
@@ -162,7 +161,7 @@ async fn unlogged_table_and_schema_option() {
     );
 
     let schema = random_name("cadenas_s");
-    let _cs = Cleanup(vec![format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE")]);
+    let _cs = cleanup(vec![format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE")]);
     sqlx::query(&format!("CREATE SCHEMA \"{schema}\""))
         .execute(&admin)
         .await
@@ -433,11 +432,6 @@ async fn a_pool_of_one_with_subscriptions_does_not_deadlock() {
     assert!(!pool.is_closed(), "close leaves a caller's pool open");
 }
 
-/// Drives a real Node.js Verrou (`@verrou/core` with its Knex adapter) over stdin/stdout.
-/// Its packages are installed with npm into the target directory on first use.
-#[path = "support/verrou_sql.rs"]
-mod verrou;
-
 /// Verrou (Node.js, Knex) and cadenas share one table and exclude each other.
 #[tokio::test]
 async fn verrou_interop() {
@@ -445,7 +439,13 @@ async fn verrou_interop() {
     let table = random_name("verrou");
     let _c = cleanup_table(&table);
     // Verrou starts first and creates its three-column table.
-    let mut node = verrou::Node::start(KNEX_CLIENT, &base_url(), &table).await;
+    let mut node = verrou::Node::start(
+        env!("CARGO_TARGET_TMPDIR"),
+        KNEX_CLIENT,
+        &base_url(),
+        &table,
+    )
+    .await;
     let answer = node.cmd("try k1").await;
     let node_owner = answer.strip_prefix("acquired ").expect(&answer).to_owned();
     let s = connect(&with_query(&base_url(), &format!("table={table}"))).await;

@@ -2,15 +2,12 @@
 //! Run with `cargo test --features redis --test redis_cluster`.
 #![cfg(feature = "redis")]
 
-#[path = "support/redis_server.rs"]
-mod redis_server;
-
 use std::collections::BTreeSet;
 use std::time::Duration;
 
 use cadenas::stores::redis::{keys, RedisStore};
 use cadenas::{Acquire, AcquireRequest, Store};
-use redis_server::RedisCluster;
+use cadenas_test_support::redis::RedisCluster;
 
 const WAIT: Duration = Duration::from_secs(5);
 

@@ -5,15 +5,12 @@
 //! `cargo test --features redis --test redis_store`.
 #![cfg(feature = "redis")]
 
-#[path = "support/redis_server.rs"]
-mod redis_server;
-
 use std::time::{Duration, Instant};
 
 use cadenas::stores::redis::{keys, RedisStore};
 use cadenas::{Acquire, AcquireRequest, Store, StoreErrorKind};
+use cadenas_test_support::redis::RedisServer;
 use redis::AsyncCommands;
-use redis_server::RedisServer;
 
 const WAIT: Duration = Duration::from_secs(5);
 
@@ -199,10 +196,7 @@ async fn unknown_host_and_server_down_fail_clearly() {
         .unwrap_err();
     assert!(e.is_unavailable(), "{e}");
     assert!(e.to_string().contains("no-such-host.invalid"), "{e}");
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    let port = cadenas_test_support::free_port();
     let started = Instant::now();
     let e = RedisStore::connect(&format!("redis://127.0.0.1:{port}"))
         .await

@@ -5,16 +5,13 @@
 //! (`target/tmp/verrou-interop`). Run with `cargo test --features redis --test redis_verrou`.
 #![cfg(feature = "redis")]
 
-#[path = "support/redis_server.rs"]
-mod redis_server;
-
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
 use cadenas::stores::redis::RedisStore;
 use cadenas::{Acquire, AcquireRequest, Store};
-use redis_server::RedisServer;
+use cadenas_test_support::redis::RedisServer;
 
 const VERROU: &str = "@verrou/core@0.5";
 const IOREDIS: &str = "ioredis@5";

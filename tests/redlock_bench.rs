@@ -8,15 +8,12 @@
 //! acquire latency p50/p99 with all nodes up and with one node stopped (SIGSTOP).
 #![cfg(feature = "redlock")]
 
-#[path = "support/redis_server.rs"]
-mod redis_server;
-
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cadenas::Locks;
-use redis_server::RedisServer;
+use cadenas_test_support::redis::RedisServer;
 
 const PHASE: Duration = Duration::from_secs(3);
 const SAMPLES: usize = 2000;

@@ -4,17 +4,14 @@
 //! The race runs 2,000 rounds by default; set `CADENAS_REDLOCK_RACE=10000` for the long run.
 #![cfg(feature = "redlock")]
 
-#[path = "support/redis_server.rs"]
-mod redis_server;
-
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cadenas::stores::redlock::RedlockStore;
 use cadenas::{Error, Locks, Retry, StoreErrorKind};
+use cadenas_test_support::redis::RedisServer;
 use redis::AsyncCommands;
-use redis_server::RedisServer;
 
 fn start(n: usize) -> Vec<RedisServer> {
     (0..n).map(|_| RedisServer::start()).collect()

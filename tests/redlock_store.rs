@@ -3,17 +3,14 @@
 //! `redlock_faults.rs`. Run with `cargo test --features redlock,conformance --test redlock_store`.
 #![cfg(all(feature = "redlock", feature = "conformance"))]
 
-#[path = "support/redis_server.rs"]
-mod redis_server;
-
 use std::sync::Arc;
 use std::time::Duration;
 
 use cadenas::conformance::{run_all, Suite};
 use cadenas::stores::redlock::RedlockStore;
 use cadenas::{Error, Locks, Retry, Store};
+use cadenas_test_support::redis::RedisServer;
 use redis::AsyncCommands;
-use redis_server::RedisServer;
 
 const SLOW_HOST: &str = "?node_timeout=2s";
 

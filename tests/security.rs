@@ -4,10 +4,11 @@
 //!   generator seeded and reseeded from the operating system), written as 26 Crockford base32
 //!   characters: unique, of that format, and every one of the 128 bits varies.
 //! - No password shows in an error (`Display`, `Debug`), a store's or factory's `Debug`, a
-//!   tracing line (captured at TRACE, `log` records included) or the CLI's output, for a
-//!   recognisable password in every URL form: parse errors, wrong passwords against the real
-//!   servers, and (PostgreSQL with trust auth) a password the server ignores, so the lock is
-//!   used with the password in its URL.
+//!   tracing line (captured at TRACE, `log` records included), for a recognisable password
+//!   in every URL form: parse errors, wrong passwords against the real servers, and
+//!   (PostgreSQL with trust auth) a password the server ignores, so the lock is used with the
+//!   password in its URL. The same URLs through the `cadenas` binary: the CLI crate's
+//!   `tests/security.rs`.
 //! - `rediss://` connects to a TLS server with a trusted CA and refuses an untrusted
 //!   certificate: `tests/redis_store.rs`
 //!   (`tls_with_a_trusted_ca_works_and_an_untrusted_certificate_is_refused`); here, a wrong
@@ -16,7 +17,6 @@
 //!   `tests/mysql_store.rs` (`bad_table_name_is_refused_before_any_sql`, against a port
 //!   nobody listens on); here, a bad namespace against the real servers creates no table.
 #![cfg(all(
-    feature = "cli",
     feature = "redis",
     feature = "redlock",
     feature = "postgres",
@@ -25,21 +25,14 @@
 
 use std::collections::HashSet;
 use std::sync::OnceLock;
-use std::time::Duration;
 
 use cadenas::{Error, Locks};
 
-#[path = "support/captured.rs"]
-mod captured;
-#[path = "support/redis_server.rs"]
-mod redis_server;
-
-use captured::Captured;
-
-use redis_server::RedisServer;
-
-/// The password every URL here carries. It must never be shown.
-const PASSWORD: &str = "Sekr3tPw-4c1d9e";
+use cadenas_test_support::captured::Captured;
+use cadenas_test_support::postgres::cleanup_table;
+use cadenas_test_support::security::{
+    assert_hidden, ignored_password_url, refused_urls, WrongPasswords,
+};
 
 /// Everything logged by this test binary, at TRACE, `log` records included.
 fn logs() -> &'static Captured {
@@ -57,14 +50,6 @@ fn logs() -> &'static Captured {
     })
 }
 
-/// Fails if `text` (from `what`) shows the password.
-fn assert_hidden(what: &str, text: &str) {
-    assert!(
-        !text.contains(PASSWORD),
-        "{what} shows the password:\n{text}"
-    );
-}
-
 /// Fails if the logs so far show the password, and returns how many bytes were logged.
 fn assert_logs_hidden() -> usize {
     let text = logs().text();
@@ -72,29 +57,13 @@ fn assert_logs_hidden() -> usize {
     text.len()
 }
 
-/// Runs `cadenas ARGS` and checks its output; returns the exit code and stderr. With
-/// `CADENAS_LOG=trace`, its own tracing lines go to stderr too.
-fn cli(args: &[&str]) -> (Option<i32>, String) {
-    let out = assert_cmd::Command::cargo_bin("cadenas")
-        .unwrap()
-        .args(args)
-        .env("CADENAS_LOG", "trace")
-        .env_remove("CADENAS_STORE")
-        .env_remove("CADENAS_STORES")
-        .timeout(Duration::from_secs(60))
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_hidden(&format!("`cadenas {}` (stdout)", args.join(" ")), &stdout);
-    assert_hidden(&format!("`cadenas {}` (stderr)", args.join(" ")), &stderr);
-    (out.status.code(), stderr)
-}
-
 /// Connects to `url`, and if that works, takes and releases a lock; checks every error,
 /// `Debug` and the logs. Returns the error, if any.
 async fn use_url(url: &str) -> Option<Error> {
-    assert!(url.contains(PASSWORD), "{url}");
+    assert!(
+        url.contains(cadenas_test_support::security::PASSWORD),
+        "{url}"
+    );
     let err = match Locks::connect(url).await {
         Err(e) => e,
         Ok(locks) => {
@@ -126,23 +95,6 @@ async fn use_url(url: &str) -> Option<Error> {
     }
     assert_logs_hidden();
     Some(err)
-}
-
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
-
-fn base(var: &str, default: &str) -> url::Url {
-    url::Url::parse(&std::env::var(var).unwrap_or_else(|_| default.to_owned())).unwrap()
-}
-
-/// `base` with `user` and the password.
-fn with_password(mut u: url::Url, scheme: &str, user: &str) -> String {
-    u.set_username(user).unwrap();
-    u.set_password(Some(PASSWORD)).unwrap();
-    u.as_str()
-        .replacen(&format!("{}://", u.scheme()), &format!("{scheme}://"), 1)
 }
 
 #[test]
@@ -186,26 +138,7 @@ fn owner_ids_are_128_random_bits_in_base32() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn passwords_never_show_for_urls_that_do_not_parse_or_open() {
     logs();
-    let pw = PASSWORD;
-    let urls = [
-        format!("redis://u:{pw}@127.0.0.1:99999"),
-        format!("redis://u:{pw}@ho st:1"),
-        format!("redis://u:{pw}/x@127.0.0.1:1"),
-        format!("rediss://u:{pw}@127.0.0.1:1/?bogus=1"),
-        format!("rediss://u:{pw}@127.0.0.1:1/?ca_file=no-such-ca.pem"),
-        format!("redis+cluster://u:{pw}@127.0.0.1:1,,127.0.0.1:2"),
-        format!("redis+cluster://u:{pw}@127.0.0.1:1,127.0.0.1:2/5"),
-        format!("redlock://u:{pw}@127.0.0.1:1,127.0.0.1:1,127.0.0.1:2"),
-        format!("redlock://u:{pw}@127.0.0.1:1,127.0.0.1:x"),
-        format!("postgres://u:{pw}@127.0.0.1:1/db?table=bad;drop"),
-        format!("postgres://u:{pw}@[::1/db"),
-        format!("postgresql://u:{pw}@127.0.0.1:1/db?bogus=1"),
-        format!("mysql://u:{pw}@127.0.0.1:1/db?table=1abc"),
-        format!("mariadb://u:{pw}@127.0.0.1:1/db?schema=x"),
-        format!("gopher://u:{pw}@h/x"),
-        format!("sqlite://u:{pw}@h/locks.db"),
-    ];
-    for url in &urls {
+    for url in &refused_urls() {
         let e = use_url(url).await.unwrap_or_else(|| panic!("{url} opened"));
         assert!(
             matches!(
@@ -214,8 +147,6 @@ async fn passwords_never_show_for_urls_that_do_not_parse_or_open() {
             ),
             "{url}: {e:?}"
         );
-        let (code, stderr) = cli(&["status", "--store", url, "k"]);
-        assert_eq!(code, Some(2), "{url}: {stderr}");
     }
 }
 
@@ -223,38 +154,12 @@ async fn passwords_never_show_for_urls_that_do_not_parse_or_open() {
 async fn passwords_never_show_with_wrong_passwords_against_the_servers() {
     let before = assert_logs_hidden();
     // Redis, plain and TLS, each requiring a password of its own.
-    let plain = RedisServer::with_password("the-right-one-1");
-    let tls = RedisServer::tls_with_password("the-right-one-2");
-    let ca = tls.tls.as_ref().unwrap().ca.display().to_string();
-    let pg = base(
-        "CADENAS_TEST_POSTGRES_URL",
-        "postgres://postgres@127.0.0.1:5432/test",
-    );
-    let my = base("CADENAS_TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306/test");
-    let nobody = format!("nobody_{:x}", rand::random::<u32>());
-    let (pw, p, t) = (PASSWORD, plain.port, tls.port);
-    let cases = [
-        format!("redis://:{pw}@127.0.0.1:{p}"),
-        format!("redis://default:{pw}@127.0.0.1:{p}/0"),
-        format!("rediss://:{pw}@127.0.0.1:{t}?ca_file={ca}"),
-        format!("redis+cluster://:{pw}@127.0.0.1:{p}?connect_timeout=3s"),
-        format!(
-            "redlock://:{pw}@127.0.0.1:{p},127.0.0.1:{},127.0.0.1:{}?retry_count=0",
-            free_port(),
-            free_port()
-        ),
-        with_password(pg.clone(), "postgres", &nobody),
-        with_password(pg, "postgresql", &nobody),
-        with_password(my.clone(), "mysql", my.username()),
-        with_password(my, "mariadb", &nobody),
-    ];
-    for url in &cases {
+    let servers = WrongPasswords::start();
+    for url in &servers.urls() {
         let e = use_url(url)
             .await
             .unwrap_or_else(|| panic!("{url} worked with a wrong password"));
         assert!(e.is_unavailable(), "{url}: {e}");
-        let (code, stderr) = cli(&["acquire", "--wait", "0", "--store", url, "k"]);
-        assert_eq!(code, Some(69), "{url}: {stderr}");
     }
     assert!(assert_logs_hidden() > before, "nothing was logged");
 }
@@ -262,46 +167,19 @@ async fn passwords_never_show_with_wrong_passwords_against_the_servers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_password_the_server_ignores_never_shows_while_locks_are_used() {
     // PostgreSQL on trust auth accepts any password: the store runs with it in its URL.
-    let mut pg = base(
-        "CADENAS_TEST_POSTGRES_URL",
-        "postgres://postgres@127.0.0.1:5432/test",
-    );
     let table = format!("cadenas_sec_{:x}", rand::random::<u32>());
-    pg.query_pairs_mut().append_pair("table", &table);
-    let user = pg.username().to_owned();
-    let url = with_password(pg, "postgresql", &user);
+    let _cleanup = cleanup_table(&table);
+    let url = ignored_password_url(&table);
     if let Some(e) = use_url(&url).await {
         panic!("PostgreSQL with trust auth refused {url:?}: {e}");
-    }
-    let (code, stderr) = cli(&["list", "--store", &url]);
-    assert_eq!(code, Some(0), "{stderr}");
-    drop_table(&table).await;
-}
-
-async fn drop_table(table: &str) {
-    let base = std::env::var("CADENAS_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
-    let pool = sqlx::PgPool::connect(&base).await.unwrap();
-    for s in [
-        format!("DROP TABLE IF EXISTS \"{table}\""),
-        format!("DROP SEQUENCE IF EXISTS \"{table}_fence_seq\""),
-    ] {
-        sqlx::query(&s).execute(&pool).await.unwrap();
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_namespace_is_refused_before_any_sql() {
-    let pg_base = std::env::var("CADENAS_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
-    let my_base = std::env::var("CADENAS_TEST_MYSQL_URL")
-        .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".to_owned());
-    let pg = sqlx::PgPool::connect(&pg_base).await.unwrap_or_else(|e| {
-        panic!("PostgreSQL is not reachable at {pg_base} ({e}); start it or set CADENAS_TEST_POSTGRES_URL")
-    });
-    let my = sqlx::MySqlPool::connect(&my_base).await.unwrap_or_else(|e| {
-        panic!("MariaDB is not reachable at {my_base} ({e}); start it or set CADENAS_TEST_MYSQL_URL")
-    });
+    use cadenas_test_support::{mysql, postgres};
+    let (pg_base, my_base) = (postgres::base_url(), mysql::base_url());
+    let (pg, my) = (postgres::admin().await, mysql::admin().await);
     for bad in ["a'b", "x;drop table t", "a b", ""] {
         let table = format!("cadenas_ns_{:x}", rand::random::<u32>());
         let query = format!(

@@ -15,9 +15,7 @@ use cadenas::{Error, EventKind, Guard, Locks};
 use tokio::sync::broadcast::Receiver;
 use tokio::time::Instant;
 
-#[path = "support/sql_server.rs"]
-mod sql_server;
-use sql_server::Stop;
+use cadenas_test_support::sql_server::{self, Stop};
 
 /// The leases' ttl: the watchdog extends every ttl/3 and gives up ttl/10 before the end, so a
 /// restart must take well under ttl/2 (a private server restarts in well under a second).

@@ -18,9 +18,9 @@ fuzz_target!(|data: &[u8]| {
         data.split(|&b| b == 0)
             .map(|a| OsString::from_vec(a.to_vec())),
     );
-    let (code, message) = cadenas::fuzzing::cli_run(args.clone());
+    let (code, message) = cadenas_cli::fuzz_run(args.clone());
     assert!(
-        code != cadenas::cli::EXIT_UNAVAILABLE && code != cadenas::cli::EXIT_LOST,
+        code != cadenas_cli::EXIT_UNAVAILABLE && code != cadenas_cli::EXIT_LOST,
         "{args:?} exited {code}: {message}"
     );
     // Messages of cadenas (not clap's, which quote the arguments) reveal nothing of the
@@ -39,7 +39,7 @@ fuzz_target!(|data: &[u8]| {
         assert_password_hidden(url, |url| {
             let mut run = args.clone();
             run[i] = OsString::from(format!("{flag}{url}"));
-            let (code, message) = cadenas::fuzzing::cli_run(run);
+            let (code, message) = cadenas_cli::fuzz_run(run);
             // clap's errors quote arguments: not ours to judge.
             if message.starts_with("error:") {
                 return "clap error".to_owned();

@@ -9,7 +9,6 @@ use super::table::After::{Free, Held, Nothing};
 use super::table::Expect::*;
 use super::table::On::{Mysql, Postgres, Redis, Sqlite};
 use super::table::*;
-use super::{hold, long, TTL};
 
 pub fn cases() -> Vec<Case> {
     vec![

@@ -62,7 +62,12 @@ impl StoreSuite {
 
     /// The store and its peer in turn, for tasks of their own.
     fn client(&self, i: usize) -> Arc<dyn Store> {
-        if i % 2 == 0 { &self.store } else { &self.peer }.clone()
+        if i.is_multiple_of(2) {
+            &self.store
+        } else {
+            &self.peer
+        }
+        .clone()
     }
 
     /// A key unique to this run and `name`.

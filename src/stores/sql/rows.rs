@@ -64,7 +64,11 @@ mod tests {
         #[cfg(any(feature = "postgres", feature = "mysql"))]
         {
             assert_eq!(ttl_ms(None), None);
-            assert_eq!(ttl_ms(Some(Duration::from_micros(1500))), Some(2), "rounded up");
+            assert_eq!(
+                ttl_ms(Some(Duration::from_micros(1500))),
+                Some(2),
+                "rounded up"
+            );
         }
         assert_eq!(remaining(Some(-5)), Some(Duration::ZERO));
         assert_eq!(fence(Some(0)), None);

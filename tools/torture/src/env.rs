@@ -59,7 +59,7 @@ impl StoreEnv {
                 };
                 let mut hosts = Vec::new();
                 for _ in 0..count {
-                    let server = RedisServer::start(dir)?;
+                    let server = RedisServer::start_in(dir).map_err(anyhow::Error::msg)?;
                     hosts.push(format!("127.0.0.1:{}", server.port));
                     env.servers.push(Arc::new(Mutex::new(server)));
                 }

@@ -126,7 +126,9 @@ pub async fn restart(servers: Vec<Arc<Mutex<RedisServer>>>, down: Duration) -> R
     }
     tokio::time::sleep(down).await;
     for s in servers {
-        tokio::task::spawn_blocking(move || s.lock().unwrap().start_again()).await??;
+        tokio::task::spawn_blocking(move || s.lock().unwrap().try_restart())
+            .await?
+            .map_err(anyhow::Error::msg)?;
     }
     Ok(Fault {
         kind: FaultKind::Restart.name().into(),

@@ -1,112 +1,12 @@
 //! Servers the tool runs itself (redis-server on free ports, so it can kill and restart
-//! them) and the admin side of the SQL stores (killing connections, users, tables).
-
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+//! them: the test support's [`RedisServer`], without persistence, so a restart loses every
+//! key as a crash of a Redis without AOF does) and the admin side of the SQL stores (killing
+//! connections, users, tables).
 
 use anyhow::{bail, Context, Result};
 use sqlx::{Executor, Row};
 
-const READY_TIMEOUT: Duration = Duration::from_secs(20);
-
-/// A free TCP port on 127.0.0.1.
-pub fn free_port() -> Result<u16> {
-    let listener = TcpListener::bind("127.0.0.1:0").context("binding 127.0.0.1:0")?;
-    Ok(listener.local_addr()?.port())
-}
-
-/// One `redis-server` without persistence: a restart loses every key, as a crash of a Redis
-/// without AOF does.
-#[derive(Debug)]
-pub struct RedisServer {
-    pub port: u16,
-    dir: PathBuf,
-    child: Option<Child>,
-}
-
-impl RedisServer {
-    /// Starts a server on a free port, its files under `dir`.
-    pub fn start(dir: &Path) -> Result<RedisServer> {
-        let port = free_port()?;
-        let dir = dir.join(format!("redis-{port}"));
-        std::fs::create_dir_all(&dir)?;
-        let mut server = RedisServer {
-            port,
-            dir,
-            child: None,
-        };
-        server.run()?;
-        Ok(server)
-    }
-
-    fn log_path(&self) -> PathBuf {
-        self.dir.join("redis.log")
-    }
-
-    fn readies(&self) -> usize {
-        std::fs::read_to_string(self.log_path())
-            .unwrap_or_default()
-            .matches("Ready to accept connections")
-            .count()
-    }
-
-    fn run(&mut self) -> Result<()> {
-        let before = self.readies();
-        let child = Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
-            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
-            .arg("--dir")
-            .arg(&self.dir)
-            .arg("--logfile")
-            .arg(self.log_path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn();
-        let child = match child {
-            Ok(c) => c,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
-                "`redis-server` is not on PATH: the Redis and Redlock tortures run their own. \
-                 Install it with `apt-get install redis-server` or `brew install redis`"
-            ),
-            Err(e) => return Err(e).context("starting redis-server"),
-        };
-        self.child = Some(child);
-        let deadline = Instant::now() + READY_TIMEOUT;
-        while self.readies() <= before {
-            if Instant::now() > deadline {
-                bail!(
-                    "redis-server on port {} not ready after {READY_TIMEOUT:?}; its log:\n{}",
-                    self.port,
-                    std::fs::read_to_string(self.log_path()).unwrap_or_default()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        Ok(())
-    }
-
-    /// Kills the server (SIGKILL): its keys are gone.
-    pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// Starts it again on the same port, empty.
-    pub fn start_again(&mut self) -> Result<()> {
-        self.kill();
-        self.run()
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
+pub use cadenas_test_support::redis::RedisServer;
 
 /// The admin connection to a SQL store: kills the holders' connections and cleans up.
 pub enum SqlAdmin {

@@ -1,76 +1,134 @@
-//! The machinery of the bad-input table (`tests/bad_input.rs`): the servers and stores every
-//! case may use, what a case expects, and the walk that runs each case and checks it.
-#![allow(dead_code)]
+//! The machinery of the bad-input table (the library's `tests/bad_input/` and the CLI's
+//! `cli/tests/bad_input/`; every row is listed in docs/bad-input.md): the servers and
+//! stores every case may use, what a case expects, and the walk that runs each case and
+//! checks it.
 
 use std::future::Future;
-use std::net::TcpListener;
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use cadenas::{Error, Locks, StoreErrorKind};
 
-use super::redis_server::RedisServer;
+pub use crate::mysql::base_url as mysql_base;
+pub use crate::postgres::base_url as postgres_base;
+use crate::redis::RedisServer;
+pub use crate::redis_url as redis_base;
+pub use crate::{free_port, with_query};
 
 /// The password of the Redis server that requires one (never expected in any output).
 pub const REDIS_PASSWORD: &str = "BadInputRedisPw-1f7c";
 /// A wrong password, given to every store that takes one (never expected in any output).
 pub const WRONG_PASSWORD: &str = "WrongPw-8d2e6b";
 
+/// The lease of the locks the cases take first: it outlives every case.
+pub const TTL: Option<Duration> = Some(Duration::from_secs(30));
+
+/// Takes `key` on `on` for a case and returns its token.
+pub async fn hold(ctx: &Ctx, on: On, key: &str) -> String {
+    ctx.locks(on)
+        .lock(key)
+        .ttl(TTL)
+        .try_acquire()
+        .await
+        .unwrap()
+        .serialize()
+}
+
+/// A key of `n` bytes.
+pub fn long(n: usize) -> &'static str {
+    "k".repeat(n).leak()
+}
+
+/// The names of the rows of docs/bad-input.md (the second column of its numbered rows).
+pub fn documented_rows() -> Vec<String> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/bad-input.md");
+    let doc = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {path}: {e}"));
+    doc.lines()
+        .filter_map(|line| {
+            let mut cells = line.strip_prefix('|')?.split('|').map(str::trim);
+            let number = cells.next()?;
+            let name = cells.next()?;
+            number.parse::<u32>().ok().map(|_| name.to_owned())
+        })
+        .collect()
+}
+
+/// Runs every case of `cases` (a panic in one is a failure of that row, not the end of the
+/// walk) and fails with every failed row. First checks that `cases` are exactly the rows of
+/// docs/bad-input.md that `mine` picks (the library's rows, or the binary's): no row missing
+/// from the doc, none documented but gone.
+pub async fn walk(ctx: Ctx, cases: Vec<Case>, mine: fn(&str) -> bool) {
+    let mut documented: Vec<String> = documented_rows().into_iter().filter(|n| mine(n)).collect();
+    let mut names: Vec<String> = cases.iter().map(|c| c.name.to_owned()).collect();
+    documented.sort();
+    names.sort();
+    for name in &names {
+        assert!(
+            documented.contains(name),
+            "docs/bad-input.md does not list '{name}' (or this table should not have it)"
+        );
+    }
+    for name in &documented {
+        assert!(
+            names.contains(name),
+            "docs/bad-input.md lists '{name}', which is no row of the table"
+        );
+    }
+    let ctx = Arc::new(ctx);
+    let cases: Vec<Arc<Case>> = cases.into_iter().map(Arc::new).collect();
+    let mut failures = Vec::new();
+    for case in &cases {
+        let (ctx, row) = (ctx.clone(), case.clone());
+        let outcome = tokio::spawn(async move { run_case(&ctx, &row).await })
+            .await
+            .unwrap_or_else(|e| Err(format!("panicked: {e}")));
+        if let Err(why) = outcome {
+            failures.push(format!("{}: {why}", case.name));
+        }
+    }
+    ctx.cleanup().await;
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases failed:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
+}
+
+/// `prefix` and 12 random hex digits: a namespace or table of this run.
 pub fn random(prefix: &str) -> String {
     format!("{prefix}{:012x}", rand::random::<u64>() >> 16)
-}
-
-/// A port on 127.0.0.1 nobody listens on (bound, then closed).
-pub fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
-
-fn env_or(name: &str, default: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| default.to_owned())
-}
-
-pub fn redis_base() -> String {
-    env_or("CADENAS_TEST_REDIS_URL", "redis://127.0.0.1:6379")
-}
-
-pub fn postgres_base() -> String {
-    env_or(
-        "CADENAS_TEST_POSTGRES_URL",
-        "postgres://postgres@127.0.0.1:5432/test",
-    )
-}
-
-pub fn mysql_base() -> String {
-    env_or("CADENAS_TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306/test")
-}
-
-pub fn with_query(url: &str, query: &str) -> String {
-    let sep = if url.contains('?') { '&' } else { '?' };
-    format!("{url}{sep}{query}")
 }
 
 /// The stores the cases use, each in its own random namespace or table.
 pub struct Ctx {
     /// Redis at `CADENAS_TEST_REDIS_URL`, in a random namespace.
     pub redis: Locks,
+    /// The namespace of [`redis`](Self::redis).
     pub redis_ns: String,
     /// A raw connection to the same Redis, to plant values of other types.
     pub redis_raw: redis::Client,
     /// PostgreSQL in a random table.
     pub postgres: Locks,
+    /// The table of [`postgres`](Self::postgres).
     pub pg_table: String,
     /// MariaDB/MySQL in a random table.
     pub mysql: Locks,
+    /// The table of [`mysql`](Self::mysql).
     pub my_table: String,
     /// A SQLite file shared with the `cadenas` binary.
     pub sqlite: Locks,
+    /// The URL of [`sqlite`](Self::sqlite).
     pub sqlite_url: String,
     /// A Redis that requires [`REDIS_PASSWORD`].
     pub locked_redis: RedisServer,
-    /// Tables the cases create, dropped at the end.
+    /// Tables the cases create, dropped at the end (`true`: on PostgreSQL).
     pub extra_tables: std::sync::Mutex<Vec<(bool, String)>>,
+    /// The `cadenas` binary that [`cli`](Self::cli) runs (see [`with_cli`](Self::with_cli)).
+    program: Option<PathBuf>,
     _dir: tempfile::TempDir,
 }
 
@@ -81,6 +139,7 @@ async fn connect_or_explain(url: &str, what: &str, how: &str) -> Locks {
 }
 
 impl Ctx {
+    /// Connects to every store (panics with how to get one that is missing).
     pub async fn new() -> Ctx {
         let redis_ns = random("cadenas-bad-");
         let redis = connect_or_explain(
@@ -118,10 +177,19 @@ impl Ctx {
             sqlite_url,
             locked_redis: RedisServer::with_password(REDIS_PASSWORD),
             extra_tables: Default::default(),
+            program: None,
             _dir: dir,
         }
     }
 
+    /// The context whose [`cli`](Self::cli) runs `program` (the test's
+    /// `env!("CARGO_BIN_EXE_cadenas")`).
+    pub fn with_cli(mut self, program: impl Into<PathBuf>) -> Ctx {
+        self.program = Some(program.into());
+        self
+    }
+
+    /// The factory of a store.
     pub fn locks(&self, store: On) -> &Locks {
         match store {
             On::Redis => &self.redis,
@@ -156,24 +224,36 @@ impl Ctx {
     pub async fn cli(&self, args: &[&str]) -> Got {
         let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
         let store = self.sqlite_url.clone();
-        tokio::task::spawn_blocking(move || {
-            let out = assert_cmd::Command::cargo_bin("cadenas")
-                .unwrap()
+        let program = self
+            .program
+            .clone()
+            .expect("a CLI case needs the binary: Ctx::with_cli");
+        let out = tokio::time::timeout(
+            Duration::from_secs(30),
+            tokio::process::Command::new(program)
                 .args(&args)
                 .env("CADENAS_STORE", store)
                 .env_remove("CADENAS_STORES")
                 .env_remove("CADENAS_LOG")
-                .timeout(Duration::from_secs(30))
-                .output()
-                .unwrap();
-            Got::Cli {
-                code: out.status.code(),
-                stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-                stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+                .kill_on_drop(true)
+                .output(),
+        )
+        .await;
+        match out {
+            Err(_) => Got::Cli {
+                code: None,
+                stdout: String::new(),
+                stderr: "no exit within 30 s".to_owned(),
+            },
+            Ok(out) => {
+                let out = out.expect("running the cadenas binary");
+                Got::Cli {
+                    code: out.status.code(),
+                    stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+                    stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+                }
             }
-        })
-        .await
-        .unwrap()
+        }
     }
 
     /// Drops the tables of the run and deletes its Redis keys.
@@ -222,9 +302,13 @@ impl Ctx {
 /// A store of the context.
 #[derive(Debug, Clone, Copy)]
 pub enum On {
+    /// [`Ctx::redis`].
     Redis,
+    /// [`Ctx::postgres`].
     Postgres,
+    /// [`Ctx::mysql`].
     Mysql,
+    /// [`Ctx::sqlite`].
     Sqlite,
 }
 
@@ -235,8 +319,11 @@ pub enum Got {
     Api(Result<(), Error>),
     /// A run of the `cadenas` binary.
     Cli {
+        /// The exit code (`None`: killed by a signal, or no exit in time).
         code: Option<i32>,
+        /// What it printed on stdout.
         stdout: String,
+        /// What it printed on stderr.
         stderr: String,
     },
 }
@@ -280,16 +367,20 @@ pub enum After {
     Held(On, &'static str),
 }
 
-type Run = Box<dyn Fn(Arc<Ctx>) -> Pin<Box<dyn Future<Output = Got> + Send>> + Send + Sync>;
+/// What a case runs.
+pub type Run = Box<dyn Fn(Arc<Ctx>) -> Pin<Box<dyn Future<Output = Got> + Send>> + Send + Sync>;
 
 /// One row of the table.
 pub struct Case {
     /// What is bad, as listed in docs/bad-input.md.
     pub name: &'static str,
+    /// What it must get.
     pub expect: Expect,
     /// Words the message must contain (`{pg_table}`, `{my_table}` stand for the tables).
     pub names: &'static [&'static str],
+    /// The lock state it must leave.
     pub after: After,
+    /// The case itself.
     pub run: Run,
 }
 

@@ -1,6 +1,8 @@
-//! The `cadenas` command line: a distributed `flock` (feature `cli`).
+//! The `cadenas` command line: a distributed `flock(1)` over the stores of the
+//! [`cadenas`] library. Install it with `cargo install cadenas-cli`; see `cadenas --help`.
 //!
-//! `main.rs` only calls [`main`]; everything is here so it can be tested.
+//! `main.rs` only calls [`main`]; everything is here so it can be tested. The crate's
+//! features choose the stores the binary opens (all by default).
 //!
 //! Exit codes: `0` success (`status`: locked), `1` failure (`status`: free; `release`/`extend`
 //! of a lock no longer held), `2` usage or configuration error, `69` store unreachable,
@@ -8,6 +10,8 @@
 //! (it expired, was force-released, or another `--force` took it over); `2` too for
 //! `--force` on a store that cannot take a lock over in one atomic step (Redlock);
 //! otherwise `exec` exits with the command's status (128 + signal if it was killed).
+
+#![forbid(unsafe_code)]
 
 pub mod bench;
 mod exec;
@@ -20,7 +24,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::{Error, Locks, Retry};
+use cadenas::{Error, Locks, Retry};
 
 /// Exit code: not acquired in time.
 pub const EXIT_CONFLICT: u8 = 75;
@@ -300,12 +304,12 @@ where
         Command::Exec {
             hold, kill_after, ..
         } => {
-            if let Err(e) = crate::parse_duration("kill-after", kill_after) {
+            if let Err(e) = cadenas::parse_duration("kill-after", kill_after) {
                 return (exit_code(&e, hold.conflict_exit_code), e.to_string());
             }
         }
         Command::Bench { duration, .. } => {
-            return match crate::parse_duration("duration", duration) {
+            return match cadenas::parse_duration("duration", duration) {
                 Ok(_) => (0, String::new()),
                 Err(e) => (exit_code(&e, EXIT_CONFLICT), e.to_string()),
             };
@@ -331,6 +335,14 @@ where
     match result {
         Ok(code) => (code, String::new()),
         Err(e) => (exit_code(&e, conflict), e.to_string()),
+    }
+}
+
+/// `Error::InvalidInput` about `what`.
+fn invalid(what: &'static str, message: impl Into<String>) -> Error {
+    Error::InvalidInput {
+        what,
+        message: message.into(),
     }
 }
 
@@ -387,7 +399,7 @@ fn retry_for(wait: Option<&str>) -> Result<Retry, Error> {
     match wait.map(str::trim) {
         None | Some("forever") => Ok(retry),
         Some("0") | Some("0s") | Some("0ms") => Ok(Retry::once()),
-        Some(d) => Ok(retry.timeout(crate::parse_duration("wait", d)?)),
+        Some(d) => Ok(retry.timeout(cadenas::parse_duration("wait", d)?)),
     }
 }
 
@@ -397,8 +409,8 @@ fn build_lock(
     ttl: &str,
     owner: Option<String>,
     metadata: Option<String>,
-) -> Result<crate::Lock, Error> {
-    let mut lock = locks.lock(key).ttl(crate::parse_ttl(ttl)?);
+) -> Result<cadenas::Lock, Error> {
+    let mut lock = locks.lock(key).ttl(cadenas::parse_ttl(ttl)?);
     if let Some(o) = owner {
         lock = lock.owner(o);
     }
@@ -409,7 +421,7 @@ fn build_lock(
 }
 
 /// Opens the store and makes the lock and retry policy that `exec` and `acquire` share.
-async fn prepare(hold: HoldArgs, key: &str) -> Result<(crate::Lock, Retry), Error> {
+async fn prepare(hold: HoldArgs, key: &str) -> Result<(cadenas::Lock, Retry), Error> {
     let retry = retry_for(hold.wait.as_deref())?;
     let locks = open(hold.store).await?;
     let lock = build_lock(&locks, key, &hold.ttl, hold.owner, hold.metadata)?;
@@ -439,7 +451,9 @@ async fn release(store: StoreArg, force: bool, arg: String) -> Result<u8, Error>
 }
 
 async fn extend(store: StoreArg, ttl: Option<String>, token: String) -> Result<u8, Error> {
-    let ttl = ttl.map(|t| crate::parse_duration("ttl", &t)).transpose()?;
+    let ttl = ttl
+        .map(|t| cadenas::parse_duration("ttl", &t))
+        .transpose()?;
     let locks = open(store).await?;
     let guard = locks.restore(&token).await?;
     guard.extend(ttl).await?;
@@ -459,7 +473,7 @@ async fn bench_command(
         store: store_url(store)?,
         tasks,
         keys,
-        duration: crate::parse_duration("duration", duration)?,
+        duration: cadenas::parse_duration("duration", duration)?,
         held,
     };
     let r = bench::run(&opts).await?;

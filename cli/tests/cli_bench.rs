@@ -137,8 +137,7 @@ fn block_on<F: std::future::Future>(f: F) -> F::Output {
 fn redis_store_leaves_no_lock() {
     use redis::AsyncCommands;
 
-    let url =
-        std::env::var("CADENAS_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let url = cadenas_test_support::redis_url();
     let connect = || async {
         let client = redis::Client::open(url.as_str()).unwrap();
         client.get_multiplexed_async_connection().await.unwrap_or_else(|e| {
@@ -182,13 +181,10 @@ fn sql_store(base: &str, count_and_drop: impl FnOnce(&str) -> Option<i64>) {
 #[cfg(feature = "postgres")]
 #[test]
 fn postgres_store() {
-    let base = std::env::var("CADENAS_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
-    sql_store(&base, |table| {
+    use cadenas_test_support::postgres::{admin, base_url};
+    sql_store(&base_url(), |table| {
         block_on(async {
-            let pool = sqlx::PgPool::connect(&base).await.unwrap_or_else(|e| {
-                panic!("PostgreSQL is not reachable at {base} ({e}). Install and start one (`apt-get install postgresql`, trust auth on 127.0.0.1, database `test`) or point CADENAS_TEST_POSTGRES_URL at one.")
-            });
+            let pool = admin().await;
             let count = format!("SELECT count(*) FROM \"{table}\"");
             let left = sqlx::query_scalar(&count).fetch_one(&pool).await.ok();
             let drop = format!(
@@ -203,13 +199,10 @@ fn postgres_store() {
 #[cfg(feature = "mysql")]
 #[test]
 fn mysql_store() {
-    let base = std::env::var("CADENAS_TEST_MYSQL_URL")
-        .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".to_owned());
-    sql_store(&base, |table| {
+    use cadenas_test_support::mysql::{admin, base_url};
+    sql_store(&base_url(), |table| {
         block_on(async {
-            let pool = sqlx::MySqlPool::connect(&base).await.unwrap_or_else(|e| {
-                panic!("MySQL/MariaDB is not reachable at {base} ({e}). Install and start one (`apt-get install mariadb-server`, then create database `test`) or point CADENAS_TEST_MYSQL_URL at one.")
-            });
+            let pool = admin().await;
             let count = format!("SELECT count(*) FROM `{table}`");
             let left = sqlx::query_scalar(&count).fetch_one(&pool).await.ok();
             let drop = format!("DROP TABLE IF EXISTS `{table}`, `{table}_fences`");

@@ -23,7 +23,7 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio::time::Instant;
 
-use crate::{Error, Locks, Retry};
+use cadenas::{Error, Locks, Retry};
 
 /// What `cadenas bench` measured.
 #[derive(Debug, Clone, Serialize)]
@@ -115,13 +115,13 @@ impl Progress {
 /// Runs the benchmark.
 pub async fn run(opts: &BenchOptions) -> Result<BenchReport, Error> {
     if opts.tasks == 0 || opts.keys == 0 {
-        return Err(Error::invalid(
+        return Err(crate::invalid(
             "bench",
             "--tasks and --keys must be at least 1",
         ));
     }
     let progress = Progress(std::io::stderr().is_terminal());
-    let ns = format!("cadenas-bench-{}", &crate::new_owner()[..8]);
+    let ns = format!("cadenas-bench-{}", &cadenas::new_owner()[..8]);
     let locks = Locks::builder()
         .namespace(ns.clone())
         .ttl(Some(Duration::from_secs(30)))
@@ -263,7 +263,7 @@ async fn hold(locks: &Locks, n: usize, progress: Progress) -> Result<(), Error> 
             }
         };
         let r = r
-            .map_err(|e| Error::invalid("bench", e.to_string()))
+            .map_err(|e| crate::invalid("bench", e.to_string()))
             .and_then(|r| r);
         if result.is_ok() {
             result = r;
@@ -351,7 +351,7 @@ async fn cycles(
     let elapsed = started.elapsed().as_secs_f64();
     for h in handles {
         h.await
-            .map_err(|e| Error::invalid("bench", e.to_string()))??;
+            .map_err(|e| crate::invalid("bench", e.to_string()))??;
     }
     Ok(counted as f64 / elapsed)
 }
@@ -381,7 +381,7 @@ async fn handoff(locks: &Locks, time: Duration) -> Result<Vec<u64>, Error> {
         g.release().await?;
         let (got_at, r) = handle
             .await
-            .map_err(|e| Error::invalid("bench", e.to_string()))?;
+            .map_err(|e| crate::invalid("bench", e.to_string()))?;
         let g = r?;
         samples.push(got_at.saturating_duration_since(released_at).as_nanos() as u64);
         g.release().await?;

@@ -1,4 +1,4 @@
-//! Test harness: a private PostgreSQL or MariaDB server on a free port in a temporary
+//! A private PostgreSQL or MariaDB server on a free port in a temporary
 //! directory, for tests that must stop and restart the database (the machine's shared
 //! servers are used by other tests at the same time and must never be restarted).
 //!
@@ -8,10 +8,8 @@
 //!
 //! PostgreSQL refuses to run as root: when the tests run as root, `initdb` and `postgres`
 //! run as the `postgres` OS user (the owner of the temporary directory then).
-#![allow(dead_code)]
 
 use std::fs::File;
-use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -27,11 +25,6 @@ pub enum Stop {
     /// A crash: PostgreSQL's "immediate" mode (SIGQUIT: no checkpoint, crash recovery at the
     /// next start), MariaDB killed with SIGKILL.
     Crash,
-}
-
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    listener.local_addr().unwrap().port()
 }
 
 fn run_checked(cmd: &mut Command, what: &str) -> String {
@@ -154,6 +147,7 @@ fn running_as_root() -> bool {
 
 /// A private PostgreSQL server (initdb'd into a temp dir, trust auth, user `postgres`).
 pub struct PgServer {
+    /// The port it listens on.
     pub port: u16,
     bin: PathBuf,
     /// `(uid, gid)` to run as, when we are root.
@@ -205,7 +199,7 @@ impl PgServer {
             std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid))
                 .expect("give the temp dir to the postgres user");
         }
-        let port = free_port();
+        let port = crate::free_port();
         let mut server = PgServer {
             port,
             bin,
@@ -305,6 +299,7 @@ impl PgServer {
 /// A private MariaDB (or MySQL) server with an empty data directory and
 /// `--skip-grant-tables` (any user, no password), with a database `test`.
 pub struct MariaDbServer {
+    /// The port it listens on.
     pub port: u16,
     program: PathBuf,
     root: bool,
@@ -340,7 +335,7 @@ impl MariaDbServer {
         let dir = tempfile::tempdir().expect("temp dir");
         std::fs::create_dir(dir.path().join("data")).unwrap();
         let mut server = MariaDbServer {
-            port: free_port(),
+            port: crate::free_port(),
             program,
             root: running_as_root(),
             process: Process {

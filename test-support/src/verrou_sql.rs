@@ -1,7 +1,8 @@
 //! A real Node.js Verrou process (`@verrou/core` with Knex) driven over stdin/stdout, for
-//! the SQL interop tests. Installed once into Cargo's test temp dir.
+//! the SQL interop tests. Installed once into the directory the test names (its
+//! `CARGO_TARGET_TMPDIR`, so every test binary shares one install).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
@@ -34,12 +35,8 @@ for await (const line of readline.createInterface({ input: process.stdin })) {
 await db.destroy()
 "#;
 
-fn dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("verrou-node")
-}
-
-async fn install() -> PathBuf {
-    let dir = dir();
+async fn install(tmp: &Path) -> PathBuf {
+    let dir = tmp.join("verrou-node");
     if !dir.join("node_modules/@verrou/core").exists() {
         // Installed beside the final folder and renamed into place, so test processes that
         // install at the same time never see a half-written folder.
@@ -78,9 +75,10 @@ pub struct Node {
 }
 
 impl Node {
-    /// Starts Verrou on `table` with Knex client `client` (`pg`, `mysql2`).
-    pub async fn start(client: &str, url: &str, table: &str) -> Node {
-        let dir = install().await;
+    /// Starts Verrou on `table` with Knex client `client` (`pg`, `mysql2`), installing it
+    /// under `tmp` first if it is not there yet.
+    pub async fn start(tmp: impl AsRef<Path>, client: &str, url: &str, table: &str) -> Node {
+        let dir = install(tmp.as_ref()).await;
         let mut child = Command::new("node")
             .arg("interop.mjs")
             .args([client, url, table])

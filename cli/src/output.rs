@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::{Error, Guard, Lock, LockInfo, Locks, Retry};
+use cadenas::{Error, Guard, Lock, LockInfo, Locks, Retry};
 
 fn info_json(i: &LockInfo) -> serde_json::Value {
     json!({
@@ -19,7 +19,7 @@ fn info_json(i: &LockInfo) -> serde_json::Value {
 
 fn remaining_text(r: Option<Duration>) -> String {
     match r {
-        Some(r) => format!("expires in {}", crate::format_duration(r)),
+        Some(r) => format!("expires in {}", cadenas::format_duration(r)),
         None => "never expires".into(),
     }
 }
@@ -110,7 +110,7 @@ pub(super) async fn acquire_showing_holder(lock: &Lock, retry: &Retry) -> Result
                 };
                 eprint!(
                     "\r\x1b[2Kcadenas: waiting {} for lock '{}' ({holder})",
-                    crate::format_duration(Duration::from_secs(started.elapsed().as_secs())),
+                    cadenas::format_duration(Duration::from_secs(started.elapsed().as_secs())),
                     lock.key()
                 );
                 shown = true;

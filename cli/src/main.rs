@@ -1,5 +1,5 @@
 //! The `cadenas` command: see `cadenas --help` and the README.
 
 fn main() -> std::process::ExitCode {
-    cadenas::cli::main()
+    cadenas_cli::main()
 }

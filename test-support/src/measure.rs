@@ -1,9 +1,8 @@
-//! Throughput loops compared on a noisy machine, shared by the ignored measurement tests.
+//! Throughput loops compared on a noisy machine, for the ignored measurement tests.
 //!
 //! The loops being compared run in turn in short slices (200 ms each), many times over, so a
 //! change in the machine's load touches all of them alike; each one's rate is its cycles
 //! over its own time.
-#![allow(dead_code)]
 
 use std::future::Future;
 use std::pin::Pin;

@@ -1,5 +1,4 @@
 //! A `MakeWriter` that keeps everything a tracing subscriber writes, for checking logs.
-#![allow(dead_code)]
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};

@@ -2,8 +2,10 @@
 //! and exits 76 when the store goes away under it.
 
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+use cadenas_test_support::process::{wait_exit, wait_until};
 
 fn cadenas(store: &str) -> Command {
     let mut c = Command::new(assert_cmd::cargo::cargo_bin("cadenas"));
@@ -19,26 +21,6 @@ fn status(store: &str, key: &str) -> Option<bool> {
         Some(1) => Some(false),
         _ => None,
     }
-}
-
-fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn wait_exit(mut child: Child, limit: Duration) -> Output {
-    let deadline = Instant::now() + limit;
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("the process did not exit within {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.wait_with_output().unwrap()
 }
 
 /// `exec --ttl 1s` holds the lock for 5 s; another process polling `status` never sees it
@@ -107,13 +89,12 @@ fn exec_with_a_one_second_ttl_is_never_seen_free_sqlite() {
 }
 
 #[cfg(feature = "redis")]
-#[path = "support/redis_server.rs"]
-mod redis_server;
+use cadenas_test_support::redis::RedisServer;
 
 #[cfg(feature = "redis")]
 #[test]
 fn exec_with_a_one_second_ttl_is_never_seen_free_redis() {
-    let server = redis_server::RedisServer::start();
+    let server = RedisServer::start();
     let dir = tempfile::tempdir().unwrap();
     held_for_five_seconds_with_a_one_second_ttl(&server.url(), dir.path());
 }
@@ -123,7 +104,7 @@ fn exec_with_a_one_second_ttl_is_never_seen_free_redis() {
 #[cfg(feature = "redis")]
 #[test]
 fn exec_exits_76_when_the_redis_server_stops() {
-    let mut server = redis_server::RedisServer::start();
+    let mut server = RedisServer::start();
     let store = format!("{}?timeout=500ms&connect_timeout=500ms", server.url());
     let exec = cadenas(&store)
         .args([

@@ -1,8 +1,11 @@
 //! The real `cadenas` binary against a SQLite file shared by several processes.
+#![cfg(feature = "sqlite")]
 
 use std::path::Path;
 use std::process::{Child, Command as StdCommand, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use cadenas_test_support::process::{wait_exit, wait_until};
 
 use assert_cmd::Command;
 use predicates::prelude::PredicateBooleanExt;
@@ -68,26 +71,9 @@ impl Env {
         }
     }
 
-    fn wait_until(&self, what: &str, mut cond: impl FnMut() -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !cond() {
-            assert!(Instant::now() < deadline, "timed out waiting until {what}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+    fn wait_until(&self, what: &str, cond: impl FnMut() -> bool) {
+        wait_until(what, Duration::from_secs(30), cond);
     }
-}
-
-fn wait_exit(child: &mut Child, limit: Duration) -> std::process::Output {
-    let deadline = Instant::now() + limit;
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("the process did not exit within {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let child = std::mem::replace(child, StdCommand::new("true").spawn().unwrap());
-    child.wait_with_output().unwrap()
 }
 
 #[test]
@@ -272,7 +258,7 @@ fn passwords_never_reach_the_terminal() {
 #[test]
 fn a_lost_lock_stops_the_command_and_exits_76() {
     let env = Env::new();
-    let mut exec = env.spawn(&[
+    let exec = env.spawn(&[
         "exec",
         "--ttl",
         "600ms",
@@ -288,7 +274,7 @@ fn a_lost_lock_stops_the_command_and_exits_76() {
         .args(["release", "--force", "lease"])
         .assert()
         .success();
-    let out = wait_exit(&mut exec, Duration::from_secs(20));
+    let out = wait_exit(exec, Duration::from_secs(20));
     assert_eq!(
         out.status.code(),
         Some(76),
@@ -306,10 +292,10 @@ fn sigterm_is_forwarded_and_the_lock_released() {
         "trap 'exit 42' TERM; touch {}; while true; do sleep 0.05; done",
         marker.display()
     );
-    let mut exec = env.spawn(&["exec", "sig", "--", "sh", "-c", &script]);
+    let exec = env.spawn(&["exec", "sig", "--", "sh", "-c", &script]);
     env.wait_until("the command started", || Path::new(&marker).exists());
     nix_kill(exec.id(), "TERM");
-    let out = wait_exit(&mut exec, Duration::from_secs(20));
+    let out = wait_exit(exec, Duration::from_secs(20));
     assert_eq!(
         out.status.code(),
         Some(42),
@@ -337,7 +323,7 @@ fn processes_take_turns_on_one_key() {
         "cd {}; if ! mkdir inside 2>/dev/null; then echo overlap >> errors; fi; echo x >> turns; sleep 0.02; rmdir inside",
         dir.display()
     );
-    let mut children: Vec<Child> = (0..4)
+    let children: Vec<Child> = (0..4)
         .map(|_| {
             let s = format!(
                 "for i in 1 2 3; do {} exec --wait 60s turn -- sh -c '{}' || exit 1; done",
@@ -351,7 +337,7 @@ fn processes_take_turns_on_one_key() {
                 .unwrap()
         })
         .collect();
-    for c in &mut children {
+    for c in children {
         let out = wait_exit(c, Duration::from_secs(120));
         assert!(out.status.success());
     }
@@ -368,8 +354,8 @@ fn processes_starting_together_on_a_new_file_all_get_in() {
     // Creating the file, switching it to WAL and creating the table race between processes.
     for _ in 0..3 {
         let env = Env::new();
-        let mut children: Vec<Child> = (0..8).map(|_| env.spawn(&["status", "fresh"])).collect();
-        for c in &mut children {
+        let children: Vec<Child> = (0..8).map(|_| env.spawn(&["status", "fresh"])).collect();
+        for c in children {
             let out = wait_exit(c, Duration::from_secs(60));
             assert_eq!(
                 out.status.code(),

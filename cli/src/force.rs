@@ -1,6 +1,6 @@
 //! `--force` of `acquire` and `exec`: take KEY whoever holds it, in one atomic step.
 
-use crate::{Error, Guard, Lock, Retry};
+use cadenas::{Error, Guard, Lock, Retry};
 
 /// Takes the lock: by force with `force` (one atomic take-over, naming whom it displaced on
 /// stderr), else waiting as `retry` says.

@@ -5,7 +5,6 @@ use super::table::After::{Free, Held, Nothing};
 use super::table::Expect::*;
 use super::table::On::{Redis, Sqlite};
 use super::table::*;
-use super::{hold, long};
 
 pub fn cases() -> Vec<Case> {
     vec![

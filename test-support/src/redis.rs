@@ -1,11 +1,10 @@
-//! Test harness: real `redis-server` processes on free ports in temporary directories —
-//! plain, TLS (with a certificate authority made by the test) and a Cluster of masters built
-//! with `redis-cli --cluster create`. Each process is killed on Drop; when the test is
-//! failing (panicking), its log is printed first.
+//! Real `redis-server` processes on free ports in temporary directories — plain, TLS (with
+//! a certificate authority made by the test) and a Cluster of masters built with
+//! `redis-cli --cluster create`. Each process is killed on Drop; when the test is failing
+//! (panicking), its log is printed first.
 //!
 //! A missing `redis-server` fails the test with the command that installs it: these tests
 //! are never silently skipped.
-#![allow(dead_code)]
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -14,28 +13,28 @@ use std::time::{Duration, Instant};
 
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
 
-fn require(program: &str) {
+/// Fails (with how to install it) unless `program` runs.
+fn require(program: &str) -> Result<(), String> {
     let found = Command::new(program)
         .arg("--version")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
         .is_ok();
-    assert!(
-        found,
+    if found {
+        return Ok(());
+    }
+    Err(format!(
         "`{program}` was not found on PATH: these tests run a real Redis. Install it with \
          `apt-get install redis-server` (Debian/Ubuntu) or `brew install redis` (macOS)."
-    );
+    ))
 }
 
-/// A free TCP port on 127.0.0.1 (and, with `bus`, port + 10000 free too, for Cluster).
-fn free_port(bus: bool) -> u16 {
+/// A free TCP port on 127.0.0.1 with port + 10000 free too (a Cluster node's bus port).
+fn free_port_with_bus() -> u16 {
     for _ in 0..200 {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
         let port = listener.local_addr().unwrap().port();
-        if !bus {
-            return port;
-        }
         if port < 55_000 && TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
             return port;
         }
@@ -43,10 +42,29 @@ fn free_port(bus: bool) -> u16 {
     panic!("no free port pair found for a Redis Cluster node");
 }
 
+/// Where a server keeps its files: a temporary directory removed with it, or a directory
+/// of the caller's that outlives it (the torture tool keeps its logs).
+enum Dir {
+    Temp(tempfile::TempDir),
+    Kept(PathBuf),
+}
+
+impl Dir {
+    fn path(&self) -> &Path {
+        match self {
+            Dir::Temp(t) => t.path(),
+            Dir::Kept(p) => p,
+        }
+    }
+}
+
 /// Files of a certificate authority and a server certificate for `127.0.0.1`/`localhost`.
 pub struct TlsFiles {
+    /// The certificate authority (PEM), for `?ca_file=`.
     pub ca: PathBuf,
+    /// The server's certificate (PEM).
     pub cert: PathBuf,
+    /// The server's private key (PEM).
     pub key: PathBuf,
 }
 
@@ -79,9 +97,10 @@ impl TlsFiles {
 
 /// One `redis-server` process.
 pub struct RedisServer {
+    /// The port it listens on (the TLS port of a TLS server).
     pub port: u16,
     child: Option<Child>,
-    dir: tempfile::TempDir,
+    dir: Dir,
     /// TLS files, for a TLS server.
     pub tls: Option<TlsFiles>,
     password: Option<String>,
@@ -109,11 +128,42 @@ impl RedisServer {
         Self::spawn(&["--requirepass", password], true, Some(password), false)
     }
 
+    /// A plain server whose files (and log) go to `parent/redis-PORT`, kept after it stops;
+    /// an error, instead of a panic, if `redis-server` is missing or does not start (for
+    /// tools that report errors themselves).
+    pub fn start_in(parent: &Path) -> Result<RedisServer, String> {
+        require("redis-server")?;
+        let port = crate::free_port();
+        let dir = parent.join(format!("redis-{port}"));
+        std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+        let mut server = Self::configure(Dir::Kept(dir), port, &[], None, None, false);
+        server.try_run()?;
+        Ok(server)
+    }
+
     fn spawn(extra: &[&str], tls: bool, password: Option<&str>, cluster: bool) -> RedisServer {
-        require("redis-server");
+        require("redis-server").unwrap_or_else(|e| panic!("{e}"));
         let dir = tempfile::tempdir().expect("temp dir");
-        let port = free_port(cluster);
+        let port = if cluster {
+            free_port_with_bus()
+        } else {
+            crate::free_port()
+        };
         let tls_files = tls.then(|| TlsFiles::generate(dir.path()));
+        let mut server = Self::configure(Dir::Temp(dir), port, extra, tls_files, password, cluster);
+        server.run();
+        server
+    }
+
+    /// The server's command line, without starting it.
+    fn configure(
+        dir: Dir,
+        port: u16,
+        extra: &[&str],
+        tls_files: Option<TlsFiles>,
+        password: Option<&str>,
+        cluster: bool,
+    ) -> RedisServer {
         let port_text = port.to_string();
         let log = dir.path().join("redis.log");
         let mut args: Vec<String> = vec![
@@ -158,28 +208,44 @@ impl RedisServer {
             ]);
         }
         args.extend(extra.iter().map(|s| s.to_string()));
-        let mut server = RedisServer {
+        RedisServer {
             port,
             child: None,
             dir,
             tls: tls_files,
             password: password.map(str::to_owned),
             args,
-        };
-        server.run();
-        server
+        }
     }
 
     fn run(&mut self) {
+        if let Err(e) = self.try_run() {
+            panic!("{e}");
+        }
+    }
+
+    /// Starts the process and waits until its log says it is ready.
+    fn try_run(&mut self) -> Result<(), String> {
         let readies_before = self.log().matches("Ready to accept connections").count();
         let child = Command::new("redis-server")
             .args(&self.args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("spawn redis-server");
+            .map_err(|e| format!("starting redis-server: {e}"))?;
         self.child = Some(child);
-        self.wait_ready(readies_before);
+        let deadline = Instant::now() + READY_TIMEOUT;
+        while self.log().matches("Ready to accept connections").count() <= readies_before {
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "redis-server on port {} not ready after {READY_TIMEOUT:?}; its log:\n{}",
+                    self.port,
+                    self.log()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Ok(())
     }
 
     /// Kills the server and starts it again on the same port, with empty data (no
@@ -189,19 +255,10 @@ impl RedisServer {
         self.run();
     }
 
-    fn wait_ready(&self, readies_before: usize) {
-        let deadline = Instant::now() + READY_TIMEOUT;
-        while Instant::now() < deadline {
-            if self.log().matches("Ready to accept connections").count() > readies_before {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        panic!(
-            "redis-server on port {} not ready after {READY_TIMEOUT:?}; its log:\n{}",
-            self.port,
-            self.log()
-        );
+    /// As [`restart`](Self::restart), with an error instead of a panic.
+    pub fn try_restart(&mut self) -> Result<(), String> {
+        self.kill();
+        self.try_run()
     }
 
     /// The server's log so far.
@@ -280,6 +337,7 @@ impl Drop for RedisServer {
 
 /// A Redis Cluster of `masters` masters, no replicas.
 pub struct RedisCluster {
+    /// The masters, in the order of the cluster's URL.
     pub nodes: Vec<RedisServer>,
 }
 
@@ -287,7 +345,7 @@ impl RedisCluster {
     /// Starts the nodes, joins them with `redis-cli --cluster create`, and waits until every
     /// node reports `cluster_state:ok`.
     pub fn start(masters: usize) -> RedisCluster {
-        require("redis-cli");
+        require("redis-cli").unwrap_or_else(|e| panic!("{e}"));
         let nodes: Vec<RedisServer> = (0..masters)
             .map(|_| RedisServer::spawn(&[], false, None, true))
             .collect();

@@ -7,7 +7,7 @@ use tokio::process::{Child, Command};
 use tokio::signal::unix::{signal, SignalKind};
 
 use super::{prepare, HoldArgs, EXIT_LOST};
-use crate::Error;
+use cadenas::Error;
 
 pub(super) async fn run(
     hold: HoldArgs,
@@ -15,7 +15,7 @@ pub(super) async fn run(
     key: &str,
     command: &[String],
 ) -> Result<u8, Error> {
-    let kill_after = crate::parse_duration("kill-after", kill_after)?;
+    let kill_after = cadenas::parse_duration("kill-after", kill_after)?;
     let force = hold.force;
     let (lock, retry) = prepare(hold, key).await?;
     // The watchdog runs whenever there is a ttl: the lease lives exactly as long as CMD.
@@ -31,7 +31,7 @@ pub(super) async fn run(
 
     let (program, rest) = command
         .split_first()
-        .ok_or_else(|| Error::invalid("command", "no command given after --"))?;
+        .ok_or_else(|| crate::invalid("command", "no command given after --"))?;
     let mut cmd = Command::new(program);
     cmd.args(rest)
         .env("CADENAS_KEY", guard.key())
@@ -60,7 +60,7 @@ pub(super) async fn run(
             status = child.wait() => break status,
             e = lost.wait() => {
                 eprintln!("cadenas: {e}; stopping the command (SIGTERM, then SIGKILL after {})",
-                    crate::format_duration(kill_after));
+                    cadenas::format_duration(kill_after));
                 stop(&mut child, kill_after).await;
                 let _ = guard.release().await;
                 return Ok(EXIT_LOST);
@@ -70,7 +70,7 @@ pub(super) async fn run(
         }
     };
     let status = status
-        .map_err(|e| Error::invalid("command", format!("waiting for {program:?} failed: {e}")));
+        .map_err(|e| crate::invalid("command", format!("waiting for {program:?} failed: {e}")));
     // Release whatever happened to the command; a lease lost at the very end still counts.
     let released = guard.release().await;
     let status = status?;
@@ -85,7 +85,9 @@ pub(super) async fn run(
 }
 
 fn signal_error(e: std::io::Error) -> Error {
-    Error::config(format!("cannot install signal handlers: {e}"))
+    Error::Config {
+        message: format!("cannot install signal handlers: {e}"),
+    }
 }
 
 fn forward(child: &Child, sig: nix::sys::signal::Signal) {

@@ -1,0 +1,112 @@
+//! What the PostgreSQL and MySQL/MariaDB helpers ([`crate::postgres`], [`crate::mysql`])
+//! share: random table names, tables dropped at the end of a test, and store calls written
+//! over any [`Store`].
+
+use std::time::{Duration, Instant};
+
+use cadenas::store::{Acquire, AcquireRequest, Store};
+
+/// A 60 s lease: longer than any test.
+pub const LONG: Option<Duration> = Some(Duration::from_secs(60));
+
+/// `prefix_` and 16 random hex digits: a table nobody else uses.
+pub fn random_name(prefix: &str) -> String {
+    format!("{prefix}_{:016x}", rand::random::<u64>())
+}
+
+/// The fence of an acquisition; panics if the key was held.
+pub fn fence_of(a: Acquire) -> u64 {
+    match a {
+        Acquire::Acquired(lease) => lease.fence.expect("the store fences"),
+        Acquire::Held(h) => panic!("expected to acquire, held by {h:?}"),
+    }
+}
+
+/// Tries until acquired (for [`LONG`]) or `limit` passes; returns the fence.
+pub async fn acquire_within<S: Store + ?Sized>(
+    store: &S,
+    key: &str,
+    owner: &str,
+    limit: Duration,
+) -> u64 {
+    let deadline = Instant::now() + limit;
+    loop {
+        match store
+            .try_acquire(AcquireRequest::new(key, owner, LONG))
+            .await
+            .unwrap()
+        {
+            Acquire::Acquired(l) => return l.fence.unwrap(),
+            Acquire::Held(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(10)).await
+            }
+            Acquire::Held(h) => panic!("still held after {limit:?}: {h:?}"),
+        }
+    }
+}
+
+/// Which server a [`Cleanup`] runs on.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Dialect {
+    Postgres,
+    Mysql,
+}
+
+/// Drops the test's tables (and sequences) when the test ends, even if it panicked.
+pub struct Cleanup {
+    pub(crate) dialect: Dialect,
+    pub(crate) url: String,
+    /// The statements run on Drop.
+    pub statements: Vec<String>,
+}
+
+impl Cleanup {
+    /// The statements run on `url` on Drop, through a runtime of their own (Drop may run
+    /// inside or outside one).
+    fn run(dialect: Dialect, url: String, statements: Vec<String>) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            match dialect {
+                Dialect::Postgres => {
+                    if let Ok(pool) = sqlx::PgPool::connect(&url).await {
+                        for s in statements {
+                            let _ = sqlx::query(&s).execute(&pool).await;
+                        }
+                        pool.close().await;
+                    }
+                }
+                Dialect::Mysql => {
+                    if let Ok(pool) = sqlx::MySqlPool::connect(&url).await {
+                        for s in statements {
+                            let _ = sqlx::query(&s).execute(&pool).await;
+                        }
+                        pool.close().await;
+                    }
+                }
+            }
+        });
+    }
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let statements = std::mem::take(&mut self.statements);
+        let (dialect, url) = (self.dialect, self.url.clone());
+        let _ = std::thread::spawn(move || Cleanup::run(dialect, url, statements)).join();
+    }
+}
+
+/// A random table and `base` with `table=` and `query` in its query string.
+pub(crate) fn fresh_table_url(base: &str, query: &str) -> (String, String) {
+    let table = random_name("cadenas_t");
+    let url = crate::with_query(base, &format!("table={table}"));
+    let url = if query.is_empty() {
+        url
+    } else {
+        crate::with_query(&url, query)
+    };
+    (url, table)
+}
