@@ -138,7 +138,7 @@ fn tokens_and_urls(c: &mut Criterion) {
     // Restore a token and turn the guard back into a token: decoding, the store's ownership
     // check and encoding, without an acquire or a release.
     let token = rt.block_on(async {
-        let guard = locks.lock("kept").ttl(None).acquire().await.unwrap();
+        let guard = locks.lock("kept").with_ttl(None).acquire().await.unwrap();
         guard.serialize()
     });
     g.bench_function("restore+serialize token", |b| {

@@ -20,7 +20,7 @@ async fn main() -> cadenas::Result<()> {
     // Try once: a second copy that finds the job running skips it.
     let job = locks
         .lock("nightly-report")
-        .ttl(Some(Duration::from_secs(60)));
+        .with_ttl(Some(Duration::from_secs(60)));
     let guard = job.try_acquire().await?;
     println!(
         "took {:?} (fence {:?}); the lease has {:?} left",
@@ -41,7 +41,11 @@ async fn main() -> cadenas::Result<()> {
     let retry = Retry::default()
         .timeout(Duration::from_secs(5))
         .delay(Duration::from_millis(100));
-    let guard = locks.lock("nightly-report").retry(retry).acquire().await?;
+    let guard = locks
+        .lock("nightly-report")
+        .with_retry(retry)
+        .acquire()
+        .await?;
     println!("took it again, with a larger fence: {:?}", guard.fence());
     guard.release().await?;
 

@@ -46,7 +46,7 @@ async fn main() -> cadenas::Result<()> {
     // A takes the lock with a short lease, then stalls past it.
     let a = locks
         .lock("invoice:42")
-        .ttl(Some(Duration::from_millis(200)))
+        .with_ttl(Some(Duration::from_millis(200)))
         .acquire()
         .await?;
     let a_fence = a.fence().expect("the memory store hands out fences");

@@ -20,8 +20,8 @@ async fn main() -> cadenas::Result<()> {
 
     let guard = locks
         .lock("compactor")
-        .ttl(Some(Duration::from_secs(3)))
-        .auto_extend(true)
+        .with_ttl(Some(Duration::from_secs(3)))
+        .with_auto_extend(true)
         .acquire()
         .await?;
 

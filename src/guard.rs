@@ -127,7 +127,7 @@ impl Holding {
 /// # Lost leases
 /// A lease can end while you hold the guard: it expires, someone force-releases it, or the
 /// store loses it. [`lost`](Guard::lost) resolves when that is known; with
-/// [`auto_extend`](crate::Lock::auto_extend) a watchdog keeps the lease alive and fires it
+/// [`with_auto_extend`](crate::Lock::with_auto_extend) a watchdog keeps the lease alive and fires it
 /// as soon as the lease can no longer be confirmed.
 #[derive(Debug)]
 pub struct Guard {
@@ -173,7 +173,7 @@ impl Guard {
 
     /// Our owner id.
     pub fn owner(&self) -> &str {
-        self.holding.lock.owner_id()
+        self.holding.lock.owner()
     }
 
     /// The fence of this acquisition: strictly greater than every fence handed out before for

@@ -23,7 +23,8 @@ pub use take_over::TakenOver;
 /// [`try_acquire`](Lock::try_acquire) return a [`Guard`] that does. Make one with
 /// [`Locks::lock`], then adjust it with the builder methods.
 ///
-/// Every `Lock` gets a fresh random owner id unless you [`owner`](Lock::owner) it. Clones share
+/// Every `Lock` gets a fresh random owner id unless you set one with
+/// [`with_owner`](Lock::with_owner). Clones share
 /// the owner id: two acquisitions through clones count as the same holder, so the second
 /// waits like anyone else (locks are not re-entrant), but a release by either releases the lock.
 ///
@@ -33,8 +34,8 @@ pub use take_over::TakenOver;
 /// let locks = cadenas::Locks::memory();
 /// let lock = locks
 ///     .lock("invoice:42")
-///     .ttl(Some(Duration::from_secs(10)))
-///     .metadata("worker-7");
+///     .with_ttl(Some(Duration::from_secs(10)))
+///     .with_metadata("worker-7");
 /// let guard = lock.acquire().await?;
 /// assert!(lock.is_locked().await?);
 /// guard.release().await?;
@@ -82,7 +83,7 @@ impl Lock {
 
     /// Sets the lease length; `None` = never expires. Bad values (zero, over a year) are
     /// reported by the next operation as [`Error::InvalidInput`].
-    pub fn ttl(mut self, ttl: Option<Duration>) -> Self {
+    pub fn with_ttl(mut self, ttl: Option<Duration>) -> Self {
         if let Err(e) = crate::duration::check_ttl(ttl) {
             self.invalid.get_or_insert(split_invalid(e));
         }
@@ -92,7 +93,7 @@ impl Lock {
 
     /// Acquires as `owner` instead of a random id (locky's `locker`). Anyone using the same
     /// owner id can release or extend the lock.
-    pub fn owner(mut self, owner: impl Into<String>) -> Self {
+    pub fn with_owner(mut self, owner: impl Into<String>) -> Self {
         let owner = owner.into();
         if let Err(e) = key::check_owner(&owner) {
             self.invalid.get_or_insert(split_invalid(e));
@@ -103,7 +104,7 @@ impl Lock {
 
     /// Stores `metadata` (at most 64 KiB) with the lock, readable by anyone through
     /// [`inspect`](Lock::inspect).
-    pub fn metadata(mut self, metadata: impl Into<String>) -> Self {
+    pub fn with_metadata(mut self, metadata: impl Into<String>) -> Self {
         let metadata = metadata.into();
         if let Err(e) = key::check_metadata(&metadata) {
             self.invalid.get_or_insert(split_invalid(e));
@@ -113,7 +114,7 @@ impl Lock {
     }
 
     /// Sets how [`acquire`](Lock::acquire) waits.
-    pub fn retry(mut self, retry: Retry) -> Self {
+    pub fn with_retry(mut self, retry: Retry) -> Self {
         if let Err(e) = retry.validate() {
             self.invalid.get_or_insert(split_invalid(e));
         }
@@ -122,10 +123,10 @@ impl Lock {
     }
 
     /// Keeps the lease alive while the guard lives: a watchdog extends it every ttl/3 (or
-    /// at the interval of [`auto_extend_every`](Lock::auto_extend_every)) and fires the lost
+    /// at the interval of [`with_auto_extend_every`](Lock::with_auto_extend_every)) and fires the lost
     /// signal when it cannot confirm the lease before it would expire. `false` turns the
     /// watchdog off and keeps the chosen interval for when it is turned on again.
-    pub fn auto_extend(mut self, on: bool) -> Self {
+    pub fn with_auto_extend(mut self, on: bool) -> Self {
         self.auto_extend = on;
         self
     }
@@ -133,7 +134,7 @@ impl Lock {
     /// Keeps the lease alive with a watchdog that extends it every `interval` (plus up to a
     /// tenth of it at random, so that locks taken together do not extend together) instead
     /// of every ttl/3: exclusive-lock's `lock_refresh_ms`. Turns
-    /// [`auto_extend`](Lock::auto_extend) on.
+    /// [`with_auto_extend`](Lock::with_auto_extend) on.
     ///
     /// The interval must be shorter than the ttl and not zero; otherwise the lock's
     /// operations fail with [`Error::InvalidInput`] naming the key. With ttl `None` the
@@ -149,19 +150,22 @@ impl Lock {
     /// let locks = cadenas::Locks::memory();
     /// let lock = locks
     ///     .lock("report")
-    ///     .ttl(Some(Duration::from_secs(30)))
-    ///     .auto_extend_every(Duration::from_secs(5));
+    ///     .with_ttl(Some(Duration::from_secs(30)))
+    ///     .with_auto_extend_every(Duration::from_secs(5));
     /// let guard = lock.acquire().await?;
     /// guard.release().await?;
     ///
     /// // Not shorter than the ttl: refused, naming the key.
-    /// let bad = locks.lock("report").ttl(Some(Duration::from_secs(1))).auto_extend_every(Duration::from_secs(1));
+    /// let bad = locks
+    ///     .lock("report")
+    ///     .with_ttl(Some(Duration::from_secs(1)))
+    ///     .with_auto_extend_every(Duration::from_secs(1));
     /// let e = bad.acquire().await.unwrap_err();
     /// assert!(matches!(e, cadenas::Error::InvalidInput { .. }));
     /// assert!(e.to_string().contains("'report'"));
     /// # Ok(()) }
     /// ```
-    pub fn auto_extend_every(mut self, interval: Duration) -> Self {
+    pub fn with_auto_extend_every(mut self, interval: Duration) -> Self {
         self.auto_extend = true;
         self.extend_every = Some(interval);
         self
@@ -173,13 +177,18 @@ impl Lock {
     }
 
     /// The owner id this lock acquires with.
-    pub fn owner_id(&self) -> &str {
+    pub fn owner(&self) -> &str {
         &self.owner
     }
 
     /// The lease length (`None` = never expires).
-    pub fn get_ttl(&self) -> Option<Duration> {
+    pub fn ttl(&self) -> Option<Duration> {
         self.ttl
+    }
+
+    /// The metadata this lock acquires with, if any.
+    pub fn metadata(&self) -> Option<&str> {
+        self.metadata.as_deref()
     }
 
     fn check(&self) -> Result<()> {

@@ -185,7 +185,10 @@ impl Locks {
                 }),
             },
         };
-        let lock = locks.lock(&t.key).owner(t.owner.clone()).ttl(t.ttl);
+        let lock = locks
+            .lock(&t.key)
+            .with_owner(t.owner.clone())
+            .with_ttl(t.ttl);
         let sent = Instant::now();
         let info = lock.inspect().await?;
         match info {
@@ -261,14 +264,14 @@ impl LocksBuilder {
 
     /// Whether new locks keep their lease alive with a watchdog (default off), which extends
     /// every ttl/3 unless [`auto_extend_every`](LocksBuilder::auto_extend_every) says
-    /// otherwise. See [`Lock::auto_extend`].
+    /// otherwise. See [`Lock::with_auto_extend`].
     pub fn auto_extend(mut self, on: bool) -> Self {
         self.auto_extend = on;
         self
     }
 
     /// New locks keep their lease alive with a watchdog that extends every `interval`; see
-    /// [`Lock::auto_extend_every`]. [`build`](LocksBuilder::build) refuses a zero interval,
+    /// [`Lock::with_auto_extend_every`]. [`build`](LocksBuilder::build) refuses a zero interval,
     /// or one not shorter than the default ttl, with [`Error::InvalidInput`]; a lock given a
     /// ttl of its own is checked against that one.
     ///

@@ -46,10 +46,10 @@ impl Token {
         Token {
             key: lock.key().to_owned(),
             namespace: lock.locks.namespace().map(str::to_owned),
-            owner: lock.owner_id().to_owned(),
+            owner: lock.owner().to_owned(),
             fence: guard.fence(),
-            ttl_ms: lock.get_ttl().map(|t| t.as_millis() as u64),
-            ttl: lock.get_ttl(),
+            ttl_ms: lock.ttl().map(|t| t.as_millis() as u64),
+            ttl: lock.ttl(),
         }
     }
 

@@ -37,7 +37,10 @@ async fn extends_at_the_chosen_cadence(locks: &Locks) {
     let key = random("cadence-");
     let (ttl, every) = (Duration::from_secs(2), Duration::from_millis(50));
     let mut events = locks.events();
-    let lock = locks.lock(&key).ttl(Some(ttl)).auto_extend_every(every);
+    let lock = locks
+        .lock(&key)
+        .with_ttl(Some(ttl))
+        .with_auto_extend_every(every);
     let started = Instant::now();
     let guard = lock.acquire().await.unwrap();
     let lost = guard.lost_signal();
@@ -75,8 +78,8 @@ async fn a_lost_lease_is_noticed_within_the_interval(locks: &Locks) {
     let key = random("noticed-");
     let lock = locks
         .lock(&key)
-        .ttl(Some(Duration::from_secs(10)))
-        .auto_extend_every(Duration::from_millis(50));
+        .with_ttl(Some(Duration::from_secs(10)))
+        .with_auto_extend_every(Duration::from_millis(50));
     let guard = lock.acquire().await.unwrap();
     assert!(locks.lock(&key).force_release().await.unwrap(), "{url}");
     let taken = Instant::now();
@@ -97,8 +100,8 @@ async fn an_interval_close_to_the_ttl_still_holds(locks: &Locks) {
     let ttl = Duration::from_millis(600);
     let lock = locks
         .lock(&key)
-        .ttl(Some(ttl))
-        .auto_extend_every(Duration::from_millis(590));
+        .with_ttl(Some(ttl))
+        .with_auto_extend_every(Duration::from_millis(590));
     let guard = lock.acquire().await.unwrap();
     tokio::time::sleep(ttl * 3).await;
     assert!(
@@ -123,7 +126,7 @@ async fn bad_intervals_are_refused_naming_the_key(locks: &Locks) {
         Duration::from_secs(1),
         Duration::from_secs(5),
     ] {
-        let lock = locks.lock(&key).ttl(ttl).auto_extend_every(every);
+        let lock = locks.lock(&key).with_ttl(ttl).with_auto_extend_every(every);
         for e in [
             lock.acquire().await.unwrap_err(),
             lock.try_acquire().await.unwrap_err(),
@@ -145,9 +148,9 @@ async fn bad_intervals_are_refused_naming_the_key(locks: &Locks) {
     // The watchdog off: the interval is not used, so not checked.
     let off = locks
         .lock(&key)
-        .ttl(ttl)
-        .auto_extend_every(Duration::ZERO)
-        .auto_extend(false);
+        .with_ttl(ttl)
+        .with_auto_extend_every(Duration::ZERO)
+        .with_auto_extend(false);
     off.try_acquire().await.unwrap().release().await.unwrap();
 }
 
@@ -189,8 +192,8 @@ async fn an_interval_without_ttl_is_ignored() {
     let locks = Locks::memory();
     let lock = locks
         .lock("forever")
-        .ttl(None)
-        .auto_extend_every(Duration::from_millis(10));
+        .with_ttl(None)
+        .with_auto_extend_every(Duration::from_millis(10));
     let guard = lock.try_acquire().await.unwrap();
     assert_eq!(guard.remaining_time(), None);
     guard.release().await.unwrap();
@@ -219,7 +222,7 @@ async fn the_builders_interval() {
     );
     assert!(e.to_string().contains("the default"), "{e}");
     let locks = built(Duration::from_secs(10), Duration::from_secs(2)).unwrap();
-    let short = locks.lock("short").ttl(Some(Duration::from_secs(1)));
+    let short = locks.lock("short").with_ttl(Some(Duration::from_secs(1)));
     let e = short.try_acquire().await.unwrap_err();
     assert!(e.to_string().contains("'short'"), "{e}");
     // Within its ttl, a lock follows the builder's interval: with 100 ms, a ttl of 3 s sees

@@ -100,8 +100,8 @@ async fn redis_going_away_fires_the_lost_signal_before_the_lease_expires() {
     let ttl = Duration::from_secs(3);
     let guard = locks
         .lock("going-away")
-        .ttl(Some(ttl))
-        .auto_extend(true)
+        .with_ttl(Some(ttl))
+        .with_auto_extend(true)
         .acquire()
         .await
         .unwrap();
@@ -234,7 +234,7 @@ async fn three_watchers_report_each_expiry_once(url: &str) {
         let key = format!("{prefix}{i:02}");
         let g = locks
             .lock(&key)
-            .ttl(Some(Duration::from_millis(100 + 10 * i)))
+            .with_ttl(Some(Duration::from_millis(100 + 10 * i)))
             .acquire()
             .await
             .unwrap();
@@ -253,7 +253,7 @@ async fn three_watchers_report_each_expiry_once(url: &str) {
         .unwrap();
     let live = locks
         .lock(&format!("{prefix}live"))
-        .ttl(Some(Duration::from_secs(60)))
+        .with_ttl(Some(Duration::from_secs(60)))
         .acquire()
         .await
         .unwrap();

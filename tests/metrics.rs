@@ -65,13 +65,13 @@ async fn metrics_follow_acquires_contention_holds_and_losses() {
     assert_eq!(histogram(&m, "cadenas_acquire_seconds").len(), 2);
 
     // A contended acquire: the waiter tries until `a` is released.
-    let waiter = locks.lock("m").retry(
+    let waiter = locks.lock("m").with_retry(
         Retry::default()
             .delay(Duration::from_millis(20))
             .attempts(1000),
     );
     let waiting = tokio::spawn(async move { waiter.acquire().await });
-    let busy = locks.lock("m").retry(Retry::default().attempts(1));
+    let busy = locks.lock("m").with_retry(Retry::default().attempts(1));
     assert!(busy.acquire().await.is_err(), "a failed acquire");
     tokio::time::sleep(Duration::from_millis(60)).await;
     a.release().await.unwrap();
@@ -82,8 +82,8 @@ async fn metrics_follow_acquires_contention_holds_and_losses() {
     // A lease taken away under the watchdog counts as lost, once.
     let g = locks
         .lock("lost")
-        .ttl(Some(Duration::from_millis(300)))
-        .auto_extend(true)
+        .with_ttl(Some(Duration::from_millis(300)))
+        .with_auto_extend(true)
         .acquire()
         .await
         .unwrap();
@@ -114,7 +114,7 @@ async fn metrics_follow_acquires_contention_holds_and_losses() {
     // Reaped expiries.
     locks
         .lock("short")
-        .ttl(Some(Duration::from_millis(20)))
+        .with_ttl(Some(Duration::from_millis(20)))
         .acquire()
         .await
         .unwrap()

@@ -281,8 +281,8 @@ async fn locks_stay_exclusive_through_a_moved_and_ask_storm() {
                 n += 1;
                 let lock = locks
                     .lock(&names[i])
-                    .ttl(Some(Duration::from_secs(3)))
-                    .retry(cadenas::Retry::default().timeout(Duration::from_secs(10)));
+                    .with_ttl(Some(Duration::from_secs(3)))
+                    .with_retry(cadenas::Retry::default().timeout(Duration::from_secs(10)));
                 let guard = match lock.acquire().await {
                     Ok(g) => g,
                     Err(cadenas::Error::Store { source, .. }) if source.is_retryable() => {

@@ -83,7 +83,7 @@ async fn three_nodes_down_is_a_clear_error_and_leaves_nothing_held() {
     let started = Instant::now();
     let e = locks
         .lock("three-down")
-        .retry(Retry::default().timeout(Duration::from_secs(5)))
+        .with_retry(Retry::default().timeout(Duration::from_secs(5)))
         .acquire()
         .await
         .expect_err("no quorum");
@@ -121,7 +121,7 @@ async fn a_node_killed_while_held_keeps_the_lock_with_its_holder() {
     let b = Locks::connect(&url(&servers, "")).await.unwrap();
     let g = a
         .lock("held")
-        .ttl(Some(Duration::from_secs(30)))
+        .with_ttl(Some(Duration::from_secs(30)))
         .acquire()
         .await
         .unwrap();
@@ -143,7 +143,7 @@ async fn a_node_killed_while_held_keeps_the_lock_with_its_holder() {
     ));
     match b
         .lock("held")
-        .retry(Retry::default().timeout(Duration::from_millis(300)))
+        .with_retry(Retry::default().timeout(Duration::from_millis(300)))
         .acquire()
         .await
     {
@@ -252,7 +252,7 @@ async fn two_clients_racing_never_both_hold_the_lock() {
             while done.load(Ordering::SeqCst) < rounds {
                 let g = locks
                     .lock("race")
-                    .ttl(Some(Duration::from_secs(10)))
+                    .with_ttl(Some(Duration::from_secs(10)))
                     .acquire()
                     .await
                     .expect("each client gets its turn");

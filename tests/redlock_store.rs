@@ -67,7 +67,7 @@ async fn declares_no_fencing_no_ttl_none() {
     assert_eq!(g.fence(), None);
     g.release().await.unwrap();
     assert!(matches!(
-        locks.lock("k").ttl(None).try_acquire().await,
+        locks.lock("k").with_ttl(None).try_acquire().await,
         Err(Error::Unsupported { .. })
     ));
     assert!(matches!(
@@ -88,7 +88,7 @@ async fn remaining_time_is_the_validity() {
     let locks = Locks::new(store);
     let g = locks
         .lock("validity")
-        .ttl(Some(ttl))
+        .with_ttl(Some(ttl))
         .acquire()
         .await
         .unwrap();
@@ -109,8 +109,8 @@ async fn every_node_holds_the_whole_lock_in_the_redis_layout() {
         .unwrap();
     let g = locks
         .lock("job")
-        .ttl(Some(Duration::from_secs(30)))
-        .metadata("m")
+        .with_ttl(Some(Duration::from_secs(30)))
+        .with_metadata("m")
         .acquire()
         .await
         .unwrap();

@@ -109,7 +109,7 @@ fn owner_ids_are_128_random_bits_in_base32() {
         let id = if i % 2 == 0 {
             cadenas::new_owner()
         } else {
-            locks.lock("k").owner_id().to_owned()
+            locks.lock("k").owner().to_owned()
         };
         assert_eq!(id.len(), 26, "{id}");
         let mut n: u128 = 0;

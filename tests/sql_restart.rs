@@ -46,8 +46,8 @@ async fn until_event(
 async fn hold(locks: &Locks, key: &str) -> Guard {
     let guard = locks
         .lock(key)
-        .ttl(Some(TTL))
-        .auto_extend(true)
+        .with_ttl(Some(TTL))
+        .with_auto_extend(true)
         .acquire()
         .await
         .unwrap_or_else(|e| panic!("acquiring {key} on {}: {e}", locks.describe()));

@@ -240,8 +240,8 @@ async fn hold(locks: &Locks, n: usize, progress: Progress) -> Result<(), Error> 
             for i in (t..n).step_by(HOLDERS) {
                 let lock = locks
                     .lock(&held_key(i))
-                    .ttl(Some(Duration::from_secs(3600)))
-                    .auto_extend(false);
+                    .with_ttl(Some(Duration::from_secs(3600)))
+                    .with_auto_extend(false);
                 lock.try_acquire().await?.leak();
                 taken.fetch_add(1, Ordering::Relaxed);
                 if i % 128 == t {
@@ -318,7 +318,7 @@ async fn cycles(
         handles.push(tokio::spawn(async move {
             let lock_handles: Vec<_> = keys
                 .iter()
-                .map(|k| locks.lock(k).retry(retry.clone()))
+                .map(|k| locks.lock(k).with_retry(retry.clone()))
                 .collect();
             let mut i = 0;
             while !stop.load(Ordering::Relaxed) {
@@ -360,7 +360,7 @@ async fn cycles(
 async fn handoff(locks: &Locks, time: Duration) -> Result<Vec<u64>, Error> {
     let key = "handoff";
     // The waiter's poll delay is long, so a missed notification shows as a large sample.
-    let waiter_lock = locks.lock(key).retry(
+    let waiter_lock = locks.lock(key).with_retry(
         Retry::default()
             .delay(Duration::from_millis(250))
             .timeout(Duration::from_secs(30)),

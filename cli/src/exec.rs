@@ -19,7 +19,7 @@ pub(super) async fn run(
     let force = hold.force;
     let (lock, retry) = prepare(hold, key).await?;
     // The watchdog runs whenever there is a ttl: the lease lives exactly as long as CMD.
-    let lock = lock.auto_extend(true);
+    let lock = lock.with_auto_extend(true);
     // Signals that arrive while we wait for the lock just stop the wait (nothing to forward).
     let mut sigint = signal(SignalKind::interrupt()).map_err(signal_error)?;
     let mut sigterm = signal(SignalKind::terminate()).map_err(signal_error)?;

@@ -410,12 +410,12 @@ fn build_lock(
     owner: Option<String>,
     metadata: Option<String>,
 ) -> Result<cadenas::Lock, Error> {
-    let mut lock = locks.lock(key).ttl(cadenas::parse_ttl(ttl)?);
+    let mut lock = locks.lock(key).with_ttl(cadenas::parse_ttl(ttl)?);
     if let Some(o) = owner {
-        lock = lock.owner(o);
+        lock = lock.with_owner(o);
     }
     if let Some(m) = metadata {
-        lock = lock.metadata(m);
+        lock = lock.with_metadata(m);
     }
     Ok(lock)
 }

@@ -74,12 +74,12 @@ fn run(input: Input) {
     let ttl_ok =
         ttl.is_none_or(|t| t >= Duration::from_millis(1) && t <= cadenas::duration::MAX_DURATION);
 
-    let mut lock = locks.lock(&key).ttl(ttl);
+    let mut lock = locks.lock(&key).with_ttl(ttl);
     if let Some(o) = &input.owner {
-        lock = lock.owner(o.clone());
+        lock = lock.with_owner(o.clone());
     }
     if let Some(m) = &metadata {
-        lock = lock.metadata(m.clone());
+        lock = lock.with_metadata(m.clone());
     }
     let guard = match block_on(lock.try_acquire()) {
         Ok(g) => {

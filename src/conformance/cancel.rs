@@ -50,7 +50,7 @@ pub async fn cancelled_acquires_leave_nothing_held(suite: &Suite) {
 /// One acquire of `key`, dropped at a random point; `true` when it came back with a guard
 /// (released at once).
 async fn cancel_one(locks: &Locks, key: &str, ttl: Option<Duration>) -> bool {
-    let lock = locks.lock(key).ttl(ttl);
+    let lock = locks.lock(key).with_ttl(ttl);
     let within = Duration::from_micros(rand::random_range(0..=3_000));
     let got = match rand::random_range(0..3) {
         0 => tokio::time::timeout(within, lock.acquire()).await.ok(),

@@ -25,7 +25,7 @@ pub async fn capabilities_are_honest(suite: &Suite) {
         locks.describe()
     );
     g.release().await.unwrap();
-    let none = locks.lock(&suite.key("caps-none")).ttl(None);
+    let none = locks.lock(&suite.key("caps-none")).with_ttl(None);
     match none.acquire().await {
         Ok(g) => {
             assert!(
@@ -55,7 +55,7 @@ pub async fn exclusion(suite: &Suite) {
     assert!(same.try_acquire().await.is_err());
     match b
         .lock(&key)
-        .retry(Retry::default().attempts(2).delay(Duration::from_millis(5)))
+        .with_retry(Retry::default().attempts(2).delay(Duration::from_millis(5)))
         .acquire()
         .await
     {
@@ -75,7 +75,7 @@ pub async fn exclusion(suite: &Suite) {
 pub async fn owner_checks(suite: &Suite) {
     let (a, b) = (suite.client().await, suite.client().await);
     let key = suite.key("owners");
-    let held = a.lock(&key).owner("alice").acquire().await.unwrap();
+    let held = a.lock(&key).with_owner("alice").acquire().await.unwrap();
     let stored = match a.namespace() {
         Some(ns) => format!("{ns}:{key}"),
         None => key.clone(),
@@ -110,11 +110,11 @@ pub async fn owner_checks(suite: &Suite) {
 pub async fn expiry_and_takeover(suite: &Suite) {
     let (a, b) = (suite.client().await, suite.client().await);
     let key = suite.key("expiry");
-    let old = a.lock(&key).ttl(Some(SHORT)).acquire().await.unwrap();
+    let old = a.lock(&key).with_ttl(Some(SHORT)).acquire().await.unwrap();
     let lost = old.lost_signal();
     let new = b
         .lock(&key)
-        .retry(wait(suite))
+        .with_retry(wait(suite))
         .acquire()
         .await
         .expect("the expired lock is taken over");
@@ -146,7 +146,7 @@ pub async fn ttl_none(suite: &Suite) {
         return;
     }
     let key = suite.key("forever");
-    let g = locks.lock(&key).ttl(None).acquire().await.unwrap();
+    let g = locks.lock(&key).with_ttl(None).acquire().await.unwrap();
     assert_eq!(g.remaining_time(), None);
     assert!(!g.is_expired());
     let info = locks.lock(&key).inspect().await.unwrap().unwrap();
@@ -161,7 +161,7 @@ pub async fn ttl_none(suite: &Suite) {
 pub async fn extend(suite: &Suite) {
     let (a, b) = (suite.client().await, suite.client().await);
     let key = suite.key("extend");
-    let g = a.lock(&key).ttl(Some(SHORT)).acquire().await.unwrap();
+    let g = a.lock(&key).with_ttl(Some(SHORT)).acquire().await.unwrap();
     let before = g.remaining_time().unwrap();
     assert!(before <= SHORT);
     g.extend(Some(Duration::from_secs(30))).await.unwrap();
@@ -190,7 +190,7 @@ pub async fn force_release(suite: &Suite) {
     let key = suite.key("force");
     let g = a
         .lock(&key)
-        .ttl(Some(Duration::from_secs(30)))
+        .with_ttl(Some(Duration::from_secs(30)))
         .acquire()
         .await
         .unwrap();
@@ -229,12 +229,17 @@ pub async fn fences_increase(suite: &Suite) {
     }
     let g = locks
         .lock(&key)
-        .ttl(Some(Duration::from_millis(50)))
+        .with_ttl(Some(Duration::from_millis(50)))
         .acquire()
         .await
         .unwrap();
     next(g.fence(), "after release");
-    let taken = locks.lock(&key).retry(wait(suite)).acquire().await.unwrap();
+    let taken = locks
+        .lock(&key)
+        .with_retry(wait(suite))
+        .acquire()
+        .await
+        .unwrap();
     next(taken.fence(), "after expiry and takeover");
     assert!(b_force(&locks, &key).await);
     g.leak();
@@ -256,7 +261,7 @@ pub async fn metadata_round_trip(suite: &Suite) {
     let (a, b) = (suite.client().await, suite.client().await);
     let key = suite.key("meta");
     let text = "host=web-3 pid=4242 ünïcode ✓";
-    let g = a.lock(&key).metadata(text).acquire().await.unwrap();
+    let g = a.lock(&key).with_metadata(text).acquire().await.unwrap();
     let info = b.lock(&key).inspect().await.unwrap().unwrap();
     assert_eq!(info.metadata.as_deref(), Some(text));
     g.set_metadata(Some("step 2")).await.unwrap();
@@ -269,14 +274,19 @@ pub async fn metadata_round_trip(suite: &Suite) {
     g.release().await.unwrap();
     let big = "x".repeat(crate::MAX_METADATA_BYTES + 1);
     assert!(matches!(
-        a.lock(&key).metadata(big).acquire().await,
+        a.lock(&key).with_metadata(big).acquire().await,
         Err(Error::InvalidInput {
             what: "metadata",
             ..
         })
     ));
     let max = "m".repeat(crate::MAX_METADATA_BYTES);
-    let g = a.lock(&key).metadata(max.clone()).acquire().await.unwrap();
+    let g = a
+        .lock(&key)
+        .with_metadata(max.clone())
+        .acquire()
+        .await
+        .unwrap();
     let info = b.lock(&key).inspect().await.unwrap().unwrap();
     assert_eq!(info.metadata.map(|m| m.len()), Some(max.len()));
     g.release().await.unwrap();
@@ -288,7 +298,7 @@ pub async fn restore_from_token(suite: &Suite) {
     let key = suite.key("token");
     let g = a
         .lock(&key)
-        .ttl(Some(Duration::from_secs(30)))
+        .with_ttl(Some(Duration::from_secs(30)))
         .acquire()
         .await
         .unwrap();
@@ -371,7 +381,7 @@ pub async fn list_by_prefix(suite: &Suite) {
     }
     let short = locks
         .lock(&format!("{p}/expired"))
-        .ttl(Some(Duration::from_millis(30)))
+        .with_ttl(Some(Duration::from_millis(30)))
         .acquire()
         .await
         .unwrap();
@@ -418,18 +428,22 @@ pub async fn bad_input(suite: &Suite) {
     invalid(locks.lock(&"k".repeat(256)).acquire().await, "key");
     invalid(locks.lock("a\0b").try_acquire().await, "key");
     invalid(
-        locks.lock("k").ttl(Some(Duration::ZERO)).acquire().await,
+        locks
+            .lock("k")
+            .with_ttl(Some(Duration::ZERO))
+            .acquire()
+            .await,
         "ttl",
     );
     invalid(
         locks
             .lock("k")
-            .ttl(Some(Duration::from_secs(400 * 86400)))
+            .with_ttl(Some(Duration::from_secs(400 * 86400)))
             .acquire()
             .await,
         "ttl",
     );
-    invalid(locks.lock("k").owner("").acquire().await, "owner");
+    invalid(locks.lock("k").with_owner("").acquire().await, "owner");
     assert!(matches!(
         locks.lock("").inspect().await,
         Err(Error::InvalidInput { .. })
@@ -470,7 +484,7 @@ pub async fn run_reports_lost(suite: &Suite) {
     let b_key = key.clone();
     let r = a
         .lock(&key)
-        .ttl(Some(Duration::from_secs(30)))
+        .with_ttl(Some(Duration::from_secs(30)))
         .run(|lost| async move {
             b.lock(&b_key).force_release().await.unwrap();
             b.lock(&b_key).try_acquire().await.unwrap().leak();
@@ -483,7 +497,7 @@ pub async fn run_reports_lost(suite: &Suite) {
     a.lock(&key).force_release().await.unwrap();
     let r = a
         .lock(&key)
-        .ttl(Some(Duration::from_millis(100)))
+        .with_ttl(Some(Duration::from_millis(100)))
         .run(|lost| async move { lost.wait().await })
         .await;
     assert!(
@@ -523,8 +537,8 @@ pub async fn watchdog_keeps_the_lease(suite: &Suite) {
     let ttl = Duration::from_millis(600);
     let g = a
         .lock(&key)
-        .ttl(Some(ttl))
-        .auto_extend(true)
+        .with_ttl(Some(ttl))
+        .with_auto_extend(true)
         .acquire()
         .await
         .unwrap();

@@ -27,8 +27,8 @@ pub async fn contention(suite: &Suite) {
             for _ in 0..rounds {
                 let g = locks
                     .lock(&key)
-                    .ttl(Some(Duration::from_secs(30)))
-                    .retry(retry.clone())
+                    .with_ttl(Some(Duration::from_secs(30)))
+                    .with_retry(retry.clone())
                     .acquire()
                     .await
                     .expect("every contender gets its turn");
@@ -60,11 +60,11 @@ pub async fn hand_off(suite: &Suite) {
     for (holder, waiter) in [(&a, &b), (&a, &a)] {
         let g = holder
             .lock(&key)
-            .ttl(Some(Duration::from_secs(60)))
+            .with_ttl(Some(Duration::from_secs(60)))
             .acquire()
             .await
             .unwrap();
-        let lock = waiter.lock(&key).retry(
+        let lock = waiter.lock(&key).with_retry(
             Retry::default()
                 .delay(Duration::from_secs(300))
                 .timeout(Duration::from_secs(300)),
@@ -115,7 +115,7 @@ pub async fn cancelled_acquire_leaves_nothing_held(suite: &Suite) {
     // A cancelled request may still be on its way to the store after the lock looked free
     // above; its clean-up follows it. The lock must become free for good.
     eventually(suite, "a cancelled acquire left the lock held", || {
-        let l = a.lock(&key).retry(Retry::once());
+        let l = a.lock(&key).with_retry(Retry::once());
         async move {
             match l.acquire().await {
                 Ok(g) => {

@@ -26,7 +26,7 @@ pub async fn watchdog_events_and_lost_signal(suite: &Suite) {
     let mut rx = a.events();
     let key = suite.key("wd-events");
     let ttl = Duration::from_millis(900);
-    let lock = a.lock(&key).ttl(Some(ttl)).auto_extend(true);
+    let lock = a.lock(&key).with_ttl(Some(ttl)).with_auto_extend(true);
     let g = lock.acquire().await.unwrap();
     let mut seen = Vec::new();
     eventually(suite, "the watchdog extended the lease three times", || {
@@ -52,8 +52,8 @@ pub async fn watchdog_events_and_lost_signal(suite: &Suite) {
     let interval = ttl / 3;
     let g = a
         .lock(&key)
-        .ttl(Some(ttl))
-        .auto_extend(true)
+        .with_ttl(Some(ttl))
+        .with_auto_extend(true)
         .acquire()
         .await
         .unwrap();
@@ -97,7 +97,7 @@ pub async fn paused_holder_sees_lost_at_once(suite: &Suite) {
     let (a, b) = (suite.client().await, suite.client().await);
     let key = suite.key("paused");
     let ttl = Duration::from_millis(300);
-    let lock = a.lock(&key).ttl(Some(ttl)).auto_extend(true);
+    let lock = a.lock(&key).with_ttl(Some(ttl)).with_auto_extend(true);
     let (acquired_tx, acquired_rx) = tokio::sync::oneshot::channel();
     let (pause_tx, pause_rx) = tokio::sync::oneshot::channel::<()>();
     let (taken_tx, taken_rx) = std::sync::mpsc::channel::<()>();
@@ -132,8 +132,8 @@ pub async fn paused_holder_sees_lost_at_once(suite: &Suite) {
     pause_tx.send(()).expect("the holder waits to pause");
     let taker = b
         .lock(&key)
-        .ttl(Some(Duration::from_secs(30)))
-        .retry(Retry::default().timeout(suite.patience))
+        .with_ttl(Some(Duration::from_secs(30)))
+        .with_retry(Retry::default().timeout(suite.patience))
         .acquire()
         .await
         .expect("the key is free once the paused holder's lease ran out");
@@ -178,14 +178,14 @@ pub async fn expiry_watch(suite: &Suite) {
     }
     let short = Some(Duration::from_millis(200));
     let gone = format!("{prefix}gone");
-    let expiring = a.lock(&gone).ttl(short).acquire().await.unwrap();
+    let expiring = a.lock(&gone).with_ttl(short).acquire().await.unwrap();
     let (owner, fence) = (expiring.owner().to_owned(), expiring.fence());
     expiring.leak();
-    let released = a.lock(&format!("{prefix}released")).ttl(short);
+    let released = a.lock(&format!("{prefix}released")).with_ttl(short);
     released.acquire().await.unwrap().release().await.unwrap();
     let live = a
         .lock(&format!("{prefix}live"))
-        .ttl(Some(Duration::from_secs(60)))
+        .with_ttl(Some(Duration::from_secs(60)))
         .acquire()
         .await
         .unwrap();
@@ -215,7 +215,7 @@ pub async fn expiry_watch(suite: &Suite) {
     let watcher = b
         .watch_expiries(&prefix, Duration::from_millis(50))
         .unwrap();
-    let again = a.lock(&gone).ttl(short).acquire().await.unwrap();
+    let again = a.lock(&gone).with_ttl(short).acquire().await.unwrap();
     let fence = again.fence();
     again.leak();
     let deadline = Instant::now() + suite.patience;

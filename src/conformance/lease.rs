@@ -17,7 +17,7 @@ pub async fn lease_outlives_the_guard(suite: &Suite) {
     for round in 0..20 {
         // A fresh key each round: the leases are left to expire.
         let key = suite.key(&format!("sub-ms-ttl-{round}"));
-        let guard = match locks.lock(&key).ttl(Some(ttl)).try_acquire().await {
+        let guard = match locks.lock(&key).with_ttl(Some(ttl)).try_acquire().await {
             Ok(guard) => guard,
             Err(crate::Error::AlreadyLocked { .. }) => continue,
             Err(e) => panic!("{}: {e}", locks.describe()),

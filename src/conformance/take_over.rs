@@ -33,7 +33,7 @@ fn stored(locks: &Locks, key: &str) -> String {
 pub async fn take_over_is_declared(suite: &Suite) {
     let (a, b) = (suite.client().await, suite.client().await);
     let key = suite.key("to-declared");
-    let held = a.lock(&key).owner("holder").acquire().await.unwrap();
+    let held = a.lock(&key).with_owner("holder").acquire().await.unwrap();
     let declared = b.store().capabilities().take_over;
     let stored_key = stored(&b, &key);
     let request = AcquireRequest::new(&stored_key, "taker", Some(LONG));
@@ -76,18 +76,18 @@ pub async fn take_over_of_a_held_lock(suite: &Suite) {
     let key = suite.key("to-held");
     let old = a
         .lock(&key)
-        .owner("holder")
-        .metadata("old")
-        .ttl(Some(LONG))
+        .with_owner("holder")
+        .with_metadata("old")
+        .with_ttl(Some(LONG))
         .acquire()
         .await
         .unwrap();
     let ttl = Duration::from_secs(30);
     let taken = b
         .lock(&key)
-        .owner("taker")
-        .metadata("new")
-        .ttl(Some(ttl))
+        .with_owner("taker")
+        .with_metadata("new")
+        .with_ttl(Some(ttl))
         .take_over()
         .await
         .unwrap();
@@ -140,7 +140,7 @@ pub async fn take_over_of_a_held_lock(suite: &Suite) {
         ("taker", Some("new"))
     );
     // Taking over without metadata clears it.
-    let again = a.lock(&key).owner("third").take_over().await.unwrap();
+    let again = a.lock(&key).with_owner("third").take_over().await.unwrap();
     assert_eq!(
         again.displaced.map(|d| d.owner).as_deref(),
         Some("taker"),
@@ -167,13 +167,13 @@ pub async fn take_over_fires_the_lost_signal(suite: &Suite) {
     let key = suite.key("to-lost");
     let watched = a
         .lock(&key)
-        .ttl(Some(Duration::from_millis(900)))
-        .auto_extend(true)
+        .with_ttl(Some(Duration::from_millis(900)))
+        .with_auto_extend(true)
         .acquire()
         .await
         .unwrap();
     let signal = watched.lost_signal();
-    let taken = b.lock(&key).ttl(Some(LONG)).take_over().await.unwrap();
+    let taken = b.lock(&key).with_ttl(Some(LONG)).take_over().await.unwrap();
     let e = tokio::time::timeout(suite.patience, signal.wait())
         .await
         .unwrap_or_else(|_| {
@@ -191,7 +191,7 @@ pub async fn take_over_fires_the_lost_signal(suite: &Suite) {
     let (k, taker) = (key.clone(), b.clone());
     let run = a
         .lock(&key)
-        .ttl(Some(LONG))
+        .with_ttl(Some(LONG))
         .run(|_lost| async move {
             taker.lock(&k).take_over().await.unwrap().guard.leak();
         })
@@ -212,7 +212,7 @@ pub async fn take_over_of_free_and_expired_keys(suite: &Suite) {
         return;
     }
     let key = suite.key("to-free");
-    let free = b.lock(&key).ttl(Some(LONG)).take_over().await.unwrap();
+    let free = b.lock(&key).with_ttl(Some(LONG)).take_over().await.unwrap();
     assert!(
         free.displaced.is_none(),
         "{}: {:?}",
@@ -225,7 +225,7 @@ pub async fn take_over_of_free_and_expired_keys(suite: &Suite) {
 
     let short = a
         .lock(&key)
-        .ttl(Some(Duration::from_millis(150)))
+        .with_ttl(Some(Duration::from_millis(150)))
         .acquire()
         .await
         .unwrap();
@@ -234,7 +234,7 @@ pub async fn take_over_of_free_and_expired_keys(suite: &Suite) {
         async move { !l.is_locked().await.unwrap() }
     })
     .await;
-    let expired = b.lock(&key).ttl(Some(LONG)).take_over().await.unwrap();
+    let expired = b.lock(&key).with_ttl(Some(LONG)).take_over().await.unwrap();
     assert!(
         expired.displaced.is_none(),
         "{}: an expired lease counts as displaced: {:?}",
@@ -246,7 +246,7 @@ pub async fn take_over_of_free_and_expired_keys(suite: &Suite) {
     }
     short.leak();
     if b.store().capabilities().ttl_none {
-        let forever = a.lock(&key).ttl(None).take_over().await.unwrap();
+        let forever = a.lock(&key).with_ttl(None).take_over().await.unwrap();
         assert!(forever.displaced.is_some());
         let info = b.lock(&key).inspect().await.unwrap().expect("held");
         assert_eq!(info.remaining, None, "{}", b.describe());
@@ -281,7 +281,7 @@ pub async fn concurrent_take_overs_are_serialized(suite: &Suite) {
             for _ in 0..rounds {
                 let taken = locks
                     .lock(&key)
-                    .ttl(Some(LONG))
+                    .with_ttl(Some(LONG))
                     .take_over()
                     .await
                     .expect("a take-over never waits and never fails");
@@ -336,7 +336,7 @@ pub async fn cancelled_take_over_leaves_nothing_held(suite: &Suite) {
     }
     let key = suite.key("to-cancel");
     for micros in [0u64, 1, 10, 50, 100, 200, 500, 1000, 2000, 5000] {
-        let lock = b.lock(&key).ttl(Some(LONG));
+        let lock = b.lock(&key).with_ttl(Some(LONG));
         let _ = tokio::time::timeout(Duration::from_micros(micros), lock.take_over()).await;
         eventually(suite, "a cancelled take-over's lock is released", || {
             let l = a.lock(&key);

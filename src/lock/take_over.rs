@@ -36,8 +36,8 @@ impl Lock {
     /// ```
     /// # #[tokio::main(flavor = "current_thread")] async fn main() -> cadenas::Result<()> {
     /// let locks = cadenas::Locks::memory();
-    /// let stuck = locks.lock("nightly").owner("crashed-worker").acquire().await?;
-    /// let taken = locks.lock("nightly").owner("rescuer").take_over().await?;
+    /// let stuck = locks.lock("nightly").with_owner("crashed-worker").acquire().await?;
+    /// let taken = locks.lock("nightly").with_owner("rescuer").take_over().await?;
     /// let displaced = taken.displaced.expect("someone held it");
     /// assert_eq!(displaced.owner, "crashed-worker");
     /// assert!(taken.guard.fence() > stuck.fence());

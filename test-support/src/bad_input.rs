@@ -29,7 +29,7 @@ pub const TTL: Option<Duration> = Some(Duration::from_secs(30));
 pub async fn hold(ctx: &Ctx, on: On, key: &str) -> String {
     ctx.locks(on)
         .lock(key)
-        .ttl(TTL)
+        .with_ttl(TTL)
         .try_acquire()
         .await
         .unwrap()

@@ -53,14 +53,21 @@ pub fn cases() -> Vec<Case> {
             Invalid("owner"),
             &["owner"],
             Free(Redis, "k-owner"),
-            |c| async move { api(c.redis.lock("k-owner").owner("").try_acquire().await) },
+            |c| async move { api(c.redis.lock("k-owner").with_owner("").try_acquire().await) },
         ),
         case(
             "owner of 256 bytes",
             Invalid("owner"),
             &["255 bytes"],
             Free(Mysql, "k-owner"),
-            |c| async move { api(c.mysql.lock("k-owner").owner(long(256)).try_acquire().await) },
+            |c| async move {
+                api(c
+                    .mysql
+                    .lock("k-owner")
+                    .with_owner(long(256))
+                    .try_acquire()
+                    .await)
+            },
         ),
         case(
             "metadata of 64 KiB + 1",
@@ -69,7 +76,7 @@ pub fn cases() -> Vec<Case> {
             Free(Redis, "k-meta"),
             |c| async move {
                 let m = "m".repeat(64 * 1024 + 1);
-                api(c.redis.lock("k-meta").metadata(m).try_acquire().await)
+                api(c.redis.lock("k-meta").with_metadata(m).try_acquire().await)
             },
         ),
         case(
@@ -81,7 +88,7 @@ pub fn cases() -> Vec<Case> {
                 let g = c
                     .postgres
                     .lock("k-meta")
-                    .ttl(TTL)
+                    .with_ttl(TTL)
                     .try_acquire()
                     .await
                     .unwrap();
@@ -100,7 +107,7 @@ pub fn cases() -> Vec<Case> {
                 api(c
                     .redis
                     .lock("k-ttl")
-                    .ttl(Some(Duration::ZERO))
+                    .with_ttl(Some(Duration::ZERO))
                     .try_acquire()
                     .await)
             },
@@ -112,7 +119,7 @@ pub fn cases() -> Vec<Case> {
             Free(Redis, "k-ttl"),
             |c| async move {
                 let ttl = Some(Duration::from_secs(366 * 24 * 3600));
-                api(c.redis.lock("k-ttl").ttl(ttl).try_acquire().await)
+                api(c.redis.lock("k-ttl").with_ttl(ttl).try_acquire().await)
             },
         ),
         case(
@@ -145,7 +152,7 @@ pub fn cases() -> Vec<Case> {
                 let g = c
                     .redis
                     .lock("k-extend0")
-                    .ttl(TTL)
+                    .with_ttl(TTL)
                     .try_acquire()
                     .await
                     .unwrap();
@@ -161,7 +168,7 @@ pub fn cases() -> Vec<Case> {
             Free(Redis, "k-retry"),
             |c| async move {
                 let retry = Retry::default().delay(Duration::ZERO);
-                api(c.redis.lock("k-retry").retry(retry).acquire().await)
+                api(c.redis.lock("k-retry").with_retry(retry).acquire().await)
             },
         ),
         case(
@@ -170,9 +177,9 @@ pub fn cases() -> Vec<Case> {
             &["k-extend-every", "not shorter than the ttl"],
             Free(Redis, "k-extend-every"),
             |c| async move {
-                let lock = c.redis.lock("k-extend-every").ttl(TTL);
+                let lock = c.redis.lock("k-extend-every").with_ttl(TTL);
                 let every = TTL.unwrap();
-                api(lock.auto_extend_every(every).acquire().await)
+                api(lock.with_auto_extend_every(every).acquire().await)
             },
         ),
         case(
@@ -256,11 +263,17 @@ pub fn cases() -> Vec<Case> {
             &["k-lost"],
             Held(Redis, "k-lost"),
             |c| async move {
-                let g = c.redis.lock("k-lost").ttl(TTL).try_acquire().await.unwrap();
+                let g = c
+                    .redis
+                    .lock("k-lost")
+                    .with_ttl(TTL)
+                    .try_acquire()
+                    .await
+                    .unwrap();
                 c.redis.lock("k-lost").force_release().await.unwrap();
                 c.redis
                     .lock("k-lost")
-                    .ttl(TTL)
+                    .with_ttl(TTL)
                     .try_acquire()
                     .await
                     .unwrap()
@@ -277,14 +290,14 @@ pub fn cases() -> Vec<Case> {
                 let g = c
                     .postgres
                     .lock("k-lost")
-                    .ttl(TTL)
+                    .with_ttl(TTL)
                     .try_acquire()
                     .await
                     .unwrap();
                 c.postgres.lock("k-lost").force_release().await.unwrap();
                 c.postgres
                     .lock("k-lost")
-                    .ttl(TTL)
+                    .with_ttl(TTL)
                     .try_acquire()
                     .await
                     .unwrap()
