@@ -13,7 +13,7 @@ use std::future::Future;
 
 use tokio::sync::oneshot;
 
-use crate::store::{Acquire, StoreError, StoreErrorKind};
+use crate::store::{StoreError, StoreErrorKind};
 
 /// An answer on its way to the caller, with the token the caller sends back once it has it.
 type Delivery<T, E> = (Result<T, E>, Option<oneshot::Sender<()>>);
@@ -27,15 +27,16 @@ type Delivery<T, E> = (Result<T, E>, Option<oneshot::Sender<()>>);
 /// `release` must release exactly what `request` took (the key, by its owner). It runs at
 /// once after the answer, so it could only meet a later holding if that lease had already
 /// run out and the same owner had taken the key again in between.
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
 pub(crate) async fn acquire<E, Req, Rel, RelFut>(
     key: &str,
     store: &str,
     request: Req,
     release: Rel,
-) -> Result<Result<Acquire, E>, StoreError>
+) -> Result<Result<crate::store::Acquire, E>, StoreError>
 where
     E: std::fmt::Display + Send + 'static,
-    Req: Future<Output = Result<Acquire, E>> + Send + 'static,
+    Req: Future<Output = Result<crate::store::Acquire, E>> + Send + 'static,
     Rel: FnOnce() -> RelFut + Send + 'static,
     RelFut: Future<Output = Result<bool, E>> + Send,
 {
@@ -43,7 +44,7 @@ where
         key,
         store,
         request,
-        |a| matches!(a, Acquire::Acquired(_)),
+        |a| matches!(a, crate::store::Acquire::Acquired(_)),
         release,
     )
     .await

@@ -5,7 +5,7 @@
 #[cfg(any(feature = "postgres", feature = "mysql"))]
 use std::time::Duration;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::url::StoreUrl;
 
 use super::{check_identifier, DEFAULT_TABLE};
@@ -81,7 +81,7 @@ pub(crate) fn split_url(
         Some(v) => match v.parse::<u32>() {
             Ok(n) if (1..=1000).contains(&n) => n,
             _ => {
-                return Err(Error::config(format!(
+                return Err(crate::Error::config(format!(
                     "option pool_size={v} in {} is not a number from 1 to 1000",
                     url.redacted
                 )))
