@@ -109,7 +109,7 @@ mod tests {
     use futures_util::FutureExt;
     use tokio::sync::{Notify, Semaphore};
 
-    use crate::store::{AcquireRequest, Store};
+    use crate::store::{Acquire, AcquireRequest, Store};
     use crate::stores::memory::MemoryStore;
 
     use super::*;

@@ -187,12 +187,7 @@ impl RedisStore {
     }
 
     async fn open(settings: Settings) -> Result<RedisStore> {
-        let conn = settings.connect().await.map_err(|source| Error::Store {
-            store: settings.describe.clone(),
-            operation: "connect",
-            key: None,
-            source,
-        })?;
+        let conn = settings.connect().await.map_err(|source| Error::store(&settings.describe, "connect", None, source))?;
         let notifier = ReleaseNotifier::new();
         let seed = settings.nodes[0].clone();
         let subscriber = Subscriber::start(settings.nodes, notifier.clone());
@@ -220,12 +215,7 @@ impl RedisStore {
                 settings.describe
             )));
         }
-        let conn = settings.connect_lazy().map_err(|source| Error::Store {
-            store: settings.describe.clone(),
-            operation: "connect",
-            key: None,
-            source,
-        })?;
+        let conn = settings.connect_lazy().map_err(|source| Error::store(&settings.describe, "connect", None, source))?;
         let seed = settings.nodes[0].clone();
         let subscriber = Subscriber::start(settings.nodes, notifier.clone());
         Ok(RedisStore {

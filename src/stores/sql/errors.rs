@@ -31,12 +31,7 @@ impl SchemaError {
 
 /// A construction failure as the crate's error, naming the store.
 pub(crate) fn connect_error(store: &str, source: StoreError) -> Error {
-    Error::Store {
-        store: store.to_owned(),
-        operation: "connect",
-        key: None,
-        source,
-    }
+    Error::store(store, "connect", None, source)
 }
 
 /// Classifies a driver error that is not a database error (those are classified per
