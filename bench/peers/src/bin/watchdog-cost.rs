@@ -2,8 +2,8 @@
 //! store receives and the CPU time this process uses while it holds them.
 //!
 //! ```text
-//! cargo run --release --example watchdog_cost --features redis -- redis://127.0.0.1:6379 10000 30s 30s
-//! cargo run --release --example watchdog_cost -- memory: 10000 30s 30s
+//! cargo run --release -p cadenas-peers --bin watchdog-cost -- redis://127.0.0.1:6379 10000 30s 30s
+//! cargo run --release -p cadenas-peers --bin watchdog-cost -- memory: 10000 30s 30s
 //! ```
 //!
 //! Arguments: store URL (default `memory:`), number of locks (default 10000), ttl (default
@@ -12,10 +12,7 @@
 //! random tenth of that, so the expected rate is about `locks / (1.05 × ttl / 3)` extends per
 //! second: about 950/s for 10,000 locks at 30 s.
 //!
-//! Measured on a shared 2-core machine (10,000 locks, ttl 30 s, 65 s window, while the other
-//! core built and ran the test suite): Redis on 127.0.0.1 — 923 extends/s, 2.6% of one core
-//! (28 µs CPU per extend); memory — 923 extends/s, 1.1% of one core. No lease was lost. On a
-//! quiet machine, before the jitter, Redis took 1.1% of a core (11.5 µs per extend).
+//! The figures it measured are in BENCHMARKS.md.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -182,7 +179,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         locks.list("").await?.len()
     );
     locks.disconnect().await?;
-    #[cfg(feature = "redis")]
     if url.starts_with("redis://") {
         remove_redis_keys(&url, &namespace).await?;
     }
@@ -190,7 +186,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 /// Deletes the fence counters (kept forever by design) under the run's namespace.
-#[cfg(feature = "redis")]
 async fn remove_redis_keys(url: &str, namespace: &str) -> Result<(), Box<dyn std::error::Error>> {
     let client = redis::Client::open(url)?;
     let mut con = client.get_multiplexed_async_connection().await?;

@@ -2,7 +2,7 @@
 //! slices (raw loop, the Redis store's own `try_acquire`/`release`, the whole lock API), so that both see the same machine load: the median of the per-pair ratios is
 //! robust on a noisy machine where whole-run figures are not.
 //!
-//! `cargo run --release --features redis --example redis_paired -- [REDIS_URL] [PAIRS] [SLICE]`
+//! `cargo run --release -p cadenas-peers --bin redis-paired -- [REDIS_URL] [PAIRS] [SLICE]`
 //! (defaults: `redis://127.0.0.1:6379`, 40 pairs, `250ms`). Prints one JSON object.
 
 use std::time::{Duration, Instant};
