@@ -446,39 +446,8 @@ async fn verrou_interop() {
         &table,
     )
     .await;
-    let answer = node.cmd("try k1").await;
-    let node_owner = answer.strip_prefix("acquired ").expect(&answer).to_owned();
-    let s = connect(&with_query(&base_url(), &format!("table={table}"))).await;
-    match s
-        .try_acquire(AcquireRequest::new("k1", "rust", LONG))
-        .await
-        .unwrap()
-    {
-        Acquire::Held(h) => assert_eq!(h.owner.as_deref(), Some(node_owner.as_str())),
-        other => panic!("cadenas took a lock Verrou holds: {other:?}"),
-    }
-    assert_eq!(s.inspect("k1").await.unwrap().unwrap().owner, node_owner);
-    assert_eq!(node.cmd("release k1").await, "released");
-    fence_of(
-        s.try_acquire(AcquireRequest::new("k1", "rust", LONG))
-            .await
-            .unwrap(),
-    );
-    assert_eq!(node.cmd("try k1").await, "held");
-    assert_eq!(node.cmd("locked k1").await, "true");
-    assert!(s.release("k1", "rust").await.unwrap());
-    assert_eq!(node.cmd("locked k1").await, "false");
-    assert!(node.cmd("try k1").await.starts_with("acquired "));
-    // A lock that never expires (NULL expiration) holds Verrou off too.
-    fence_of(
-        s.try_acquire(AcquireRequest::new("k2", "rust", None))
-            .await
-            .unwrap(),
-    );
-    assert_eq!(node.cmd("try k2").await, "held");
-    // Verrou can release what it took after cadenas added its columns.
-    assert_eq!(node.cmd("release k1").await, "released");
-    assert!(s.inspect("k1").await.unwrap().is_none());
+    let url = with_query(&base_url(), &format!("table={table}"));
+    verrou::check_interop(&mut node, connect(&url)).await;
     node.quit().await;
 }
 

@@ -123,3 +123,40 @@ impl Node {
         let _ = tokio::time::timeout(std::time::Duration::from_secs(10), self.child.wait()).await;
     }
 }
+
+/// The interop check both SQL stores run: Verrou (in `node`, on its own three-column table)
+/// and the store that `connect` opens on the same table exclude each other both ways, also
+/// for a lock that never expires, and Verrou releases what it took after cadenas added its
+/// columns. Verrou takes `k1` before the store connects, so the store first meets a row
+/// without its columns.
+pub async fn check_interop<S, F>(node: &mut Node, connect: F)
+where
+    S: cadenas::Store,
+    F: std::future::Future<Output = S>,
+{
+    use cadenas::store::{Acquire, AcquireRequest};
+    let long = Some(std::time::Duration::from_secs(60));
+    let take = |key: &'static str, ttl| AcquireRequest::new(key, "rust", ttl);
+    let answer = node.cmd("try k1").await;
+    let node_owner = answer.strip_prefix("acquired ").expect(&answer).to_owned();
+    let s = connect.await;
+    match s.try_acquire(take("k1", long)).await.unwrap() {
+        Acquire::Held(h) => assert_eq!(h.owner.as_deref(), Some(node_owner.as_str())),
+        other => panic!("cadenas took a lock Verrou holds: {other:?}"),
+    }
+    assert_eq!(s.inspect("k1").await.unwrap().unwrap().owner, node_owner);
+    assert_eq!(node.cmd("release k1").await, "released");
+    let acquired = |a: Acquire| assert!(matches!(a, Acquire::Acquired(_)), "{a:?}");
+    acquired(s.try_acquire(take("k1", long)).await.unwrap());
+    assert_eq!(node.cmd("try k1").await, "held");
+    assert_eq!(node.cmd("locked k1").await, "true");
+    assert!(s.release("k1", "rust").await.unwrap());
+    assert_eq!(node.cmd("locked k1").await, "false");
+    assert!(node.cmd("try k1").await.starts_with("acquired "));
+    // A lock that never expires (NULL expiration) holds Verrou off too.
+    acquired(s.try_acquire(take("k2", None)).await.unwrap());
+    assert_eq!(node.cmd("try k2").await, "held");
+    // Verrou can release what it took after cadenas added its columns.
+    assert_eq!(node.cmd("release k1").await, "released");
+    assert!(s.inspect("k1").await.unwrap().is_none());
+}
