@@ -29,7 +29,15 @@ type Opener = fn(StoreUrl) -> Opened;
 #[derive(Debug)]
 pub(crate) struct Scheme {
     /// The store's name in messages ("PostgreSQL").
-    #[cfg_attr(not(any(feature = "sqlite", feature = "redis", feature = "postgres", feature = "mysql")), allow(dead_code))]
+    #[cfg_attr(
+        not(any(
+            feature = "sqlite",
+            feature = "redis",
+            feature = "postgres",
+            feature = "mysql"
+        )),
+        allow(dead_code)
+    )]
     pub name: &'static str,
     /// The store kind: the `store` label of metrics, unique per row, never a URL.
     pub kind: &'static str,
@@ -37,7 +45,15 @@ pub(crate) struct Scheme {
     /// what comes before the `:`.
     pub prefixes: &'static [&'static str],
     /// A URL of it, for messages.
-    #[cfg_attr(not(any(feature = "sqlite", feature = "redis", feature = "postgres", feature = "mysql")), allow(dead_code))]
+    #[cfg_attr(
+        not(any(
+            feature = "sqlite",
+            feature = "redis",
+            feature = "postgres",
+            feature = "mysql"
+        )),
+        allow(dead_code)
+    )]
     pub example: &'static str,
     /// Reached over the network: its URLs start with `scheme://` and a host, and may carry a
     /// user and password.
@@ -168,7 +184,15 @@ impl Scheme {
 
     /// A `Config` error unless `url` is one of this store's: the check at the top of each
     /// store's `from_url`, for URLs that did not come through [`open`].
-    #[cfg_attr(not(any(feature = "sqlite", feature = "redis", feature = "postgres", feature = "mysql")), allow(dead_code))]
+    #[cfg_attr(
+        not(any(
+            feature = "sqlite",
+            feature = "redis",
+            feature = "postgres",
+            feature = "mysql"
+        )),
+        allow(dead_code)
+    )]
     pub fn check(&self, url: &StoreUrl) -> Result<()> {
         if self.answers(url.url.scheme()) {
             return Ok(());

@@ -12,14 +12,21 @@ use cadenas::Error;
 pub(super) async fn run(
     hold: HoldArgs,
     kill_after: &str,
+    extend_every: Option<&str>,
     key: &str,
     command: &[String],
 ) -> Result<u8, Error> {
     let kill_after = cadenas::parse_duration("kill-after", kill_after)?;
+    let extend_every = extend_every
+        .map(|every| cadenas::parse_duration("extend-every", every))
+        .transpose()?;
     let force = hold.force;
     let (lock, retry) = prepare(hold, key).await?;
     // The watchdog runs whenever there is a ttl: the lease lives exactly as long as CMD.
-    let lock = lock.with_auto_extend(true);
+    let lock = match extend_every {
+        Some(every) => lock.with_auto_extend_every(every),
+        None => lock.with_auto_extend(true),
+    };
     // Signals that arrive while we wait for the lock just stop the wait (nothing to forward).
     let mut sigint = signal(SignalKind::interrupt()).map_err(signal_error)?;
     let mut sigterm = signal(SignalKind::terminate()).map_err(signal_error)?;

@@ -107,6 +107,10 @@ enum Command {
         /// After the lock is lost, how long CMD gets between SIGTERM and SIGKILL
         #[arg(long, default_value = "10s", value_name = "DUR")]
         kill_after: String,
+        /// How often to renew the lease while CMD runs (shorter than the ttl); default: every
+        /// third of the ttl
+        #[arg(long, value_name = "DUR")]
+        extend_every: Option<String>,
         /// The lock's name
         key: String,
         /// The command and its arguments
@@ -245,11 +249,13 @@ async fn dispatch(cli: Cli) -> (Result<u8, Error>, u8) {
         Command::Exec {
             hold,
             kill_after,
+            extend_every,
             key,
             command,
         } => {
             conflict = hold.conflict_exit_code;
-            exec::run(hold, &kill_after, &key, &command).await
+            let every = extend_every.as_deref();
+            exec::run(hold, &kill_after, every, &key, &command).await
         }
         Command::Acquire { hold, key } => {
             conflict = hold.conflict_exit_code;

@@ -366,3 +366,41 @@ fn processes_starting_together_on_a_new_file_all_get_in() {
         }
     }
 }
+
+/// `exec --extend-every` renews the lease at the chosen interval: the lock outlives several
+/// ttls while CMD runs (CMD itself checks), and an interval not shorter than the ttl is a
+/// usage error naming the key.
+#[test]
+fn exec_extends_at_the_chosen_interval() {
+    let env = Env::new();
+    let bin = assert_cmd::cargo::cargo_bin("cadenas");
+    let check = "sleep 1; exec \"$0\" status renewed";
+    env.cmd()
+        .args([
+            "exec",
+            "--ttl",
+            "300ms",
+            "--extend-every",
+            "50ms",
+            "renewed",
+            "--",
+        ])
+        .args(["sh", "-c", check, bin.to_str().unwrap()])
+        .assert()
+        .code(0);
+    assert!(!env.locked("renewed"), "released when CMD ended");
+    env.cmd()
+        .args([
+            "exec",
+            "--ttl",
+            "300ms",
+            "--extend-every",
+            "1s",
+            "renewed",
+            "--",
+            "true",
+        ])
+        .assert()
+        .code(2)
+        .stderr(predicates::str::contains("'renewed'").and(predicates::str::contains("interval")));
+}

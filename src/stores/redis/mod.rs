@@ -187,7 +187,10 @@ impl RedisStore {
     }
 
     async fn open(settings: Settings) -> Result<RedisStore> {
-        let conn = settings.connect().await.map_err(|source| Error::store(&settings.describe, "connect", None, source))?;
+        let conn = settings
+            .connect()
+            .await
+            .map_err(|source| Error::store(&settings.describe, "connect", None, source))?;
         let notifier = ReleaseNotifier::new();
         let seed = settings.nodes[0].clone();
         let subscriber = Subscriber::start(settings.nodes, notifier.clone());
@@ -215,7 +218,9 @@ impl RedisStore {
                 settings.describe
             )));
         }
-        let conn = settings.connect_lazy().map_err(|source| Error::store(&settings.describe, "connect", None, source))?;
+        let conn = settings
+            .connect_lazy()
+            .map_err(|source| Error::store(&settings.describe, "connect", None, source))?;
         let seed = settings.nodes[0].clone();
         let subscriber = Subscriber::start(settings.nodes, notifier.clone());
         Ok(RedisStore {
