@@ -5,7 +5,10 @@
 use cadenas::stores::postgres::PostgresStore;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 
-pub use crate::sql::{acquire_within, fence_of, random_name, Cleanup, LONG};
+pub use crate::sql::{
+    acquire_within, creation_is_race_free, fence_of, random_name,
+    refuses_unreachable_and_wrong_credentials, Cleanup, LONG,
+};
 use crate::sql::{fresh_table_url, Dialect};
 pub use crate::with_query;
 

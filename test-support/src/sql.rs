@@ -110,3 +110,37 @@ pub(crate) fn fresh_table_url(base: &str, query: &str) -> (String, String) {
     };
     (url, table)
 }
+
+/// Every URL in `urls` (a closed port, an unknown user, an unknown database; the first two
+/// with the password `hunter2`) fails to connect as unavailable, without showing the
+/// password.
+pub async fn refuses_unreachable_and_wrong_credentials<S, F, Fut>(urls: [String; 3], connect: F)
+where
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = cadenas::Result<S>>,
+{
+    for url in urls {
+        let e = match connect(url.clone()).await {
+            Ok(_) => panic!("{url} connected"),
+            Err(e) => e,
+        };
+        assert!(e.is_unavailable(), "{e}");
+        assert!(!e.to_string().contains("hunter2"), "{e}");
+    }
+}
+
+/// Eight stores opened at once on `url` (a new table) all succeed: table creation is race
+/// free.
+pub async fn creation_is_race_free<S, F, Fut>(url: String, connect: F)
+where
+    S: Send + 'static,
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = cadenas::Result<S>> + Send + 'static,
+{
+    let tasks: Vec<_> = (0..8).map(|_| tokio::spawn(connect(url.clone()))).collect();
+    for t in tasks {
+        if let Err(e) = t.await.unwrap() {
+            panic!("{e}");
+        }
+    }
+}
