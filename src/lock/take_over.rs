@@ -109,7 +109,7 @@ impl Lock {
         }
     }
 
-    /// Runs the request in its own task ([`detach`](crate::stores::detach)), so that it
+    /// Runs the request in its own task (`stores::detach`), so that it
     /// completes even if our caller is cancelled; a holding it took for a caller that is
     /// gone is released.
     async fn take_over_detached(&self) -> std::result::Result<TakeOver, StoreError> {

@@ -29,7 +29,7 @@ macro_rules! server_store {
             }
 
             /// One statement or transaction, run in a task of its own
-            /// ([`detach`](crate::stores::detach)) so that a cancelled caller never leaves a
+            /// (`stores::detach`) so that a cancelled caller never leaves a
             /// lock held.
             async fn try_acquire(
                 &self,

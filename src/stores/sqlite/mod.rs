@@ -350,7 +350,7 @@ impl Store for SqliteStore {
         Capabilities::ALL
     }
 
-    /// One statement, run in a task of its own ([`detach`](crate::stores::detach)): if the
+    /// One statement, run in a task of its own (`stores::detach`): if the
     /// future is dropped, a lock the statement took is released in the background.
     async fn try_acquire(
         &self,
