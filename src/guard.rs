@@ -66,7 +66,7 @@ impl Holding {
             self.lost_notify.notify_waiters();
             let lock = &self.lock;
             tracing::warn!(key = %lock.key, store = lock.store().describe(),
-                owner = %crate::observe::owner_tag(&lock.owner), fence = ?self.fence,
+                owner = %crate::observe::OwnerTag(&lock.owner), fence = ?self.fence,
                 "lock lost: {reason}");
         }
         first

@@ -41,12 +41,24 @@ use tracing::Instrument;
 /// A short, stable, non-reversible tag for an owner id: 8 hex digits of a 32-bit FNV-1a
 /// hash. Enough to tell holders apart in logs, useless to impersonate one.
 pub(crate) fn owner_tag(owner: &str) -> String {
-    let mut h: u32 = 0x811c_9dc5;
-    for b in owner.bytes() {
-        h ^= u32::from(b);
-        h = h.wrapping_mul(0x0100_0193);
+    OwnerTag(owner).to_string()
+}
+
+/// [`owner_tag`] computed only when formatted. Span fields are built even for a disabled
+/// span when `tracing`'s `log` feature is on (sqlx turns it on) and no subscriber is set, to
+/// be handed to a `log` logger if one wants them: with this, nothing is hashed or formatted
+/// unless one does.
+pub(crate) struct OwnerTag<'a>(pub(crate) &'a str);
+
+impl std::fmt::Display for OwnerTag<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut h: u32 = 0x811c_9dc5;
+        for b in self.0.bytes() {
+            h ^= u32::from(b);
+            h = h.wrapping_mul(0x0100_0193);
+        }
+        write!(f, "{h:08x}")
     }
-    format!("{h:08x}")
 }
 
 /// A `debug` span for one operation on one key; [`tracing::Span::none`] (nothing formatted,
@@ -57,7 +69,7 @@ macro_rules! op_span {
             $name,
             key = %$lock.key,
             store = $lock.store().describe(),
-            owner = %$crate::observe::owner_tag(&$lock.owner),
+            owner = %$crate::observe::OwnerTag(&$lock.owner),
             outcome = tracing::field::Empty,
         )
     };
