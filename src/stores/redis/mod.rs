@@ -77,6 +77,15 @@
 //! over is never reported as expired; one of an expired lock moves its state to the
 //! expired-holding record, as an acquire does.
 //!
+//! # Mixed versions
+//!
+//! A rolling deploy may run this version beside the one before it on the same keys. The
+//! layout is the same (the lock key set with `SET NX`, the same derived keys and fields);
+//! only the text of the scripts changed, and each version sends its own. So the two exclude
+//! each other, either releases a holding of its owner, fences keep increasing whichever
+//! version takes a key (one counter), and `inspect` of either shows owner, fence and
+//! metadata (`tests/redis_mixed_versions.rs` runs the previous version's scripts).
+//!
 //! # Hand-off
 //!
 //! `release` and `force_release` publish the key on its channel from inside their script.

@@ -25,13 +25,17 @@ use super::EXPIRY_GRACE_MS;
 /// microseconds, so fences keep increasing when Redis loses its data, as long as a key is
 /// locked less than once per microsecond and the server's clock does not step back. A
 /// counter that is not an integer undoes the `SET` and fails: the lock is left untouched.
+///
+/// Numbers go to `redis.call` as strings (`ARGV` as sent, `string.format('%d')`): Redis
+/// turns a Lua number into a command argument with `%.17g`, and that floating-point
+/// formatting cost about 3,000 server instructions per number.
 pub static ACQUIRE: LazyLock<Script> = LazyLock::new(|| {
     with_grace(
         r#"
 local ttl = tonumber(ARGV[2])
 local taken
 if ttl > 0 then
-  taken = redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ttl)
+  taken = redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2])
 else
   taken = redis.call('SET', KEYS[1], ARGV[1], 'NX')
 end
@@ -47,9 +51,10 @@ if type(fence) == 'table' then
 end
 if fence == 1 then
   local now = redis.call('TIME')
-  fence = string.format('%d', tonumber(now[1]) * 1000000 + tonumber(now[2]))
-  redis.call('SET', KEYS[3], fence)
+  fence = tonumber(now[1]) * 1000000 + tonumber(now[2])
+  redis.call('SET', KEYS[3], string.format('%d', fence))
 end
+fence = string.format('%d', fence)
 if redis.call('EXISTS', KEYS[2]) == 1 then
   -- The holding before ours ended without a release (it expired, or someone deleted the
   -- key): its record goes to the expiry watcher.
@@ -60,7 +65,7 @@ if ARGV[3] == '1' then
 else
   redis.call('HSET', KEYS[2], 'owner', ARGV[1], 'fence', fence, 'attempt', ARGV[5])
 end
-if ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl + GRACE) end
+if ttl > 0 then redis.call('PEXPIRE', KEYS[2], string.format('%d', ttl + GRACE)) end
 return {1, fence}
 "#,
     )
@@ -89,9 +94,10 @@ if type(fence) == 'table' then
 end
 if fence == 1 then
   local now = redis.call('TIME')
-  fence = string.format('%d', tonumber(now[1]) * 1000000 + tonumber(now[2]))
-  redis.call('SET', KEYS[3], fence)
+  fence = tonumber(now[1]) * 1000000 + tonumber(now[2])
+  redis.call('SET', KEYS[3], string.format('%d', fence))
 end
+fence = string.format('%d', fence)
 if t == 'string' then
   redis.call('DEL', KEYS[2])
 elseif redis.call('EXISTS', KEYS[2]) == 1 then
@@ -99,7 +105,7 @@ elseif redis.call('EXISTS', KEYS[2]) == 1 then
 end
 local ttl = tonumber(ARGV[2])
 if ttl > 0 then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ttl)
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 else
   redis.call('SET', KEYS[1], ARGV[1])
 end
@@ -108,7 +114,7 @@ if ARGV[3] == '1' then
 else
   redis.call('HSET', KEYS[2], 'owner', ARGV[1], 'fence', fence, 'attempt', ARGV[5])
 end
-if ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl + GRACE) end
+if ttl > 0 then redis.call('PEXPIRE', KEYS[2], string.format('%d', ttl + GRACE)) end
 return {1, fence, old_owner, old_fence}
 "#,
     )
@@ -154,8 +160,8 @@ if t ~= 'string' then return {-1} end
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {0} end
 local ttl = tonumber(ARGV[2])
 if ttl > 0 then
-  redis.call('PEXPIRE', KEYS[1], ttl)
-  redis.call('PEXPIRE', KEYS[2], ttl + GRACE)
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  redis.call('PEXPIRE', KEYS[2], string.format('%d', ttl + GRACE))
 else
   redis.call('PERSIST', KEYS[1])
   redis.call('PERSIST', KEYS[2])
@@ -185,7 +191,7 @@ else
   redis.call('HDEL', KEYS[2], 'metadata')
 end
 local p = redis.call('PTTL', KEYS[1])
-if p > 0 then redis.call('PEXPIRE', KEYS[2], p + GRACE) else redis.call('PERSIST', KEYS[2]) end
+if p > 0 then redis.call('PEXPIRE', KEYS[2], string.format('%d', p + GRACE)) else redis.call('PERSIST', KEYS[2]) end
 return 1
 "#,
     )
