@@ -42,6 +42,11 @@ pub struct Capabilities {
     /// step. A store that can only `force_release` then `try_acquire` (two steps another
     /// client can slip between) sets this to `false` (Redlock).
     pub take_over: bool,
+    /// [`Store::inspect`], [`Store::list`] and a take-over's displaced holder report the
+    /// holder's fence. A fencing store that hands fences out without recording them (Redis
+    /// without `records=true`) sets this to `false` and reports `None` for holdings whose
+    /// fence it did not record.
+    pub inspect_fence: bool,
 }
 
 impl Capabilities {
@@ -54,6 +59,7 @@ impl Capabilities {
         shared: true,
         expiry_watch: true,
         take_over: true,
+        inspect_fence: true,
     };
 }
 

@@ -142,12 +142,15 @@ mod redis_stores {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn redis_single_node_without_namespace() {
-        // Verrou's layout: no namespace, the key as is.
+    async fn redis_single_node_with_records_without_namespace() {
+        // Verrou's layout: no namespace, the key as is; every acquire writes its record
+        // (inspect shows fences, the expiry watcher works).
         let server = RedisServer::start();
-        let suite = suite_over(server.url(), |url| async move {
-            Locks::connect(&url).await.unwrap()
-        });
+        let url = format!("{}?records=true", server.url());
+        let suite = suite_over(
+            url,
+            |url| async move { Locks::connect(&url).await.unwrap() },
+        );
         run_all(&suite).await;
     }
 
@@ -169,9 +172,9 @@ mod redis_stores {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn redis_cluster_bare() {
+    async fn redis_cluster_bare_with_records() {
         let cluster = RedisCluster::start(3);
-        run_bare(&bare_over(&cluster.url()).await).await;
+        run_bare(&bare_over(&format!("{}?records=true", cluster.url())).await).await;
     }
 
     #[cfg(feature = "redlock")]

@@ -174,6 +174,15 @@ async fn a_release_on_any_master_wakes_the_waiter() {
             AcquireRequest::new(key, "a", Some(Duration::from_secs(30))),
         )
         .await;
+        // As the lock layer does: a try (which marks the holding as waited for), then the
+        // subscription.
+        assert!(matches!(
+            waiter
+                .try_acquire(AcquireRequest::new(key, "b", Some(Duration::from_secs(30))))
+                .await
+                .unwrap(),
+            Acquire::Held(_)
+        ));
         let mut sub = waiter.subscribe(key).await.unwrap().unwrap();
         assert!(holder.release(key, "a").await.unwrap());
         tokio::time::timeout(WAIT, sub.released())
@@ -185,7 +194,10 @@ async fn a_release_on_any_master_wakes_the_waiter() {
 #[tokio::test]
 async fn a_lock_survives_the_migration_of_its_slot() {
     let cluster = RedisCluster::start(3);
-    let s = RedisStore::connect(&cluster.url()).await.unwrap();
+    // With records: the lock key, its fence counter and its state all travel.
+    let s = RedisStore::connect(&format!("{}?records=true", cluster.url()))
+        .await
+        .unwrap();
     let key = "moving";
     let slot = keys::slot(key.as_bytes());
     let f1 = fence(

@@ -2,7 +2,9 @@
 //! same keys. The previous version's acquire and release scripts are kept verbatim in
 //! `tests/fixtures/redis-previous/` (`GRACE` stands for the state's grace period) and run
 //! here against keys the current store uses: the two exclude each other, fences keep
-//! increasing whichever version takes the key, and each reads the other's holder. Run with
+//! increasing whichever version takes the key, the current version reads and releases the
+//! previous one's holdings, and the previous one cannot release the current one's (which
+//! carry an attempt id after the owner). Run with
 //! `cargo test --features redis --test redis_mixed_versions`.
 #![cfg(feature = "redis")]
 
@@ -130,9 +132,16 @@ async fn previous_and_current_versions_exclude_each_other_and_keep_fences_increa
         "not the previous version's to release"
     );
     assert!(
-        old_release(&mut con, key, "new").await,
-        "the previous version releases the current one's holding by owner"
+        !old_release(&mut con, key, "new").await,
+        "the previous version does not know the current one's value (owner, NUL, attempt id)"
     );
+    let value: String = redis::cmd("GET")
+        .arg(key)
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert!(value.starts_with("new\0"), "{value:?}");
+    assert!(s.release(key, "new").await.unwrap());
 
     // And back: fences go on increasing, whoever takes the key.
     next(

@@ -43,8 +43,9 @@ async fn layout_is_verrous() {
     let s = store(&server).await;
     let mut r = raw(&server).await;
     fence(&s, AcquireRequest::new("app:job", "owner-1", secs(10))).await;
-    let owner: String = r.get("app:job").await.unwrap();
-    assert_eq!(owner, "owner-1");
+    // The owner, a NUL and the id of the request that took it.
+    let value: String = r.get("app:job").await.unwrap();
+    assert_eq!(value.split_once('\0').map(|(o, _)| o), Some("owner-1"));
     let pttl: i64 = r.pttl("app:job").await.unwrap();
     assert!(pttl > 9_000 && pttl <= 10_000, "{pttl}");
     fence(&s, AcquireRequest::new("forever", "owner-1", None)).await;
@@ -164,7 +165,10 @@ async fn a_key_holding_other_data_is_never_overwritten() {
 #[tokio::test]
 async fn keys_with_braces_work() {
     let server = RedisServer::start();
-    let s = store(&server).await;
+    // With records, so that inspect reads the fence from the state key's derived name too.
+    let s = RedisStore::connect(&format!("{}?records=true", server.url()))
+        .await
+        .unwrap();
     for key in ["a}b", "{}x", "job{42}", "{", "x}{y"] {
         let f = fence(&s, AcquireRequest::new(key, "a", secs(10))).await;
         assert_eq!(
@@ -301,4 +305,43 @@ async fn tls_with_a_trusted_ca_works_and_an_untrusted_certificate_is_refused() {
     assert!(e.is_unavailable(), "{e}");
     // Refused for the certificate, not for some other reason.
     assert!(e.to_string().contains("certificate"), "{e}");
+}
+
+/// `PUBLISH` calls the server has run (its own count, `INFO commandstats`).
+async fn publishes(r: &mut redis::aio::MultiplexedConnection) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(r)
+        .await
+        .unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix("cmdstat_publish:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |n| n.parse().unwrap())
+}
+
+#[tokio::test]
+async fn only_a_release_someone_waits_for_is_announced() {
+    let server = RedisServer::start();
+    let s = store(&server).await;
+    let mut r = raw(&server).await;
+    let before = publishes(&mut r).await;
+    fence(&s, AcquireRequest::new("quiet", "a", secs(10))).await;
+    assert!(s.release("quiet", "a").await.unwrap());
+    assert_eq!(publishes(&mut r).await, before, "nobody waited: no PUBLISH");
+
+    fence(&s, AcquireRequest::new("busy", "a", secs(10))).await;
+    let held = s
+        .try_acquire(AcquireRequest::new("busy", "b", secs(10)))
+        .await
+        .unwrap();
+    assert!(
+        matches!(&held, Acquire::Held(h) if h.owner.as_deref() == Some("a")),
+        "{held:?}"
+    );
+    // The try marked the holding: inspect still shows its owner, and its release announces.
+    assert_eq!(s.inspect("busy").await.unwrap().unwrap().owner, "a");
+    assert!(s.extend("busy", "a", secs(10)).await.unwrap().is_some());
+    assert!(s.release("busy", "a").await.unwrap());
+    assert_eq!(publishes(&mut r).await, before + 1, "one PUBLISH");
 }

@@ -135,6 +135,25 @@ pub async fn run_all(suite: &Suite) {
     );
 }
 
+/// Checks a fence that `inspect`, `list`, `extend` or a take-over's displaced holder
+/// reports: the holder's own, or — on a store that does not record every holding's fence
+/// ([`Capabilities::inspect_fence`](crate::Capabilities::inspect_fence) is `false`) —
+/// `None`. Never another fence.
+#[track_caller]
+pub(crate) fn assert_shown_fence(
+    store: &dyn crate::Store,
+    shown: Option<u64>,
+    holder: Option<u64>,
+    what: &str,
+) {
+    let unrecorded = !store.capabilities().inspect_fence && shown.is_none();
+    assert!(
+        shown == holder || unrecorded,
+        "{}: {what}: fence {shown:?} shown for a holding with fence {holder:?}",
+        store.describe()
+    );
+}
+
 /// Waits until `cond` is true or the suite's patience runs out (then panics with `what`).
 pub(crate) async fn eventually<F, Fut>(suite: &Suite, what: &str, mut cond: F)
 where

@@ -24,7 +24,8 @@ pub async fn store_exclusion(suite: &StoreSuite) {
     held(a, AcquireRequest::new(&key, "alice", LONG)).await;
     let info = inspect(b, &key).await.expect("held");
     assert_eq!((info.key.as_str(), info.owner.as_str()), (&*key, "alice"));
-    assert_eq!((info.fence, info.metadata), (lease.fence, None));
+    assert_eq!(info.metadata, None);
+    crate::conformance::assert_shown_fence(b, info.fence, lease.fence, "inspect");
     let others = [
         suite.key("EXCLUSION"),
         suite.key("exclusion "),
@@ -82,8 +83,13 @@ pub async fn store_owner_checks(suite: &StoreSuite) {
         .await
         .unwrap()
         .expect("ours");
-    check_lease(a, &extended, longer);
-    assert_eq!(extended.fence, lease.fence, "extend keeps the fence");
+    check_extended(a, &extended, longer);
+    crate::conformance::assert_shown_fence(
+        a,
+        extended.fence,
+        lease.fence,
+        "extend keeps the fence",
+    );
     // Twice within the same millisecond still counts as extended.
     let asked = Instant::now();
     assert!(a.extend(&key, "alice", longer).await.unwrap().is_some());
@@ -124,7 +130,8 @@ pub async fn store_expiry_and_takeover(suite: &StoreSuite) {
     assert_eq!(a.extend(&key, "alice", LONG).await.unwrap(), None);
     assert!(!a.set_metadata(&key, "alice", Some("x")).await.unwrap());
     let info = inspect(a, &key).await.expect("bob holds it");
-    assert_eq!((info.owner.as_str(), info.fence), ("bob", second.fence));
+    assert_eq!(info.owner.as_str(), "bob");
+    crate::conformance::assert_shown_fence(a, info.fence, second.fence, "inspect");
     assert!(b.release(&key, "bob").await.unwrap());
 
     eventually(suite, "the untaken lease expires", || async {
@@ -168,13 +175,14 @@ pub async fn store_ttl_none(suite: &StoreSuite) {
     let asked = Instant::now();
     let extended = a.extend(&key, "alice", LONG).await.unwrap().expect("ours");
     let grant = (asked, Instant::now());
-    check_lease(a, &extended, LONG);
-    assert_eq!(extended.fence, lease.fence);
+    check_extended(a, &extended, LONG);
+    crate::conformance::assert_shown_fence(a, extended.fence, lease.fence, "extend");
     let read = Instant::now();
     let info = inspect(b, &key).await.unwrap();
     check_remaining(b, info.remaining, LONG, grant, read);
     let back = a.extend(&key, "alice", None).await.unwrap().expect("ours");
-    check_lease(a, &back, None);
+    check_extended(a, &back, None);
+    crate::conformance::assert_shown_fence(a, back.fence, lease.fence, "extend");
     assert_eq!(inspect(b, &key).await.unwrap().remaining, None);
     assert!(b.force_release(&key).await.unwrap());
     take(b, AcquireRequest::new(&key, "bob", None)).await;
@@ -214,11 +222,12 @@ pub async fn store_fences(suite: &StoreSuite) {
     let mut fences = Vec::new();
     let lease = take(a, AcquireRequest::new(&key, "alice", LONG)).await;
     fences.push(lease.fence);
-    assert_eq!(shown(inspect(b, &key).await), lease.fence);
+    let check = |shown, what| crate::conformance::assert_shown_fence(a, shown, lease.fence, what);
+    check(shown(inspect(b, &key).await), "inspect");
     let extended = a.extend(&key, "alice", LONG).await.unwrap().unwrap();
-    assert_eq!(extended.fence, lease.fence);
+    check(extended.fence, "extend");
     if a.capabilities().list {
-        assert_eq!(a.list(&key).await.unwrap()[0].fence, lease.fence);
+        check(a.list(&key).await.unwrap()[0].fence, "list");
     }
     assert!(a.release(&key, "alice").await.unwrap());
     fences.push(
@@ -232,7 +241,12 @@ pub async fn store_fences(suite: &StoreSuite) {
     take(a, AcquireRequest::new(&other, "x", LONG)).await;
     let lease = take(b, AcquireRequest::new(&key, "dave", LONG)).await;
     fences.push(lease.fence);
-    assert_eq!(shown(inspect(a, &key).await), lease.fence);
+    crate::conformance::assert_shown_fence(
+        a,
+        shown(inspect(a, &key).await),
+        lease.fence,
+        "inspect",
+    );
     assert!(a.release(&other, "x").await.unwrap());
     assert!(b.release(&key, "dave").await.unwrap());
     if !a.capabilities().fencing {

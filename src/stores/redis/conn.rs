@@ -15,8 +15,11 @@ use crate::error::{Error, Result};
 use crate::store::{StoreError, StoreErrorKind};
 use crate::url::StoreUrl;
 
-/// The store's own URL options (Redlock passes them on to each of its nodes).
+/// The options of one node's connection (Redlock passes them on to each of its nodes).
 pub(crate) const OPTIONS: &[&str] = &["ca_file", "connect_timeout", "timeout"];
+
+/// The options of the Redis store itself, beyond its connection's.
+const STORE_OPTIONS: &[&str] = &["records"];
 
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -88,6 +91,8 @@ pub(super) struct Settings {
     pub tls: Option<redis::TlsCertificates>,
     pub connect_timeout: Duration,
     pub response_timeout: Duration,
+    /// `records=true`: every acquire writes the holding's record.
+    pub records: bool,
 }
 
 impl Settings {
@@ -103,7 +108,8 @@ impl Settings {
         if !cluster {
             crate::scheme::REDIS.check(&url)?;
         }
-        let (tls, connect_timeout, response_timeout) = take_options(&mut url)?;
+        let records = url.take_bool("records")?.unwrap_or(false);
+        let (tls, connect_timeout, response_timeout) = take_options(&mut url, STORE_OPTIONS)?;
         let node_scheme = if scheme.starts_with("rediss") {
             "rediss"
         } else {
@@ -119,6 +125,7 @@ impl Settings {
                 tls,
                 connect_timeout,
                 response_timeout,
+                records,
             });
         }
         let path = base.path().to_owned();
@@ -163,6 +170,7 @@ impl Settings {
             tls,
             connect_timeout,
             response_timeout,
+            records,
         })
     }
 
@@ -215,8 +223,10 @@ impl Settings {
     }
 }
 
+/// Takes the connection options; anything else but `also` is an error.
 fn take_options(
     url: &mut StoreUrl,
+    also: &[&str],
 ) -> Result<(Option<redis::TlsCertificates>, Duration, Duration)> {
     let ca_file = url.take("ca_file");
     let connect_timeout = url
@@ -225,7 +235,7 @@ fn take_options(
     let response_timeout = url
         .take_duration("timeout")?
         .unwrap_or(DEFAULT_RESPONSE_TIMEOUT);
-    url.reject_unknown(OPTIONS)?;
+    url.reject_unknown(&[OPTIONS, also].concat())?;
     let tls = match ca_file {
         None => None,
         Some(path) => {

@@ -39,6 +39,12 @@ pub fn release_channel(key: &str) -> String {
     derived(key, "released")
 }
 
+/// The release channel of `key` when a script cannot name it by itself: for a key with a
+/// `}` but no hash tag (the third form in the module docs, which needs the slot table).
+pub fn release_channel_arg(key: &str) -> Option<String> {
+    (hash_tag(key.as_bytes()).is_none() && key.contains('}')).then(|| release_channel(key))
+}
+
 /// The record of a holding that expired and was taken over before any expiry watcher saw it
 /// (a hash like the state; kept for [`EXPIRY_GRACE_MS`](super::EXPIRY_GRACE_MS)).
 pub fn expired_key(key: &str) -> String {

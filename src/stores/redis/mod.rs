@@ -5,27 +5,47 @@
 //! # Layout (compatible with Verrou)
 //!
 //! The lock for stored key `K` (namespace already applied by the lock layer) is the Redis
-//! string `K` holding the owner, with `PX` ttl or no expiry, set with `SET NX` — exactly what
-//! Verrou's Redis store writes, so Node.js processes on `@verrou/core` and Rust processes on
-//! cadenas exclude each other. Extra state lives in derived keys, named in
-//! [`keys`] so that they share `K`'s Cluster slot:
+//! string `K`, with `PX` ttl or no expiry, set with `SET NX` — what Verrou's Redis store
+//! does, so Node.js processes on `@verrou/core` and Rust processes on cadenas exclude each
+//! other. Its value is the owner, a NUL and the id of the request that took it
+//! (`owner\0attempt`; a value without a NUL, such as Verrou's, is all owner). Extra state
+//! lives in derived keys, named in [`keys`] so that they share `K`'s Cluster slot:
 //!
 //! - `__cadenas:fence…K…` — the fence counter, an integer that **never expires**;
-//! - `__cadenas:state…K…` — a hash (owner, fence, metadata) of the current holding, expiring
-//!   [`EXPIRY_GRACE_MS`] after the lock (deleted with it on release);
+//! - `__cadenas:state…K…` — the holding's record, a hash (owner, fence, metadata), expiring
+//!   [`EXPIRY_GRACE_MS`] after the lock (deleted with it on release). Written only when it is
+//!   asked for: by an acquire with metadata, by `set_metadata`, by a take-over, and by every
+//!   acquire of a store opened with `records=true` (below);
 //! - `__cadenas:expired…K…` — the state of a holding that expired and whose key was taken
 //!   over before an expiry watcher claimed it (kept for the rest of its grace);
 //! - `__cadenas:released…K…` — the pub/sub channel on which releases are announced.
 //!
-//! Every operation is one Lua script (sent by `EVALSHA`, re-loaded transparently after
-//! `SCRIPT FLUSH`). A key holding another type than a string is someone else's data: every
-//! operation answers a `Rejected` error and writes nothing.
+//! An acquire is one `MULTI`/`EXEC` of two native commands, `SET K value NX GET PX ttl` and
+//! `INCR` of the fence counter (or one script when it writes the record); every other
+//! operation is one Lua script (sent by `EVALSHA`, re-loaded transparently after `SCRIPT
+//! FLUSH`). A key holding another type than a string is someone else's data: every
+//! operation answers a `Rejected` error and writes nothing (an acquire may use up a fence
+//! number on it).
+//!
+//! # Records: `records=true`
+//!
+//! By default an acquire writes no record: Redis spends about a third of what a scripted
+//! acquire that records costs (BENCHMARKS.md, "Redis server cost per cycle"), and the holder
+//! gets its fence all the same. What reads records then has less to read: `inspect`,
+//! `cadenas status` and `list` show the owner and the time left but no fence (`None`) for a
+//! holding taken without one, a take-over's displaced holder comes without its fence, and
+//! the expiry watcher answers `Unsupported` (it reports expired holdings from their
+//! records). `redis://…?records=true` makes every acquire of that store write the record (a
+//! script instead of the `MULTI`), so all of it works; for the expiry watcher, every client
+//! that takes the keys it watches needs it. [`Capabilities::inspect_fence`] and
+//! [`Capabilities::expiry_watch`] say which one a store is.
 //!
 //! # Fencing: cost and limits
 //!
-//! A fence is one more than the last one of its key (`INCR` on the fence counter key); a
-//! counter that does not exist yet starts at the server's time in microseconds, so fences
-//! look like `1764000000123456`. They increase strictly per key, and they keep increasing
+//! A fence is one more than the last one of its key (`INCR` on the fence counter key; an
+//! acquire that found the key held used up a number too, so fences have gaps); a counter
+//! that does not exist yet starts at the server's time in microseconds, so fences look like
+//! `1764000000123456`. They increase strictly per key, and they keep increasing
 //! when the counters are lost with the data: a counter created after the loss starts above
 //! every fence handed out before, as long as a key was locked less than once per
 //! microsecond on average and the server's clock does not step back. The counter is never
@@ -79,12 +99,17 @@
 //!
 //! # Mixed versions
 //!
-//! A rolling deploy may run this version beside the one before it on the same keys. The
-//! layout is the same (the lock key set with `SET NX`, the same derived keys and fields);
-//! only the text of the scripts changed, and each version sends its own. So the two exclude
-//! each other, either releases a holding of its owner, fences keep increasing whichever
-//! version takes a key (one counter), and `inspect` of either shows owner, fence and
-//! metadata (`tests/redis_mixed_versions.rs` runs the previous version's scripts).
+//! A rolling deploy may run this version beside the one before it on the same keys. Both
+//! take the lock key with `SET NX` and count fences on the same counter, so the two exclude
+//! each other and fences keep increasing whichever version takes a key
+//! (`tests/redis_mixed_versions.rs` runs the previous version's scripts against this one).
+//! What differs: this version writes `owner\0attempt` where the previous wrote the owner,
+//! and no record by default. So the previous version's `inspect` and `cadenas status` show
+//! this version's holders with the NUL and attempt id after the owner and without a fence;
+//! the previous version cannot release or extend a holding this version took, even with the
+//! same owner (a guard serialized by one and restored by the other, or `cadenas acquire`
+//! and `cadenas release` run by different versions) — this version releases either's. A
+//! holding the previous version took shows its fence here.
 //!
 //! # Hand-off
 //!
@@ -94,6 +119,7 @@
 //! publishes nothing: waiters fall back to polling, capped by the holder's remaining ttl
 //! that [`Store::try_acquire`] reports.
 
+mod acquire;
 mod cancel;
 mod conn;
 mod expiry;
@@ -109,7 +135,6 @@ use std::time::Duration;
 use async_trait::async_trait;
 use redis::{FromRedisValue, Value};
 
-use self::cancel::InFlight;
 #[cfg(feature = "redlock")]
 pub(crate) use self::conn::OPTIONS;
 use self::conn::{bad_reply, op_error, wrong_type, Conn, Settings};
@@ -117,7 +142,7 @@ use self::pubsub::Subscriber;
 use crate::error::{Error, Result};
 use crate::notify::ReleaseNotifier;
 use crate::store::{
-    Acquire, AcquireRequest, Capabilities, Holder, Lease, LockInfo, Store, StoreError, Subscription,
+    Acquire, AcquireRequest, Capabilities, Lease, LockInfo, Store, StoreError, Subscription,
 };
 use crate::url::StoreUrl;
 
@@ -144,6 +169,12 @@ pub struct RedisStore {
     expiry: tokio::sync::OnceCell<expiry::ExpiryFeed>,
     /// Prefix → the feed generation at which it was last scanned.
     scanned: std::sync::Mutex<std::collections::HashMap<String, u64>>,
+    /// Every acquire writes the holding's record (`records=true`).
+    records: bool,
+    /// Acquires count fences (not on a Redlock node: Redlock has none).
+    fences: bool,
+    /// The server takes `SET … NX GET` (Redis ≥ 7.0): the native acquire path.
+    native: std::sync::atomic::AtomicBool,
 }
 
 /// How long the record of a holding (its state hash: owner, fence, metadata) outlives a lock
@@ -191,6 +222,7 @@ impl RedisStore {
             tls: None,
             connect_timeout: Duration::from_secs(5),
             response_timeout: Duration::from_secs(5),
+            records: false,
         })
         .await
     }
@@ -212,6 +244,9 @@ impl RedisStore {
             seed,
             expiry: tokio::sync::OnceCell::new(),
             scanned: Default::default(),
+            records: settings.records,
+            fences: true,
+            native: true.into(),
         })
     }
 
@@ -241,6 +276,9 @@ impl RedisStore {
             seed,
             expiry: tokio::sync::OnceCell::new(),
             scanned: Default::default(),
+            records: false,
+            fences: false,
+            native: true.into(),
         })
     }
 
@@ -360,53 +398,21 @@ impl Store for RedisStore {
         }
     }
 
-    /// Everything.
+    /// Everything with `records=true`; without, no fences in inspect, list or a take-over's
+    /// displaced holder, and no expiry watcher (they read the holding's record).
     fn capabilities(&self) -> Capabilities {
-        Capabilities::ALL
+        Capabilities {
+            inspect_fence: self.records,
+            expiry_watch: self.records,
+            ..Capabilities::ALL
+        }
     }
 
-    /// One script. Cancel safe: if the future is dropped while the script is in flight, a
-    /// clean-up script releases the lock if, and only if, this very request took it.
+    /// One `MULTI` (or, with metadata or `records=true`, one script). Cancel safe: if the
+    /// future is dropped while the request is in flight, a clean-up releases the lock if, and
+    /// only if, this very request took it.
     async fn try_acquire(&self, request: AcquireRequest<'_>) -> Result<Acquire, StoreError> {
-        let key = request.key;
-        let ttl = ttl_ms(request.ttl);
-        let attempt = format!("{:016x}", rand::random::<u64>());
-        let mut in_flight = InFlight {
-            store: self,
-            key,
-            owner: request.owner,
-            attempt: &attempt,
-            done: false,
-        };
-        let reply = scripts::ACQUIRE
-            .key(key)
-            .key(keys::state_key(key))
-            .key(keys::fence_key(key))
-            .key(keys::expired_key(key))
-            .arg(request.owner)
-            .arg(ttl)
-            .arg(u8::from(request.metadata.is_some()))
-            .arg(request.metadata.unwrap_or_default())
-            .arg(&attempt)
-            .invoke_async::<Vec<Value>>(&mut self.conn())
-            .await;
-        in_flight.done = true;
-        let reply = reply.map_err(|e| op_error(Some(key), e))?;
-        check_type(key, &reply)?;
-        match reply.first().map(|v| int(key, v)).transpose()? {
-            Some(1) => Ok(Acquire::Acquired(Lease {
-                fence: opt_fence(key, reply.get(1))?,
-                ttl: request.ttl,
-            })),
-            Some(0) => {
-                let pttl = reply.get(2).map(|v| int(key, v)).transpose()?.unwrap_or(-1);
-                Ok(Acquire::Held(Holder {
-                    owner: opt_string(key, reply.get(1))?,
-                    remaining: remaining(pttl),
-                }))
-            }
-            _ => Err(bad_reply(key, "unknown acquire status")),
-        }
+        self.acquire(request).await
     }
 
     /// One script; a displaced live holding is never reported by the expiry watcher.
@@ -415,18 +421,19 @@ impl Store for RedisStore {
     }
 
     async fn release(&self, key: &str, owner: &str) -> Result<bool, StoreError> {
-        let status: i64 = scripts::RELEASE
-            .key(key)
-            .key(keys::state_key(key))
-            .arg(owner)
-            .arg(keys::release_channel(key))
-            .arg(key)
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(|e| op_error(Some(key), e))?;
-        if status == -1 {
-            return Err(wrong_type(key, "non-string"));
+        let mut script = scripts::RELEASE.key(key);
+        script.key(keys::state_key(key)).arg(owner);
+        if let Some(channel) = keys::release_channel_arg(key) {
+            script.arg(channel);
         }
+        let status: i64 =
+            script
+                .invoke_async(&mut self.conn())
+                .await
+                .map_err(|e| match e.code() {
+                    Some("WRONGTYPE") => wrong_type(key, "non-string"),
+                    _ => op_error(Some(key), e),
+                })?;
         if status == 1 {
             // Waiters in this process need not wait for the message to come back.
             self.notifier.notify(key);
@@ -522,6 +529,15 @@ impl Store for RedisStore {
     /// arrived since the last sweep, and on a first sweep (or after the event connection
     /// dropped) those a `SCAN` finds.
     async fn reap_expired(&self, prefix: &str) -> Result<Vec<LockInfo>, StoreError> {
+        if !self.records {
+            return Err(StoreError::new(
+                crate::StoreErrorKind::Unsupported,
+                format!(
+                    "{}: the expiry watcher reads the records of holdings, which this store does not write; open it (and every client of these keys) with records=true in the URL",
+                    self.describe
+                ),
+            ));
+        }
         let feed = self
             .expiry
             .get_or_try_init(|| async {

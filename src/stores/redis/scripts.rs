@@ -3,7 +3,9 @@
 //!
 //! Conventions: `KEYS[1]` is the lock key, `KEYS[2]` the state hash, `KEYS[3]` (acquire
 //! only) the fence counter, `KEYS[4]` (acquire) or `KEYS[3]` (claim) the expired-holding
-//! record. The state hash outlives its lock by [`EXPIRY_GRACE_MS`] so that an expiry watcher
+//! record. The lock key holds the owner, followed by a NUL and the attempt id when cadenas
+//! took it (see [`super::acquire`]); every script compares owners with `owner_of`, which reads
+//! the owner out of either form. The state hash outlives its lock by [`EXPIRY_GRACE_MS`] so that an expiry watcher
 //! can still report who held an expired lock. A key of another type than string under the lock key is someone
 //! else's data: every script answers `-1` (with the type) and writes nothing. A ttl of `0`
 //! means "never expires". Sent by `EVALSHA`; after a `SCRIPT FLUSH` or a failover to a node
@@ -13,15 +15,20 @@ use std::sync::LazyLock;
 
 use redis::Script;
 
+use super::acquire::FENCE_FLOOR;
 use super::EXPIRY_GRACE_MS;
 
-/// `ARGV`: owner, ttl ms (0 = none), has metadata (`0`/`1`), metadata, attempt id.
-/// Answers `{1, fence}`, `{0, holder, pttl}` or `{-1, type}`. The attempt id (random, per
-/// request) lets [`RELEASE_ATTEMPT`] give back exactly what this request took.
+/// The acquire that writes the holding's record (the state hash): for a request with
+/// metadata, and for every request of a store opened with `records=true`. Requests without
+/// either take the native path ([`super::acquire`]).
+///
+/// `ARGV`: value (owner, NUL, attempt id), ttl ms (0 = none), has metadata (`0`/`1`),
+/// metadata, attempt id, owner. Answers `{1, fence}`, `{0, holder, pttl}` or `{-1, type}`.
 ///
 /// The common case costs five calls: `SET NX`, `INCR`, `EXISTS`, `HSET`, `PEXPIRE` (each
 /// call counts: a script's cost is mostly its calls). A fence counter that is missing
-/// (a key never locked, or a counter lost with the data) starts at the server's time in
+/// (a key never locked, or a counter lost with the data; any counter below
+/// [`FENCE_FLOOR`](super::acquire::FENCE_FLOOR)) starts at the server's time in
 /// microseconds, so fences keep increasing when Redis loses its data, as long as a key is
 /// locked less than once per microsecond and the server's clock does not step back. A
 /// counter that is not an integer undoes the `SET` and fails: the lock is left untouched.
@@ -30,7 +37,7 @@ use super::EXPIRY_GRACE_MS;
 /// turns a Lua number into a command argument with `%.17g`, and that floating-point
 /// formatting cost about 3,000 server instructions per number.
 pub static ACQUIRE: LazyLock<Script> = LazyLock::new(|| {
-    with_grace(
+    script(
         r#"
 local ttl = tonumber(ARGV[2])
 local taken
@@ -42,14 +49,18 @@ end
 if not taken then
   local t = redis.call('TYPE', KEYS[1]).ok
   if t ~= 'string' then return {-1, t} end
-  return {0, redis.call('GET', KEYS[1]), redis.call('PTTL', KEYS[1])}
+  local v = redis.call('GET', KEYS[1])
+  if string.find(v, '\0', 1, true) and string.byte(v, -1) ~= 1 then
+    redis.call('SET', KEYS[1], v .. '\1', 'KEEPTTL')
+  end
+  return {0, owner_of(v), redis.call('PTTL', KEYS[1])}
 end
 local fence = redis.pcall('INCR', KEYS[3])
 if type(fence) == 'table' then
   redis.call('DEL', KEYS[1])
   return redis.error_reply('the fence counter ' .. KEYS[3] .. ' is not an integer')
 end
-if fence == 1 then
+if fence < FLOOR then
   local now = redis.call('TIME')
   fence = tonumber(now[1]) * 1000000 + tonumber(now[2])
   redis.call('SET', KEYS[3], string.format('%d', fence))
@@ -61,9 +72,9 @@ if redis.call('EXISTS', KEYS[2]) == 1 then
   redis.call('RENAME', KEYS[2], KEYS[4])
 end
 if ARGV[3] == '1' then
-  redis.call('HSET', KEYS[2], 'owner', ARGV[1], 'fence', fence, 'attempt', ARGV[5], 'metadata', ARGV[4])
+  redis.call('HSET', KEYS[2], 'owner', ARGV[6], 'fence', fence, 'attempt', ARGV[5], 'metadata', ARGV[4])
 else
-  redis.call('HSET', KEYS[2], 'owner', ARGV[1], 'fence', fence, 'attempt', ARGV[5])
+  redis.call('HSET', KEYS[2], 'owner', ARGV[6], 'fence', fence, 'attempt', ARGV[5])
 end
 if ttl > 0 then redis.call('PEXPIRE', KEYS[2], string.format('%d', ttl + GRACE)) end
 return {1, fence}
@@ -71,20 +82,49 @@ return {1, fence}
     )
 });
 
-/// `ARGV` and `KEYS` as [`ACQUIRE`]. Takes the key whatever its state (a string held by
+/// `KEYS[1]`: the fence counter of a key the caller has just taken with the native acquire,
+/// whose `INCR` answered less than `ARGV[1]` ([`FENCE_FLOOR`](super::acquire::FENCE_FLOOR)):
+/// the counter is new (the key was never locked, or the counter was lost with the data).
+/// Moves it up to the server's time in microseconds and answers the holder's fence (a
+/// string). Other clients' failed attempts may have counted on in between: that only
+/// leaves a gap.
+pub static SEED_FENCE: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r#"
+local n = redis.pcall('INCR', KEYS[1])
+if type(n) == 'table' then
+  return redis.error_reply('the fence counter ' .. KEYS[1] .. ' is not an integer')
+end
+if n < tonumber(ARGV[1]) then
+  local now = redis.call('TIME')
+  local t = tonumber(now[1]) * 1000000 + tonumber(now[2])
+  if t > n then
+    n = t
+    redis.call('SET', KEYS[1], string.format('%d', n))
+  end
+end
+return string.format('%d', n)
+"#,
+    )
+});
+
+/// `ARGV` and `KEYS` as [`ACQUIRE`]. Always writes the record (a take-over is rare). Takes the key whatever its state (a string held by
 /// anyone, or none). Answers `{1, fence, displaced owner or nil, displaced fence or nil}` or
 /// `{-1, type}`. A live holding is displaced, not expired: its state hash is deleted, so the
 /// expiry watcher never reports it; a holding that had already expired (its key gone, its
 /// state still there) goes to the expired-holding record as in [`ACQUIRE`]. A counter that
 /// is not an integer fails before anything is written.
 pub static TAKE_OVER: LazyLock<Script> = LazyLock::new(|| {
-    with_grace(
+    script(
         r#"
 local t = redis.call('TYPE', KEYS[1]).ok
 if t ~= 'none' and t ~= 'string' then return {-1, t} end
-local old_owner, old_fence = false, false
+local old_owner, old_fence, value = false, false, ARGV[1]
 if t == 'string' then
-  old_owner = redis.call('GET', KEYS[1])
+  local v = redis.call('GET', KEYS[1])
+  -- Waiters marked the displaced holding: they wait on, for the new one.
+  if string.find(v, '\0', 1, true) and string.byte(v, -1) == 1 then value = value .. '\1' end
+  old_owner = owner_of(v)
   local s = redis.call('HMGET', KEYS[2], 'owner', 'fence')
   if s[1] == old_owner then old_fence = s[2] end
 end
@@ -92,7 +132,7 @@ local fence = redis.pcall('INCR', KEYS[3])
 if type(fence) == 'table' then
   return redis.error_reply('the fence counter ' .. KEYS[3] .. ' is not an integer')
 end
-if fence == 1 then
+if fence < FLOOR then
   local now = redis.call('TIME')
   fence = tonumber(now[1]) * 1000000 + tonumber(now[2])
   redis.call('SET', KEYS[3], string.format('%d', fence))
@@ -105,14 +145,14 @@ elseif redis.call('EXISTS', KEYS[2]) == 1 then
 end
 local ttl = tonumber(ARGV[2])
 if ttl > 0 then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  redis.call('SET', KEYS[1], value, 'PX', ARGV[2])
 else
-  redis.call('SET', KEYS[1], ARGV[1])
+  redis.call('SET', KEYS[1], value)
 end
 if ARGV[3] == '1' then
-  redis.call('HSET', KEYS[2], 'owner', ARGV[1], 'fence', fence, 'attempt', ARGV[5], 'metadata', ARGV[4])
+  redis.call('HSET', KEYS[2], 'owner', ARGV[6], 'fence', fence, 'attempt', ARGV[5], 'metadata', ARGV[4])
 else
-  redis.call('HSET', KEYS[2], 'owner', ARGV[1], 'fence', fence, 'attempt', ARGV[5])
+  redis.call('HSET', KEYS[2], 'owner', ARGV[6], 'fence', fence, 'attempt', ARGV[5])
 end
 if ttl > 0 then redis.call('PEXPIRE', KEYS[2], string.format('%d', ttl + GRACE)) end
 return {1, fence, old_owner, old_fence}
@@ -120,44 +160,75 @@ return {1, fence, old_owner, old_fence}
     )
 });
 
-/// `ARGV`: owner, channel, key. Answers `1` released, `0` not ours, `-1` wrong type.
+/// `ARGV`: owner, and the release channel only when the key has a `}` but no hash tag
+/// (otherwise the script names it: see [`super::keys`]). Answers `1` released, `0` not
+/// ours; a key of another type fails with `WRONGTYPE`. Announces the release only when a
+/// waiter marked the holding ([`MARK_WAITING`]): a release nobody waits for costs no
+/// `PUBLISH`.
+///
+/// The owner matches when the value is the owner, or starts with the owner and a NUL
+/// (`owner\0attempt`, marked or not). No `owner_of` here: this is the hot path, and each
+/// part of a script counts (BENCHMARKS.md, "Redis server cost per cycle").
 pub static RELEASE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    script(
         r#"
-local v = redis.pcall('GET', KEYS[1])
-if type(v) == 'table' and v.err then return -1 end
-if v ~= ARGV[1] then return 0 end
+local v = redis.call('GET', KEYS[1])
+if not v then return 0 end
+local n = #ARGV[1]
+if string.sub(v, 1, n) ~= ARGV[1] then return 0 end
+local after = string.byte(v, n + 1)
+if after and after ~= 0 then return 0 end
 redis.call('DEL', KEYS[1], KEYS[2])
-redis.call('PUBLISH', ARGV[2], ARGV[3])
+if after and string.byte(v, -1) == 1 then
+  redis.call('PUBLISH', channel_of(KEYS[1], ARGV[2]), KEYS[1])
+end
 return 1
 "#,
     )
 });
 
-/// `ARGV`: owner, attempt id, channel, key. Releases the lock only if it is still the
-/// holding that acquire attempt took (the clean-up of a cancelled acquire, which must never
-/// release a later holding of the same owner). Answers `1` released, `0` otherwise.
+/// `ARGV`: value (owner, NUL, attempt id), and the channel as in [`RELEASE`]. Releases the
+/// lock only if it is still the holding that acquire request took (the clean-up of a
+/// cancelled acquire, which must never release another holding of the same owner, earlier
+/// or later). Answers `1` released, `0` otherwise.
 pub static RELEASE_ATTEMPT: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    script(
         r#"
-if redis.call('TYPE', KEYS[1]).ok ~= 'string' then return 0 end
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-if redis.call('HGET', KEYS[2], 'attempt') ~= ARGV[2] then return 0 end
+local v = redis.pcall('GET', KEYS[1])
+if v ~= ARGV[1] and v ~= ARGV[1] .. '\1' then return 0 end
 redis.call('DEL', KEYS[1], KEYS[2])
-redis.call('PUBLISH', ARGV[3], ARGV[4])
+if v ~= ARGV[1] then redis.call('PUBLISH', channel_of(KEYS[1], ARGV[2]), KEYS[1]) end
 return 1
+"#,
+    )
+});
+
+/// Marks the holding of `KEYS[1]` as waited for (a `\1` after its value), so that its
+/// release announces itself; sent by an acquire that found the key held by cadenas (a
+/// value with a NUL) and not marked yet. Values of other writers (Verrou's) are left as
+/// they are: their releases announce nothing, and waiters poll. Answers the holding's
+/// `PTTL` (`-2`: released meanwhile).
+pub static MARK_WAITING: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r#"
+local v = redis.pcall('GET', KEYS[1])
+if type(v) ~= 'string' then return -2 end
+if string.find(v, '\0', 1, true) and string.byte(v, -1) ~= 1 then
+  redis.call('SET', KEYS[1], v .. '\1', 'KEEPTTL')
+end
+return redis.call('PTTL', KEYS[1])
 "#,
     )
 });
 
 /// `ARGV`: owner, ttl ms (0 = none). Answers `{1, fence or nil}`, `{0}` or `{-1}`.
 pub static EXTEND: LazyLock<Script> = LazyLock::new(|| {
-    with_grace(
+    script(
         r#"
 local t = redis.call('TYPE', KEYS[1]).ok
 if t == 'none' then return {0} end
 if t ~= 'string' then return {-1} end
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {0} end
+if owner_of(redis.call('GET', KEYS[1])) ~= ARGV[1] then return {0} end
 local ttl = tonumber(ARGV[2])
 if ttl > 0 then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
@@ -175,12 +246,12 @@ return {1}
 
 /// `ARGV`: owner, has metadata (`0`/`1`), metadata. Answers `1`, `0` or `-1`.
 pub static SET_METADATA: LazyLock<Script> = LazyLock::new(|| {
-    with_grace(
+    script(
         r#"
 local t = redis.call('TYPE', KEYS[1]).ok
 if t == 'none' then return 0 end
 if t ~= 'string' then return -1 end
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if owner_of(redis.call('GET', KEYS[1])) ~= ARGV[1] then return 0 end
 if redis.call('HGET', KEYS[2], 'owner') ~= ARGV[1] then
   redis.call('DEL', KEYS[2])
   redis.call('HSET', KEYS[2], 'owner', ARGV[1])
@@ -199,7 +270,7 @@ return 1
 
 /// `ARGV`: channel, key. Answers `1` removed, `0` nothing there, `-1` wrong type.
 pub static FORCE_RELEASE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    script(
         r#"
 local t = redis.call('TYPE', KEYS[1]).ok
 if t == 'none' then return 0 end
@@ -215,12 +286,12 @@ return 1
 /// `{-1, type}`. Fence and metadata count only when the state belongs to the current owner
 /// (a Verrou process may hold the key without writing state).
 pub static INSPECT: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    script(
         r#"
 local t = redis.call('TYPE', KEYS[1]).ok
 if t == 'none' then return {0} end
 if t ~= 'string' then return {-1, t} end
-local owner = redis.call('GET', KEYS[1])
+local owner = owner_of(redis.call('GET', KEYS[1]))
 local pttl = redis.call('PTTL', KEYS[1])
 local s = redis.call('HMGET', KEYS[2], 'owner', 'fence', 'metadata')
 if s[1] == owner then return {1, owner, pttl, s[2], s[3]} end
@@ -234,13 +305,13 @@ return {1, owner, pttl, false, false}
 /// `{owner, fence, metadata, …}`, one triple per record taken (none: empty). Each record is
 /// deleted as it is taken, so of several watchers racing, exactly one gets it.
 pub static CLAIM_EXPIRED: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    script(
         r#"
 local out = {}
 local s = redis.call('HMGET', KEYS[2], 'owner', 'fence', 'metadata')
 if s[1] then
   local current = false
-  if redis.call('TYPE', KEYS[1]).ok == 'string' then current = redis.call('GET', KEYS[1]) end
+  if redis.call('TYPE', KEYS[1]).ok == 'string' then current = owner_of(redis.call('GET', KEYS[1])) end
   if current ~= s[1] then
     redis.call('DEL', KEYS[2])
     out[#out + 1] = s[1]; out[#out + 1] = s[2]; out[#out + 1] = s[3]
@@ -256,7 +327,43 @@ return out
     )
 });
 
-/// A script whose text says `GRACE` for [`EXPIRY_GRACE_MS`].
-fn with_grace(text: &str) -> Script {
-    Script::new(&text.replace("GRACE", &EXPIRY_GRACE_MS.to_string()))
+/// The Lua function that reads the owner out of a lock key's value: the part before the
+/// first NUL (a holding cadenas took), or all of it (one a Verrou process took).
+const OWNER_OF: &str = r"local function owner_of(v)
+  local i = string.find(v, '\0', 1, true)
+  if i then return string.sub(v, 1, i - 1) end
+  return v
+end
+";
+
+/// The Lua function that names a lock key's release channel as
+/// [`keys::release_channel`](super::keys::release_channel) does, for the two forms that need no slot table; the third comes as `given`.
+const CHANNEL_OF: &str = r"local function channel_of(k, given)
+  if given then return given end
+  local open = string.find(k, '{', 1, true)
+  if open then
+    local close = string.find(k, '}', open + 1, true)
+    if close and close > open + 1 then return '__cadenas:released:' .. k end
+  end
+  return '__cadenas:released{' .. k .. '}'
+end
+";
+
+/// A script: its text may call `owner_of` and `channel_of` ([`OWNER_OF`] and [`CHANNEL_OF`]
+/// are put in front of it as needed) and say `GRACE` for [`EXPIRY_GRACE_MS`] and `FLOOR` for
+/// [`FENCE_FLOOR`].
+fn script(text: &str) -> Script {
+    let mut full = String::new();
+    if text.contains("owner_of(") {
+        full.push_str(OWNER_OF);
+    }
+    if text.contains("channel_of(") {
+        full.push_str(CHANNEL_OF);
+    }
+    full.push_str(
+        &text
+            .replace("GRACE", &EXPIRY_GRACE_MS.to_string())
+            .replace("FLOOR", &FENCE_FLOOR.to_string()),
+    );
+    Script::new(&full)
 }

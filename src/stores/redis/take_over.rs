@@ -2,6 +2,7 @@
 
 use redis::Value;
 
+use super::acquire::{attempt_id, holding_value};
 use super::conn::{bad_reply, op_error};
 use super::{check_type, int, keys, opt_fence, opt_string, scripts, ttl_ms, RedisStore};
 use crate::store::{AcquireRequest, Displaced, Lease, StoreError, TakeOver};
@@ -14,17 +15,18 @@ impl RedisStore {
     ) -> Result<TakeOver, StoreError> {
         let key = r.key;
         // Recorded like an acquire's, so the state hash has the same fields.
-        let attempt = format!("{:016x}", rand::random::<u64>());
+        let attempt = attempt_id();
         let reply: Vec<Value> = scripts::TAKE_OVER
             .key(key)
             .key(keys::state_key(key))
             .key(keys::fence_key(key))
             .key(keys::expired_key(key))
-            .arg(r.owner)
+            .arg(holding_value(r.owner, &attempt))
             .arg(ttl_ms(r.ttl))
             .arg(u8::from(r.metadata.is_some()))
             .arg(r.metadata.unwrap_or_default())
             .arg(&attempt)
+            .arg(r.owner)
             .invoke_async(&mut self.conn())
             .await
             .map_err(|e| op_error(Some(key), e))?;

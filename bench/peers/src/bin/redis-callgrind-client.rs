@@ -5,12 +5,15 @@
 //! `cargo run --release -p cadenas-peers --bin redis-callgrind-client -- MODE URL WARMUP CYCLES`
 //!
 //! Modes: `raw` (`SET key owner NX PX 30000` + an `EVALSHA` owner-checked delete, the loop
-//! of `cadenas-peers cycles raw-redis`), `store` (the Redis store's `try_acquire` + `release`),
+//! of `cadenas-peers cycles raw-redis`), `store` (the Redis store's `try_acquire` + `release`;
+//! `store-records` the same with `records=true`),
 //! `lock` (`Locks::lock(key).acquire()` + `release()`, the whole lock API). Each cycle takes
 //! the next of 100 keys, so fence counters exist after the warm-up as they do in a long run.
 //! Floors of other layouts, for comparison: `native` (`MULTI` `SET NX PX` + `INCR`, then the
 //! raw release), `native-record` (the same plus a `SET` of a record string in the `MULTI`),
-//! `lua-min` (a script doing `SET NX PX` + `INCR`, then the raw release).
+//! `lua-min` (a script doing `SET NX PX` + `INCR`, then the raw release). With `CG_RELEASE`
+//! set to a script's text, `native` releases with that script instead (`KEYS`: lock key,
+//! a state key; `ARGV`: owner, a channel), to price the parts of a release one by one.
 //!
 //! Protocol on stdout/stdin: prints `warm` after the warm-up, waits for one line on stdin,
 //! runs the cycles, prints `done`.
@@ -47,6 +50,9 @@ enum Driver {
         script: redis::Script,
         owner: String,
         record: bool,
+        /// A release script of `CG_RELEASE` (`KEYS`: lock, state; `ARGV`: owner, channel),
+        /// to price the parts of a release one by one.
+        custom_release: bool,
     },
     /// A script doing `SET NX PX` + `INCR`, then the raw loop's release.
     LuaMin {
@@ -94,6 +100,7 @@ impl Driver {
                 script,
                 owner,
                 record,
+                custom_release,
             } => {
                 let mut pipe = redis::pipe();
                 pipe.atomic()
@@ -116,12 +123,14 @@ impl Driver {
                 let (ok, _fence): (Option<String>, u64) =
                     pipe.query_async(con).await.expect("MULTI");
                 assert!(ok.is_some(), "{key} was not free");
-                let released: i64 = script
-                    .key(key)
-                    .arg(&*owner)
-                    .invoke_async(con)
-                    .await
-                    .expect("release script");
+                let mut release = script.key(key);
+                release.arg(&*owner);
+                if *custom_release {
+                    release
+                        .key(format!("{key}:state"))
+                        .arg(format!("{key}:released"));
+                }
+                let released: i64 = release.invoke_async(con).await.expect("release script");
                 assert_eq!(released, 1);
             }
             Driver::LuaMin {
@@ -160,7 +169,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [mode, url, warmup, cycles] = args.as_slice() else {
         eprintln!(
-            "usage: redis_callgrind raw|store|lock|native|native-record|lua-min URL WARMUP CYCLES"
+            "usage: redis_callgrind raw|store|store-records|lock|native|native-record|lua-min URL WARMUP CYCLES"
         );
         std::process::exit(2);
     };
@@ -179,6 +188,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             store: RedisStore::connect(url).await?,
             owner: cadenas::new_owner(),
         },
+        "store-records" => Driver::Store {
+            store: RedisStore::connect(&format!("{url}?records=true")).await?,
+            owner: cadenas::new_owner(),
+        },
         "lock" => {
             let locks = Locks::connect(&format!("{url}?namespace={ns}")).await?;
             Driver::Lock {
@@ -189,9 +202,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             con: redis::Client::open(url.as_str())?
                 .get_multiplexed_async_connection()
                 .await?,
-            script: redis::Script::new(RELEASE),
+            script: redis::Script::new(
+                &std::env::var("CG_RELEASE").unwrap_or_else(|_| RELEASE.to_owned()),
+            ),
             owner: cadenas::new_owner(),
             record: mode == "native-record",
+            custom_release: std::env::var_os("CG_RELEASE").is_some(),
         },
         "lua-min" => Driver::LuaMin {
             con: redis::Client::open(url.as_str())?
