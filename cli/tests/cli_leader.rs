@@ -57,8 +57,14 @@ impl Env {
     }
 
     /// A singleton supervisor: `cadenas exec NAME` as `owner`, its command printing the term
-    /// (`CADENAS_FENCE`) and then running until stopped. Returns the child and the term.
-    fn supervisor(&self, name: &str, owner: &str, extra: &[&str]) -> (Child, u64) {
+    /// (`CADENAS_FENCE`) and then running until stopped. Its first line is the term, once it
+    /// leads.
+    fn spawn_supervisor(
+        &self,
+        name: &str,
+        owner: &str,
+        extra: &[&str],
+    ) -> (Child, mpsc::Receiver<String>) {
         let mut args = vec!["exec", "--ttl", "2s", "--owner", owner];
         args.extend_from_slice(extra);
         args.extend_from_slice(&[
@@ -68,10 +74,19 @@ impl Env {
             "-c",
             "echo \"$CADENAS_FENCE\"; exec sleep 60",
         ]);
-        let (child, lines) = self.spawn(&args);
-        let term = next_line(&lines, "the supervisor's term");
-        (child, term.parse().expect("CADENAS_FENCE is a number"))
+        self.spawn(&args)
     }
+
+    /// A supervisor that leads: the child and its term.
+    fn supervisor(&self, name: &str, owner: &str, extra: &[&str]) -> (Child, u64) {
+        let (child, lines) = self.spawn_supervisor(name, owner, extra);
+        (child, term(&lines))
+    }
+}
+
+fn term(lines: &mpsc::Receiver<String>) -> u64 {
+    let line = next_line(lines, "the supervisor's term");
+    line.parse().expect("CADENAS_FENCE is a number")
 }
 
 fn next_line(lines: &mpsc::Receiver<String>, what: &str) -> String {
@@ -164,23 +179,10 @@ fn leader_watch_prints_each_change_until_interrupted() {
     assert_eq!(v["term"], t1, "{v}");
 
     // The next supervisor waits; when the first stops, it leads with a higher term.
-    let (second, lines_b) = env.spawn(&[
-        "exec",
-        "--ttl",
-        "2s",
-        "--owner",
-        "host-b",
-        "--metadata",
-        "10.0.0.2:80",
-        "sched",
-        "--",
-        "sh",
-        "-c",
-        "echo \"$CADENAS_FENCE\"; exec sleep 60",
-    ]);
+    let (second, lines_b) = env.spawn_supervisor("sched", "host-b", &["--metadata", "10.0.0.2:80"]);
     terminate(&first);
     wait_exit(first, PATIENCE);
-    let t2: u64 = next_line(&lines_b, "host-b's term").parse().unwrap();
+    let t2 = term(&lines_b);
     assert!(t2 > t1, "term {t2} after {t1}");
     let mut v = next_json(&lines, "host-b elected");
     if v["change"] == "vacant" {

@@ -168,7 +168,7 @@ impl Election {
     /// `leaseDurationSeconds`). The leader renews it every third of it. Between 1 ms and one
     /// year; otherwise the operations fail with [`Error::InvalidInput`].
     pub fn with_ttl(mut self, ttl: Duration) -> Self {
-        if let Err(e) = crate::duration::check("election lease", ttl) {
+        if let Err(e) = check_duration("election lease", self.name(), ttl) {
             self.invalid.get_or_insert(split(e));
         }
         self.lock = self.lock.with_ttl(Some(ttl));
@@ -190,7 +190,7 @@ impl Election {
     /// when no notification comes (default [`DEFAULT_POLL_INTERVAL`], Kubernetes'
     /// `RetryPeriod`). Between 1 ms and one year.
     pub fn with_poll_interval(mut self, interval: Duration) -> Self {
-        match crate::duration::check("poll interval", interval) {
+        match check_duration("poll interval", self.name(), interval) {
             Ok(interval) => {
                 self.poll = interval;
                 // Up to a tenth more at random, so candidates do not look in lock step.
@@ -426,6 +426,19 @@ fn split(e: Error) -> (&'static str, String) {
         Error::InvalidInput { what, message } => (what, message),
         other => ("election", other.to_string()),
     }
+}
+
+/// A lease or interval of election `name`: between 1 ms and one year.
+fn check_duration(what: &'static str, name: &str, d: Duration) -> Result<Duration> {
+    crate::duration::check(what, d).map_err(|_| {
+        Error::invalid(
+            what,
+            format!(
+                "election '{name}': the {what} must be between 1ms and one year, not {}",
+                crate::duration::format_duration(d)
+            ),
+        )
+    })
 }
 
 fn check_name(name: &str, namespace: Option<&str>) -> Result<()> {
