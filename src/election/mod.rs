@@ -20,7 +20,7 @@
 //! | lease ([`Election::with_ttl`]) | how long a silent leader keeps leading | the session's lease ttl | `leaseDurationSeconds` |
 //! | poll interval ([`Election::with_poll_interval`]) | the longest a candidate or observer goes without looking | — | `RetryPeriod` |
 //!
-//! The leader renews its lease every third of it (the [`Guard`](crate::Guard) watchdog;
+//! The leader renews its lease every third of it (the [`Guard`] watchdog;
 //! Kubernetes' `RenewDeadline` is the watchdog's margin: a leader that cannot renew gives up
 //! a tenth of the lease, at most one second, before the lease ends).
 //!
