@@ -7,6 +7,9 @@
 //! - [`Lock`] is one named lock; [`Lock::acquire`] waits per its [`Retry`] policy and returns a
 //!   [`Guard`] that holds the lease, knows its [`fence`](Guard::fence), tells when it is
 //!   [`lost`](Guard::lost), and [`release`](Guard::release)s it.
+//! - [`Locks::election`] runs a leader election over a lock: [`Election::campaign`] waits
+//!   until this candidate leads and returns a [`Leadership`] whose [`term`](Leadership::term)
+//!   is a fence; [`Election::observe`] follows the changes (see [`election`]).
 //! - [`Store`] is the contract a backend implements; [`stores`] has the built-in ones, and
 //!   the `conformance` module (feature `conformance`) is what each must pass.
 //!
@@ -28,6 +31,7 @@ pub struct ReadmeDoctests;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 pub mod duration;
+pub mod election;
 mod error;
 mod events;
 #[cfg(fuzzing)]
@@ -49,6 +53,7 @@ pub mod url;
 mod watch;
 
 pub use duration::{format_duration, parse_duration, parse_ttl};
+pub use election::{Election, Leader, LeaderChange, Leadership, Observer, DEFAULT_POLL_INTERVAL};
 pub use error::{Error, Result};
 pub use events::{Event, EventKind};
 pub use guard::{Guard, LostSignal};

@@ -4,7 +4,8 @@
 //! `main.rs` only calls [`main`]; everything is here so it can be tested. The crate's
 //! features choose the stores the binary opens (all by default).
 //!
-//! Exit codes: `0` success (`status`: locked), `1` failure (`status`: free; `release`/`extend`
+//! Exit codes: `0` success (`status`: locked; `leader`: someone leads), `1` failure (`status`:
+//! free; `leader`: no one leads; `release`/`extend`
 //! of a lock no longer held), `2` usage or configuration error, `69` store unreachable,
 //! `75` not acquired in time (`--conflict-exit-code`), `76` lock lost while the command ran
 //! (it expired, was force-released, or another `--force` took it over); `2` too for
@@ -16,6 +17,7 @@
 pub mod bench;
 mod exec;
 mod force;
+mod leader;
 mod output;
 
 use std::path::PathBuf;
@@ -43,7 +45,7 @@ pub const EXIT_USAGE: u8 = 2;
     long_about = "Distributed locks from the shell: a flock(1) for many hosts.\n\n\
         The store is --store, else $CADENAS_STORE, else a SQLite file under \
         $XDG_STATE_HOME/cadenas (~/.local/state/cadenas).",
-    after_help = "Exit codes: 0 ok, 1 failed / free, 2 usage (also --force on a store \
+    after_help = "Exit codes: 0 ok, 1 failed / free / no leader, 2 usage (also --force on a store \
         that cannot take a lock over in one step), 69 store unreachable, \
         75 not acquired in time, 76 lock lost while CMD ran (expired, released or taken over)"
 )]
@@ -153,6 +155,25 @@ enum Command {
         json: bool,
         /// The lock's name
         key: String,
+    },
+    /// Show who leads election NAME (the holder of lock NAME: candidate, term, value, lease);
+    /// exit 0 if someone leads, 1 if no one. --watch: a line per change until interrupted
+    Leader {
+        #[command(flatten)]
+        store: StoreArg,
+        /// Print JSON (with --watch: one object per line)
+        #[arg(long)]
+        json: bool,
+        /// Print the leader, then a line per change (elected, proclaimed, vacant) until
+        /// SIGINT or SIGTERM
+        #[arg(long)]
+        watch: bool,
+        /// With --watch, the longest between two looks at the store when it sends no
+        /// notification
+        #[arg(long, default_value = "1s", value_name = "DUR")]
+        poll_interval: String,
+        /// The election's name
+        name: String,
     },
     /// Measure the store: cycles/s uncontended and contended, hand-off latency
     Bench {
@@ -273,6 +294,13 @@ async fn dispatch(cli: Cli) -> (Result<u8, Error>, u8) {
             json,
             prefix,
         } => output::list(open(store).await, json, &prefix).await,
+        Command::Leader {
+            store,
+            json,
+            watch,
+            poll_interval,
+            name,
+        } => leader::run(open(store).await, json, watch, &poll_interval, &name).await,
         Command::Bench {
             store,
             tasks,
@@ -288,8 +316,9 @@ async fn dispatch(cli: Cli) -> (Result<u8, Error>, u8) {
 
 /// The fuzz target `cli_args` (built with `--cfg fuzzing`): parses `args` (program name
 /// first) as `cadenas` does and runs the command against a fresh memory store, except that
-/// `exec` is run as `acquire` once its own flags are checked (no command is started) and
-/// `bench` only checks its flags. Returns the exit code and the error message, if any.
+/// `exec` is run as `acquire` once its own flags are checked (no command is started),
+/// `bench` only checks its flags and `leader --watch` looks once. Returns the exit code and
+/// the error message, if any.
 #[cfg(fuzzing)]
 #[doc(hidden)]
 pub fn fuzz_run<I, T>(args: I) -> (u8, String)
@@ -314,6 +343,8 @@ where
                 return (exit_code(&e, hold.conflict_exit_code), e.to_string());
             }
         }
+        // Watching never ends: the fuzz target looks once.
+        Command::Leader { watch, .. } => *watch = false,
         Command::Bench { duration, .. } => {
             return match cadenas::parse_duration("duration", duration) {
                 Ok(_) => (0, String::new()),
@@ -330,6 +361,7 @@ where
         Command::Release { store, .. }
         | Command::Extend { store, .. }
         | Command::Status { store, .. }
+        | Command::Leader { store, .. }
         | Command::List { store, .. } => memory(store),
         Command::Exec { .. } | Command::Bench { .. } => unreachable!("handled above"),
     }

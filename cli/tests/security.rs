@@ -1,7 +1,8 @@
 //! No password shows in the output of the `cadenas` binary (stdout, stderr, its own tracing
 //! lines at `CADENAS_LOG=trace`) for the URLs with a password of the library's security
 //! tests: URLs refused before anything is reached (exit 2), wrong passwords against the real
-//! servers (exit 69), and a password the server ignores (PostgreSQL on trust auth: exit 0).
+//! servers (exit 69), and a password the server ignores (PostgreSQL on trust auth: `list` exits
+//! 0, `leader` 1).
 #![cfg(all(
     feature = "redis",
     feature = "redlock",
@@ -58,4 +59,6 @@ fn a_password_the_server_ignores_never_shows() {
     let url = ignored_password_url(&table);
     let (code, stderr) = cli(&["list", "--store", &url]);
     assert_eq!(code, Some(0), "{stderr}");
+    let (code, stderr) = cli(&["leader", "--json", "--store", &url, "k"]);
+    assert_eq!(code, Some(1), "no leader: {stderr}");
 }

@@ -28,6 +28,7 @@ mod bare;
 mod cancel;
 mod checks;
 mod concurrency;
+mod election;
 mod holder;
 mod lease;
 mod take_over;
@@ -42,6 +43,7 @@ pub use bare::*;
 pub use cancel::*;
 pub use checks::*;
 pub use concurrency::*;
+pub use election::*;
 pub use holder::*;
 pub use lease::*;
 pub use take_over::*;
@@ -130,6 +132,7 @@ pub async fn run_all(suite: &Suite) {
         hand_off,
         cancelled_acquire_leaves_nothing_held,
         take_over_all,
+        election_all,
         cancelled_acquires_leave_nothing_held,
         contention,
     );

@@ -322,6 +322,66 @@ pub fn cases() -> Vec<Case> {
                 api(r)
             },
         ),
+        // ---- elections (library) ----
+        case(
+            "empty election name",
+            Invalid("election name"),
+            &["election name", "empty"],
+            Nothing,
+            |c| async move { api(c.redis.election("", "host-a").campaign().await) },
+        ),
+        case(
+            "election candidate of 256 bytes",
+            Invalid("candidate"),
+            &["256 bytes", "candidate identity"],
+            Free(Redis, "k-elect"),
+            |c| async move { api(c.redis.election("k-elect", long(256)).campaign().await) },
+        ),
+        case(
+            "election lease of zero",
+            Invalid("election lease"),
+            &["k-elect", "between 1ms and one year"],
+            Free(Mysql, "k-elect"),
+            |c| async move {
+                let election = c
+                    .mysql
+                    .election("k-elect", "host-a")
+                    .with_ttl(Duration::ZERO);
+                api(election.campaign().await)
+            },
+        ),
+        case(
+            "proclaim of 64 KiB + 1 (the leader still leads)",
+            Invalid("election value"),
+            &["65537 bytes"],
+            Free(Postgres, "k-elect"),
+            |c| async move {
+                let election = c.postgres.election("k-elect", "host-a").with_value("v1");
+                let leadership = election.campaign().await.unwrap();
+                let r = leadership.proclaim(&"v".repeat(64 * 1024 + 1)).await;
+                let leader = election.leader().await.unwrap().expect("still leads");
+                assert_eq!(
+                    leader.value.as_deref(),
+                    Some("v1"),
+                    "the value is unchanged"
+                );
+                assert_eq!(leader.term, Some(leadership.term()));
+                leadership.resign().await.unwrap();
+                api(r)
+            },
+        ),
+        case(
+            "election on Redlock (no fences, so no terms)",
+            Unsupported,
+            &["leader election", "k-elect", "fence"],
+            Nothing,
+            |_| async move {
+                let (a, b, d) = (free_port(), free_port(), free_port());
+                let url = format!("redlock://127.0.0.1:{a},127.0.0.1:{b},127.0.0.1:{d}");
+                let locks = Locks::connect(&url).await.unwrap();
+                api(locks.election("k-elect", "host-a").campaign().await)
+            },
+        ),
         case(
             "try_acquire of a held lock",
             AlreadyLocked,

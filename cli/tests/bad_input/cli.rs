@@ -221,5 +221,22 @@ pub fn cases() -> Vec<Case> {
                 c.cli(&["status", "--store", &url, "k-list2"]).await
             },
         ),
+        case(
+            "cadenas: leader with an empty name",
+            Exit(2),
+            &["election name", "empty"],
+            Nothing,
+            |c| async move { c.cli(&["leader", ""]).await },
+        ),
+        case(
+            "cadenas: leader --watch --poll-interval 0",
+            Exit(2),
+            &["poll-interval"],
+            Nothing,
+            |c| async move {
+                c.cli(&["leader", "--watch", "--poll-interval", "0", "k-cli"])
+                    .await
+            },
+        ),
     ]
 }
