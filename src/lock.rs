@@ -55,6 +55,8 @@ pub struct Lock {
     pub(crate) extend_every: Option<Duration>,
     /// A bad key, ttl, owner or metadata, reported by every operation.
     pub(crate) invalid: Option<(&'static str, String)>,
+    /// Holdings must show their fence to other clients (leader election's terms).
+    pub(crate) recorded: bool,
 }
 
 impl Lock {
@@ -75,6 +77,7 @@ impl Lock {
             extend_every: locks.inner.extend_every,
             metadata: None,
             invalid,
+            recorded: false,
             key,
             stored,
             locks,
@@ -372,7 +375,8 @@ impl Lock {
         let answer = store
             .try_acquire(
                 AcquireRequest::new(&self.stored, &self.owner, self.ttl)
-                    .with_metadata(self.metadata.as_deref()),
+                    .with_metadata(self.metadata.as_deref())
+                    .with_recorded(self.recorded),
             )
             .await;
         match answer.map_err(|e| self.store_error("acquire", e))? {

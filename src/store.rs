@@ -74,6 +74,10 @@ pub struct AcquireRequest<'a> {
     pub ttl: Option<Duration>,
     /// Optional payload readable by anyone through `inspect`.
     pub metadata: Option<&'a str>,
+    /// Other clients must be able to read this holding's fence (`inspect`, `list`): a store
+    /// that skips the holding's record for speed ([`Capabilities::inspect_fence`] `false`)
+    /// writes one for this request. Leader election asks for it (the term is the fence).
+    pub recorded: bool,
 }
 
 impl<'a> AcquireRequest<'a> {
@@ -94,12 +98,19 @@ impl<'a> AcquireRequest<'a> {
             owner,
             ttl,
             metadata: None,
+            recorded: false,
         }
     }
 
     /// The same request carrying `metadata`.
     pub fn with_metadata(self, metadata: Option<&'a str>) -> Self {
         AcquireRequest { metadata, ..self }
+    }
+
+    /// The same request, with its fence readable by other clients
+    /// ([`recorded`](AcquireRequest::recorded)).
+    pub fn with_recorded(self, recorded: bool) -> Self {
+        AcquireRequest { recorded, ..self }
     }
 }
 

@@ -148,11 +148,13 @@ impl Locks {
             .and_then(|()| check_candidate(candidate))
             .err()
             .map(split);
-        let lock = self
+        let mut lock = self
             .lock(name)
             .with_owner(candidate)
             .with_ttl(Some(self.inner.ttl.unwrap_or(DEFAULT_TTL)))
             .with_auto_extend(true);
+        // Observers read the term from the store: every term's fence must be there to read.
+        lock.recorded = true;
         Election {
             lock,
             poll: DEFAULT_POLL_INTERVAL,

@@ -88,6 +88,7 @@ impl Lock {
             store
                 .take_over(
                     AcquireRequest::new(&self.stored, &self.owner, self.ttl)
+                        .with_recorded(self.recorded)
                         .with_metadata(self.metadata.as_deref()),
                 )
                 .await

@@ -61,12 +61,14 @@ pub(super) fn attempt_id() -> String {
 
 impl RedisStore {
     /// [`Store::try_acquire`](crate::Store::try_acquire): the native path unless the
-    /// request has metadata, the store writes records, or the server lacks `SET NX GET`.
+    /// request has metadata or asks to be recorded, the store writes records, or the server
+    /// lacks `SET NX GET`.
     pub(super) async fn acquire(&self, request: AcquireRequest<'_>) -> Result<Acquire, StoreError> {
         let attempt = attempt_id();
         let value = holding_value(request.owner, &attempt);
         let mut in_flight = InFlight::new(self, request.key, &value);
         let answer = if request.metadata.is_none()
+            && !request.recorded
             && !self.records
             && self.native.load(Ordering::Relaxed)
         {

@@ -14,8 +14,9 @@
 //! - `__cadenas:fence…K…` — the fence counter, an integer that **never expires**;
 //! - `__cadenas:state…K…` — the holding's record, a hash (owner, fence, metadata), expiring
 //!   [`EXPIRY_GRACE_MS`] after the lock (deleted with it on release). Written only when it is
-//!   asked for: by an acquire with metadata, by `set_metadata`, by a take-over, and by every
-//!   acquire of a store opened with `records=true` (below);
+//!   asked for: by an acquire with metadata or one that asks to be recorded (a leader
+//!   election's campaign, whose term observers read), by `set_metadata`, by a take-over, and
+//!   by every acquire of a store opened with `records=true` (below);
 //! - `__cadenas:expired…K…` — the state of a holding that expired and whose key was taken
 //!   over before an expiry watcher claimed it (kept for the rest of its grace);
 //! - `__cadenas:released…K…` — the pub/sub channel on which releases are announced.
