@@ -7,7 +7,10 @@
 //! A receiver that falls more than 1024 events behind loses the oldest ones
 //! (`RecvError::Lagged`).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+
+use tokio::sync::broadcast;
 
 /// What happened to a lease.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -44,4 +47,43 @@ pub struct Event {
     pub fence: Option<u64>,
     /// The lease length after the event (acquired/extended), `None` for no expiry or n/a.
     pub ttl: Option<Duration>,
+}
+
+/// The event stream of one [`Locks`](crate::Locks) and its clones.
+///
+/// Until someone subscribes, telling whether anyone listens is one relaxed load: a
+/// broadcast channel's receiver count takes its lock, which every acquire and release would
+/// otherwise pay twice.
+#[derive(Debug)]
+pub(crate) struct Events {
+    tx: broadcast::Sender<Event>,
+    /// Whether [`subscribe`](Events::subscribe) was ever called.
+    subscribed: AtomicBool,
+}
+
+impl Events {
+    /// A stream whose receivers keep the last 1024 events.
+    pub(crate) fn new() -> Events {
+        Events {
+            tx: broadcast::channel(1024).0,
+            subscribed: AtomicBool::new(false),
+        }
+    }
+
+    /// A receiver of the events sent from now on.
+    pub(crate) fn subscribe(&self) -> broadcast::Receiver<Event> {
+        // Set before the receiver exists, so a sender that sees the receiver sees the flag.
+        self.subscribed.store(true, Ordering::Release);
+        self.tx.subscribe()
+    }
+
+    /// Whether a receiver exists now: building an event is worth it.
+    pub(crate) fn listened(&self) -> bool {
+        self.subscribed.load(Ordering::Acquire) && self.tx.receiver_count() > 0
+    }
+
+    /// Sends `event` to the receivers there are (none: dropped).
+    pub(crate) fn send(&self, event: Event) {
+        let _ = self.tx.send(event);
+    }
 }

@@ -74,8 +74,8 @@ impl Holding {
 
     /// Sends one event of this lease, unless its last event went out already.
     fn emit(&self, kind: EventKind, ttl: Option<Duration>) {
-        let tx = &self.lock.locks.inner.events;
-        if tx.receiver_count() == 0 {
+        let events = &self.lock.locks.inner.events;
+        if !events.listened() {
             return;
         }
         let mut ended = self.ended.lock().unwrap_or_else(|e| e.into_inner());
@@ -88,7 +88,7 @@ impl Holding {
         ) {
             *ended = true;
         }
-        let _ = tx.send(Event {
+        events.send(Event {
             kind,
             key: self.lock.key.to_string(),
             owner: self.lock.owner.to_string(),
@@ -218,7 +218,7 @@ impl Guard {
             };
             extend_once(&self.holding, ttl).await
         };
-        observe::traced(span, extend, |r| observe::outcome(r, "extended")).await
+        observe::traced!(span, extend, |r| observe::outcome(r, "extended"))
     }
 
     /// Replaces the metadata stored with the lock.
@@ -279,10 +279,9 @@ impl Guard {
             w.abort();
         }
         let span = op_span!("cadenas.release", self.holding.lock);
-        observe::traced(span, self.release_inner(), |r| {
+        observe::traced!(span, self.release_inner(), |r| {
             observe::outcome(r, "released")
         })
-        .await
     }
 
     async fn release_inner(&self) -> Result<()> {

@@ -225,7 +225,9 @@ impl Lock {
     /// [`try_acquire`](Store::try_acquire) promises it: a lock taken by a request whose
     /// caller was dropped is given back.
     pub async fn acquire(&self) -> Result<Guard> {
-        self.acquire_with(&self.retry).await
+        // The lock's own policy was checked when it was set (a bad one is in `invalid`).
+        let span = op_span!("cadenas.acquire", self);
+        observe::traced!(span, self.acquire_counted(&self.retry), acquired)
     }
 
     /// Takes the lock if it is free, without waiting: [`Error::AlreadyLocked`] otherwise.
@@ -234,7 +236,7 @@ impl Lock {
     /// Cancel safe, as [`acquire`](Lock::acquire).
     pub async fn try_acquire(&self) -> Result<Guard> {
         let span = op_span!("cadenas.try_acquire", self);
-        observe::traced(span, self.try_acquire_inner(), acquired).await
+        observe::traced!(span, self.try_acquire_inner(), acquired)
     }
 
     async fn try_acquire_inner(&self) -> Result<Guard> {
@@ -263,15 +265,25 @@ impl Lock {
     /// Cancel safe, as [`acquire`](Lock::acquire).
     pub async fn acquire_with(&self, retry: &Retry) -> Result<Guard> {
         let span = op_span!("cadenas.acquire", self);
-        observe::traced(span, self.acquire_counted(retry), acquired).await
+        let acquire = async {
+            retry.validate()?;
+            self.acquire_counted(retry).await
+        };
+        observe::traced!(span, acquire, acquired)
     }
 
+    /// `acquire` with a checked `retry`, counted in the metrics.
     async fn acquire_counted(&self, retry: &Retry) -> Result<Guard> {
         self.check()?;
-        retry.validate()?;
         let started = self.metrics().clock();
         let mut attempts = 1;
-        let guard = self.acquire_loop(retry, &mut attempts).await;
+        let guard = match self.attempt().await {
+            Ok(Ok(guard)) => Ok(guard),
+            // Held: the wait's state (subscription, timers) lives in a box of its own, so the
+            // future of an acquire that finds the lock free stays small.
+            Ok(Err(holder)) => Box::pin(self.wait(retry, holder, &mut attempts)).await,
+            Err(e) => Err(e),
+        };
         self.count_acquire(&guard, started, attempts);
         guard
     }
@@ -295,12 +307,8 @@ impl Lock {
         }
     }
 
-    async fn acquire_loop(&self, retry: &Retry, attempts: &mut u32) -> Result<Guard> {
-        // The fast path: no subscription and no clock read when the lock is free.
-        let mut holder = match self.attempt().await? {
-            Ok(guard) => return Ok(guard),
-            Err(holder) => holder,
-        };
+    /// Waits for a lock the first try found held by `holder`, trying again as `retry` says.
+    async fn wait(&self, retry: &Retry, mut holder: Holder, attempts: &mut u32) -> Result<Guard> {
         let started = Instant::now();
         let mut subscription = None;
         if self.store().capabilities().notify && retry.may_retry(*attempts, started.elapsed()) {
@@ -344,6 +352,13 @@ impl Lock {
                     false
                 }
             };
+            if !notified && behind_others(subscription.as_ref(), retry) {
+                // Other waiters of this process are first in line: they are woken first and
+                // the first of them polls, so N waiters make one poll per delay, not N. The
+                // holder seen at our last try is not ours to time any more.
+                holder.remaining = None;
+                continue;
+            }
             *attempts += 1;
             // Stores wake one waiter per release: if this try is cancelled or fails, the
             // wake-up goes to another waiter.
@@ -448,11 +463,10 @@ impl Lock {
                 i
             }))
         };
-        observe::traced(span, inspect, |r| match r {
+        observe::traced!(span, inspect, |r| match r {
             Ok(None) => "free",
             r => observe::outcome(r, "locked"),
         })
-        .await
     }
 
     /// Removes the lock whoever holds it. `true` if a live lock was removed. The holder finds
@@ -466,12 +480,18 @@ impl Lock {
                 .await
                 .map_err(|e| self.store_error("force release", e))
         };
-        observe::traced(span, force_release, |r| match r {
+        observe::traced!(span, force_release, |r| match r {
             Ok(false) => "free",
             r => observe::outcome(r, "released"),
         })
-        .await
     }
+}
+
+/// Whether a waiter whose pause ran out should leave the fall-back poll to the waiters of
+/// this process ahead of it ([`Subscription::ahead`]), which are woken before it. Not with an
+/// attempt limit: the policy counts tries.
+fn behind_others(subscription: Option<&Subscription>, retry: &Retry) -> bool {
+    retry.get_attempts().is_none() && subscription.is_some_and(|s| s.ahead() > 0)
 }
 
 /// Passes a release notification on when dropped (see [`Subscription::pass_on`]); forgotten

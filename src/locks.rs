@@ -7,7 +7,7 @@ use tokio::sync::broadcast;
 use tokio::time::Instant;
 
 use crate::error::{Error, Result};
-use crate::events::Event;
+use crate::events::{Event, Events};
 use crate::guard::Guard;
 use crate::key;
 use crate::lock::Lock;
@@ -42,7 +42,7 @@ pub(crate) struct Inner {
     pub(crate) retry: Retry,
     pub(crate) auto_extend: bool,
     pub(crate) extend_every: Option<Duration>,
-    pub(crate) events: broadcast::Sender<Event>,
+    pub(crate) events: Arc<Events>,
     pub(crate) metrics: crate::observe::Metrics,
 }
 
@@ -122,7 +122,7 @@ impl Locks {
             self.strip_namespace(&mut infos);
             Ok(infos)
         };
-        observe::traced(span, list, |r| observe::outcome(r, "listed")).await
+        observe::traced!(span, list, |r| observe::outcome(r, "listed"))
     }
 
     /// A failed store operation that involves no single key.
@@ -161,7 +161,7 @@ impl Locks {
             outcome = tracing::field::Empty
         );
         let restore = self.restore_inner(token, &span);
-        observe::traced(span.clone(), restore, |r| observe::outcome(r, "restored")).await
+        observe::traced!(span.clone(), restore, |r| observe::outcome(r, "restored"))
     }
 
     async fn restore_inner(&self, token: &str, span: &tracing::Span) -> Result<Guard> {
@@ -328,7 +328,7 @@ impl LocksBuilder {
                 retry,
                 auto_extend: self.auto_extend,
                 extend_every: self.extend_every,
-                events: broadcast::channel(1024).0,
+                events: Arc::new(Events::new()),
             }),
         })
     }

@@ -2,14 +2,21 @@
 //! polling. A store calls [`ReleaseNotifier::notify`] when a key is released (by this
 //! process, or when its server tells it so) and hands out [`ReleaseNotifier::subscribe`].
 //!
-//! One waiter per key is woken per release (the others need not try: only one can win), and a
-//! release that happens while nobody waits yet — between a failed try and the wait — is kept
-//! for the next wait, which returns at once. A waiter woken for nothing (its try cancelled
-//! or failed with an error) passes the wake-up on, so no waiter sleeps through a free lock.
+//! The waiters of a key queue in the order they subscribed. A release wakes one of them, the
+//! first (the others need not try: only one can win), and a woken waiter that does not get
+//! the lock stays first in the queue, so within a process the lock goes round in order. A
+//! release while the first waiter already has a wake-up it has not used yet (it is about to
+//! try) wakes nobody more: that try comes after this release too. A release that happens
+//! while the waiter is not waiting — between a failed try and the wait — is kept for its next
+//! wait, which returns at once. A waiter woken for nothing (its try cancelled or failed with
+//! an error, or its subscription dropped before it used the wake-up) passes the wake-up on to
+//! the next in the queue, so no waiter sleeps through a free lock. A waiter's place in the
+//! queue ([`Subscription::ahead`]) lets the lock layer leave the fall-back polling to the
+//! first waiter.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::Notify;
 
@@ -23,10 +30,61 @@ pub struct ReleaseNotifier {
     slots: Mutex<HashMap<String, Slot>>,
 }
 
-#[derive(Debug)]
+/// The waiters of one key.
+#[derive(Debug, Default)]
 struct Slot {
-    notify: Arc<Notify>,
-    subscribers: usize,
+    /// The ticket the next subscription gets.
+    next_ticket: u64,
+    /// Waiters in ticket order: the order they subscribed.
+    queue: VecDeque<Arc<Waiting>>,
+}
+
+/// One subscription's side of the queue.
+#[derive(Debug)]
+struct Waiting {
+    ticket: u64,
+    /// Holds a wake-up until the waiter takes it (one waiter per `Notify`).
+    notify: Notify,
+    /// A wake-up was given and not taken yet. Changed under the slots' mutex, except when
+    /// the waiter takes the wake-up.
+    woken: AtomicBool,
+}
+
+impl Waiting {
+    fn wake(&self) {
+        self.woken.store(true, Ordering::Release);
+        self.notify.notify_one();
+    }
+
+    fn is_woken(&self) -> bool {
+        self.woken.load(Ordering::Acquire)
+    }
+}
+
+impl Slot {
+    /// Wakes the first waiter, unless it has an unused wake-up already.
+    fn wake_first(&self) {
+        if let Some(first) = self.queue.front() {
+            if !first.is_woken() {
+                first.wake();
+            }
+        }
+    }
+
+    /// Gives a wake-up that `from` cannot use to the first other waiter without one.
+    fn pass_from(&self, from: u64) {
+        if let Some(w) = self
+            .queue
+            .iter()
+            .find(|w| w.ticket != from && !w.is_woken())
+        {
+            w.wake();
+        }
+    }
+
+    fn position(&self, ticket: u64) -> Result<usize, usize> {
+        self.queue.binary_search_by_key(&ticket, |w| w.ticket)
+    }
 }
 
 impl ReleaseNotifier {
@@ -35,94 +93,102 @@ impl ReleaseNotifier {
         Arc::new(Self::default())
     }
 
-    /// Wakes one subscriber of `key` (or the next one to wait).
+    fn slots(&self) -> MutexGuard<'_, HashMap<String, Slot>> {
+        // Every change under the mutex is a single push, removal or flag: safe after a panic.
+        self.slots.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Wakes the first waiter of `key` (or keeps the wake-up for its next wait).
     pub fn notify(&self, key: &str) {
         if self.subscribers.load(Ordering::Acquire) == 0 {
             return;
         }
-        let slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(slot) = slots.get(key) {
-            slot.notify.notify_one();
+        if let Some(slot) = self.slots().get(key) {
+            slot.wake_first();
         }
     }
 
     /// Wakes every subscriber of every key (after a reconnect, when releases may have been
     /// missed).
     pub fn notify_all(&self) {
-        let slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
-        for slot in slots.values() {
-            slot.notify.notify_waiters();
-            // And the next one to wait, if it is between two tries right now.
-            slot.notify.notify_one();
+        for slot in self.slots().values() {
+            for w in &slot.queue {
+                w.wake();
+            }
         }
     }
 
     /// Whether anyone in this process waits for `key`.
     pub fn has_subscribers(&self, key: &str) -> bool {
-        self.subscribers.load(Ordering::Acquire) > 0
-            && self
-                .slots
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .contains_key(key)
+        self.subscribers.load(Ordering::Acquire) > 0 && self.slots().contains_key(key)
     }
 
-    /// Subscribes to releases of `key`, from now on.
+    /// Subscribes to releases of `key`, from now on, at the end of its queue.
     pub fn subscribe(self: &Arc<Self>, key: &str) -> Subscription {
-        let notify = {
-            let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
-            let slot = slots.entry(key.to_owned()).or_insert_with(|| Slot {
-                notify: Arc::new(Notify::new()),
-                subscribers: 0,
+        let waiting = {
+            let mut slots = self.slots();
+            let slot = slots.entry(key.to_owned()).or_default();
+            let waiting = Arc::new(Waiting {
+                ticket: slot.next_ticket,
+                notify: Notify::new(),
+                woken: AtomicBool::new(false),
             });
-            slot.subscribers += 1;
+            slot.next_ticket += 1;
+            slot.queue.push_back(waiting.clone());
             self.subscribers.fetch_add(1, Ordering::AcqRel);
-            slot.notify.clone()
+            waiting
         };
         Subscription::new(Waiter {
-            notify,
-            _slot: SlotGuard {
-                notifier: self.clone(),
-                key: key.to_owned(),
-            },
+            waiting,
+            notifier: self.clone(),
+            key: key.to_owned(),
         })
     }
 }
 
+/// A subscription: its place in the key's queue, given up when dropped.
 struct Waiter {
-    notify: Arc<Notify>,
-    _slot: SlotGuard,
+    waiting: Arc<Waiting>,
+    notifier: Arc<ReleaseNotifier>,
+    key: String,
 }
 
 #[async_trait::async_trait]
 impl ReleaseWait for Waiter {
     async fn released(&mut self) {
-        // Cancel safe: a `Notified` dropped after it was chosen hands the wake-up on.
-        self.notify.notified().await;
+        // Cancel safe: a `Notified` dropped after it was chosen keeps the wake-up in the
+        // `Notify` (it has no other waiter), and `woken` stays set.
+        self.waiting.notify.notified().await;
+        self.waiting.woken.store(false, Ordering::Release);
     }
 
     fn pass_on(&mut self) {
-        self.notify.notify_one();
+        if let Some(slot) = self.notifier.slots().get(&self.key) {
+            slot.pass_from(self.waiting.ticket);
+        }
+    }
+
+    fn ahead(&self) -> usize {
+        self.notifier
+            .slots()
+            .get(&self.key)
+            .and_then(|slot| slot.position(self.waiting.ticket).ok())
+            .unwrap_or(0)
     }
 }
 
-/// Unregisters a subscription when the last clone of it is dropped.
-#[derive(Debug)]
-struct SlotGuard {
-    notifier: Arc<ReleaseNotifier>,
-    key: String,
-}
-
-impl Drop for SlotGuard {
+impl Drop for Waiter {
     fn drop(&mut self) {
-        let mut slots = self
-            .notifier
-            .slots
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut slots = self.notifier.slots();
         if let Some(slot) = slots.get_mut(&self.key) {
-            slot.subscribers -= 1;
-            if slot.subscribers == 0 {
+            if let Ok(i) = slot.position(self.waiting.ticket) {
+                slot.queue.remove(i);
+            }
+            if self.waiting.is_woken() {
+                // A wake-up we never used: the next waiter's now.
+                slot.pass_from(self.waiting.ticket);
+            }
+            if slot.queue.is_empty() {
                 slots.remove(&self.key);
             }
         }
@@ -186,6 +252,29 @@ mod tests {
         sub.pass_on();
         let (second, _) = woken.recv().await.unwrap();
         assert_ne!(first, second);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn the_first_waiter_is_woken_and_an_unused_wake_up_moves_on_when_it_is_dropped() {
+        let n = ReleaseNotifier::new();
+        let first = n.subscribe("k");
+        let mut second = n.subscribe("k");
+        let mut third = n.subscribe("k");
+        assert_eq!((first.ahead(), second.ahead(), third.ahead()), (0, 1, 2));
+        n.notify("k");
+        // The first has a wake-up it has not used: a second release wakes nobody more.
+        n.notify("k");
+        let quick = Duration::from_millis(20);
+        assert!(tokio::time::timeout(quick, second.released())
+            .await
+            .is_err());
+        // Dropped unused: the next waiter gets it, and moves up the queue.
+        drop(first);
+        tokio::time::timeout(Duration::from_secs(5), second.released())
+            .await
+            .expect("the wake-up moved on");
+        assert_eq!((second.ahead(), third.ahead()), (0, 1));
+        assert!(tokio::time::timeout(quick, third.released()).await.is_err());
     }
 
     #[tokio::test]

@@ -209,6 +209,15 @@ pub trait ReleaseWait: Send {
     /// or failed with an error) to another waiter of the key, for stores that wake one
     /// waiter per release. The default does nothing (every waiter is woken anyway).
     fn pass_on(&mut self) {}
+
+    /// How many waiters of this process are ahead of this one for the key, for stores that
+    /// wake one waiter per release in the order the waiters came: only the first of them
+    /// polls the store when its pause runs out (the fall-back for a lost notification), the
+    /// others wait for their turn. The default, 0, makes every waiter poll at the retry
+    /// policy's delay.
+    fn ahead(&self) -> usize {
+        0
+    }
 }
 
 /// A subscription to releases of one key, taken *before* the first try so that a release
@@ -233,6 +242,11 @@ impl Subscription {
     /// [`ReleaseWait::pass_on`]).
     pub fn pass_on(&mut self) {
         self.0.pass_on()
+    }
+
+    /// How many waiters of this process are ahead of this one (see [`ReleaseWait::ahead`]).
+    pub fn ahead(&self) -> usize {
+        self.0.ahead()
     }
 }
 

@@ -52,11 +52,10 @@ impl Locks {
             store = self.describe(),
             outcome = tracing::field::Empty
         );
-        crate::observe::traced(span, self.reap(prefix), |r| match r {
+        crate::observe::traced!(span, self.reap(prefix), |r| match r {
             Ok(r) if r.is_empty() => "none",
             r => crate::observe::outcome(r, "reaped"),
         })
-        .await
     }
 
     async fn reap(&self, prefix: &str) -> Result<Vec<LockInfo>> {
@@ -70,11 +69,11 @@ impl Locks {
             .map_err(|e| self.store_error("reap expired locks", e))?;
         self.strip_namespace(&mut reaped);
         self.inner.metrics.reaped(reaped.len());
-        let tx = &self.inner.events;
+        let events = &self.inner.events;
         for info in &reaped {
             tracing::debug!(key = %info.key, fence = ?info.fence, "lock expired without release");
-            if tx.receiver_count() > 0 {
-                let _ = tx.send(Event {
+            if events.listened() {
+                events.send(Event {
                     kind: EventKind::Reaped,
                     key: info.key.clone(),
                     owner: info.owner.clone(),

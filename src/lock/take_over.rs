@@ -55,14 +55,13 @@ impl Lock {
     /// once the clean-up release has run.
     pub async fn take_over(&self) -> Result<TakenOver> {
         let span = op_span!("cadenas.take_over", self);
-        observe::traced(span, self.take_over_inner(), |result| match result {
+        observe::traced!(span, self.take_over_inner(), |result| match result {
             Ok(TakenOver {
                 displaced: Some(_), ..
             }) => "taken_over",
             Ok(_) => "acquired",
             Err(e) => observe::error_outcome(e),
         })
-        .await
     }
 
     async fn take_over_inner(&self) -> Result<TakenOver> {

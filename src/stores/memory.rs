@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use indexmap::map::raw_entry_v1::{RawEntryApiV1, RawEntryMut};
 use indexmap::IndexMap;
 
 use crate::notify::ReleaseNotifier;
@@ -207,24 +208,37 @@ impl Store for MemoryStore {
         let expires = self.expires(now, request.ttl);
         let mut state = self.lock();
         state.sweep(now);
-        if let Some(e) = state.live(request.key, now) {
-            return Ok(Acquire::Held(Holder {
-                owner: Some(e.owner.to_string()),
-                remaining: e.remaining(now),
-            }));
-        }
-        let entry = state.new_entry(&request, expires);
-        let fence = entry.fence;
-        match state.locks.get_mut(request.key) {
-            Some(slot) => {
+        // One hash lookup: the entry API finds the slot, or the place for a new one.
+        let state = &mut *state;
+        let mut new_entry = || {
+            state.last_fence += 1;
+            Entry {
+                owner: request.owner.into(),
+                expires,
+                fence: state.last_fence,
+                metadata: request.metadata.map(Into::into),
+            }
+        };
+        let fence = match state.locks.raw_entry_mut_v1().from_key(request.key) {
+            RawEntryMut::Occupied(mut slot) => {
+                let e = slot.get();
+                if e.live(now) {
+                    return Ok(Acquire::Held(Holder {
+                        owner: Some(e.owner.to_string()),
+                        remaining: e.remaining(now),
+                    }));
+                }
                 // Taking over an expired entry: the watcher still gets to see it.
-                let old = std::mem::replace(slot, entry);
-                state.keep_expired(request.key.into(), old);
+                let entry = new_entry();
+                let fence = entry.fence;
+                let old = slot.insert(entry);
+                if state.watched && state.expired.len() < MAX_KEPT_EXPIRED {
+                    state.expired.push((request.key.into(), old));
+                }
+                fence
             }
-            None => {
-                state.locks.insert(request.key.into(), entry);
-            }
-        }
+            RawEntryMut::Vacant(slot) => slot.insert(request.key.into(), new_entry()).1.fence,
+        };
         Ok(Acquire::Acquired(Lease {
             fence: Some(fence),
             ttl: request.ttl,
@@ -266,11 +280,16 @@ impl Store for MemoryStore {
         let released = {
             let mut state = self.lock();
             state.sweep(now);
-            let ours = state.live(key, now).is_some_and(|e| &*e.owner == owner);
-            if ours {
-                state.locks.swap_remove(key);
+            // One hash lookup; the removal by index only moves the last entry into the gap.
+            let ours = state
+                .locks
+                .get_full(key)
+                .filter(|(_, _, e)| e.live(now) && &*e.owner == owner)
+                .map(|(i, _, _)| i);
+            if let Some(i) = ours {
+                state.locks.swap_remove_index(i);
             }
-            ours
+            ours.is_some()
         };
         if released {
             self.notifier.notify(key);
