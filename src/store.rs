@@ -42,6 +42,12 @@ pub struct Capabilities {
     /// step. A store that can only `force_release` then `try_acquire` (two steps another
     /// client can slip between) sets this to `false` (Redlock).
     pub take_over: bool,
+    /// Another client of the store sees a holding in full: its owner, remaining time, fence
+    /// and metadata through [`Store::inspect`], and can force-release it or restore its token.
+    /// A store that keeps these in the client holding the lock (session-mode SQL locks, where
+    /// the server keeps only the lock) sets this to `false`: another client then sees only
+    /// that the key is held, and by which server session.
+    pub shared_records: bool,
 }
 
 impl Capabilities {
@@ -54,6 +60,7 @@ impl Capabilities {
         shared: true,
         expiry_watch: true,
         take_over: true,
+        shared_records: true,
     };
 }
 

@@ -72,6 +72,7 @@
 mod errors;
 mod lease;
 mod schema;
+mod session;
 mod statements;
 mod take_over;
 
@@ -85,12 +86,14 @@ use crate::notify::ReleaseNotifier;
 use crate::store::{Capabilities, StoreError, Subscription};
 use crate::stores::sql::errors::connect_error;
 use crate::stores::sql::options::{split_url, take_table, Mode};
+use crate::stores::sql::session::{Limits, SessionLocks};
 use crate::stores::sql::store::server_store;
 use crate::stores::sql::{check_identifier, pool, DEFAULT_TABLE};
 use crate::url::StoreUrl;
 
 use errors::my_error;
 use lease::Leases;
+use session::MySession;
 use statements::Names;
 
 /// Connection parameters passed through to the driver.
@@ -137,6 +140,13 @@ impl MySqlOptions {
         self.table = name.into();
         self
     }
+
+    /// Session mode (`?mode=session`): locks are `GET_LOCK` locks on connections the store
+    /// keeps open (see the module docs, *Session mode*).
+    pub fn session_mode(mut self, on: bool) -> Self {
+        self.mode = if on { Mode::Session } else { Mode::Lease };
+        self
+    }
 }
 
 /// A lock store on a MySQL or MariaDB table. See the [module docs](self).
@@ -145,9 +155,20 @@ pub struct MySqlStore {
     pool: MySqlPool,
     owns_pool: bool,
     leases: std::sync::Arc<Leases>,
+    session: Option<Arc<SessionLocks<MySession>>>,
     describe: String,
     notifier: Arc<ReleaseNotifier>,
 }
+
+/// What session mode can do: no list (the server cannot name the keys of its locks), no
+/// take-over or reaping, and other clients see only the holder's connection.
+const SESSION_CAPABILITIES: Capabilities = Capabilities {
+    list: false,
+    expiry_watch: false,
+    take_over: false,
+    shared_records: false,
+    ..Capabilities::ALL
+};
 
 impl MySqlStore {
     /// Connects to `url` (`mysql://` or `mariadb://`), creating the tables if needed.
@@ -206,17 +227,29 @@ impl MySqlStore {
             ))
         })?;
         let names = Names::new(&database, &options.table);
-        schema::ensure(&pool, &names)
-            .await
-            .map_err(|e| e.into_error(&describe))?;
-        let notifier = ReleaseNotifier::new();
-        let leases = match options.mode {
-            Mode::Lease => std::sync::Arc::new(Leases::new(pool.clone(), names, notifier.clone())),
+        let session = match options.mode {
+            Mode::Lease => {
+                schema::ensure(&pool, &names)
+                    .await
+                    .map_err(|e| e.into_error(&describe))?;
+                None
+            }
+            Mode::Session => {
+                let limits = Limits {
+                    connections: pool.options().get_max_connections() as usize,
+                    busy_wait: pool.options().get_acquire_timeout(),
+                };
+                let dialect = MySession::new((*pool.connect_options()).clone());
+                Some(SessionLocks::new(dialect, describe.clone(), limits))
+            }
         };
+        let notifier = ReleaseNotifier::new();
+        let leases = std::sync::Arc::new(Leases::new(pool.clone(), names, notifier.clone()));
         Ok(MySqlStore {
             pool,
             owns_pool,
             leases,
+            session,
             describe,
             notifier,
         })
@@ -235,18 +268,27 @@ impl MySqlStore {
 
 server_store!(MySqlStore, crate::scheme::MYSQL {
     fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            notify: false,
-            ..Capabilities::ALL
+        match self.session {
+            Some(_) => SESSION_CAPABILITIES,
+            None => Capabilities {
+                notify: false,
+                ..Capabilities::ALL
+            },
         }
     }
 
     async fn subscribe(&self, key: &str) -> Result<Option<Subscription>, StoreError> {
+        if let Some(s) = &self.session {
+            return Ok(Some(s.subscribe(key)));
+        }
         // Releases by this process only; the lock layer keeps polling for the others.
         Ok(Some(self.notifier.subscribe(key)))
     }
 
     async fn close(&self) -> Result<(), StoreError> {
+        if let Some(s) = &self.session {
+            s.close().await;
+        }
         if self.owns_pool {
             self.pool.close().await;
         }

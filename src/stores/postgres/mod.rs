@@ -105,6 +105,7 @@ mod errors;
 mod lease;
 mod listener;
 mod schema;
+mod session;
 mod statements;
 mod take_over;
 
@@ -120,6 +121,7 @@ use crate::notify::ReleaseNotifier;
 use crate::store::{Capabilities, StoreError, Subscription};
 use crate::stores::sql::errors::connect_error;
 use crate::stores::sql::options::{split_url, take_table, Mode};
+use crate::stores::sql::session::{Limits, SessionLocks};
 use crate::stores::sql::store::server_store;
 use crate::stores::sql::{check_identifier, pool, DEFAULT_TABLE};
 use crate::url::StoreUrl;
@@ -127,6 +129,7 @@ use crate::url::StoreUrl;
 use errors::pg_error;
 use lease::Leases;
 use listener::{Listener, State};
+use session::PgSession;
 use statements::Names;
 
 /// Connection parameters passed through to the driver.
@@ -187,6 +190,13 @@ impl PostgresOptions {
         self
     }
 
+    /// Session mode (`?mode=session`): locks are PostgreSQL session advisory locks on
+    /// connections the store keeps open (see the module docs, *Session mode*).
+    pub fn session_mode(mut self, on: bool) -> Self {
+        self.mode = if on { Mode::Session } else { Mode::Lease };
+        self
+    }
+
     /// Creates the table `UNLOGGED` (faster; emptied after a server crash — see the module
     /// docs). Only used when cadenas creates the table.
     pub fn unlogged(mut self, unlogged: bool) -> Self {
@@ -203,12 +213,23 @@ impl PostgresOptions {
     }
 }
 
+/// What session mode can do: no list (the server cannot name the keys of its advisory
+/// locks), no take-over or reaping, and other clients see only the holder's session.
+const SESSION_CAPABILITIES: Capabilities = Capabilities {
+    list: false,
+    expiry_watch: false,
+    take_over: false,
+    shared_records: false,
+    ..Capabilities::ALL
+};
+
 /// A lock store on a PostgreSQL table. See the [module docs](self).
 #[derive(Debug)]
 pub struct PostgresStore {
     pool: PgPool,
     owns_pool: bool,
     leases: std::sync::Arc<Leases>,
+    session: Option<Arc<SessionLocks<PgSession>>>,
     describe: String,
     notifier: Arc<ReleaseNotifier>,
     listener: OnceCell<Listener>,
@@ -242,6 +263,12 @@ impl PostgresStore {
         };
         let split = split_url(url, OPTIONS, DRIVER_PARAMS)?;
         options.mode = split.mode;
+        if split.mode == Mode::Session && (options.unlogged || synchronous_commit.is_some()) {
+            return Err(Error::config(format!(
+                "options unlogged and synchronous_commit in {} apply to lease mode only: session mode writes no rows",
+                split.redacted
+            )));
+        }
         let describe = split.redacted;
         let mut connect_options = PgConnectOptions::from_url(&split.driver_url)
             .map_err(|e| Error::config(format!("{describe}: {e}")))?;
@@ -269,6 +296,14 @@ impl PostgresStore {
         Self::setup(pool, options, describe, false, timeout).await
     }
 
+    /// Session mode's connection limits, from the pool's.
+    fn limits(pool: &PgPool, busy_wait: Duration) -> Limits {
+        Limits {
+            connections: pool.options().get_max_connections() as usize,
+            busy_wait,
+        }
+    }
+
     async fn setup(
         pool: PgPool,
         options: PostgresOptions,
@@ -293,16 +328,29 @@ impl PostgresStore {
             }
         };
         let names = Names::new(&schema, &options.table);
-        schema::ensure(&pool, &names, options.unlogged)
-            .await
-            .map_err(|e| e.into_error(&describe))?;
-        let leases = match options.mode {
-            Mode::Lease => std::sync::Arc::new(Leases::new(pool.clone(), names)),
+        let session = match options.mode {
+            Mode::Lease => {
+                schema::ensure(&pool, &names, options.unlogged)
+                    .await
+                    .map_err(|e| e.into_error(&describe))?;
+                None
+            }
+            Mode::Session => {
+                schema::ensure_sequence(&pool, &names)
+                    .await
+                    .map_err(|e| e.into_error(&describe))?;
+                let dialect =
+                    PgSession::new((*pool.connect_options()).clone(), &names.sequence_qualified);
+                let limits = Self::limits(&pool, listener_timeout);
+                Some(SessionLocks::new(dialect, describe.clone(), limits))
+            }
         };
+        let leases = std::sync::Arc::new(Leases::new(pool.clone(), names));
         Ok(PostgresStore {
             pool,
             owns_pool,
             leases,
+            session,
             describe,
             notifier: ReleaseNotifier::new(),
             listener: OnceCell::new(),
@@ -323,10 +371,16 @@ impl PostgresStore {
 
 server_store!(PostgresStore, crate::scheme::POSTGRES {
     fn capabilities(&self) -> Capabilities {
-        Capabilities::ALL
+        match self.session {
+            Some(_) => SESSION_CAPABILITIES,
+            None => Capabilities::ALL,
+        }
     }
 
     async fn subscribe(&self, key: &str) -> Result<Option<Subscription>, StoreError> {
+        if let Some(s) = &self.session {
+            return Ok(Some(s.subscribe(key)));
+        }
         let subscription = self.notifier.subscribe(key);
         let listener = self
             .listener
@@ -349,6 +403,9 @@ server_store!(PostgresStore, crate::scheme::POSTGRES {
     }
 
     async fn close(&self) -> Result<(), StoreError> {
+        if let Some(s) = &self.session {
+            s.close().await;
+        }
         if let Some(listener) = self.listener.get() {
             listener.stop().await;
         }
