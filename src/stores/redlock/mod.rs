@@ -313,6 +313,7 @@ impl Store for RedlockStore {
             shared: true,
             expiry_watch: false,
             take_over: false,
+            shared_records: true,
         }
     }
 
