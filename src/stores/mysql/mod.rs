@@ -13,7 +13,8 @@
 //! someone else keeps its collation (a case-insensitive one makes `A` and `a` one lock).
 //! Creation is race-free (see `schema.rs`).
 //!
-//! URL options: `table=NAME`, `pool_size=N` (default 10), `acquire_timeout=DUR` (default
+//! URL options: `mode=lease` (the default) or `mode=session` (see *Session mode*),
+//! `table=NAME`, `pool_size=N` (default 10), `acquire_timeout=DUR` (default
 //! 10s), `test_before_acquire=false` (see *Speed*), and the driver's `ssl-mode`, `ssl-ca`,
 //! `ssl-cert`, `ssl-key`, `charset`, `collation`, `socket`, `statement-cache-capacity`.
 //!
@@ -68,6 +69,32 @@
 //! restart) is replaced instead of failing the operation; `test_before_acquire=false` (or
 //! a pool of your own built that way, [`MySqlStore::from_pool`]) saves that round trip, at
 //! the price of one failed operation per stale connection after the database restarts.
+//!
+//! # Session mode
+//!
+//! `?mode=session` (or [`MySqlOptions::session_mode`]) holds each lock with `GET_LOCK` on a
+//! connection the store keeps open, instead of a lease row; nothing is created in the
+//! database. Lease mode (the default) gives a lock that outlives its connection until its
+//! ttl, readable by anyone and shared with Verrou; session mode runs at the speed of the
+//! server's own locks, hands off in the server's wake-up time, and the lock dies with its
+//! connection, but other clients see only which connection holds a key. The PostgreSQL store's
+//! docs (*Session mode*) say what a ttl means, how connections are shared and limited
+//! (`pool_size`, `acquire_timeout`), and what other clients see; here:
+//!
+//! - **Names.** A stored key `k` is the lock `SHA2(k, 256)` (64 hex characters, the servers'
+//!   limit, computed by the server: never truncated, byte-exact whatever the server's name
+//!   comparison); its gate, on which waiters wait, is `SHA2(CONCAT(k, CHAR(0)), 256)`.
+//!   `SELECT IS_USED_LOCK(SHA2('app:k', 256))` shows the holder's connection id.
+//! - **Fences** are `UUID_SHORT()`, drawn in the acquiring statement once the lock is ours:
+//!   `(server_id & 255) << 56 | startup time in seconds << 24 | a counter`, increasing with
+//!   every call on one server and across its restarts — unless the server's clock went back
+//!   across a restart, it was restarted twice within a second, it handed out more than 2²⁴
+//!   values per second of uptime on average, or `server_id` changed (a failover to a replica
+//!   with a lower one). Within those caveats they increase per key; cost: none measurable
+//!   (BENCHMARKS.md). Needs MySQL 5.7+ or MariaDB 10.0.2+ (several locks per connection).
+//! - **Killed connections** (`KILL`) release their locks; holders are told `Lost` at their
+//!   next liveness check. Force-releasing another client's lock is refused, naming the
+//!   `KILL` that would end it (and every other lock of that connection).
 
 mod errors;
 mod lease;

@@ -19,7 +19,6 @@ const NAME: &str = "SHA2(?, 256)";
 const GATE: &str = "SHA2(CONCAT(?, CHAR(0)), 256)";
 
 /// The statements of session mode.
-#[derive(Debug)]
 pub(super) struct MySession {
     options: MySqlConnectOptions,
 }
@@ -28,6 +27,13 @@ impl MySession {
     /// Session mode over connections made with `options`.
     pub(super) fn new(options: MySqlConnectOptions) -> MySession {
         MySession { options }
+    }
+}
+
+/// Without the connect options, which hold the password.
+impl std::fmt::Debug for MySession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MySession")
     }
 }
 

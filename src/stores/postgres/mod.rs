@@ -12,7 +12,8 @@
 //! columns is refused with an error naming it. The table and a sequence `<table>_fence_seq`
 //! are created on first use, race-free (see `schema.rs`).
 //!
-//! URL options: `table=NAME`, `schema=NAME` (default: the connection's `current_schema()`),
+//! URL options: `mode=lease` (the default) or `mode=session` (see *Session mode*),
+//! `table=NAME`, `schema=NAME` (default: the connection's `current_schema()`),
 //! `unlogged=true`, `synchronous_commit=off`, `pool_size=N` (default 10),
 //! `acquire_timeout=DUR` (default 10s), `test_before_acquire=false` (see *Speed*), and the
 //! driver's own `sslmode`, `sslrootcert`, `sslcert`, `sslkey`, `application_name`,
@@ -100,6 +101,53 @@
 //!   (or a pool of your own built that way, [`PostgresStore::from_pool`]) saves the first
 //!   ping, at the price of one failed operation per stale connection after the database
 //!   restarts (a watchdog retries; an `acquire` or `release` returns the error).
+//!
+//! # Session mode
+//!
+//! `?mode=session` (or [`PostgresOptions::session_mode`]) holds each lock as a PostgreSQL
+//! **session advisory lock** on a connection the store keeps open, instead of a lease row.
+//!
+//! **Which mode.** Lease mode (the default) writes a durable row: the lock outlives the
+//! holder's connection until its ttl, anyone can read its owner, fence and metadata (and
+//! `list` it), Verrou shares it, and take-over works. Session mode writes nothing: it runs at
+//! the speed of the server's own locks, hands off in the server's wake-up time, and the lock
+//! dies with its connection (a crashed holder frees it at once) — but other clients see only
+//! which backend holds a key, and Verrou cannot share it. Pick session mode for many short
+//! locks, lease mode for locks others must inspect or that must survive a reconnect.
+//!
+//! - **Keys.** A stored key `k` (with its namespace) is the advisory lock
+//!   `hashtextextended(k, 0)`, PostgreSQL's own stable 64-bit text hash, in the bigint key
+//!   space (`pg_locks.objsubid = 1`); anyone can compute it in SQL. Two keys with the same
+//!   hash exclude each other: never a second holder, at worst a false "held" (with a million
+//!   keys held at once, a chance of about 3 in 10⁸). A second advisory lock,
+//!   `hashtextextended(k, 1)`, is the key's *gate* (below). Other applications' bigint
+//!   advisory locks share the space: one taking `hashtextextended('app:k', 0)` excludes
+//!   cadenas on `app:k`, which can be used on purpose.
+//! - **Fences** come from the sequence `<table>_fence_seq` (the only object session mode
+//!   creates; `table=` names it), drawn with `nextval` in the acquiring statement once the
+//!   lock is ours, so they increase per key across clients, releases and server restarts (a
+//!   sequence may skip values after a crash, never repeat them).
+//! - **Connections.** Up to `pool_size` connections (default 10) hold locks, any number each;
+//!   a statement waits `acquire_timeout` for a busy one, then fails saying so. Waiters use up
+//!   to `pool_size` more, one per key waited for in this process. The locks of a connection
+//!   that fails or is closed are released by the server; their holders are told `Lost` at
+//!   their next check (the watchdog's extend pings the connection). `close` releases all.
+//! - **Ttl.** PostgreSQL never expires the lock. The ttl bounds how long a holding may go
+//!   without a successful liveness check (an extend): when it runs out the store unlocks it.
+//!   A holder that is frozen (its process stopped) keeps the lock as long as its connection
+//!   lives. `cadenas exec`'s default ttl works unchanged: its watchdog checks every ttl/3.
+//! - **Hand-off.** A waiter blocks in `pg_advisory_lock_shared` on the key's gate, which the
+//!   holder holds with the lock and gives up right after it: the server wakes the waiter,
+//!   which then tries the lock. Waiters never queue on the lock itself, so a waiter that went
+//!   away never holds it, not even for an instant. Waits are bounded by `lock_timeout = 1s`
+//!   and repeated while someone waits.
+//! - **What other clients see.** `inspect` and `cadenas status` name the holder of another
+//!   client as `backend PID` (from `pg_locks`), without remaining time, fence or metadata;
+//!   force-releasing it is refused (`Unsupported`, naming the `pg_terminate_backend` call that
+//!   would end it and every other lock of its connection); `list` and take-over are
+//!   `Unsupported`; a token restores only in the client that holds the lock
+//!   ([`Capabilities::shared_records`](crate::Capabilities::shared_records) is `false`).
+//!   Behind PgBouncer in transaction mode session locks do not work: connect directly.
 
 mod errors;
 mod lease;

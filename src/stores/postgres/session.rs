@@ -18,7 +18,6 @@ const KEY: &str = "hashtextextended($1, 0)";
 const GATE: &str = "hashtextextended($1, 1)";
 
 /// The statements of session mode, built once from the fence sequence's name.
-#[derive(Debug)]
 pub(super) struct PgSession {
     options: PgConnectOptions,
     try_lock: String,
@@ -39,6 +38,13 @@ impl PgSession {
                  (SELECT nextval('{literal}') FROM (SELECT pg_advisory_lock({GATE})) g) END"
             ),
         }
+    }
+}
+
+/// Without the connect options, which hold the password.
+impl std::fmt::Debug for PgSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PgSession")
     }
 }
 
