@@ -47,6 +47,12 @@ pub struct Capabilities {
     /// without `records=true`) sets this to `false` and reports `None` for holdings whose
     /// fence it did not record.
     pub inspect_fence: bool,
+    /// Another client of the store sees a holding in full: its owner, remaining time, fence
+    /// and metadata through [`Store::inspect`], and can force-release it or restore its token.
+    /// A store that keeps these in the client holding the lock (session-mode SQL locks, where
+    /// the server keeps only the lock) sets this to `false`: another client then sees only
+    /// that the key is held, and by which server session.
+    pub shared_records: bool,
 }
 
 impl Capabilities {
@@ -60,6 +66,7 @@ impl Capabilities {
         expiry_watch: true,
         take_over: true,
         inspect_fence: true,
+        shared_records: true,
     };
 }
 

@@ -237,6 +237,20 @@ mod postgres {
         // One pooled connection: operations and the LISTEN connection must not deadlock.
         run("&unlogged=true&pool_size=1").await;
     }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres_session_mode() {
+        // Server advisory locks; only the fence sequence is created.
+        run("&mode=session").await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres_session_mode_bare() {
+        let table = random("cadenas_cf_");
+        let url = format!("{}?table={table}&mode=session", base_url());
+        run_bare(&bare_over(&url).await).await;
+        drop_table(&table).await;
+    }
 }
 
 #[cfg(feature = "mysql")]
@@ -277,5 +291,24 @@ mod mysql {
         suite.patience = std::time::Duration::from_secs(60);
         run_all(&suite).await;
         drop_tables(&table).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn mariadb_session_mode() {
+        // GET_LOCK on held connections: nothing is created in the database.
+        let url = format!("{}?mode=session", base_url());
+        if let Err(e) = Locks::connect(&url).await {
+            panic!("MySQL/MariaDB is not reachable at {}: {e}. Install and start it (apt-get install mariadb-server) or set CADENAS_TEST_MYSQL_URL.", base_url());
+        }
+        let suite = suite_over(
+            url,
+            |url| async move { Locks::connect(&url).await.unwrap() },
+        );
+        run_all(&suite).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn mariadb_session_mode_bare() {
+        run_bare(&bare_over(&format!("{}?mode=session", base_url())).await).await;
     }
 }

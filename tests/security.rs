@@ -176,6 +176,17 @@ async fn a_password_the_server_ignores_never_shows_while_locks_are_used() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_the_server_ignores_never_shows_in_session_mode() {
+    // Session mode keeps connect options (with the password) for its own connections.
+    let table = format!("cadenas_sec_{:x}", rand::random::<u32>());
+    let _cleanup = cleanup_table(&table);
+    let url = format!("{}&mode=session", ignored_password_url(&table));
+    if let Some(e) = use_url(&url).await {
+        panic!("PostgreSQL with trust auth refused {url:?}: {e}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_namespace_is_refused_before_any_sql() {
     use cadenas_test_support::{mysql, postgres};
     let (pg_base, my_base) = (postgres::base_url(), mysql::base_url());

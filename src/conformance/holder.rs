@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::{eventually, Suite};
+use super::{eventually, reader, Suite};
 use crate::{Error, EventKind, Locks, Retry};
 
 /// The kinds of the events about `key` received so far.
@@ -22,7 +22,8 @@ fn kinds_for(rx: &mut tokio::sync::broadcast::Receiver<crate::Event>, key: &str)
 /// `Released` — in that order, each once; a force-release while held gives `Lost` once, and
 /// the lost signal fires within one extend interval (ttl/3).
 pub async fn watchdog_events_and_lost_signal(suite: &Suite) {
-    let (a, b) = (suite.client().await, suite.client().await);
+    let a = suite.client().await;
+    let b = reader(suite, &a).await;
     let mut rx = a.events();
     let key = suite.key("wd-events");
     let ttl = Duration::from_millis(900);

@@ -157,6 +157,17 @@ pub(crate) fn assert_shown_fence(
     );
 }
 
+/// The client that reads, restores or force-releases `holder`'s holdings in a check: a new
+/// client where the store shares its records (the usual case), else `holder` itself — only it
+/// knows its holdings in full ([`Capabilities::shared_records`](crate::Capabilities::shared_records)).
+pub(crate) async fn reader(suite: &Suite, holder: &Locks) -> Locks {
+    if holder.store().capabilities().shared_records {
+        suite.client().await
+    } else {
+        holder.clone()
+    }
+}
+
 /// Waits until `cond` is true or the suite's patience runs out (then panics with `what`).
 pub(crate) async fn eventually<F, Fut>(suite: &Suite, what: &str, mut cond: F)
 where

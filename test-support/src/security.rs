@@ -32,6 +32,8 @@ pub fn refused_urls() -> Vec<String> {
         format!("postgres://u:{pw}@[::1/db"),
         format!("postgresql://u:{pw}@127.0.0.1:1/db?bogus=1"),
         format!("mysql://u:{pw}@127.0.0.1:1/db?table=1abc"),
+        format!("mysql://u:{pw}@127.0.0.1:1/db?mode=sideways"),
+        format!("postgres://u:{pw}@127.0.0.1:1/db?mode=session&unlogged=true"),
         format!("mariadb://u:{pw}@127.0.0.1:1/db?schema=x"),
         format!("gopher://u:{pw}@h/x"),
         format!("sqlite://u:{pw}@h/locks.db"),

@@ -145,6 +145,23 @@ pub fn cases() -> Vec<Case> {
             |_| async move { api(Locks::connect(&with_query(&mysql_base(), "schema=x")).await) },
         ),
         case(
+            "unknown mode on a SQL store",
+            Config,
+            &["mode=row", "lease or session"],
+            Nothing,
+            |_| async move { api(Locks::connect(&with_query(&mysql_base(), "mode=row")).await) },
+        ),
+        case(
+            "lease-mode option in PostgreSQL session mode",
+            Config,
+            &["unlogged", "lease mode only"],
+            Nothing,
+            |_| async move {
+                let url = with_query(&postgres_base(), "mode=session&unlogged=true");
+                api(Locks::connect(&url).await)
+            },
+        ),
+        case(
             "network URL a slash short (redis:/u:PW@host)",
             Config,
             &["redis://[user:password@]host"],

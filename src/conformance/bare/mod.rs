@@ -55,8 +55,21 @@ impl StoreSuite {
         &*self.store
     }
 
-    /// The second client of the store.
+    /// The second client of the store. For a store that does not share its records
+    /// ([`Capabilities::shared_records`](crate::Capabilities::shared_records) is `false`: only
+    /// the holding client knows a holding's owner, fence and metadata) the checks that read
+    /// them play both parties on the store itself; the racing requests of
+    /// [`store_exclusion`] and the waits of [`store_notify`] still use the real peer.
     pub fn peer(&self) -> &dyn Store {
+        if self.store.capabilities().shared_records {
+            &*self.peer
+        } else {
+            &*self.store
+        }
+    }
+
+    /// The second client, whatever the store shares.
+    fn other(&self) -> &dyn Store {
         &*self.peer
     }
 

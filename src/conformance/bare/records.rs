@@ -199,7 +199,7 @@ pub async fn store_reap_once(suite: &StoreSuite) {
 /// promptly (well under a poll delay). A store without `notify` may still hand out a
 /// subscription for waiters in this process: a release through the same client wakes it.
 pub async fn store_notify(suite: &StoreSuite) {
-    let (a, b) = (suite.store(), suite.peer());
+    let (a, b) = (suite.store(), suite.other());
     let key = suite.key("notify");
     let woken = |what: &'static str| move |_| panic!("{}: not woken by {what}", a.describe());
     if !b.capabilities().notify {

@@ -13,7 +13,8 @@
 //! someone else keeps its collation (a case-insensitive one makes `A` and `a` one lock).
 //! Creation is race-free (see `schema.rs`).
 //!
-//! URL options: `table=NAME`, `pool_size=N` (default 10), `acquire_timeout=DUR` (default
+//! URL options: `mode=lease` (the default) or `mode=session` (see *Session mode*),
+//! `table=NAME`, `pool_size=N` (default 10), `acquire_timeout=DUR` (default
 //! 10s), `test_before_acquire=false` (see *Speed*), and the driver's `ssl-mode`, `ssl-ca`,
 //! `ssl-cert`, `ssl-key`, `charset`, `collation`, `socket`, `statement-cache-capacity`.
 //!
@@ -68,10 +69,37 @@
 //! restart) is replaced instead of failing the operation; `test_before_acquire=false` (or
 //! a pool of your own built that way, [`MySqlStore::from_pool`]) saves that round trip, at
 //! the price of one failed operation per stale connection after the database restarts.
+//!
+//! # Session mode
+//!
+//! `?mode=session` (or [`MySqlOptions::session_mode`]) holds each lock with `GET_LOCK` on a
+//! connection the store keeps open, instead of a lease row; nothing is created in the
+//! database. Lease mode (the default) gives a lock that outlives its connection until its
+//! ttl, readable by anyone and shared with Verrou; session mode runs at the speed of the
+//! server's own locks, hands off in the server's wake-up time, and the lock dies with its
+//! connection, but other clients see only which connection holds a key. The PostgreSQL store's
+//! docs (*Session mode*) say what a ttl means, how connections are shared and limited
+//! (`pool_size`, `acquire_timeout`), and what other clients see; here:
+//!
+//! - **Names.** A stored key `k` is the lock `SHA2(k, 256)` (64 hex characters, the servers'
+//!   limit, computed by the server: never truncated, byte-exact whatever the server's name
+//!   comparison); its gate, on which waiters wait, is `SHA2(CONCAT(k, CHAR(0)), 256)`.
+//!   `SELECT IS_USED_LOCK(SHA2('app:k', 256))` shows the holder's connection id.
+//! - **Fences** are `UUID_SHORT()`, drawn in the acquiring statement once the lock is ours:
+//!   `(server_id & 255) << 56 | startup time in seconds << 24 | a counter`, increasing with
+//!   every call on one server and across its restarts — unless the server's clock went back
+//!   across a restart, it was restarted twice within a second, it handed out more than 2²⁴
+//!   values per second of uptime on average, or `server_id` changed (a failover to a replica
+//!   with a lower one). Within those caveats they increase per key; cost: none measurable
+//!   (BENCHMARKS.md). Needs MySQL 5.7+ or MariaDB 10.0.2+ (several locks per connection).
+//! - **Killed connections** (`KILL`) release their locks; holders are told `Lost` at their
+//!   next liveness check. Force-releasing another client's lock is refused, naming the
+//!   `KILL` that would end it (and every other lock of that connection).
 
 mod errors;
 mod lease;
 mod schema;
+mod session;
 mod statements;
 mod take_over;
 
@@ -85,12 +113,14 @@ use crate::notify::ReleaseNotifier;
 use crate::store::{Capabilities, StoreError, Subscription};
 use crate::stores::sql::errors::connect_error;
 use crate::stores::sql::options::{split_url, take_table, Mode};
+use crate::stores::sql::session::{Limits, SessionLocks};
 use crate::stores::sql::store::server_store;
 use crate::stores::sql::{check_identifier, pool, DEFAULT_TABLE};
 use crate::url::StoreUrl;
 
 use errors::my_error;
 use lease::Leases;
+use session::MySession;
 use statements::Names;
 
 /// Connection parameters passed through to the driver.
@@ -137,6 +167,13 @@ impl MySqlOptions {
         self.table = name.into();
         self
     }
+
+    /// Session mode (`?mode=session`): locks are `GET_LOCK` locks on connections the store
+    /// keeps open (see the module docs, *Session mode*).
+    pub fn session_mode(mut self, on: bool) -> Self {
+        self.mode = if on { Mode::Session } else { Mode::Lease };
+        self
+    }
 }
 
 /// A lock store on a MySQL or MariaDB table. See the [module docs](self).
@@ -145,9 +182,20 @@ pub struct MySqlStore {
     pool: MySqlPool,
     owns_pool: bool,
     leases: std::sync::Arc<Leases>,
+    session: Option<Arc<SessionLocks<MySession>>>,
     describe: String,
     notifier: Arc<ReleaseNotifier>,
 }
+
+/// What session mode can do: no list (the server cannot name the keys of its locks), no
+/// take-over or reaping, and other clients see only the holder's connection.
+const SESSION_CAPABILITIES: Capabilities = Capabilities {
+    list: false,
+    expiry_watch: false,
+    take_over: false,
+    shared_records: false,
+    ..Capabilities::ALL
+};
 
 impl MySqlStore {
     /// Connects to `url` (`mysql://` or `mariadb://`), creating the tables if needed.
@@ -206,17 +254,29 @@ impl MySqlStore {
             ))
         })?;
         let names = Names::new(&database, &options.table);
-        schema::ensure(&pool, &names)
-            .await
-            .map_err(|e| e.into_error(&describe))?;
-        let notifier = ReleaseNotifier::new();
-        let leases = match options.mode {
-            Mode::Lease => std::sync::Arc::new(Leases::new(pool.clone(), names, notifier.clone())),
+        let session = match options.mode {
+            Mode::Lease => {
+                schema::ensure(&pool, &names)
+                    .await
+                    .map_err(|e| e.into_error(&describe))?;
+                None
+            }
+            Mode::Session => {
+                let limits = Limits {
+                    connections: pool.options().get_max_connections() as usize,
+                    busy_wait: pool.options().get_acquire_timeout(),
+                };
+                let dialect = MySession::new((*pool.connect_options()).clone());
+                Some(SessionLocks::new(dialect, describe.clone(), limits))
+            }
         };
+        let notifier = ReleaseNotifier::new();
+        let leases = std::sync::Arc::new(Leases::new(pool.clone(), names, notifier.clone()));
         Ok(MySqlStore {
             pool,
             owns_pool,
             leases,
+            session,
             describe,
             notifier,
         })
@@ -235,18 +295,27 @@ impl MySqlStore {
 
 server_store!(MySqlStore, crate::scheme::MYSQL {
     fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            notify: false,
-            ..Capabilities::ALL
+        match self.session {
+            Some(_) => SESSION_CAPABILITIES,
+            None => Capabilities {
+                notify: false,
+                ..Capabilities::ALL
+            },
         }
     }
 
     async fn subscribe(&self, key: &str) -> Result<Option<Subscription>, StoreError> {
+        if let Some(s) = &self.session {
+            return Ok(Some(s.subscribe(key)));
+        }
         // Releases by this process only; the lock layer keeps polling for the others.
         Ok(Some(self.notifier.subscribe(key)))
     }
 
     async fn close(&self) -> Result<(), StoreError> {
+        if let Some(s) = &self.session {
+            s.close().await;
+        }
         if self.owns_pool {
             self.pool.close().await;
         }

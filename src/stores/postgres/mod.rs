@@ -12,7 +12,8 @@
 //! columns is refused with an error naming it. The table and a sequence `<table>_fence_seq`
 //! are created on first use, race-free (see `schema.rs`).
 //!
-//! URL options: `table=NAME`, `schema=NAME` (default: the connection's `current_schema()`),
+//! URL options: `mode=lease` (the default) or `mode=session` (see *Session mode*),
+//! `table=NAME`, `schema=NAME` (default: the connection's `current_schema()`),
 //! `unlogged=true`, `synchronous_commit=off`, `pool_size=N` (default 10),
 //! `acquire_timeout=DUR` (default 10s), `test_before_acquire=false` (see *Speed*), and the
 //! driver's own `sslmode`, `sslrootcert`, `sslcert`, `sslkey`, `application_name`,
@@ -100,11 +101,59 @@
 //!   (or a pool of your own built that way, [`PostgresStore::from_pool`]) saves the first
 //!   ping, at the price of one failed operation per stale connection after the database
 //!   restarts (a watchdog retries; an `acquire` or `release` returns the error).
+//!
+//! # Session mode
+//!
+//! `?mode=session` (or [`PostgresOptions::session_mode`]) holds each lock as a PostgreSQL
+//! **session advisory lock** on a connection the store keeps open, instead of a lease row.
+//!
+//! **Which mode.** Lease mode (the default) writes a durable row: the lock outlives the
+//! holder's connection until its ttl, anyone can read its owner, fence and metadata (and
+//! `list` it), Verrou shares it, and take-over works. Session mode writes nothing: it runs at
+//! the speed of the server's own locks, hands off in the server's wake-up time, and the lock
+//! dies with its connection (a crashed holder frees it at once) — but other clients see only
+//! which backend holds a key, and Verrou cannot share it. Pick session mode for many short
+//! locks, lease mode for locks others must inspect or that must survive a reconnect.
+//!
+//! - **Keys.** A stored key `k` (with its namespace) is the advisory lock
+//!   `hashtextextended(k, 0)`, PostgreSQL's own stable 64-bit text hash, in the bigint key
+//!   space (`pg_locks.objsubid = 1`); anyone can compute it in SQL. Two keys with the same
+//!   hash exclude each other: never a second holder, at worst a false "held" (with a million
+//!   keys held at once, a chance of about 3 in 10⁸). A second advisory lock,
+//!   `hashtextextended(k, 1)`, is the key's *gate* (below). Other applications' bigint
+//!   advisory locks share the space: one taking `hashtextextended('app:k', 0)` excludes
+//!   cadenas on `app:k`, which can be used on purpose.
+//! - **Fences** come from the sequence `<table>_fence_seq` (the only object session mode
+//!   creates; `table=` names it), drawn with `nextval` in the acquiring statement once the
+//!   lock is ours, so they increase per key across clients, releases and server restarts (a
+//!   sequence may skip values after a crash, never repeat them).
+//! - **Connections.** Up to `pool_size` connections (default 10) hold locks, any number each;
+//!   a statement waits `acquire_timeout` for a busy one, then fails saying so. Waiters use up
+//!   to `pool_size` more, one per key waited for in this process. The locks of a connection
+//!   that fails or is closed are released by the server; their holders are told `Lost` at
+//!   their next check (the watchdog's extend pings the connection). `close` releases all.
+//! - **Ttl.** PostgreSQL never expires the lock. The ttl bounds how long a holding may go
+//!   without a successful liveness check (an extend): when it runs out the store unlocks it.
+//!   A holder that is frozen (its process stopped) keeps the lock as long as its connection
+//!   lives. `cadenas exec`'s default ttl works unchanged: its watchdog checks every ttl/3.
+//! - **Hand-off.** A waiter blocks in `pg_advisory_lock_shared` on the key's gate, which the
+//!   holder holds with the lock and gives up right after it: the server wakes the waiter,
+//!   which then tries the lock. Waiters never queue on the lock itself, so a waiter that went
+//!   away never holds it, not even for an instant. Waits are bounded by `lock_timeout = 1s`
+//!   and repeated while someone waits.
+//! - **What other clients see.** `inspect` and `cadenas status` name the holder of another
+//!   client as `backend PID` (from `pg_locks`), without remaining time, fence or metadata;
+//!   force-releasing it is refused (`Unsupported`, naming the `pg_terminate_backend` call that
+//!   would end it and every other lock of its connection); `list` and take-over are
+//!   `Unsupported`; a token restores only in the client that holds the lock
+//!   ([`Capabilities::shared_records`](crate::Capabilities::shared_records) is `false`).
+//!   Behind PgBouncer in transaction mode session locks do not work: connect directly.
 
 mod errors;
 mod lease;
 mod listener;
 mod schema;
+mod session;
 mod statements;
 mod take_over;
 
@@ -120,6 +169,7 @@ use crate::notify::ReleaseNotifier;
 use crate::store::{Capabilities, StoreError, Subscription};
 use crate::stores::sql::errors::connect_error;
 use crate::stores::sql::options::{split_url, take_table, Mode};
+use crate::stores::sql::session::{Limits, SessionLocks};
 use crate::stores::sql::store::server_store;
 use crate::stores::sql::{check_identifier, pool, DEFAULT_TABLE};
 use crate::url::StoreUrl;
@@ -127,6 +177,7 @@ use crate::url::StoreUrl;
 use errors::pg_error;
 use lease::Leases;
 use listener::{Listener, State};
+use session::PgSession;
 use statements::Names;
 
 /// Connection parameters passed through to the driver.
@@ -187,6 +238,13 @@ impl PostgresOptions {
         self
     }
 
+    /// Session mode (`?mode=session`): locks are PostgreSQL session advisory locks on
+    /// connections the store keeps open (see the module docs, *Session mode*).
+    pub fn session_mode(mut self, on: bool) -> Self {
+        self.mode = if on { Mode::Session } else { Mode::Lease };
+        self
+    }
+
     /// Creates the table `UNLOGGED` (faster; emptied after a server crash — see the module
     /// docs). Only used when cadenas creates the table.
     pub fn unlogged(mut self, unlogged: bool) -> Self {
@@ -203,12 +261,23 @@ impl PostgresOptions {
     }
 }
 
+/// What session mode can do: no list (the server cannot name the keys of its advisory
+/// locks), no take-over or reaping, and other clients see only the holder's session.
+const SESSION_CAPABILITIES: Capabilities = Capabilities {
+    list: false,
+    expiry_watch: false,
+    take_over: false,
+    shared_records: false,
+    ..Capabilities::ALL
+};
+
 /// A lock store on a PostgreSQL table. See the [module docs](self).
 #[derive(Debug)]
 pub struct PostgresStore {
     pool: PgPool,
     owns_pool: bool,
     leases: std::sync::Arc<Leases>,
+    session: Option<Arc<SessionLocks<PgSession>>>,
     describe: String,
     notifier: Arc<ReleaseNotifier>,
     listener: OnceCell<Listener>,
@@ -242,6 +311,12 @@ impl PostgresStore {
         };
         let split = split_url(url, OPTIONS, DRIVER_PARAMS)?;
         options.mode = split.mode;
+        if split.mode == Mode::Session && (options.unlogged || synchronous_commit.is_some()) {
+            return Err(Error::config(format!(
+                "options unlogged and synchronous_commit in {} apply to lease mode only: session mode writes no rows",
+                split.redacted
+            )));
+        }
         let describe = split.redacted;
         let mut connect_options = PgConnectOptions::from_url(&split.driver_url)
             .map_err(|e| Error::config(format!("{describe}: {e}")))?;
@@ -269,6 +344,14 @@ impl PostgresStore {
         Self::setup(pool, options, describe, false, timeout).await
     }
 
+    /// Session mode's connection limits, from the pool's.
+    fn limits(pool: &PgPool, busy_wait: Duration) -> Limits {
+        Limits {
+            connections: pool.options().get_max_connections() as usize,
+            busy_wait,
+        }
+    }
+
     async fn setup(
         pool: PgPool,
         options: PostgresOptions,
@@ -293,16 +376,29 @@ impl PostgresStore {
             }
         };
         let names = Names::new(&schema, &options.table);
-        schema::ensure(&pool, &names, options.unlogged)
-            .await
-            .map_err(|e| e.into_error(&describe))?;
-        let leases = match options.mode {
-            Mode::Lease => std::sync::Arc::new(Leases::new(pool.clone(), names)),
+        let session = match options.mode {
+            Mode::Lease => {
+                schema::ensure(&pool, &names, options.unlogged)
+                    .await
+                    .map_err(|e| e.into_error(&describe))?;
+                None
+            }
+            Mode::Session => {
+                schema::ensure_sequence(&pool, &names)
+                    .await
+                    .map_err(|e| e.into_error(&describe))?;
+                let dialect =
+                    PgSession::new((*pool.connect_options()).clone(), &names.sequence_qualified);
+                let limits = Self::limits(&pool, listener_timeout);
+                Some(SessionLocks::new(dialect, describe.clone(), limits))
+            }
         };
+        let leases = std::sync::Arc::new(Leases::new(pool.clone(), names));
         Ok(PostgresStore {
             pool,
             owns_pool,
             leases,
+            session,
             describe,
             notifier: ReleaseNotifier::new(),
             listener: OnceCell::new(),
@@ -323,10 +419,16 @@ impl PostgresStore {
 
 server_store!(PostgresStore, crate::scheme::POSTGRES {
     fn capabilities(&self) -> Capabilities {
-        Capabilities::ALL
+        match self.session {
+            Some(_) => SESSION_CAPABILITIES,
+            None => Capabilities::ALL,
+        }
     }
 
     async fn subscribe(&self, key: &str) -> Result<Option<Subscription>, StoreError> {
+        if let Some(s) = &self.session {
+            return Ok(Some(s.subscribe(key)));
+        }
         let subscription = self.notifier.subscribe(key);
         let listener = self
             .listener
@@ -349,6 +451,9 @@ server_store!(PostgresStore, crate::scheme::POSTGRES {
     }
 
     async fn close(&self) -> Result<(), StoreError> {
+        if let Some(s) = &self.session {
+            s.close().await;
+        }
         if let Some(listener) = self.listener.get() {
             listener.stop().await;
         }

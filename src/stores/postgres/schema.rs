@@ -96,3 +96,36 @@ async fn create(pool: &PgPool, names: &Names, unlogged: bool) -> Result<(), Sche
     tx.commit().await.map_err(fail)?;
     Ok(())
 }
+
+/// Session mode's only object: the fence sequence, created under the setup lock if missing.
+pub(super) async fn ensure_sequence(pool: &PgPool, names: &Names) -> Result<(), SchemaError> {
+    let fail = |e: sqlx::Error| {
+        SchemaError::Store(pg_error(
+            e,
+            &format!(
+                "creating the fence sequence {} (needs CREATE privilege on the schema, once)",
+                names.sequence
+            ),
+        ))
+    };
+    let exists: bool = sqlx::query_scalar(sql::SEQUENCE_EXISTS)
+        .bind(&names.sequence_qualified)
+        .fetch_one(pool)
+        .await
+        .map_err(fail)?;
+    if exists {
+        return Ok(());
+    }
+    let mut tx = pool.begin().await.map_err(fail)?;
+    sqlx::query(sql::SETUP_LOCK)
+        .bind(&names.table)
+        .execute(&mut *tx)
+        .await
+        .map_err(fail)?;
+    sqlx::query(&sql::create_sequence(names))
+        .execute(&mut *tx)
+        .await
+        .map_err(fail)?;
+    tx.commit().await.map_err(fail)?;
+    Ok(())
+}

@@ -314,6 +314,7 @@ impl Store for RedlockStore {
             expiry_watch: false,
             take_over: false,
             inspect_fence: false,
+            shared_records: true,
         }
     }
 

@@ -10,6 +10,7 @@
 //! - [`errors`]: driver errors into [`StoreError`](crate::StoreError) kinds, and the one
 //!   [`SchemaError`](errors::SchemaError) of table setup;
 //! - [`schema`]: the columns every lock table needs (Verrou's) and what a table lacks;
+//! - [`session`]: session mode, the servers' own locks on held connections;
 //! - [`store`]: the [`Store`](crate::Store) impl of the server stores, over their locking
 //!   mode.
 //!
@@ -27,6 +28,8 @@ pub(crate) mod options;
 pub(crate) mod pool;
 pub(crate) mod rows;
 pub(crate) mod schema;
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+pub(crate) mod session;
 #[cfg(any(feature = "postgres", feature = "mysql"))]
 pub(crate) mod store;
 

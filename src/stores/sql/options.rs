@@ -29,17 +29,23 @@ pub(crate) const DEFAULT_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Options every server store takes from its URL, besides the table.
 #[cfg(any(feature = "postgres", feature = "mysql"))]
-pub(crate) const POOL_OPTIONS: &[&str] = &["pool_size", "acquire_timeout", "test_before_acquire"];
+pub(crate) const POOL_OPTIONS: &[&str] = &[
+    "mode",
+    "pool_size",
+    "acquire_timeout",
+    "test_before_acquire",
+];
 
-/// How a server store holds a lock. The lease row is the only mode yet; another (the
-/// server's own session lock on a held connection) would be chosen here, from the URL or
-/// the options builder, and sit beside the lease code of each dialect.
+/// How a server store holds a lock: `mode=lease` (the default) or `mode=session` in the URL.
 #[cfg(any(feature = "postgres", feature = "mysql"))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub(crate) enum Mode {
     /// A row per held lock with an expiration by the database's clock (Verrou's layout).
     #[default]
     Lease,
+    /// The server's own lock (advisory lock, `GET_LOCK`) on a connection the store keeps
+    /// open; see `sql/session.rs`.
+    Session,
 }
 
 /// How the store's own pool is built.
@@ -92,6 +98,16 @@ pub(crate) fn split_url(
         .take_duration("acquire_timeout")?
         .unwrap_or(DEFAULT_ACQUIRE_TIMEOUT);
     let test_before_acquire = url.take_bool("test_before_acquire")?.unwrap_or(true);
+    let mode = match url.take("mode").as_deref() {
+        None | Some("lease") => Mode::Lease,
+        Some("session") => Mode::Session,
+        Some(other) => {
+            return Err(crate::Error::config(format!(
+                "option mode={other} in {} is not lease or session",
+                url.redacted
+            )))
+        }
+    };
     let mut driver_url = url.without_query();
     let mut passed = Vec::new();
     for name in driver_params {
@@ -113,7 +129,7 @@ pub(crate) fn split_url(
     Ok(SplitUrl {
         driver_url,
         redacted: url.redacted.clone(),
-        mode: Mode::Lease,
+        mode,
         pool: PoolSettings {
             size,
             acquire_timeout,
@@ -154,5 +170,13 @@ mod tests {
         assert!(split_url(u, &[], &[]).is_err());
         let u = StoreUrl::parse("mysql://h/db?test_before_acquire=false").unwrap();
         assert!(!split_url(u, &[], &[]).unwrap().pool.test_before_acquire);
+        let u = StoreUrl::parse("mysql://h/db?mode=session").unwrap();
+        assert_eq!(split_url(u, &[], &[]).unwrap().mode, Mode::Session);
+        let u = StoreUrl::parse("mysql://h/db?mode=row").unwrap();
+        let e = split_url(u, &[], &[]).err().unwrap().to_string();
+        assert!(
+            e.contains("mode=row") && e.contains("lease or session"),
+            "{e}"
+        );
     }
 }

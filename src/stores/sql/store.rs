@@ -1,9 +1,10 @@
 //! The [`Store`](crate::Store) impl of the server stores, written once.
 //!
 //! A server store (PostgreSQL, MySQL) answers every operation on locks from its locking
-//! mode, the field `leases` (the lease row; the unit a second mode would sit beside), whose
-//! methods have the operations' names and arguments, or from its
-//! [`Table`](super::lease::Table) (`leases.table()`) for those alike in every dialect;
+//! mode: the field `session` (`Some` in session mode, [`SessionLocks`](super::session)) or
+//! else the field `leases` (the lease row), whose methods have the operations' names and
+//! arguments, or from its [`Table`](super::lease::Table) (`leases.table()`) for those alike
+//! in every dialect;
 //! `describe` is the field `describe`, `kind` the scheme row's.
 //! What differs — `capabilities`, `subscribe`, `close` — the store writes in the braces:
 //!
@@ -35,6 +36,9 @@ macro_rules! server_store {
                 &self,
                 request: $crate::store::AcquireRequest<'_>,
             ) -> Result<$crate::store::Acquire, $crate::store::StoreError> {
+                if let Some(s) = &self.session {
+                    return s.try_acquire(&request).await;
+                }
                 let (leases, gone) = (self.leases.clone(), self.leases.clone());
                 let (key, owner) = (request.key.to_owned(), request.owner.to_owned());
                 let (k, o) = (key.clone(), owner.clone());
@@ -53,6 +57,12 @@ macro_rules! server_store {
                 &self,
                 request: $crate::store::AcquireRequest<'_>,
             ) -> Result<$crate::store::TakeOver, $crate::store::StoreError> {
+                if self.session.is_some() {
+                    return Err($crate::store::StoreError::new(
+                        $crate::store::StoreErrorKind::Unsupported,
+                        format!("{} holds session locks, which only their own connection can give up: a held lock cannot be taken over", self.describe),
+                    ));
+                }
                 self.leases.take_over(&request).await
             }
 
@@ -61,6 +71,9 @@ macro_rules! server_store {
                 key: &str,
                 owner: &str,
             ) -> Result<bool, $crate::store::StoreError> {
+                if let Some(s) = &self.session {
+                    return s.release(key, owner).await;
+                }
                 self.leases.release(key, owner).await
             }
 
@@ -70,6 +83,9 @@ macro_rules! server_store {
                 owner: &str,
                 ttl: Option<std::time::Duration>,
             ) -> Result<Option<$crate::store::Lease>, $crate::store::StoreError> {
+                if let Some(s) = &self.session {
+                    return s.extend(key, owner, ttl).await;
+                }
                 self.leases.extend(key, owner, ttl).await
             }
 
@@ -79,10 +95,16 @@ macro_rules! server_store {
                 owner: &str,
                 metadata: Option<&str>,
             ) -> Result<bool, $crate::store::StoreError> {
+                if let Some(s) = &self.session {
+                    return Ok(s.set_metadata(key, owner, metadata));
+                }
                 self.leases.table().set_metadata(key, owner, metadata).await
             }
 
             async fn force_release(&self, key: &str) -> Result<bool, $crate::store::StoreError> {
+                if let Some(s) = &self.session {
+                    return s.force_release(key).await;
+                }
                 self.leases.force_release(key).await
             }
 
@@ -90,6 +112,9 @@ macro_rules! server_store {
                 &self,
                 key: &str,
             ) -> Result<Option<$crate::store::LockInfo>, $crate::store::StoreError> {
+                if let Some(s) = &self.session {
+                    return s.inspect(key).await;
+                }
                 self.leases.table().inspect(key).await
             }
 
@@ -97,6 +122,9 @@ macro_rules! server_store {
                 &self,
                 prefix: &str,
             ) -> Result<Vec<$crate::store::LockInfo>, $crate::store::StoreError> {
+                if let Some(s) = &self.session {
+                    return s.list();
+                }
                 self.leases.table().list(prefix).await
             }
 
@@ -104,6 +132,12 @@ macro_rules! server_store {
                 &self,
                 prefix: &str,
             ) -> Result<Vec<$crate::store::LockInfo>, $crate::store::StoreError> {
+                if self.session.is_some() {
+                    return Err($crate::store::StoreError::new(
+                        $crate::store::StoreErrorKind::Unsupported,
+                        format!("{} holds session locks, which the server never expires: there are no expired locks to report", self.describe),
+                    ));
+                }
                 self.leases.reap_expired(prefix).await
             }
 
