@@ -276,3 +276,36 @@ mod mysql {
         drop_tables(&table).await;
     }
 }
+
+#[cfg(feature = "etcd")]
+mod etcd {
+    use super::*;
+
+    use cadenas_test_support::etcd::EtcdCluster;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn etcd_single_member() {
+        let server = EtcdCluster::start();
+        let suite = suite_over(server.url(), |url| async move {
+            Locks::connect(&url).await.unwrap()
+        });
+        run_all(&suite).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn etcd_with_a_namespace() {
+        let server = EtcdCluster::start();
+        let url = format!("{}?namespace=app", server.url());
+        let suite = suite_over(
+            url,
+            |url| async move { Locks::connect(&url).await.unwrap() },
+        );
+        run_all(&suite).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn etcd_bare_two_clients() {
+        let server = EtcdCluster::start();
+        run_bare(&bare_over(&server.url()).await).await;
+    }
+}
