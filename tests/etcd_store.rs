@@ -31,7 +31,7 @@ impl Etcdctl {
     fn lock(cluster: &EtcdCluster, name: &str, command: &str) -> Etcdctl {
         let mut child = cluster
             .etcdctl()
-            .args(["lock", name, "sh", "-c", command])
+            .args(["lock", name, "--", "sh", "-c", command])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -148,9 +148,11 @@ async fn three_members_lose_one_and_the_leader_without_two_holders() {
                     .with_retry(Retry::default().timeout(Duration::from_secs(2)));
                 let g = match lock.acquire().await {
                     Ok(g) => g,
-                    Err(_) => {
+                    Err(e) => {
                         // Members come and go: the cluster may be electing.
-                        seen.errors.fetch_add(1, Ordering::Relaxed);
+                        if seen.errors.fetch_add(1, Ordering::Relaxed) < 20 {
+                            eprintln!("acquire failed: {e}");
+                        }
                         continue;
                     }
                 };
@@ -171,7 +173,9 @@ async fn three_members_lose_one_and_the_leader_without_two_holders() {
                 holders.fetch_sub(1, Ordering::SeqCst);
                 seen.cycles.fetch_add(1, Ordering::Relaxed);
                 // A release that fails leaves the lock to its ttl: never a second holder.
-                let _ = g.release().await;
+                if let Err(e) = g.release().await {
+                    eprintln!("release failed: {e}");
+                }
             }
         }));
     }

@@ -90,6 +90,7 @@
 //! later holding of the key is never touched.
 
 mod layout;
+mod members;
 mod ops;
 mod settings;
 mod watch;
@@ -100,8 +101,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use etcd_client::Client;
 
+use self::members::Members;
 use self::ops::Inner;
-use self::settings::{op_error, Settings};
+use self::settings::Settings;
 use crate::error::{Error, Result};
 use crate::notify::ReleaseNotifier;
 use crate::store::{
@@ -156,43 +158,61 @@ impl EtcdStore {
     /// Connects to an already parsed URL (the lock layer has taken its own options).
     pub async fn from_url(url: StoreUrl) -> Result<EtcdStore> {
         let settings = Settings::from_url(url)?;
-        let describe = settings.describe.clone();
-        let client = Client::connect(&settings.endpoints, Some(settings.options))
-            .await
-            .map_err(|e| {
-                connect_error(&describe, op_error(&format!("connecting to {describe}"), e))
-            })?;
-        Self::from_client(client, describe).await
+        let members = Members::new(&settings.endpoints, settings.options);
+        Self::open(members, settings.describe).await
     }
 
     /// Builds a store on an existing client (for settings a URL cannot express, such as
     /// client certificates). `describe` names the store in messages: give it without
-    /// password.
+    /// password. The store fails over between members only as far as `client` does.
     pub async fn from_client(client: Client, describe: impl Into<String>) -> Result<EtcdStore> {
-        let describe = describe.into();
-        // A first request: the client connects lazily, and this is where an unreachable
-        // cluster or a refused password shows.
-        let opened = client
-            .kv_client()
-            .get("\0cadenas/", None)
-            .await
-            .map_err(|e| {
-                connect_error(&describe, op_error(&format!("connecting to {describe}"), e))
-            })?
-            .header()
-            .map_or(0, |h| h.revision());
-        Ok(EtcdStore {
-            inner: Arc::new(Inner::new(client, describe)),
-            notifier: ReleaseNotifier::new(),
-            watches: watch::Watches::default(),
-            feeds: watch::Feeds::default(),
-            opened,
-        })
+        Self::open(Members::of(client), describe.into()).await
     }
 
-    /// The etcd client the store runs on.
-    pub fn client(&self) -> &Client {
-        &self.inner.client
+    async fn open(members: Members, describe: String) -> Result<EtcdStore> {
+        let inner = Arc::new(Inner::new(members, describe));
+        // A first request, to a member that answers: this is where an unreachable cluster
+        // or a refused password shows.
+        let mut last = None;
+        for _ in 0..inner.members.len() {
+            let read = async {
+                let client = inner.client().await?;
+                let resp = client
+                    .kv_client()
+                    .get("\0cadenas/", None)
+                    .await
+                    .map_err(|e| inner.op_error(&format!("connecting to {}", inner.describe), e))?;
+                Ok::<_, StoreError>(resp.header().map_or(0, |h| h.revision()))
+            };
+            match read.await {
+                Ok(opened) => {
+                    return Ok(EtcdStore {
+                        inner,
+                        notifier: ReleaseNotifier::new(),
+                        watches: watch::Watches::default(),
+                        feeds: watch::Feeds::default(),
+                        opened,
+                    })
+                }
+                Err(e) if e.is_retryable() => last = Some(e),
+                Err(e) => return Err(connect_error(&inner.describe, e)),
+            }
+        }
+        Err(connect_error(
+            &inner.describe,
+            last.expect("a store has at least one member"),
+        ))
+    }
+
+    /// The etcd client of the member the store talks to now.
+    ///
+    /// # Errors
+    /// A `Store` error when no member can be connected to.
+    pub async fn client(&self) -> Result<Client> {
+        self.inner
+            .client()
+            .await
+            .map_err(|e| Error::store(&self.inner.describe, "connect", None, e))
     }
 }
 
@@ -310,10 +330,8 @@ impl Store for EtcdStore {
 
     /// A watch on the lock's prefix (module docs, *Hand-off*).
     async fn subscribe(&self, key: &str) -> Result<Option<Subscription>, StoreError> {
-        let client = &self.inner.client;
-        Ok(Some(
-            self.watches.subscribe(client, &self.notifier, key).await?,
-        ))
+        let subscription = self.watches.subscribe(&self.inner, &self.notifier, key);
+        Ok(Some(subscription.await?))
     }
 
     async fn close(&self) -> Result<(), StoreError> {

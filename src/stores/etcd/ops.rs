@@ -9,7 +9,7 @@ use etcd_client::{
 };
 
 use super::layout::{self, Holding, Record};
-use super::settings::op_error;
+use super::members::Members;
 use crate::store::{
     Acquire, AcquireRequest, Displaced, Holder, Lease, LockInfo, StoreError, StoreErrorKind,
     TakeOver,
@@ -24,7 +24,7 @@ const RETRIES: usize = 100;
 
 /// The part of the store that background tasks need too.
 pub(super) struct Inner {
-    pub client: Client,
+    pub members: Members,
     pub describe: String,
     /// The lease markers of ended holdings are attached to, and when it was granted.
     markers: std::sync::Mutex<Option<(i64, Instant)>>,
@@ -60,22 +60,36 @@ impl std::fmt::Debug for Inner {
 }
 
 impl Inner {
-    pub fn new(client: Client, describe: String) -> Inner {
+    pub fn new(members: Members, describe: String) -> Inner {
         Inner {
-            client,
+            members,
             describe,
             markers: std::sync::Mutex::new(None),
         }
     }
 
+    /// The current member's client.
+    pub async fn client(&self) -> Result<Client, StoreError> {
+        self.members.client().await
+    }
+
+    /// A driver error as a [`StoreError`]; the next request goes to another member if this
+    /// one may be the trouble.
+    pub fn op_error(&self, doing: &str, e: etcd_client::Error) -> StoreError {
+        let error = super::settings::op_error(doing, e);
+        self.members.failed(&error);
+        error
+    }
+
     /// The holding keys of `key`, holder first, and the revision they were read at.
     pub async fn holdings(&self, key: &str) -> Result<(Vec<Holding>, i64), StoreError> {
         let resp = self
-            .client
+            .client()
+            .await?
             .kv_client()
             .get(layout::prefix(key), Some(GetOptions::new().with_prefix()))
             .await
-            .map_err(|e| op_error(&format!("reading lock '{key}'"), e))?;
+            .map_err(|e| self.op_error(&format!("reading lock '{key}'"), e))?;
         let revision = resp.header().map_or(0, |h| h.revision());
         Ok((layout::holdings(key, resp.kvs())?, revision))
     }
@@ -84,11 +98,12 @@ impl Inner {
     /// its minimum).
     async fn grant(&self, key: &str, secs: i64) -> Result<(i64, i64), StoreError> {
         let g = self
-            .client
+            .client()
+            .await?
             .lease_client()
             .grant(secs, None)
             .await
-            .map_err(|e| op_error(&format!("granting a lease for lock '{key}'"), e))?;
+            .map_err(|e| self.op_error(&format!("granting a lease for lock '{key}'"), e))?;
         Ok((g.id(), g.ttl()))
     }
 
@@ -101,7 +116,9 @@ impl Inner {
         let inner = self.clone();
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(async move {
-                let _ = inner.client.lease_client().revoke(lease).await;
+                if let Ok(client) = inner.client().await {
+                    let _ = client.lease_client().revoke(lease).await;
+                }
             });
         }
     }
@@ -145,11 +162,12 @@ impl Inner {
             )])
             .and_then(self.end_ops(&h.name, h.lease != 0).await?);
         let resp = self
-            .client
+            .client()
+            .await?
             .kv_client()
             .txn(txn)
             .await
-            .map_err(|e| op_error(&format!("releasing lock '{key}'"), e))?;
+            .map_err(|e| self.op_error(&format!("releasing lock '{key}'"), e))?;
         Ok(resp.succeeded())
     }
 
@@ -160,13 +178,14 @@ impl Inner {
     pub async fn end_attempt(self: &Arc<Self>, name: Vec<u8>, lease: i64) {
         let ended = async {
             let txn = Txn::new().and_then(self.end_ops(&name, true).await?);
-            self.client
+            self.client()
+                .await?
                 .kv_client()
                 .txn(txn)
                 .await
-                .map_err(|e| op_error("releasing a cancelled acquire", e))?;
+                .map_err(|e| self.op_error("releasing a cancelled acquire", e))?;
             if lease != 0 {
-                let _ = self.client.lease_client().revoke(lease).await;
+                let _ = self.client().await?.lease_client().revoke(lease).await;
             }
             Ok::<_, StoreError>(())
         };
@@ -191,11 +210,12 @@ impl Inner {
             return Ok(None);
         }
         let ttl = self
-            .client
+            .client()
+            .await?
             .lease_client()
             .time_to_live(h.lease, None)
             .await
-            .map_err(|e| op_error(&format!("reading the lease of lock '{key}'"), e))?
+            .map_err(|e| self.op_error(&format!("reading the lease of lock '{key}'"), e))?
             .ttl();
         Ok(Some(match u64::try_from(ttl) {
             Ok(secs) if secs > 0 => Duration::from_secs(secs),
@@ -256,8 +276,8 @@ impl Inner {
             ])
             .and_then([put.clone()])
             .or_else([prefix_get(r.key)]);
-        let mut kv = self.client.kv_client();
-        let resp = kv.txn(txn).await.map_err(|e| op_error(&doing(), e))?;
+        let mut kv = self.client().await?.kv_client();
+        let resp = kv.txn(txn).await.map_err(|e| self.op_error(&doing(), e))?;
         let revision = resp.header().map_or(0, |h| h.revision());
         if resp.succeeded() {
             return Ok(Acquire::Acquired(Lease {
@@ -279,7 +299,7 @@ impl Inner {
                 live(),
             ])
             .and_then([put, prefix_get(r.key)]);
-        let resp = kv.txn(txn).await.map_err(|e| op_error(&doing(), e))?;
+        let resp = kv.txn(txn).await.map_err(|e| self.op_error(&doing(), e))?;
         if !resp.succeeded() {
             return Err(rejected(format!(
                 "lock '{}': the new holding key already exists (or the attempt was cancelled)",
@@ -338,21 +358,27 @@ impl Inner {
         let secs = ttl.map_or(0, lease_secs);
         if secs != 0 && h.lease != 0 && record.lease_secs == secs {
             // Same ttl: keep the lease alive, then check that the key still hangs on it.
-            if self
-                .client
+            let kept = self
+                .client()
+                .await?
                 .lease_client()
                 .keep_alive(h.lease)
-                .await
-                .is_err()
-            {
-                return Ok(None);
+                .await;
+            match kept {
+                Ok(_) => {}
+                // The lease ran out (or was revoked).
+                Err(etcd_client::Error::LeaseKeepAliveError(m)) if m.contains("not found") => {
+                    return Ok(None)
+                }
+                Err(e) => return Err(self.op_error(&doing(), e)),
             }
             let resp = self
-                .client
+                .client()
+                .await?
                 .kv_client()
                 .get(h.name.clone(), None)
                 .await
-                .map_err(|e| op_error(&doing(), e))?;
+                .map_err(|e| self.op_error(&doing(), e))?;
             let still = resp
                 .kvs()
                 .first()
@@ -382,12 +408,12 @@ impl Inner {
                 value,
                 Some(PutOptions::new().with_lease(lease)),
             )]);
-        let resp = self.client.kv_client().txn(txn).await;
+        let resp = self.client().await?.kv_client().txn(txn).await;
         let moved = match resp {
             Ok(resp) => resp.succeeded(),
             Err(e) => {
                 self.revoke_later(lease);
-                return Err(op_error(&doing(), e));
+                return Err(self.op_error(&doing(), e));
             }
         };
         if !moved {
@@ -428,11 +454,12 @@ impl Inner {
                 Some(PutOptions::new().with_ignore_lease()),
             )]);
         let resp = self
-            .client
+            .client()
+            .await?
             .kv_client()
             .txn(txn)
             .await
-            .map_err(|e| op_error(&format!("setting the metadata of lock '{key}'"), e))?;
+            .map_err(|e| self.op_error(&format!("setting the metadata of lock '{key}'"), e))?;
         Ok(resp.succeeded())
     }
 
@@ -513,11 +540,12 @@ impl Inner {
                 .and_then(ops)
                 .or_else([prefix_get(r.key)]);
             let resp = self
-                .client
+                .client()
+                .await?
                 .kv_client()
                 .txn(txn)
                 .await
-                .map_err(|e| op_error(&doing(), e))?;
+                .map_err(|e| self.op_error(&doing(), e))?;
             if !resp.succeeded() {
                 // The keys as they are now, for the next round.
                 found = layout::holdings(r.key, range(&resp.op_responses()[0]))?;
@@ -552,11 +580,12 @@ impl Inner {
 
     pub async fn list(&self, prefix: &str) -> Result<Vec<LockInfo>, StoreError> {
         let resp = self
-            .client
+            .client()
+            .await?
             .kv_client()
             .get(prefix, Some(GetOptions::new().with_prefix()))
             .await
-            .map_err(|e| op_error(&format!("listing locks under '{prefix}'"), e))?;
+            .map_err(|e| self.op_error(&format!("listing locks under '{prefix}'"), e))?;
         // The holder of each lock: its holding key with the lowest create revision. Keys
         // that are not holdings (foreign data) are not locks and are left out.
         let mut holders: std::collections::BTreeMap<&str, Holding> = Default::default();

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use etcd_client::{
-    Client, Compare, CompareOp, EventType, PutOptions, Txn, TxnOp, WatchFilterType, WatchOptions,
+    Compare, CompareOp, EventType, PutOptions, Txn, TxnOp, WatchFilterType, WatchOptions,
     WatchStream,
 };
 use tokio::sync::oneshot;
@@ -14,7 +14,6 @@ use tokio::task::JoinHandle;
 
 use super::layout::{self, Record};
 use super::ops::{Inner, ENDED_GRACE};
-use super::settings::op_error;
 use crate::notify::ReleaseNotifier;
 use crate::store::{LockInfo, ReleaseWait, StoreError, StoreErrorKind, Subscription};
 
@@ -25,11 +24,12 @@ const QUEUE_LIMIT: usize = 100_000;
 
 /// A watch on `prefix` (deletions only) from `start` (0: now), confirmed by etcd.
 async fn open(
-    client: &Client,
+    inner: &Inner,
     prefix: &[u8],
     start: i64,
     prev_kv: bool,
-) -> Result<WatchStream, etcd_client::Error> {
+) -> Result<WatchStream, StoreError> {
+    let failed = |e| inner.op_error("watching", e);
     let mut options = WatchOptions::new()
         .with_prefix()
         .with_filters([WatchFilterType::NoPut]);
@@ -39,18 +39,22 @@ async fn open(
     if prev_kv {
         options = options.with_prev_key();
     }
-    let mut stream = client
+    let client = inner.client().await?;
+    let watching = client
         .watch_client()
         .watch(prefix.to_vec(), Some(options))
-        .await?;
+        .await;
+    let mut stream = watching.map_err(failed)?;
     // The first answer confirms the watch: from then on no deletion is missed.
-    match stream.message().await? {
+    match stream.message().await.map_err(failed)? {
         Some(r) if r.created() && !r.canceled() => Ok(stream),
-        Some(r) => Err(etcd_client::Error::WatchError(format!(
+        Some(r) => Err(failed(etcd_client::Error::WatchError(format!(
             "watch refused: {}",
             r.cancel_reason()
+        )))),
+        None => Err(failed(etcd_client::Error::WatchError(
+            "watch closed".into(),
         ))),
-        None => Err(etcd_client::Error::WatchError("watch closed".into())),
     }
 }
 
@@ -92,7 +96,7 @@ impl Watches {
     /// is active before this returns.
     pub async fn subscribe(
         &self,
-        client: &Client,
+        store: &Arc<Inner>,
         notifier: &Arc<ReleaseNotifier>,
         key: &str,
     ) -> Result<Subscription, StoreError> {
@@ -103,7 +107,7 @@ impl Watches {
             None => {
                 let (ready, started) = oneshot::channel();
                 let task = tokio::spawn(releases(
-                    client.clone(),
+                    store.clone(),
                     key.to_owned(),
                     notifier.clone(),
                     ready,
@@ -111,7 +115,7 @@ impl Watches {
                 let watch = Arc::new(KeyWatch(task));
                 match tokio::time::timeout(READY_TIMEOUT, started).await {
                     Ok(Ok(Ok(()))) => {}
-                    Ok(Ok(Err(e))) => return Err(op_error(&format!("watching lock '{key}'"), e)),
+                    Ok(Ok(Err(e))) => return Err(e),
                     _ => {
                         return Err(StoreError::new(
                             StoreErrorKind::Unavailable,
@@ -139,17 +143,17 @@ impl Watches {
 /// The task of one release watch: wakes a waiter of `key` per deleted holding key, and
 /// resumes after a lost connection from where it was.
 async fn releases(
-    client: Client,
+    inner: Arc<Inner>,
     key: String,
     notifier: Arc<ReleaseNotifier>,
-    ready: oneshot::Sender<Result<(), etcd_client::Error>>,
+    ready: oneshot::Sender<Result<(), StoreError>>,
 ) {
     let prefix = layout::prefix(&key);
     let mut ready = Some(ready);
     let mut next = 0;
     let mut backoff = Duration::from_millis(50);
     loop {
-        let mut stream = match open(&client, &prefix, next, false).await {
+        let mut stream = match open(&inner, &prefix, next, false).await {
             Ok(s) => s,
             Err(e) => {
                 if let Some(r) = ready.take() {
@@ -233,7 +237,7 @@ impl Feeds {
             match feeds.get(prefix) {
                 Some(feed) if !feed.task.is_finished() => (feed.queue.clone(), feed.seen.clone()),
                 _ => {
-                    let feed = start(inner.client.clone(), prefix, opened).await?;
+                    let feed = start(inner.clone(), prefix, opened).await?;
                     let found = (feed.queue.clone(), feed.seen.clone());
                     feeds.insert(prefix.to_owned(), feed);
                     found
@@ -291,11 +295,12 @@ async fn claim(inner: &Arc<Inner>, name: &[u8]) -> Result<bool, StoreError> {
             Some(PutOptions::new().with_lease(lease)),
         )]);
     let resp = inner
-        .client
+        .client()
+        .await?
         .kv_client()
         .txn(txn)
         .await
-        .map_err(|e| op_error("claiming an expired lock", e))?;
+        .map_err(|e| inner.op_error("claiming an expired lock", e))?;
     Ok(resp.succeeded())
 }
 
@@ -309,9 +314,9 @@ fn mark_key(prefix: &str) -> Vec<u8> {
 
 /// Writes and deletes the mark under `prefix`; the revision of the deletion.
 async fn mark(inner: &Arc<Inner>, prefix: &str) -> Result<i64, StoreError> {
-    let mut kv = inner.client.kv_client();
+    let mut kv = inner.client().await?.kv_client();
     let key = mark_key(prefix);
-    let failed = |e| op_error("marking an expiry sweep", e);
+    let failed = |e| inner.op_error("marking an expiry sweep", e);
     kv.put(key.clone(), Vec::new(), None)
         .await
         .map_err(failed)?;
@@ -319,12 +324,12 @@ async fn mark(inner: &Arc<Inner>, prefix: &str) -> Result<i64, StoreError> {
     Ok(deleted.header().map_or(0, |h| h.revision()))
 }
 
-async fn start(client: Client, prefix: &str, opened: i64) -> Result<Feed, StoreError> {
+async fn start(inner: Arc<Inner>, prefix: &str, opened: i64) -> Result<Feed, StoreError> {
     let queue = Arc::new(Mutex::new(VecDeque::new()));
     let (ready, started) = oneshot::channel();
     let (progress, seen) = tokio::sync::watch::channel(0);
     let task = tokio::spawn(expiries(
-        client,
+        inner,
         prefix.to_owned(),
         opened + 1,
         (queue.clone(), progress),
@@ -333,7 +338,7 @@ async fn start(client: Client, prefix: &str, opened: i64) -> Result<Feed, StoreE
     let feed = Feed { queue, seen, task };
     match tokio::time::timeout(READY_TIMEOUT, started).await {
         Ok(Ok(Ok(()))) => Ok(feed),
-        Ok(Ok(Err(e))) => Err(op_error("watching for expired locks", e)),
+        Ok(Ok(Err(e))) => Err(e),
         _ => Err(StoreError::new(
             StoreErrorKind::Unavailable,
             "watching for expired locks did not start in time",
@@ -344,19 +349,19 @@ async fn start(client: Client, prefix: &str, opened: i64) -> Result<Feed, StoreE
 /// The task of one expiry feed: queues every deleted cadenas holding key under `prefix` that
 /// had a lease. Whether it expired is decided by the claim.
 async fn expiries(
-    client: Client,
+    inner: Arc<Inner>,
     prefix: String,
     mut next: i64,
     (queue, progress): (
         Arc<Mutex<VecDeque<Expired>>>,
         tokio::sync::watch::Sender<i64>,
     ),
-    ready: oneshot::Sender<Result<(), etcd_client::Error>>,
+    ready: oneshot::Sender<Result<(), StoreError>>,
 ) {
     let mut ready = Some(ready);
     let mut backoff = Duration::from_millis(50);
     loop {
-        let mut stream = match open(&client, prefix.as_bytes(), next, true).await {
+        let mut stream = match open(&inner, prefix.as_bytes(), next, true).await {
             Ok(s) => s,
             Err(e) => {
                 if let Some(r) = ready.take() {
