@@ -125,6 +125,15 @@ fn percent_decode(text: &str) -> String {
 pub(super) fn op_error(doing: &str, e: etcd_client::Error) -> StoreError {
     use tonic_code::*;
     let (kind, hint) = match &e {
+        // etcd answers a wrong password with "invalid argument".
+        etcd_client::Error::GRpcStatus(status)
+            if status.message().contains("authentication failed") =>
+        {
+            (
+                StoreErrorKind::Unavailable,
+                "; check the user and password in the URL",
+            )
+        }
         etcd_client::Error::GRpcStatus(status) => match status.code() as i32 {
             UNAUTHENTICATED | PERMISSION_DENIED => (
                 StoreErrorKind::Unavailable,
@@ -132,7 +141,7 @@ pub(super) fn op_error(doing: &str, e: etcd_client::Error) -> StoreError {
             ),
             UNAVAILABLE => (
                 StoreErrorKind::Unavailable,
-                "; is a quorum of the cluster up?",
+                "; is etcd running there, with a quorum of its members up?",
             ),
             DEADLINE_EXCEEDED | ABORTED | RESOURCE_EXHAUSTED | CANCELLED | UNKNOWN => {
                 (StoreErrorKind::Transient, "")
