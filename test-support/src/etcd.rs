@@ -198,6 +198,16 @@ impl EtcdCluster {
         format!("etcd://127.0.0.1:{}", self.members[i].client_port)
     }
 
+    /// How many members the cluster has.
+    pub fn len(&self) -> usize {
+        self.members.len()
+    }
+
+    /// Whether the cluster has no members (never: it is built with at least one).
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+
     /// The client port of member `i`.
     pub fn port(&self, i: usize) -> u16 {
         self.members[i].client_port

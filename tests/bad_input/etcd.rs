@@ -69,7 +69,9 @@ pub fn cases() -> Vec<Case> {
             |_| async move {
                 let server = member(None).await;
                 let put = |args: &[&str]| server.etcdctl().args(args).output().unwrap();
-                assert!(put(&["put", "k-foreign/config", "debug=1"]).status.success());
+                assert!(put(&["put", "k-foreign/config", "debug=1"])
+                    .status
+                    .success());
                 let locks = Locks::connect(&server.url()).await.unwrap();
                 let r = locks.lock("k-foreign").try_acquire().await;
                 // The data is left as it was, and nothing of ours was written beside it.
