@@ -31,8 +31,9 @@
 //!
 //! # Operations
 //!
-//! - acquire: grant a lease, then one transaction: *if no key exists under `K/`, put ours*,
-//!   else read them. A held lock thus writes nothing. When the only keys under `K/` belong to
+//! - acquire: read the keys under `K/`; if one holds the lock, answer who (a waiter's try
+//!   is a read, no write to the cluster's log). Else grant a lease, then one transaction:
+//!   *if no key exists under `K/`, put ours*, else read them. When the only keys under `K/` belong to
 //!   deeper locks, a second transaction puts ours and reads the prefix, and the lock is ours
 //!   if our key has the lowest create revision (the recipe's rule); if not, ours is deleted.
 //!   A waiter that finds a queued `concurrency.Mutex` waiter treats it as ahead of itself.
@@ -273,7 +274,7 @@ impl Store for EtcdStore {
         Capabilities::ALL
     }
 
-    /// A lease grant and one transaction (see the module docs). Cancel safe: a dropped
+    /// A read, then a lease grant and one transaction (see the module docs). Cancel safe: a dropped
     /// attempt's key and lease are removed in the background.
     async fn try_acquire(&self, request: AcquireRequest<'_>) -> Result<Acquire, StoreError> {
         let mut attempt = Attempt::new(&self.inner);

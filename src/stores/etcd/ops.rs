@@ -257,6 +257,12 @@ impl Inner {
         r: &AcquireRequest<'_>,
         attempt: &mut super::Attempt,
     ) -> Result<Acquire, StoreError> {
+        // A held lock costs a read, not writes: waiters retrying their tries must not load
+        // the cluster's log (a lease grant and a transaction are each a Raft write).
+        let (found, _) = self.holdings(r.key).await?;
+        if let Some(h) = found.first() {
+            return Ok(Acquire::Held(self.holder(r.key, h).await?));
+        }
         let (lease, name, record) = self.new_holding(r).await?;
         attempt.arm(name.clone(), lease);
         let prefix = layout::prefix(r.key);
