@@ -34,7 +34,8 @@ pub(crate) struct Scheme {
             feature = "sqlite",
             feature = "redis",
             feature = "postgres",
-            feature = "mysql"
+            feature = "mysql",
+            feature = "etcd"
         )),
         allow(dead_code)
     )]
@@ -50,7 +51,8 @@ pub(crate) struct Scheme {
             feature = "sqlite",
             feature = "redis",
             feature = "postgres",
-            feature = "mysql"
+            feature = "mysql",
+            feature = "etcd"
         )),
         allow(dead_code)
     )]
@@ -154,6 +156,17 @@ pub(crate) const MYSQL: Scheme = Scheme {
     open: opener!("mysql", crate::stores::mysql::MySqlStore),
 };
 
+/// An etcd cluster, reached through one or more of its members; TLS with `etcds://`.
+pub(crate) const ETCD: Scheme = Scheme {
+    name: "etcd",
+    kind: "etcd",
+    prefixes: &["etcd://", "etcds://"],
+    example: "etcd://host:2379,host:2379",
+    network: true,
+    feature: Some("etcd"),
+    open: opener!("etcd", crate::stores::etcd::EtcdStore),
+};
+
 /// Every store a URL can name, in the order messages list them.
 pub(crate) const SCHEMES: &[&Scheme] = &[
     &MEMORY,
@@ -163,6 +176,7 @@ pub(crate) const SCHEMES: &[&Scheme] = &[
     &REDLOCK,
     &POSTGRES,
     &MYSQL,
+    &ETCD,
 ];
 
 /// The kind of stores the table does not know (hand-made ones), for metric labels.
@@ -189,7 +203,8 @@ impl Scheme {
             feature = "sqlite",
             feature = "redis",
             feature = "postgres",
-            feature = "mysql"
+            feature = "mysql",
+            feature = "etcd"
         )),
         allow(dead_code)
     )]

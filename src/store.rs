@@ -329,7 +329,7 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// The store's kind, a short label that is never a URL: the `store` label of metrics
     /// (see [`observe`](crate::observe)). Built-in stores answer their kind in the crate's
     /// table of schemes (`memory`, `sqlite`, `redis`, `redis+cluster`, `redlock`,
-    /// `postgres`, `mysql`); the default is `other`.
+    /// `postgres`, `mysql`, `etcd`); the default is `other`.
     fn kind(&self) -> &'static str {
         crate::scheme::OTHER_KIND
     }

@@ -3,8 +3,9 @@
 //! Servers: SQLite files in temp dirs; Redis at `CADENAS_TEST_REDIS_URL` (default
 //! `redis://127.0.0.1:6379`) in a random namespace, plus a 3-master Redis Cluster the harness
 //! starts; PostgreSQL at `CADENAS_TEST_POSTGRES_URL` and MariaDB/MySQL at
-//! `CADENAS_TEST_MYSQL_URL` in random tables. Nothing is skipped: a missing server fails its
-//! test with a message saying how to get one. Everything a run creates is removed.
+//! `CADENAS_TEST_MYSQL_URL` in random tables; etcd members the tests start. Nothing is
+//! skipped: a missing server fails its test with a message saying how to get one. Everything
+//! a run creates is removed.
 //!
 //! Next to each store's suite over `Locks`, the bare-store checks (`run_bare`) drive the same
 //! store through the `Store` trait, with a second client of the store as the peer.
@@ -310,5 +311,30 @@ mod mysql {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn mariadb_session_mode_bare() {
         run_bare(&bare_over(&format!("{}?mode=session", base_url())).await).await;
+    }
+}
+
+#[cfg(feature = "etcd")]
+mod etcd {
+    use super::*;
+
+    use cadenas_test_support::etcd::EtcdCluster;
+
+    /// One member, in a namespace (the bare checks below use keys as they are).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn etcd_single_member_with_a_namespace() {
+        let server = EtcdCluster::start();
+        let url = format!("{}?namespace=app", server.url());
+        let suite = suite_over(
+            url,
+            |url| async move { Locks::connect(&url).await.unwrap() },
+        );
+        run_all(&suite).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn etcd_bare_two_clients() {
+        let server = EtcdCluster::start();
+        run_bare(&bare_over(&server.url()).await).await;
     }
 }

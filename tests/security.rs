@@ -7,7 +7,7 @@
 //!   tracing line (captured at TRACE, `log` records included), for a recognisable password
 //!   in every URL form: parse errors, wrong passwords against the real servers, and
 //!   (PostgreSQL with trust auth) a password the server ignores, so the lock is used with the
-//!   password in its URL. The same URLs through the `cadenas` binary: the CLI crate's
+//!   password in its URL, and etcd with its right password. The same URLs through the `cadenas` binary: the CLI crate's
 //!   `tests/security.rs`.
 //! - `rediss://` connects to a TLS server with a trusted CA and refuses an untrusted
 //!   certificate: `tests/redis_store.rs`
@@ -20,7 +20,8 @@
     feature = "redis",
     feature = "redlock",
     feature = "postgres",
-    feature = "mysql"
+    feature = "mysql",
+    feature = "etcd"
 ))]
 
 use std::collections::HashSet;
@@ -183,6 +184,16 @@ async fn a_password_the_server_ignores_never_shows_in_session_mode() {
     let url = format!("{}&mode=session", ignored_password_url(&table));
     if let Some(e) = use_url(&url).await {
         panic!("PostgreSQL with trust auth refused {url:?}: {e}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_right_etcd_password_never_shows_while_locks_are_used() {
+    let mut cluster = cadenas_test_support::etcd::EtcdCluster::start();
+    cluster.enable_auth(cadenas_test_support::security::PASSWORD);
+    let url = cluster.url();
+    if let Some(e) = use_url(&url).await {
+        panic!("etcd refused its own password: {e}");
     }
 }
 

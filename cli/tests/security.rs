@@ -1,13 +1,14 @@
 //! No password shows in the output of the `cadenas` binary (stdout, stderr, its own tracing
 //! lines at `CADENAS_LOG=trace`) for the URLs with a password of the library's security
 //! tests: URLs refused before anything is reached (exit 2), wrong passwords against the real
-//! servers (exit 69), and a password the server ignores (PostgreSQL on trust auth: `list` exits
-//! 0, `leader` 1).
+//! servers (exit 69), a password the server ignores (PostgreSQL on trust auth: `list` exits
+//! 0, `leader` 1), and etcd's right password (exit 0).
 #![cfg(all(
     feature = "redis",
     feature = "redlock",
     feature = "postgres",
-    feature = "mysql"
+    feature = "mysql",
+    feature = "etcd"
 ))]
 
 use std::time::Duration;
@@ -50,6 +51,16 @@ fn wrong_passwords_exit_69_without_the_password() {
         let (code, stderr) = cli(&["acquire", "--wait", "0", "--store", url, "k"]);
         assert_eq!(code, Some(69), "{url}: {stderr}");
     }
+}
+
+#[test]
+fn the_right_etcd_password_never_shows() {
+    let mut cluster = cadenas_test_support::etcd::EtcdCluster::start();
+    cluster.enable_auth(cadenas_test_support::security::PASSWORD);
+    let (code, stderr) = cli(&["acquire", "--wait", "0", "--store", &cluster.url(), "k"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let (code, stderr) = cli(&["status", "--store", &cluster.url(), "k"]);
+    assert_eq!(code, Some(0), "{stderr}");
 }
 
 #[test]

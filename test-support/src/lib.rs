@@ -1,6 +1,7 @@
 //! What the tests of cadenas, of the `cadenas` binary and of the torture tool share (the
 //! model is redis-rs' `redis-test`):
 //!
+//! - [`etcd`]: real `etcd` members and clusters on free ports in temporary directories;
 //! - [`redis`]: real `redis-server` processes (plain, TLS, with a password) and Redis
 //!   Clusters on free ports in temporary directories;
 //! - [`sql_server`]: private PostgreSQL and MariaDB servers, for tests that stop and restart
@@ -20,6 +21,7 @@
 
 pub mod bad_input;
 pub mod captured;
+pub mod etcd;
 pub mod measure;
 pub mod mysql;
 pub mod postgres;

@@ -1,6 +1,7 @@
 //! The store URLs with a password that the security tests of the library and of the `cadenas`
 //! binary feed in: every one must fail (or work) without the password ever showing.
 
+use crate::etcd::EtcdCluster;
 use crate::redis::RedisServer;
 
 /// The password every URL here carries. It must never be shown.
@@ -37,6 +38,10 @@ pub fn refused_urls() -> Vec<String> {
         format!("mariadb://u:{pw}@127.0.0.1:1/db?schema=x"),
         format!("gopher://u:{pw}@h/x"),
         format!("sqlite://u:{pw}@h/locks.db"),
+        format!("etcd://u:{pw}@127.0.0.1:1/locks"),
+        format!("etcd://u:{pw}@127.0.0.1:1,127.0.0.1:2?bogus=1"),
+        format!("etcd://u:{pw}@127.0.0.1:1?ca_file=ca.pem"),
+        format!("etcds://u:{pw}@127.0.0.1:1?ca_file=no-such-ca.pem"),
     ]
 }
 
@@ -53,20 +58,26 @@ fn with_password(mut u: url::Url, scheme: &str, user: &str) -> String {
         .replacen(&format!("{}://", u.scheme()), &format!("{scheme}://"), 1)
 }
 
-/// Redis servers, plain and TLS, each requiring a password of its own (not [`PASSWORD`]).
+/// Redis servers, plain and TLS, and an etcd member, each requiring a password of its own
+/// (not [`PASSWORD`]).
 pub struct WrongPasswords {
     /// The plain server.
     pub plain: RedisServer,
     /// The TLS server.
     pub tls: RedisServer,
+    /// The etcd member, with authentication on.
+    pub etcd: EtcdCluster,
 }
 
 impl WrongPasswords {
     /// Starts the two servers.
     pub fn start() -> WrongPasswords {
+        let mut etcd = EtcdCluster::start();
+        etcd.enable_auth("the-right-one-3");
         WrongPasswords {
             plain: RedisServer::with_password("the-right-one-1"),
             tls: RedisServer::tls_with_password("the-right-one-2"),
+            etcd,
         }
     }
 
@@ -95,6 +106,12 @@ impl WrongPasswords {
             with_password(pg, "postgresql", &nobody),
             with_password(my.clone(), "mysql", my.username()),
             with_password(my, "mariadb", &nobody),
+            format!("etcd://root:{pw}@127.0.0.1:{}", self.etcd.port(0)),
+            format!(
+                "etcd://root:{pw}@127.0.0.1:{},127.0.0.1:{}",
+                crate::free_port(),
+                self.etcd.port(0)
+            ),
         ]
     }
 }

@@ -54,7 +54,7 @@ enum Command {
 
 #[derive(clap::Args)]
 struct RunArgs {
-    /// memory, sqlite, redis (own server), redlock (5 own nodes), postgres, mysql (the local
+    /// memory, sqlite, redis (own server), redlock (5 own nodes), etcd (3 own members), postgres, mysql (the local
     /// servers), or a store URL.
     #[arg(long)]
     store: String,
@@ -158,7 +158,7 @@ async fn run(args: RunArgs) -> Result<u8> {
     if args.ttl < Duration::from_millis(100) {
         bail!("--ttl must be at least 100ms: shorter leases expire under normal scheduling delays");
     }
-    let own_servers = matches!(args.store.as_str(), "redis" | "redlock");
+    let own_servers = matches!(args.store.as_str(), "redis" | "redlock" | "etcd");
     let kind_probe = StoreEnv::kind_of(&args.store)?;
     let faults = crate::faults::parse(&args.faults, kind_probe, own_servers)?;
     let seed = args.seed.unwrap_or_else(rand::random);

@@ -9,17 +9,20 @@ use rand::seq::IndexedRandom;
 use crate::faults::FaultKind;
 use crate::proxy::Proxy;
 use crate::record::StoreKind;
-use crate::servers::{redact, RedisServer, SqlAdmin};
+use crate::servers::{redact, EtcdCluster, RedisServer, SqlAdmin};
 
 const DEFAULT_POSTGRES: &str = "postgres://postgres@127.0.0.1:5432/test";
 const DEFAULT_MYSQL: &str = "mysql://root@127.0.0.1:3306/test";
 const REDLOCK_NODES: usize = 5;
+const ETCD_MEMBERS: usize = 3;
 
 pub struct StoreEnv {
     pub kind: StoreKind,
     pub describe: String,
     /// Servers the tool started (one for Redis, five for Redlock): restartable.
     pub servers: Vec<Arc<Mutex<RedisServer>>>,
+    /// The etcd cluster the tool started (three members): members restartable.
+    pub etcd: Option<Arc<Mutex<EtcdCluster>>>,
     pub proxies: Arc<Vec<Proxy>>,
     pub admin: Option<tokio::sync::Mutex<SqlAdmin>>,
     /// The workers' URL (through the proxies), before per-worker changes.
@@ -29,7 +32,7 @@ pub struct StoreEnv {
 
 impl StoreEnv {
     /// Resolves `--store`: a store name (`memory`, `sqlite`, `redis`, `redlock`, `postgres`,
-    /// `mysql`: own servers or the local defaults) or a full URL.
+    /// `mysql`, `etcd`: own servers or the local defaults) or a full URL.
     pub async fn setup(
         spec: &str,
         dir: &std::path::Path,
@@ -43,6 +46,7 @@ impl StoreEnv {
             kind,
             describe: String::new(),
             servers: Vec::new(),
+            etcd: None,
             proxies: Arc::default(),
             admin: None,
             url: String::new(),
@@ -65,12 +69,19 @@ impl StoreEnv {
                 }
                 format!("{scheme}://{}", hosts.join(","))
             }
+            StoreKind::Etcd if bare => {
+                let cluster =
+                    EtcdCluster::start_in(dir, ETCD_MEMBERS).map_err(anyhow::Error::msg)?;
+                let url = cluster.url();
+                env.etcd = Some(Arc::new(Mutex::new(cluster)));
+                url
+            }
             StoreKind::Postgres if bare => DEFAULT_POSTGRES.to_owned(),
             StoreKind::Mysql if bare => DEFAULT_MYSQL.to_owned(),
             _ => spec.to_owned(),
         };
-        if faults.contains(&FaultKind::Restart) && env.servers.is_empty() {
-            bail!("fault `restart` needs a server the tool runs itself: use --store redis or --store redlock");
+        if faults.contains(&FaultKind::Restart) && env.servers.is_empty() && env.etcd.is_none() {
+            bail!("fault `restart` needs a server the tool runs itself: use --store redis, redlock or etcd");
         }
         env.describe = cadenas::url::StoreUrl::parse(&url)
             .map(|u| u.redacted)
@@ -80,7 +91,7 @@ impl StoreEnv {
             url = env.proxied(&url).await?;
         }
         match kind {
-            StoreKind::Redis | StoreKind::Redlock => {
+            StoreKind::Redis | StoreKind::Redlock | StoreKind::Etcd => {
                 url = with_option(&url, "namespace", &format!("torture{tag}"))
             }
             StoreKind::Postgres | StoreKind::Mysql => {
@@ -114,8 +125,9 @@ impl StoreEnv {
             "redlock" => StoreKind::Redlock,
             "postgres" | "postgresql" => StoreKind::Postgres,
             "mysql" | "mariadb" => StoreKind::Mysql,
+            "etcd" | "etcds" => StoreKind::Etcd,
             other => bail!(
-                "unknown store '{other}': use memory, sqlite, redis, redlock, postgres, mysql or a URL of one"
+                "unknown store '{other}': use memory, sqlite, redis, redlock, postgres, mysql, etcd or a URL of one"
             ),
         })
     }
@@ -186,6 +198,12 @@ impl StoreEnv {
         }
         for s in &self.servers {
             s.lock().unwrap().kill();
+        }
+        if let Some(cluster) = &self.etcd {
+            let mut c = cluster.lock().unwrap();
+            for i in 0..c.len() {
+                c.kill(i);
+            }
         }
         Ok(())
     }

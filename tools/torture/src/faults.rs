@@ -8,7 +8,7 @@ use anyhow::{bail, Result};
 
 use crate::proxy::Proxy;
 use crate::record::{now_ns, Fault, StoreKind};
-use crate::servers::RedisServer;
+use crate::servers::{EtcdCluster, RedisServer};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum FaultKind {
@@ -19,7 +19,8 @@ pub enum FaultKind {
     /// runtime thread blocks): it must be rejected by fence or learn that it lost the lease.
     Stop,
     /// Kill and restart of the tool's own redis-server (data lost), or of 2 of Redlock's 5
-    /// nodes, kept down longer than the ttl (the delayed restart Redlock needs).
+    /// nodes, kept down longer than the ttl (the delayed restart Redlock needs), or of one of
+    /// etcd's 3 members (the leader half of the time; its data kept, as after a crash).
     Restart,
     /// `pg_terminate_backend` / MySQL `KILL` of a holder's connections.
     Connkill,
@@ -67,10 +68,10 @@ impl FaultKind {
         use StoreKind::*;
         match self {
             FaultKind::Kill | FaultKind::Stop => true,
-            FaultKind::Restart => matches!(store, Redis | Redlock) && own_servers,
+            FaultKind::Restart => matches!(store, Redis | Redlock | Etcd) && own_servers,
             FaultKind::Connkill => matches!(store, Postgres | Mysql),
             FaultKind::Drop | FaultKind::Delay => {
-                matches!(store, Redis | Redlock | Postgres | Mysql)
+                matches!(store, Redis | Redlock | Postgres | Mysql | Etcd)
             }
         }
     }
@@ -97,7 +98,7 @@ pub fn parse(list: &str, store: StoreKind, own_servers: bool) -> Result<Vec<Faul
             bail!(
                 "fault '{name}' does not apply to the {store:?} store{}",
                 if kind == FaultKind::Restart {
-                    " (restart needs --store redis or --store redlock: servers the tool runs)"
+                    " (restart needs --store redis, redlock or etcd: servers the tool runs)"
                 } else {
                     ""
                 }
@@ -136,6 +137,38 @@ pub async fn restart(servers: Vec<Arc<Mutex<RedisServer>>>, down: Duration) -> R
         t_start,
         t_end: now_ns(),
         detail: format!("redis-server on port(s) {ports:?} down for {down:?}, restarted empty"),
+    })
+}
+
+/// Kills member `member` of `cluster` (SIGKILL), keeps it down for `down`, starts it again
+/// on its data; returns once it is healthy again.
+pub async fn restart_member(
+    cluster: Arc<Mutex<EtcdCluster>>,
+    member: usize,
+    leader: bool,
+    down: Duration,
+) -> Result<Fault> {
+    let t_start = now_ns();
+    let port = {
+        let mut c = cluster.lock().unwrap();
+        c.kill(member);
+        c.port(member)
+    };
+    tokio::time::sleep(down).await;
+    tokio::task::spawn_blocking(move || {
+        let mut c = cluster.lock().unwrap();
+        c.restart(member)?;
+        c.wait_healthy()
+    })
+    .await?
+    .map_err(anyhow::Error::msg)?;
+    let role = if leader { "leader" } else { "member" };
+    Ok(Fault {
+        kind: FaultKind::Restart.name().into(),
+        worker: None,
+        t_start,
+        t_end: now_ns(),
+        detail: format!("etcd {role} on port {port} killed, down for {down:?}, restarted"),
     })
 }
 

@@ -434,6 +434,26 @@ impl Orchestrator {
                 let f = faults::drop_connections(&self.env.proxies);
                 self.fault_log.write(&f)?;
             }
+            (FaultKind::Restart, _) if self.env.etcd.is_some() => {
+                let cluster = self.env.etcd.clone().expect("checked");
+                let (leader, members) = {
+                    let c = cluster.lock().unwrap();
+                    (c.leader(), c.len())
+                };
+                // The leader half of the time, else any member.
+                let (member, is_leader) = match leader {
+                    Some(l) if self.rng.random_bool(0.5) => (l, true),
+                    _ => {
+                        let m = self.rng.random_range(0..members);
+                        (m, Some(m) == leader)
+                    }
+                };
+                let down = Duration::from_millis(self.rng.random_range(50..300));
+                self.start_task(
+                    kind,
+                    faults::restart_member(cluster, member, is_leader, down),
+                );
+            }
             (FaultKind::Restart, _) => {
                 let servers = self.env.restart_targets(&mut self.rng);
                 let down = if self.env.kind == StoreKind::Redlock {

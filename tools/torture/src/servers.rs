@@ -6,6 +6,7 @@
 use anyhow::{bail, Context, Result};
 use sqlx::{Executor, Row};
 
+pub use cadenas_test_support::etcd::EtcdCluster;
 pub use cadenas_test_support::redis::RedisServer;
 
 /// The admin connection to a SQL store: kills the holders' connections and cleans up.

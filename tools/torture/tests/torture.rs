@@ -2,7 +2,8 @@
 //! every fault kind the store takes injected at least once. The long run's command is in the
 //! README ("Torture").
 //!
-//! The servers are real: Redis and Redlock run the tool's own `redis-server`s, PostgreSQL
+//! The servers are real: Redis and Redlock run the tool's own `redis-server`s, etcd three
+//! `etcd` members of its own, PostgreSQL
 //! and MariaDB are the local ones (127.0.0.1:5432 user `postgres`, 127.0.0.1:3306 user
 //! `root`, database `test`). A missing server fails the test with the tool's message.
 
@@ -67,6 +68,11 @@ fn redis() {
 #[test]
 fn redlock() {
     torture("redlock", &["kill", "stop", "restart", "drop", "delay"]);
+}
+
+#[test]
+fn etcd() {
+    torture("etcd", &["kill", "stop", "restart", "drop", "delay"]);
 }
 
 #[test]
