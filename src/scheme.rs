@@ -34,7 +34,8 @@ pub(crate) struct Scheme {
             feature = "sqlite",
             feature = "redis",
             feature = "postgres",
-            feature = "mysql"
+            feature = "mysql",
+            feature = "dynamodb"
         )),
         allow(dead_code)
     )]
@@ -50,7 +51,8 @@ pub(crate) struct Scheme {
             feature = "sqlite",
             feature = "redis",
             feature = "postgres",
-            feature = "mysql"
+            feature = "mysql",
+            feature = "dynamodb"
         )),
         allow(dead_code)
     )]
@@ -154,6 +156,17 @@ pub(crate) const MYSQL: Scheme = Scheme {
     open: opener!("mysql", crate::stores::mysql::MySqlStore),
 };
 
+/// DynamoDB, or a DynamoDB-compatible endpoint.
+pub(crate) const DYNAMODB: Scheme = Scheme {
+    name: "DynamoDB",
+    kind: "dynamodb",
+    prefixes: &["dynamodb://"],
+    example: "dynamodb:///TABLE",
+    network: true,
+    feature: Some("dynamodb"),
+    open: opener!("dynamodb", crate::stores::dynamodb::DynamoDbStore),
+};
+
 /// Every store a URL can name, in the order messages list them.
 pub(crate) const SCHEMES: &[&Scheme] = &[
     &MEMORY,
@@ -163,6 +176,7 @@ pub(crate) const SCHEMES: &[&Scheme] = &[
     &REDLOCK,
     &POSTGRES,
     &MYSQL,
+    &DYNAMODB,
 ];
 
 /// The kind of stores the table does not know (hand-made ones), for metric labels.
@@ -189,7 +203,8 @@ impl Scheme {
             feature = "sqlite",
             feature = "redis",
             feature = "postgres",
-            feature = "mysql"
+            feature = "mysql",
+            feature = "dynamodb"
         )),
         allow(dead_code)
     )]

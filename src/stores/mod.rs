@@ -9,6 +9,7 @@
 //! | Redlock | `redlock://h:p,h:p,h:p`, `redlock+tls://…` | `redlock` | `redlock` |
 //! | PostgreSQL | `postgres://`, `postgresql://` | `postgres` | `postgres` |
 //! | MySQL / MariaDB | `mysql://`, `mariadb://` | `mysql` | `mysql` |
+//! | DynamoDB | `dynamodb:///TABLE`, `dynamodb://HOST:PORT/TABLE` | `dynamodb` | `dynamodb` |
 //!
 //! One table in the crate (`src/scheme.rs`) holds these rows: [`Locks::connect`] opens a URL
 //! through it, and a store's `from_url` checks its scheme against its row. A new store is a
@@ -17,6 +18,8 @@
 //! [`Locks::connect`]: crate::Locks::connect
 
 pub(crate) mod detach;
+#[cfg(feature = "dynamodb")]
+pub mod dynamodb;
 pub mod memory;
 #[cfg(feature = "mysql")]
 pub mod mysql;
