@@ -191,3 +191,109 @@ impl Drop for DynamoServer {
 pub fn random_table() -> String {
     format!("cadenas_test_{:012x}", rand::random::<u64>() >> 16)
 }
+
+/// `@verrou/core`'s DynamoDB driver in Node.js, speaking the commands of
+/// [`Node`](crate::verrou_sql::Node): `node interop.mjs ENDPOINT TABLE`.
+pub const VERROU_SCRIPT: &str = r#"
+import { Verrou } from '@verrou/core'
+import { dynamodbStore } from '@verrou/core/drivers/dynamodb'
+import { DynamoDBClient } from '@aws-sdk/client-dynamodb'
+import readline from 'node:readline'
+const [endpoint, name] = process.argv.slice(2)
+const connection = new DynamoDBClient({ endpoint, region: 'us-east-1',
+  credentials: { accessKeyId: 'cadenas', secretAccessKey: 'cadenas' } })
+const verrou = new Verrou({ default: 'ddb', stores: { ddb: { driver: dynamodbStore({ connection, table: { name } }) } } })
+const held = new Map()
+const say = (s) => process.stdout.write(s + '\n')
+// Verrou creates its table when the store is built; a first read waits for that.
+await verrou.createLock('cadenas-warmup', '1s').isLocked()
+say('ready')
+for await (const line of readline.createInterface({ input: process.stdin })) {
+  const [cmd, key] = line.split(' ')
+  try {
+    if (cmd === 'try') {
+      const lock = verrou.createLock(key, '30s')
+      if (await lock.acquireImmediately()) { held.set(key, lock); say('acquired ' + lock.getOwner()) } else say('held')
+    } else if (cmd === 'release') { await held.get(key).release(); held.delete(key); say('released') }
+    else if (cmd === 'locked') say(String(await verrou.createLock(key).isLocked()))
+    else if (cmd === 'quit') break
+  } catch (e) { say('error ' + e.message) }
+}
+connection.destroy()
+"#;
+
+/// The packages [`VERROU_SCRIPT`] needs.
+pub const VERROU_PACKAGES: &[&str] = &["@verrou/core@0.5", "@aws-sdk/client-dynamodb@3"];
+
+/// An endpoint that answers every request with DynamoDB's
+/// `ProvisionedThroughputExceededException` (HTTP 400), as a table over its capacity does.
+/// Stops on Drop.
+pub struct Throttling {
+    port: u16,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Throttling {
+    /// Starts it on a free port of 127.0.0.1.
+    pub fn start() -> Throttling {
+        use std::io::{BufRead, BufReader, Read, Write};
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = stop.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                if stopped.load(Ordering::Acquire) {
+                    return;
+                }
+                let Ok(stream) = stream else { continue };
+                std::thread::spawn(move || {
+                    let mut reader = BufReader::new(stream);
+                    loop {
+                        let mut length = 0usize;
+                        loop {
+                            let mut line = String::new();
+                            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                                return;
+                            }
+                            let lower = line.to_ascii_lowercase();
+                            if let Some(v) = lower.strip_prefix("content-length:") {
+                                length = v.trim().parse().unwrap_or(0);
+                            }
+                            if line == "\r\n" {
+                                break;
+                            }
+                        }
+                        let mut body = vec![0; length];
+                        if reader.read_exact(&mut body).is_err() {
+                            return;
+                        }
+                        let answer = "{\"__type\":\"com.amazonaws.dynamodb.v20120810#ProvisionedThroughputExceededException\",\"message\":\"The level of configured provisioned throughput for the table was exceeded.\"}";
+                        let response = format!(
+                            "HTTP/1.1 400 Bad Request\r\nContent-Type: application/x-amz-json-1.0\r\nx-amzn-ErrorType: ProvisionedThroughputExceededException\r\nContent-Length: {}\r\n\r\n{answer}",
+                            answer.len()
+                        );
+                        if reader.get_mut().write_all(response.as_bytes()).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        Throttling { port, stop }
+    }
+
+    /// `dynamodb://127.0.0.1:PORT/TABLE`.
+    pub fn url(&self, table: &str) -> String {
+        format!("dynamodb://127.0.0.1:{}/{table}", self.port)
+    }
+}
+
+impl Drop for Throttling {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Release);
+        // Wakes the accept loop so that it sees the flag.
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+    }
+}
