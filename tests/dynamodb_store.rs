@@ -14,7 +14,10 @@ use cadenas_test_support::dynamodb::{random_table, DynamoServer, Emulator};
 
 async fn conformance(emulator: Emulator) {
     // Warnings (a failed clean-up of a cancelled acquire) show when a check fails.
-    let _ = tracing_subscriber::fmt().with_env_filter("cadenas=warn").with_test_writer().try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("cadenas=warn")
+        .with_test_writer()
+        .try_init();
     let server = DynamoServer::start(emulator);
     let url = server.url(&random_table());
     let mut suite = Suite::new(move || {
@@ -55,7 +58,6 @@ async fn bare_on_moto() {
     bare(Emulator::Moto).await;
 }
 
-
 use cadenas::{Acquire, AcquireRequest, Lease};
 
 fn acquired(a: Acquire) -> Lease {
@@ -85,29 +87,84 @@ async fn clock_skew_of_five_seconds() {
     let server = DynamoServer::start(Emulator::Dynalite);
     let url = server.url(&random_table());
     let honest = DynamoDbStore::connect(&url).await.unwrap();
-    let ahead = DynamoDbStore::connect(&format!("{url}?clock_offset_ms=5000")).await.unwrap();
-    let behind = DynamoDbStore::connect(&format!("{url}?clock_offset_ms=-5000")).await.unwrap();
+    let ahead = DynamoDbStore::connect(&format!("{url}?clock_offset_ms=5000"))
+        .await
+        .unwrap();
+    let behind = DynamoDbStore::connect(&format!("{url}?clock_offset_ms=-5000"))
+        .await
+        .unwrap();
     let take = |key, owner, ttl| AcquireRequest::new(key, owner, ttl);
 
     // Within the margin.
-    acquired(honest.try_acquire(take("k1", "honest", secs(30))).await.unwrap());
-    let seen = held_for(ahead.try_acquire(take("k1", "ahead", secs(30))).await.unwrap());
-    assert!(seen <= Duration::from_secs(25) && seen > Duration::from_secs(20), "{seen:?}");
-    let seen = held_for(behind.try_acquire(take("k1", "behind", secs(30))).await.unwrap());
+    acquired(
+        honest
+            .try_acquire(take("k1", "honest", secs(30)))
+            .await
+            .unwrap(),
+    );
+    let seen = held_for(
+        ahead
+            .try_acquire(take("k1", "ahead", secs(30)))
+            .await
+            .unwrap(),
+    );
+    assert!(
+        seen <= Duration::from_secs(25) && seen > Duration::from_secs(20),
+        "{seen:?}"
+    );
+    let seen = held_for(
+        behind
+            .try_acquire(take("k1", "behind", secs(30)))
+            .await
+            .unwrap(),
+    );
     assert!(seen > Duration::from_secs(34), "{seen:?}");
-    acquired(behind.try_acquire(take("k2", "behind", secs(30))).await.unwrap());
-    let seen = held_for(honest.try_acquire(take("k2", "honest", secs(30))).await.unwrap());
-    assert!(seen <= Duration::from_secs(25) && seen > Duration::from_secs(20), "{seen:?}");
+    acquired(
+        behind
+            .try_acquire(take("k2", "behind", secs(30)))
+            .await
+            .unwrap(),
+    );
+    let seen = held_for(
+        honest
+            .try_acquire(take("k2", "honest", secs(30)))
+            .await
+            .unwrap(),
+    );
+    assert!(
+        seen <= Duration::from_secs(25) && seen > Duration::from_secs(20),
+        "{seen:?}"
+    );
 
     // Beyond it: a client 5 s ahead takes a 3 s lease at once...
-    let first = acquired(honest.try_acquire(take("k3", "honest", secs(3))).await.unwrap());
-    let second = acquired(ahead.try_acquire(take("k3", "ahead", secs(30))).await.unwrap());
+    let first = acquired(
+        honest
+            .try_acquire(take("k3", "honest", secs(3)))
+            .await
+            .unwrap(),
+    );
+    let second = acquired(
+        ahead
+            .try_acquire(take("k3", "ahead", secs(30)))
+            .await
+            .unwrap(),
+    );
     assert!(second.fence > first.fence);
     // ...and the holder learns it at its next extend.
     assert_eq!(honest.extend("k3", "honest", secs(3)).await.unwrap(), None);
     // A holder 5 s behind: its 3 s lease has ended for everyone else from the start.
-    let first = acquired(behind.try_acquire(take("k4", "behind", secs(3))).await.unwrap());
-    let second = acquired(honest.try_acquire(take("k4", "honest", secs(30))).await.unwrap());
+    let first = acquired(
+        behind
+            .try_acquire(take("k4", "behind", secs(3)))
+            .await
+            .unwrap(),
+    );
+    let second = acquired(
+        honest
+            .try_acquire(take("k4", "honest", secs(30)))
+            .await
+            .unwrap(),
+    );
     assert!(second.fence > first.fence);
     assert_eq!(behind.extend("k4", "behind", secs(3)).await.unwrap(), None);
 }
@@ -119,12 +176,16 @@ async fn the_table_is_created_once_and_checked() {
     for emulator in Emulator::ALL {
         let server = DynamoServer::start(emulator);
         let url = server.url(&random_table());
-        let opened = futures_util::future::join_all((0..4).map(|_| DynamoDbStore::connect(&url))).await;
+        let opened =
+            futures_util::future::join_all((0..4).map(|_| DynamoDbStore::connect(&url))).await;
         for store in opened {
             store.unwrap_or_else(|e| panic!("{}: {e}", emulator.name()));
         }
         let missing = format!("{}?create_table=false", server.url(&random_table()));
-        let e = DynamoDbStore::connect(&missing).await.unwrap_err().to_string();
+        let e = DynamoDbStore::connect(&missing)
+            .await
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("does not exist"), "{e}");
     }
 }

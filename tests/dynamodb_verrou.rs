@@ -5,7 +5,9 @@
 #![cfg(feature = "dynamodb")]
 
 use cadenas::stores::dynamodb::DynamoDbStore;
-use cadenas_test_support::dynamodb::{random_table, DynamoServer, Emulator, VERROU_PACKAGES, VERROU_SCRIPT};
+use cadenas_test_support::dynamodb::{
+    random_table, DynamoServer, Emulator, VERROU_PACKAGES, VERROU_SCRIPT,
+};
 use cadenas_test_support::verrou_sql::{check_interop, Node};
 
 async fn interop(emulator: Emulator) {
@@ -15,9 +17,19 @@ async fn interop(emulator: Emulator) {
     // Verrou creates the table (provisioned, as its driver does); cadenas meets it.
     let args = [server.endpoint(), table.clone()];
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut node = Node::start_script(tmp, "verrou-dynamodb", VERROU_PACKAGES, VERROU_SCRIPT, &args).await;
+    let mut node = Node::start_script(
+        tmp,
+        "verrou-dynamodb",
+        VERROU_PACKAGES,
+        VERROU_SCRIPT,
+        &args,
+    )
+    .await;
     let url = server.url(&table);
-    check_interop(&mut node, async { DynamoDbStore::connect(&url).await.unwrap() }).await;
+    check_interop(&mut node, async {
+        DynamoDbStore::connect(&url).await.unwrap()
+    })
+    .await;
     node.quit().await;
 }
 

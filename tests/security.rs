@@ -20,7 +20,8 @@
     feature = "redis",
     feature = "redlock",
     feature = "postgres",
-    feature = "mysql"
+    feature = "mysql",
+    feature = "dynamodb"
 ))]
 
 use std::collections::HashSet;
@@ -172,6 +173,16 @@ async fn a_password_the_server_ignores_never_shows_while_locks_are_used() {
     let url = ignored_password_url(&table);
     if let Some(e) = use_url(&url).await {
         panic!("PostgreSQL with trust auth refused {url:?}: {e}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dynamodb_secret_the_emulator_ignores_never_shows_while_locks_are_used() {
+    use cadenas_test_support::dynamodb::{random_table, DynamoServer, Emulator};
+    let server = DynamoServer::start(Emulator::Dynalite);
+    let url = cadenas_test_support::security::ignored_secret_url(&server, &random_table());
+    if let Some(e) = use_url(&url).await {
+        panic!("dynalite refused {url:?}: {e}");
     }
 }
 

@@ -6,7 +6,8 @@
     feature = "redis",
     feature = "redlock",
     feature = "postgres",
-    feature = "mysql"
+    feature = "mysql",
+    feature = "dynamodb"
 ))]
 
 use std::time::Duration;
@@ -56,6 +57,17 @@ fn a_password_the_server_ignores_never_shows() {
     let table = format!("cadenas_sec_{:x}", rand::random::<u32>());
     let _cleanup = cleanup_table(&table);
     let url = ignored_password_url(&table);
+    let (code, stderr) = cli(&["list", "--store", &url]);
+    assert_eq!(code, Some(0), "{stderr}");
+}
+
+#[test]
+fn a_dynamodb_secret_the_emulator_ignores_never_shows() {
+    use cadenas_test_support::dynamodb::{random_table, DynamoServer, Emulator};
+    let server = DynamoServer::start(Emulator::Dynalite);
+    let url = cadenas_test_support::security::ignored_secret_url(&server, &random_table());
+    let (code, stderr) = cli(&["acquire", "--wait", "0", "--store", &url, "k"]);
+    assert_eq!(code, Some(0), "{stderr}");
     let (code, stderr) = cli(&["list", "--store", &url]);
     assert_eq!(code, Some(0), "{stderr}");
 }

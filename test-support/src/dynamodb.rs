@@ -77,7 +77,13 @@ pub fn target_dir() -> PathBuf {
 /// The `dynalite` command: on PATH, or installed under the target dir (once; processes
 /// installing at once each install aside and rename into place).
 fn dynalite() -> PathBuf {
-    if Command::new("dynalite").arg("--help").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok() {
+    if Command::new("dynalite")
+        .arg("--help")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok()
+    {
         return PathBuf::from("dynalite");
     }
     let dir = target_dir().join("tmp").join("dynalite");
@@ -89,7 +95,13 @@ fn dynalite() -> PathBuf {
     std::fs::create_dir_all(&aside).expect("creating the dynalite folder");
     std::fs::write(aside.join("package.json"), "{\"private\":true}").unwrap();
     let status = Command::new("npm")
-        .args(["install", "--no-audit", "--no-fund", "--silent", "dynalite@4"])
+        .args([
+            "install",
+            "--no-audit",
+            "--no-fund",
+            "--silent",
+            "dynalite@4",
+        ])
         .current_dir(&aside)
         .status();
     let installed = status.is_ok_and(|s| s.success());
@@ -116,7 +128,14 @@ impl DynamoServer {
             Emulator::Dynalite => {
                 let mut c = Command::new(dynalite());
                 // In memory (no --path); tables active at once.
-                c.args(["--host", "127.0.0.1", "--port", &port.to_string(), "--createTableMs", "0"]);
+                c.args([
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    &port.to_string(),
+                    "--createTableMs",
+                    "0",
+                ]);
                 c.args(["--deleteTableMs", "0", "--updateTableMs", "0"]);
                 c
             }
@@ -139,13 +158,27 @@ impl DynamoServer {
                 ),
                 Emulator::Dynalite => panic!("dynalite could not be started ({e})"),
             });
-        let mut server = DynamoServer { child, port, emulator, dir };
+        let mut server = DynamoServer {
+            child,
+            port,
+            emulator,
+            dir,
+        };
         let deadline = Instant::now() + READY_TIMEOUT;
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
             if let Ok(Some(status)) = server.child.try_wait() {
-                panic!("{} exited at start ({status}):\n{}", emulator.name(), server.log());
+                panic!(
+                    "{} exited at start ({status}):\n{}",
+                    emulator.name(),
+                    server.log()
+                );
             }
-            assert!(Instant::now() < deadline, "{} did not listen within {READY_TIMEOUT:?}:\n{}", emulator.name(), server.log());
+            assert!(
+                Instant::now() < deadline,
+                "{} did not listen within {READY_TIMEOUT:?}:\n{}",
+                emulator.name(),
+                server.log()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         server

@@ -35,6 +35,9 @@ pub fn refused_urls() -> Vec<String> {
         format!("mariadb://u:{pw}@127.0.0.1:1/db?schema=x"),
         format!("gopher://u:{pw}@h/x"),
         format!("sqlite://u:{pw}@h/locks.db"),
+        format!("dynamodb://AKID:{pw}@127.0.0.1:1/ab"),
+        format!("dynamodb://AKID:{pw}@127.0.0.1:1/locks?bogus=1"),
+        format!("dynamodb://:{pw}@127.0.0.1:1/locks"),
     ]
 }
 
@@ -93,6 +96,11 @@ impl WrongPasswords {
             with_password(pg, "postgresql", &nobody),
             with_password(my.clone(), "mysql", my.username()),
             with_password(my, "mariadb", &nobody),
+            // Nobody listens there: the SDK signs with the secret, and the connection fails.
+            format!(
+                "dynamodb://AKID:{pw}@127.0.0.1:{}/locks",
+                crate::free_port()
+            ),
         ]
     }
 }
@@ -108,4 +116,13 @@ pub fn ignored_password_url(table: &str) -> String {
     pg.query_pairs_mut().append_pair("table", table);
     let user = pg.username().to_owned();
     with_password(pg, "postgresql", &user)
+}
+
+/// `dynamodb://AKID:PASSWORD@…/TABLE` on `server`: emulators accept any signature, so the
+/// store runs with the secret key in its URL.
+pub fn ignored_secret_url(server: &crate::dynamodb::DynamoServer, table: &str) -> String {
+    format!(
+        "dynamodb://AKID:{PASSWORD}@127.0.0.1:{}/{table}",
+        server.port()
+    )
 }

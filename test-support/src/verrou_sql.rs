@@ -82,7 +82,14 @@ impl Node {
     /// Starts Verrou on `table` with Knex client `client` (`pg`, `mysql2`), installing it
     /// under `tmp` first if it is not there yet.
     pub async fn start(tmp: impl AsRef<Path>, client: &str, url: &str, table: &str) -> Node {
-        Self::start_script(tmp, "verrou-node", SQL_PACKAGES, SCRIPT, &[client, url, table]).await
+        Self::start_script(
+            tmp,
+            "verrou-node",
+            SQL_PACKAGES,
+            SCRIPT,
+            &[client, url, table],
+        )
+        .await
     }
 
     /// Starts `script` (which speaks the commands above: `try KEY`, `release KEY`, `locked

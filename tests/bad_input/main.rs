@@ -1,7 +1,7 @@
 //! The bad-input table of the library: one row per bad input to the library or a store URL,
 //! with the typed error it must get, words its message must contain, and the lock state it
 //! must leave (a key still free, or still held by its holder). Every row runs against the
-//! real servers (Redis, PostgreSQL, MariaDB, a SQLite file) in a random namespace or table;
+//! real servers (Redis, PostgreSQL, MariaDB, a SQLite file, DynamoDB emulators) in a random namespace or table;
 //! the rows are listed in docs/bad-input.md, with those of the `cadenas` binary (in the CLI
 //! crate's `tests/bad_input`).
 //!
@@ -11,9 +11,11 @@
     feature = "redis",
     feature = "redlock",
     feature = "postgres",
-    feature = "mysql"
+    feature = "mysql",
+    feature = "dynamodb"
 ))]
 
+mod dynamodb;
 mod library;
 mod stores;
 
@@ -21,7 +23,7 @@ use cadenas_test_support::bad_input::{self as table, Ctx};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_bad_input_gets_its_error_and_leaves_locks_as_they_were() {
-    let cases: Vec<_> = [library::cases(), stores::cases()]
+    let cases: Vec<_> = [library::cases(), stores::cases(), dynamodb::cases()]
         .into_iter()
         .flatten()
         .collect();

@@ -51,12 +51,16 @@ impl Settings {
         let create_table = url.take_bool("create_table")?.unwrap_or(true);
         let clock_offset_ms = match url.take("clock_offset_ms") {
             None => 0,
-            Some(v) => v.parse::<i64>().ok().filter(|ms| ms.abs() <= 86_400_000).ok_or_else(|| {
-                Error::config(format!(
-                    "option clock_offset_ms={v} in {describe} is not a number of milliseconds \
+            Some(v) => v
+                .parse::<i64>()
+                .ok()
+                .filter(|ms| ms.abs() <= 86_400_000)
+                .ok_or_else(|| {
+                    Error::config(format!(
+                        "option clock_offset_ms={v} in {describe} is not a number of milliseconds \
                      within a day (it is for tests only)"
-                ))
-            })?,
+                    ))
+                })?,
         };
         url.reject_unknown(OPTIONS)?;
         let table = url.url.path().trim_start_matches('/').to_owned();

@@ -142,7 +142,10 @@ mod tests {
         );
         assert_eq!(kind, StoreErrorKind::Transient);
         assert!(StoreError::new(kind, "").is_retryable());
-        assert!(message.contains("throttling") && message.contains("'k'"), "{message}");
+        assert!(
+            message.contains("throttling") && message.contains("'k'"),
+            "{message}"
+        );
     }
 
     #[test]

@@ -28,9 +28,7 @@ pub(super) const RELEASED: i64 = 0;
 
 /// The expression attribute names every request declares (each request uses all it
 /// declares, as DynamoDB requires).
-pub(super) fn names(
-    used: &[&'static str],
-) -> Option<HashMap<String, String>> {
+pub(super) fn names(used: &[&'static str]) -> Option<HashMap<String, String>> {
     Some(
         used.iter()
             .map(|name| (format!("#{name}"), (*name).to_owned()))
@@ -180,7 +178,10 @@ mod tests {
     fn foreign_items_are_refused_by_name() {
         let e = |i| Record::parse("s", "k", &i).unwrap_err().to_string();
         let text = e(item(&[(KEY, s("k")), (EXPIRES_AT, s("soon"))]));
-        assert!(text.contains("'k'") && text.contains("expires_at is not a number"), "{text}");
+        assert!(
+            text.contains("'k'") && text.contains("expires_at is not a number"),
+            "{text}"
+        );
         assert!(e(item(&[(KEY, s("k")), (OWNER, n(1))])).contains("owner is not a string"));
         assert!(e(item(&[(KEY, s("k")), ("data", s("x"))])).contains("no owner"));
     }

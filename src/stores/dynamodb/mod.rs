@@ -185,16 +185,35 @@ impl DynamoDbStore {
     pub async fn from_url(url: StoreUrl) -> Result<DynamoDbStore> {
         let settings = Settings::from_url(url)?;
         let client = settings.client().await?;
-        let clock = Clock { offset_ms: settings.clock_offset_ms };
-        Self::build(client, settings.table, settings.describe, settings.create_table, clock).await
+        let clock = Clock {
+            offset_ms: settings.clock_offset_ms,
+        };
+        Self::build(
+            client,
+            settings.table,
+            settings.describe,
+            settings.create_table,
+            clock,
+        )
+        .await
     }
 
     /// Uses a client you configured (credentials, endpoint, retries, HTTP client) on
     /// `table`, created if missing.
-    pub async fn from_client(client: aws_sdk_dynamodb::Client, table: &str) -> Result<DynamoDbStore> {
+    pub async fn from_client(
+        client: aws_sdk_dynamodb::Client,
+        table: &str,
+    ) -> Result<DynamoDbStore> {
         let describe = format!("dynamodb:///{table}");
         config::check_table(table, &describe)?;
-        Self::build(client, table.to_owned(), describe, true, Clock { offset_ms: 0 }).await
+        Self::build(
+            client,
+            table.to_owned(),
+            describe,
+            true,
+            Clock { offset_ms: 0 },
+        )
+        .await
     }
 
     async fn build(
@@ -207,7 +226,13 @@ impl DynamoDbStore {
         table::ensure(&client, &table, create, &describe).await?;
         let notifier = shared_notifier(&describe);
         Ok(DynamoDbStore {
-            inner: Arc::new(Inner { client, table, describe, clock, notifier }),
+            inner: Arc::new(Inner {
+                client,
+                table,
+                describe,
+                clock,
+                notifier,
+            }),
         })
     }
 
@@ -253,7 +278,10 @@ impl Store for DynamoDbStore {
 
     /// One conditional write, run in a task of its own: if the future is dropped, a lock it
     /// took is released in the background (conditioned on its attempt id).
-    async fn try_acquire(&self, request: AcquireRequest<'_>) -> std::result::Result<Acquire, StoreError> {
+    async fn try_acquire(
+        &self,
+        request: AcquireRequest<'_>,
+    ) -> std::result::Result<Acquire, StoreError> {
         let (inner, gone) = (self.inner.clone(), self.inner.clone());
         let (key, owner) = (request.key.to_owned(), request.owner.to_owned());
         let (k, o) = (key.clone(), owner.clone());
@@ -273,7 +301,10 @@ impl Store for DynamoDbStore {
     }
 
     /// One `UpdateItem` without condition, answering the item it replaced.
-    async fn take_over(&self, request: AcquireRequest<'_>) -> std::result::Result<TakeOver, StoreError> {
+    async fn take_over(
+        &self,
+        request: AcquireRequest<'_>,
+    ) -> std::result::Result<TakeOver, StoreError> {
         self.inner.take_over(request).await
     }
 

@@ -14,9 +14,7 @@ use aws_sdk_dynamodb::Client;
 use super::errors::sdk_error;
 use super::item::*;
 use crate::notify::ReleaseNotifier;
-use crate::store::{
-    Acquire, AcquireRequest, Displaced, Lease, LockInfo, StoreError, TakeOver,
-};
+use crate::store::{Acquire, AcquireRequest, Displaced, Lease, LockInfo, StoreError, TakeOver};
 
 type Item = HashMap<String, AttributeValue>;
 
@@ -38,8 +36,16 @@ fn holding_update(ttl: bool, metadata: bool) -> String {
         "#fence = if_not_exists(#fence, :start) + :one",
     ];
     let mut remove = Vec::new();
-    if ttl { set.push("#expires_at = :expires_at") } else { remove.push("#expires_at") }
-    if metadata { set.push("#metadata = :metadata") } else { remove.push("#metadata") }
+    if ttl {
+        set.push("#expires_at = :expires_at")
+    } else {
+        remove.push("#expires_at")
+    }
+    if metadata {
+        set.push("#metadata = :metadata")
+    } else {
+        remove.push("#metadata")
+    }
     let mut update = format!("SET {}", set.join(", "));
     if !remove.is_empty() {
         update.push_str(&format!(" REMOVE {}", remove.join(", ")));
@@ -73,7 +79,11 @@ impl Inner {
 
     fn error<E, R>(&self, e: SdkError<E, R>, what: &str) -> StoreError
     where
-        E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+        E: aws_sdk_dynamodb::error::ProvideErrorMetadata
+            + std::error::Error
+            + Send
+            + Sync
+            + 'static,
         R: std::fmt::Debug + Send + Sync + 'static,
     {
         sdk_error(e, &self.describe, what)
@@ -88,20 +98,31 @@ impl Inner {
     /// One conditional `UpdateItem`: takes a free, released or expired key. Held: the
     /// holder comes with the failed condition (`ReturnValuesOnConditionCheckFailure`), or,
     /// from emulators that do not send it, from one strongly consistent read.
-    pub async fn acquire(&self, r: AcquireRequest<'_>, attempt: &str) -> Result<Acquire, StoreError> {
+    pub async fn acquire(
+        &self,
+        r: AcquireRequest<'_>,
+        attempt: &str,
+    ) -> Result<Acquire, StoreError> {
         let request = self
             .holding(r, attempt)
             .condition_expression("attribute_not_exists(#key) OR #expires_at < :now")
-            .set_expression_attribute_names(names(&[KEY, OWNER, ATTEMPT, FENCE, EXPIRES_AT, METADATA]))
+            .set_expression_attribute_names(names(&[
+                KEY, OWNER, ATTEMPT, FENCE, EXPIRES_AT, METADATA,
+            ]))
             .expression_attribute_values(":now", n(self.clock.now_ms()))
             .return_values(ReturnValue::UpdatedNew)
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
         let old = match request.send().await {
             Ok(out) => {
                 let new = self.record(r.key, out.attributes())?.unwrap_or_default();
-                return Ok(Acquire::Acquired(Lease { fence: new.fence, ttl: r.ttl }));
+                return Ok(Acquire::Acquired(Lease {
+                    fence: new.fence,
+                    ttl: r.ttl,
+                }));
             }
-            Err(e) => failed_condition(e).map_err(|e| self.error(e, &format!("acquiring '{}'", r.key)))?,
+            Err(e) => {
+                failed_condition(e).map_err(|e| self.error(e, &format!("acquiring '{}'", r.key)))?
+            }
         };
         let old = match old {
             Some(item) => self.record(r.key, Some(&item))?,
@@ -112,7 +133,10 @@ impl Inner {
         };
         if old.attempt.as_deref() == Some(attempt) && old.owner.as_deref() == Some(r.owner) {
             // The SDK retried a write whose first try had succeeded: the lock is ours.
-            return Ok(Acquire::Acquired(Lease { fence: old.fence, ttl: r.ttl }));
+            return Ok(Acquire::Acquired(Lease {
+                fence: old.fence,
+                ttl: r.ttl,
+            }));
         }
         Ok(Acquire::Held(old.holder(self.clock.now_ms())))
     }
@@ -150,20 +174,37 @@ impl Inner {
             .await
             .map_err(|e| self.error(e, &format!("taking '{}' over", r.key)))?;
         let old = self.record(r.key, out.attributes())?;
-        let fence = old.as_ref().and_then(|o| o.fence).map_or(start as u64, |f| f) + 1;
+        let fence = old
+            .as_ref()
+            .and_then(|o| o.fence)
+            .map_or(start as u64, |f| f)
+            + 1;
         let now = self.clock.now_ms();
         let displaced = old.filter(|o| o.live(now)).map(|o| Displaced {
             owner: o.owner.unwrap_or_default(),
             fence: o.fence,
         });
-        Ok(TakeOver { lease: Lease { fence: Some(fence), ttl: r.ttl }, displaced })
+        Ok(TakeOver {
+            lease: Lease {
+                fence: Some(fence),
+                ttl: r.ttl,
+            },
+            displaced,
+        })
     }
 
     /// Ends the holding of `owner` (live or expired), keeping the fence; `Ok(true)` when it
     /// was live. `attempt`: only the holding that this attempt wrote.
-    pub async fn release(&self, key: &str, owner: &str, attempt: Option<&str>) -> Result<bool, StoreError> {
+    pub async fn release(
+        &self,
+        key: &str,
+        owner: &str,
+        attempt: Option<&str>,
+    ) -> Result<bool, StoreError> {
         let mut condition = "#owner = :owner".to_owned();
-        let mut request = self.update(key).expression_attribute_values(":owner", s(owner));
+        let mut request = self
+            .update(key)
+            .expression_attribute_values(":owner", s(owner));
         if let Some(a) = attempt {
             condition.push_str(" AND #attempt = :mine");
             request = request.expression_attribute_values(":mine", s(a));
@@ -174,11 +215,18 @@ impl Inner {
 
     /// Ends whatever holding there is; `Ok(true)` when it was live.
     pub async fn force_release(&self, key: &str) -> Result<bool, StoreError> {
-        let request = self.update(key).condition_expression("attribute_exists(#owner)");
+        let request = self
+            .update(key)
+            .condition_expression("attribute_exists(#owner)");
         self.end(key, request, "force-releasing").await
     }
 
-    async fn end(&self, key: &str, request: UpdateItemFluentBuilder, what: &str) -> Result<bool, StoreError> {
+    async fn end(
+        &self,
+        key: &str,
+        request: UpdateItemFluentBuilder,
+        what: &str,
+    ) -> Result<bool, StoreError> {
         let answer = request
             .update_expression(RELEASE_UPDATE)
             .set_expression_attribute_names(names(&[OWNER, ATTEMPT, EXPIRES_AT, METADATA]))
@@ -198,7 +246,12 @@ impl Inner {
     }
 
     /// Sets the expiry of a live holding of `owner`.
-    pub async fn extend(&self, key: &str, owner: &str, ttl: Option<Duration>) -> Result<Option<Lease>, StoreError> {
+    pub async fn extend(
+        &self,
+        key: &str,
+        owner: &str,
+        ttl: Option<Duration>,
+    ) -> Result<Option<Lease>, StoreError> {
         let now = self.clock.now_ms();
         let mut request = self
             .update(key)
@@ -216,7 +269,10 @@ impl Inner {
         match request.send().await {
             Ok(out) => {
                 let new = self.record(key, out.attributes())?.unwrap_or_default();
-                Ok(Some(Lease { fence: new.fence, ttl }))
+                Ok(Some(Lease {
+                    fence: new.fence,
+                    ttl,
+                }))
             }
             Err(e) => {
                 failed_condition(e).map_err(|e| self.error(e, &format!("extending '{key}'")))?;
@@ -226,7 +282,12 @@ impl Inner {
     }
 
     /// Replaces the metadata of a live holding of `owner`.
-    pub async fn set_metadata(&self, key: &str, owner: &str, metadata: Option<&str>) -> Result<bool, StoreError> {
+    pub async fn set_metadata(
+        &self,
+        key: &str,
+        owner: &str,
+        metadata: Option<&str>,
+    ) -> Result<bool, StoreError> {
         let mut request = self
             .update(key)
             .condition_expression(format!("#owner = :owner AND {LIVE}"))
@@ -242,7 +303,8 @@ impl Inner {
         match request.send().await {
             Ok(_) => Ok(true),
             Err(e) => {
-                failed_condition(e).map_err(|e| self.error(e, &format!("setting the metadata of '{key}'")))?;
+                failed_condition(e)
+                    .map_err(|e| self.error(e, &format!("setting the metadata of '{key}'")))?;
                 Ok(false)
             }
         }
@@ -265,19 +327,20 @@ impl Inner {
     /// The live holding of `key`.
     pub async fn inspect(&self, key: &str) -> Result<Option<LockInfo>, StoreError> {
         let now = self.clock.now_ms();
-        Ok(self
-            .read(key)
-            .await?
-            .filter(|r| r.live(now))
-            .map(|r| {
-                let remaining = r.remaining(now);
-                r.info(key, remaining)
-            }))
+        Ok(self.read(key).await?.filter(|r| r.live(now)).map(|r| {
+            let remaining = r.remaining(now);
+            r.info(key, remaining)
+        }))
     }
 
     /// The items under `prefix` that `filter` (over `#owner`, `#expires_at`, `:now`) keeps,
     /// by one strongly consistent `Scan` (all its pages).
-    async fn scan(&self, prefix: &str, filter: &str, now: i64) -> Result<Vec<(String, Record)>, StoreError> {
+    async fn scan(
+        &self,
+        prefix: &str,
+        filter: &str,
+        now: i64,
+    ) -> Result<Vec<(String, Record)>, StoreError> {
         let mut filter = filter.to_owned();
         let mut used = vec![OWNER, EXPIRES_AT];
         if !prefix.is_empty() {
@@ -304,7 +367,9 @@ impl Inner {
                 .await
                 .map_err(|e| self.error(e, &format!("listing locks under '{prefix}'")))?;
             for item in out.items() {
-                let Some(AttributeValue::S(key)) = item.get(KEY) else { continue };
+                let Some(AttributeValue::S(key)) = item.get(KEY) else {
+                    continue;
+                };
                 // Someone else's item in the table is not a lock: leave it out.
                 if let Ok(record) = Record::parse(&self.describe, key, item) {
                     found.push((key.clone(), record));
@@ -322,7 +387,9 @@ impl Inner {
     /// The live locks under `prefix`, sorted by key.
     pub async fn list(&self, prefix: &str) -> Result<Vec<LockInfo>, StoreError> {
         let now = self.clock.now_ms();
-        let found = self.scan(prefix, &format!("attribute_exists(#owner) AND {LIVE}"), now).await?;
+        let found = self
+            .scan(prefix, &format!("attribute_exists(#owner) AND {LIVE}"), now)
+            .await?;
         Ok(found
             .into_iter()
             .map(|(key, r)| {
@@ -337,11 +404,17 @@ impl Inner {
     pub async fn reap_expired(&self, prefix: &str) -> Result<Vec<LockInfo>, StoreError> {
         let now = self.clock.now_ms();
         let expired = self
-            .scan(prefix, "attribute_exists(#owner) AND #expires_at < :now", now)
+            .scan(
+                prefix,
+                "attribute_exists(#owner) AND #expires_at < :now",
+                now,
+            )
             .await?;
         let mut out = Vec::new();
         for (key, seen) in expired {
-            let (Some(owner), Some(expires_at)) = (&seen.owner, seen.expires_at) else { continue };
+            let (Some(owner), Some(expires_at)) = (&seen.owner, seen.expires_at) else {
+                continue;
+            };
             let mut condition = "#owner = :owner AND #expires_at = :seen AND ".to_owned();
             let mut request = self
                 .update(&key)
@@ -365,7 +438,8 @@ impl Inner {
             match answer {
                 Ok(_) => out.push(seen.info(&key, Some(Duration::ZERO))),
                 Err(e) => {
-                    failed_condition(e).map_err(|e| self.error(e, &format!("claiming expired '{key}'")))?;
+                    failed_condition(e)
+                        .map_err(|e| self.error(e, &format!("claiming expired '{key}'")))?;
                 }
             }
         }
@@ -375,7 +449,9 @@ impl Inner {
 
 /// The item a failed condition answered (`None` when the server sent none), or the error
 /// if it was another one.
-fn failed_condition<R>(e: SdkError<UpdateItemError, R>) -> Result<Option<Item>, SdkError<UpdateItemError, R>> {
+fn failed_condition<R>(
+    e: SdkError<UpdateItemError, R>,
+) -> Result<Option<Item>, SdkError<UpdateItemError, R>> {
     match e {
         SdkError::ServiceError(s) if s.err().is_conditional_check_failed_exception() => {
             match s.into_err() {

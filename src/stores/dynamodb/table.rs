@@ -32,7 +32,10 @@ pub(super) async fn ensure(client: &Client, table: &str, create: bool, store: &s
                 };
                 check_key_schema(description, table, store)?;
                 let status = description.table_status();
-                if matches!(status, None | Some(TableStatus::Active | TableStatus::Updating)) {
+                if matches!(
+                    status,
+                    None | Some(TableStatus::Active | TableStatus::Updating)
+                ) {
                     return Ok(());
                 }
             }
@@ -60,7 +63,12 @@ pub(super) async fn ensure(client: &Client, table: &str, create: bool, store: &s
             }
             Err(e) => {
                 let what = format!("reading table '{table}'");
-                return Err(Error::store(store, "connect", None, sdk_error(e, store, &what)));
+                return Err(Error::store(
+                    store,
+                    "connect",
+                    None,
+                    sdk_error(e, store, &what),
+                ));
             }
         }
         if started.elapsed() > CREATE_PATIENCE {
@@ -70,7 +78,9 @@ pub(super) async fn ensure(client: &Client, table: &str, create: bool, store: &s
                 None,
                 StoreError::new(
                     StoreErrorKind::Transient,
-                    format!("{store}: table '{table}' did not become active within {CREATE_PATIENCE:?}"),
+                    format!(
+                        "{store}: table '{table}' did not become active within {CREATE_PATIENCE:?}"
+                    ),
                 ),
             ));
         }
@@ -107,10 +117,20 @@ async fn create_table(client: &Client, table: &str, store: &str) -> Result<()> {
     match answer {
         Ok(_) => Ok(()),
         // Someone else is creating it: wait for it as for ours.
-        Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_in_use_exception()) => Ok(()),
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_resource_in_use_exception()) =>
+        {
+            Ok(())
+        }
         Err(e) => {
             let what = format!("creating table '{table}'");
-            Err(Error::store(store, "connect", None, sdk_error(e, store, &what)))
+            Err(Error::store(
+                store,
+                "connect",
+                None,
+                sdk_error(e, store, &what),
+            ))
         }
     }
 }

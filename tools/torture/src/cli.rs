@@ -55,7 +55,7 @@ enum Command {
 #[derive(clap::Args)]
 struct RunArgs {
     /// memory, sqlite, redis (own server), redlock (5 own nodes), postgres, mysql (the local
-    /// servers), or a store URL.
+    /// servers), dynamodb (own dynalite), or a store URL.
     #[arg(long)]
     store: String,
     /// Worker processes (threads for memory).

@@ -22,6 +22,8 @@ pub struct StoreEnv {
     pub servers: Vec<Arc<Mutex<RedisServer>>>,
     pub proxies: Arc<Vec<Proxy>>,
     pub admin: Option<tokio::sync::Mutex<SqlAdmin>>,
+    /// The emulator the tool started for `--store dynamodb` (stopped on Drop).
+    dynamo: Option<cadenas_test_support::dynamodb::DynamoServer>,
     /// The workers' URL (through the proxies), before per-worker changes.
     url: String,
     tag: String,
@@ -29,7 +31,7 @@ pub struct StoreEnv {
 
 impl StoreEnv {
     /// Resolves `--store`: a store name (`memory`, `sqlite`, `redis`, `redlock`, `postgres`,
-    /// `mysql`: own servers or the local defaults) or a full URL.
+    /// `mysql`, `dynamodb`: own servers or the local defaults) or a full URL.
     pub async fn setup(
         spec: &str,
         dir: &std::path::Path,
@@ -45,6 +47,7 @@ impl StoreEnv {
             servers: Vec::new(),
             proxies: Arc::default(),
             admin: None,
+            dynamo: None,
             url: String::new(),
             tag: tag.to_owned(),
         };
@@ -67,6 +70,13 @@ impl StoreEnv {
             }
             StoreKind::Postgres if bare => DEFAULT_POSTGRES.to_owned(),
             StoreKind::Mysql if bare => DEFAULT_MYSQL.to_owned(),
+            StoreKind::Dynamodb if bare => {
+                use cadenas_test_support::dynamodb::{DynamoServer, Emulator};
+                let server = DynamoServer::start(Emulator::Dynalite);
+                let url = server.url(&format!("torture_{tag}"));
+                env.dynamo = Some(server);
+                url
+            }
             _ => spec.to_owned(),
         };
         if faults.contains(&FaultKind::Restart) && env.servers.is_empty() {
@@ -114,8 +124,9 @@ impl StoreEnv {
             "redlock" => StoreKind::Redlock,
             "postgres" | "postgresql" => StoreKind::Postgres,
             "mysql" | "mariadb" => StoreKind::Mysql,
+            "dynamodb" => StoreKind::Dynamodb,
             other => bail!(
-                "unknown store '{other}': use memory, sqlite, redis, redlock, postgres, mysql or a URL of one"
+                "unknown store '{other}': use memory, sqlite, redis, redlock, postgres, mysql, dynamodb or a URL of one"
             ),
         })
     }

@@ -70,7 +70,7 @@ impl FaultKind {
             FaultKind::Restart => matches!(store, Redis | Redlock) && own_servers,
             FaultKind::Connkill => matches!(store, Postgres | Mysql),
             FaultKind::Drop | FaultKind::Delay => {
-                matches!(store, Redis | Redlock | Postgres | Mysql)
+                matches!(store, Redis | Redlock | Postgres | Mysql | Dynamodb)
             }
         }
     }

@@ -35,6 +35,7 @@ pub enum StoreKind {
     Redlock,
     Postgres,
     Mysql,
+    Dynamodb,
 }
 
 impl StoreKind {
