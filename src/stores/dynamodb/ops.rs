@@ -177,7 +177,7 @@ impl Inner {
         let fence = old
             .as_ref()
             .and_then(|o| o.fence)
-            .map_or(start as u64, |f| f)
+            .unwrap_or(start as u64)
             + 1;
         let now = self.clock.now_ms();
         let displaced = old.filter(|o| o.live(now)).map(|o| Displaced {
