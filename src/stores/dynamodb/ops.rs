@@ -120,9 +120,7 @@ impl Inner {
                     ttl: r.ttl,
                 }));
             }
-            Err(e) => {
-                failed_condition(e).map_err(|e| self.error(e, &format!("acquiring '{}'", r.key)))?
-            }
+            Err(e) => self.failed_condition(e, &format!("acquiring '{}'", r.key))?,
         };
         let old = match old {
             Some(item) => self.record(r.key, Some(&item))?,
@@ -174,11 +172,7 @@ impl Inner {
             .await
             .map_err(|e| self.error(e, &format!("taking '{}' over", r.key)))?;
         let old = self.record(r.key, out.attributes())?;
-        let fence = old
-            .as_ref()
-            .and_then(|o| o.fence)
-            .unwrap_or(start as u64)
-            + 1;
+        let fence = old.as_ref().and_then(|o| o.fence).unwrap_or(start as u64) + 1;
         let now = self.clock.now_ms();
         let displaced = old.filter(|o| o.live(now)).map(|o| Displaced {
             owner: o.owner.unwrap_or_default(),
@@ -237,7 +231,7 @@ impl Inner {
         let old = match answer {
             Ok(out) => self.record(key, out.attributes())?,
             Err(e) => {
-                failed_condition(e).map_err(|e| self.error(e, &format!("{what} '{key}'")))?;
+                self.failed_condition(e, &format!("{what} '{key}'"))?;
                 return Ok(false);
             }
         };
@@ -275,7 +269,7 @@ impl Inner {
                 }))
             }
             Err(e) => {
-                failed_condition(e).map_err(|e| self.error(e, &format!("extending '{key}'")))?;
+                self.failed_condition(e, &format!("extending '{key}'"))?;
                 Ok(None)
             }
         }
@@ -303,8 +297,7 @@ impl Inner {
         match request.send().await {
             Ok(_) => Ok(true),
             Err(e) => {
-                failed_condition(e)
-                    .map_err(|e| self.error(e, &format!("setting the metadata of '{key}'")))?;
+                self.failed_condition(e, &format!("setting the metadata of '{key}'"))?;
                 Ok(false)
             }
         }
@@ -438,27 +431,31 @@ impl Inner {
             match answer {
                 Ok(_) => out.push(seen.info(&key, Some(Duration::ZERO))),
                 Err(e) => {
-                    failed_condition(e)
-                        .map_err(|e| self.error(e, &format!("claiming expired '{key}'")))?;
+                    self.failed_condition(e, &format!("claiming expired '{key}'"))?;
                 }
             }
         }
         Ok(out)
     }
-}
 
-/// The item a failed condition answered (`None` when the server sent none), or the error
-/// if it was another one.
-fn failed_condition<R>(
-    e: SdkError<UpdateItemError, R>,
-) -> Result<Option<Item>, SdkError<UpdateItemError, R>> {
-    match e {
-        SdkError::ServiceError(s) if s.err().is_conditional_check_failed_exception() => {
-            match s.into_err() {
-                UpdateItemError::ConditionalCheckFailedException(c) => Ok(c.item),
-                _ => Ok(None),
+    /// The item a failed condition answered (`None` when the server sent none), or the
+    /// error if it was another one.
+    fn failed_condition<R>(
+        &self,
+        e: SdkError<UpdateItemError, R>,
+        what: &str,
+    ) -> Result<Option<Item>, StoreError>
+    where
+        R: std::fmt::Debug + Send + Sync + 'static,
+    {
+        match e {
+            SdkError::ServiceError(s) if s.err().is_conditional_check_failed_exception() => {
+                match s.into_err() {
+                    UpdateItemError::ConditionalCheckFailedException(c) => Ok(c.item),
+                    _ => Ok(None),
+                }
             }
+            e => Err(self.error(e, what)),
         }
-        e => Err(e),
     }
 }
