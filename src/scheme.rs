@@ -35,7 +35,8 @@ pub(crate) struct Scheme {
             feature = "redis",
             feature = "postgres",
             feature = "mysql",
-            feature = "etcd"
+            feature = "etcd",
+            feature = "dynamodb"
         )),
         allow(dead_code)
     )]
@@ -52,7 +53,8 @@ pub(crate) struct Scheme {
             feature = "redis",
             feature = "postgres",
             feature = "mysql",
-            feature = "etcd"
+            feature = "etcd",
+            feature = "dynamodb"
         )),
         allow(dead_code)
     )]
@@ -167,6 +169,17 @@ pub(crate) const ETCD: Scheme = Scheme {
     open: opener!("etcd", crate::stores::etcd::EtcdStore),
 };
 
+/// DynamoDB, or a DynamoDB-compatible endpoint.
+pub(crate) const DYNAMODB: Scheme = Scheme {
+    name: "DynamoDB",
+    kind: "dynamodb",
+    prefixes: &["dynamodb://"],
+    example: "dynamodb:///TABLE",
+    network: true,
+    feature: Some("dynamodb"),
+    open: opener!("dynamodb", crate::stores::dynamodb::DynamoDbStore),
+};
+
 /// Every store a URL can name, in the order messages list them.
 pub(crate) const SCHEMES: &[&Scheme] = &[
     &MEMORY,
@@ -177,6 +190,7 @@ pub(crate) const SCHEMES: &[&Scheme] = &[
     &POSTGRES,
     &MYSQL,
     &ETCD,
+    &DYNAMODB,
 ];
 
 /// The kind of stores the table does not know (hand-made ones), for metric labels.
@@ -204,7 +218,8 @@ impl Scheme {
             feature = "redis",
             feature = "postgres",
             feature = "mysql",
-            feature = "etcd"
+            feature = "etcd",
+            feature = "dynamodb"
         )),
         allow(dead_code)
     )]

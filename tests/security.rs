@@ -21,7 +21,8 @@
     feature = "redlock",
     feature = "postgres",
     feature = "mysql",
-    feature = "etcd"
+    feature = "etcd",
+    feature = "dynamodb"
 ))]
 
 use std::collections::HashSet;
@@ -194,6 +195,16 @@ async fn the_right_etcd_password_never_shows_while_locks_are_used() {
     let url = cluster.url();
     if let Some(e) = use_url(&url).await {
         panic!("etcd refused its own password: {e}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dynamodb_secret_the_emulator_ignores_never_shows_while_locks_are_used() {
+    use cadenas_test_support::dynamodb::{random_table, DynamoServer, Emulator};
+    let server = DynamoServer::start(Emulator::Dynalite);
+    let url = cadenas_test_support::security::ignored_secret_url(&server, &random_table());
+    if let Some(e) = use_url(&url).await {
+        panic!("dynalite refused {url:?}: {e}");
     }
 }
 

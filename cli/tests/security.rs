@@ -8,7 +8,8 @@
     feature = "redlock",
     feature = "postgres",
     feature = "mysql",
-    feature = "etcd"
+    feature = "etcd",
+    feature = "dynamodb"
 ))]
 
 use std::time::Duration;
@@ -72,4 +73,15 @@ fn a_password_the_server_ignores_never_shows() {
     assert_eq!(code, Some(0), "{stderr}");
     let (code, stderr) = cli(&["leader", "--json", "--store", &url, "k"]);
     assert_eq!(code, Some(1), "no leader: {stderr}");
+}
+
+#[test]
+fn a_dynamodb_secret_the_emulator_ignores_never_shows() {
+    use cadenas_test_support::dynamodb::{random_table, DynamoServer, Emulator};
+    let server = DynamoServer::start(Emulator::Dynalite);
+    let url = cadenas_test_support::security::ignored_secret_url(&server, &random_table());
+    let (code, stderr) = cli(&["acquire", "--wait", "0", "--store", &url, "k"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let (code, stderr) = cli(&["list", "--store", &url]);
+    assert_eq!(code, Some(0), "{stderr}");
 }

@@ -1,5 +1,5 @@
 //! A cancel-safe [`Store::try_acquire`](crate::Store::try_acquire) for stores whose request
-//! must not be abandoned half-way (SQLite, PostgreSQL, MySQL).
+//! must not be abandoned half-way (SQLite, PostgreSQL, MySQL, DynamoDB).
 //!
 //! A SQL statement whose future is dropped may still run and commit on the server, and a
 //! transaction cut short leaves its connection in doubt. So the request runs in a task of its
@@ -27,7 +27,12 @@ type Delivery<T, E> = (Result<T, E>, Option<oneshot::Sender<()>>);
 /// `release` must release exactly what `request` took (the key, by its owner). It runs at
 /// once after the answer, so it could only meet a later holding if that lease had already
 /// run out and the same owner had taken the key again in between.
-#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+#[cfg(any(
+    feature = "sqlite",
+    feature = "postgres",
+    feature = "mysql",
+    feature = "dynamodb"
+))]
 pub(crate) async fn acquire<E, Req, Rel, RelFut>(
     key: &str,
     store: &str,

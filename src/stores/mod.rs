@@ -10,6 +10,7 @@
 //! | PostgreSQL | `postgres://`, `postgresql://` | `postgres` | `postgres` |
 //! | MySQL / MariaDB | `mysql://`, `mariadb://` | `mysql` | `mysql` |
 //! | [`etcd`] | `etcd://h:p[,h:p…]`, `etcds://…` | `etcd` | `etcd` |
+//! | DynamoDB | `dynamodb:///TABLE`, `dynamodb://HOST:PORT/TABLE` | `dynamodb` | `dynamodb` |
 //!
 //! One table in the crate (`src/scheme.rs`) holds these rows: [`Locks::connect`] opens a URL
 //! through it, and a store's `from_url` checks its scheme against its row. A new store is a
@@ -18,6 +19,8 @@
 //! [`Locks::connect`]: crate::Locks::connect
 
 pub(crate) mod detach;
+#[cfg(feature = "dynamodb")]
+pub mod dynamodb;
 #[cfg(feature = "etcd")]
 pub mod etcd;
 pub mod memory;

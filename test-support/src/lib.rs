@@ -9,6 +9,7 @@
 //! - [`postgres`] and [`mysql`]: the machine's shared servers, random tables dropped at the
 //!   end, stores on fresh tables (their common part in [`sql`]);
 //! - [`verrou_sql`]: a real Node.js Verrou process on the SQL stores;
+//! - [`dynamodb`]: DynamoDB emulators (`dynalite`, `moto_server`) on free ports;
 //! - [`bad_input`]: the machinery of the bad-input table; [`security`]: the URLs with
 //!   passwords that must never show; [`captured`]: a tracing writer that keeps the logs;
 //!   [`measure`]: throughput loops compared on a noisy machine; [`process`]: waiting on
@@ -21,6 +22,7 @@
 
 pub mod bad_input;
 pub mod captured;
+pub mod dynamodb;
 pub mod etcd;
 pub mod measure;
 pub mod mysql;

@@ -42,6 +42,9 @@ pub fn refused_urls() -> Vec<String> {
         format!("etcd://u:{pw}@127.0.0.1:1,127.0.0.1:2?bogus=1"),
         format!("etcd://u:{pw}@127.0.0.1:1?ca_file=ca.pem"),
         format!("etcds://u:{pw}@127.0.0.1:1?ca_file=no-such-ca.pem"),
+        format!("dynamodb://AKID:{pw}@127.0.0.1:1/ab"),
+        format!("dynamodb://AKID:{pw}@127.0.0.1:1/locks?bogus=1"),
+        format!("dynamodb://:{pw}@127.0.0.1:1/locks"),
     ]
 }
 
@@ -112,6 +115,11 @@ impl WrongPasswords {
                 crate::free_port(),
                 self.etcd.port(0)
             ),
+            // Nobody listens there: the SDK signs with the secret, and the connection fails.
+            format!(
+                "dynamodb://AKID:{pw}@127.0.0.1:{}/locks",
+                crate::free_port()
+            ),
         ]
     }
 }
@@ -127,4 +135,13 @@ pub fn ignored_password_url(table: &str) -> String {
     pg.query_pairs_mut().append_pair("table", table);
     let user = pg.username().to_owned();
     with_password(pg, "postgresql", &user)
+}
+
+/// `dynamodb://AKID:PASSWORD@…/TABLE` on `server`: emulators accept any signature, so the
+/// store runs with the secret key in its URL.
+pub fn ignored_secret_url(server: &crate::dynamodb::DynamoServer, table: &str) -> String {
+    format!(
+        "dynamodb://AKID:{PASSWORD}@127.0.0.1:{}/{table}",
+        server.port()
+    )
 }

@@ -35,8 +35,12 @@ for await (const line of readline.createInterface({ input: process.stdin })) {
 await db.destroy()
 "#;
 
-async fn install(tmp: &Path) -> PathBuf {
-    let dir = tmp.join("verrou-node");
+/// What the SQL interop installs beside `@verrou/core`.
+const SQL_PACKAGES: &[&str] = &["@verrou/core@0.5", "knex@3", "pg@8", "mysql2@3"];
+
+/// Installs `packages` into `tmp/folder` (once) and writes `script` there as `interop.mjs`.
+async fn install(tmp: &Path, folder: &str, packages: &[&str], script: &str) -> PathBuf {
+    let dir = tmp.join(folder);
     if !dir.join("node_modules/@verrou/core").exists() {
         // Installed beside the final folder and renamed into place, so test processes that
         // install at the same time never see a half-written folder.
@@ -49,7 +53,7 @@ async fn install(tmp: &Path) -> PathBuf {
         .unwrap();
         let status = Command::new("npm")
             .args(["install", "--no-audit", "--no-fund", "--silent"])
-            .args(["@verrou/core@0.5", "knex@3", "pg@8", "mysql2@3"])
+            .args(packages)
             .current_dir(&tmp)
             .status()
             .await
@@ -61,9 +65,9 @@ async fn install(tmp: &Path) -> PathBuf {
         }
     }
     // Written aside and renamed, for the same reason.
-    let script = dir.with_extension(format!("{}.mjs", std::process::id()));
-    std::fs::write(&script, SCRIPT).unwrap();
-    std::fs::rename(&script, dir.join("interop.mjs")).unwrap();
+    let script_path = dir.with_extension(format!("{}.mjs", std::process::id()));
+    std::fs::write(&script_path, script).unwrap();
+    std::fs::rename(&script_path, dir.join("interop.mjs")).unwrap();
     dir
 }
 
@@ -78,10 +82,30 @@ impl Node {
     /// Starts Verrou on `table` with Knex client `client` (`pg`, `mysql2`), installing it
     /// under `tmp` first if it is not there yet.
     pub async fn start(tmp: impl AsRef<Path>, client: &str, url: &str, table: &str) -> Node {
-        let dir = install(tmp.as_ref()).await;
+        Self::start_script(
+            tmp,
+            "verrou-node",
+            SQL_PACKAGES,
+            SCRIPT,
+            &[client, url, table],
+        )
+        .await
+    }
+
+    /// Starts `script` (which speaks the commands above: `try KEY`, `release KEY`, `locked
+    /// KEY`, `quit`, after a first line `ready`) with `args`, with `packages` installed
+    /// under `tmp/folder` first if they are not there yet.
+    pub async fn start_script(
+        tmp: impl AsRef<Path>,
+        folder: &str,
+        packages: &[&str],
+        script: &str,
+        args: &[&str],
+    ) -> Node {
+        let dir = install(tmp.as_ref(), folder, packages, script).await;
         let mut child = Command::new("node")
             .arg("interop.mjs")
-            .args([client, url, table])
+            .args(args)
             .current_dir(&dir)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

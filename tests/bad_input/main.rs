@@ -1,7 +1,8 @@
 //! The bad-input table of the library: one row per bad input to the library or a store URL,
 //! with the typed error it must get, words its message must contain, and the lock state it
 //! must leave (a key still free, or still held by its holder). Every row runs against the
-//! real servers (Redis, PostgreSQL, MariaDB, a SQLite file, etcd members of their own) in a random namespace or table;
+//! real servers (Redis, PostgreSQL, MariaDB, a SQLite file, etcd members of their own,
+//! DynamoDB emulators) in a random namespace or table;
 //! the rows are listed in docs/bad-input.md, with those of the `cadenas` binary (in the CLI
 //! crate's `tests/bad_input`).
 //!
@@ -12,9 +13,11 @@
     feature = "redlock",
     feature = "postgres",
     feature = "mysql",
-    feature = "etcd"
+    feature = "etcd",
+    feature = "dynamodb"
 ))]
 
+mod dynamodb;
 mod etcd;
 mod library;
 mod stores;
@@ -23,10 +26,15 @@ use cadenas_test_support::bad_input::{self as table, Ctx};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_bad_input_gets_its_error_and_leaves_locks_as_they_were() {
-    let cases: Vec<_> = [library::cases(), stores::cases(), etcd::cases()]
-        .into_iter()
-        .flatten()
-        .collect();
+    let cases: Vec<_> = [
+        library::cases(),
+        stores::cases(),
+        etcd::cases(),
+        dynamodb::cases(),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
     assert!(cases.len() >= 40, "{} cases", cases.len());
     // The binary's rows (`cadenas: …`) are the CLI crate's.
     table::walk(Ctx::new().await, cases, |name| {

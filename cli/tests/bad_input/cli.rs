@@ -211,6 +211,16 @@ pub fn cases() -> Vec<Case> {
             },
         ),
         case(
+            "cadenas: DynamoDB endpoint down",
+            Exit(69),
+            &["cannot connect"],
+            Nothing,
+            |c| async move {
+                let store = format!("dynamodb://127.0.0.1:{}/locks", free_port());
+                c.cli(&["status", "--store", &store, "k"]).await
+            },
+        ),
+        case(
             "cadenas: a Redis list under the key",
             Exit(1),
             &["k-list2"],

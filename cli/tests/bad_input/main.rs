@@ -9,7 +9,8 @@
     feature = "redis",
     feature = "redlock",
     feature = "postgres",
-    feature = "mysql"
+    feature = "mysql",
+    feature = "dynamodb"
 ))]
 
 mod cli;

@@ -54,8 +54,8 @@ enum Command {
 
 #[derive(clap::Args)]
 struct RunArgs {
-    /// memory, sqlite, redis (own server), redlock (5 own nodes), etcd (3 own members), postgres, mysql (the local
-    /// servers), or a store URL.
+    /// memory, sqlite, redis (own server), redlock (5 own nodes), etcd (3 own members),
+    /// postgres, mysql (the local servers), dynamodb (own dynalite), or a store URL.
     #[arg(long)]
     store: String,
     /// Worker processes (threads for memory).

@@ -25,6 +25,8 @@ pub struct StoreEnv {
     pub etcd: Option<Arc<Mutex<EtcdCluster>>>,
     pub proxies: Arc<Vec<Proxy>>,
     pub admin: Option<tokio::sync::Mutex<SqlAdmin>>,
+    /// The emulator the tool started for `--store dynamodb` (stopped on Drop).
+    dynamo: Option<cadenas_test_support::dynamodb::DynamoServer>,
     /// The workers' URL (through the proxies), before per-worker changes.
     url: String,
     tag: String,
@@ -33,6 +35,7 @@ pub struct StoreEnv {
 impl StoreEnv {
     /// Resolves `--store`: a store name (`memory`, `sqlite`, `redis`, `redlock`, `postgres`,
     /// `mysql`, `etcd`: own servers or the local defaults) or a full URL.
+    /// `mysql`, `dynamodb`: own servers or the local defaults) or a full URL.
     pub async fn setup(
         spec: &str,
         dir: &std::path::Path,
@@ -49,6 +52,7 @@ impl StoreEnv {
             etcd: None,
             proxies: Arc::default(),
             admin: None,
+            dynamo: None,
             url: String::new(),
             tag: tag.to_owned(),
         };
@@ -78,6 +82,13 @@ impl StoreEnv {
             }
             StoreKind::Postgres if bare => DEFAULT_POSTGRES.to_owned(),
             StoreKind::Mysql if bare => DEFAULT_MYSQL.to_owned(),
+            StoreKind::Dynamodb if bare => {
+                use cadenas_test_support::dynamodb::{DynamoServer, Emulator};
+                let server = DynamoServer::start(Emulator::Dynalite);
+                let url = server.url(&format!("torture_{tag}"));
+                env.dynamo = Some(server);
+                url
+            }
             _ => spec.to_owned(),
         };
         if faults.contains(&FaultKind::Restart) && env.servers.is_empty() && env.etcd.is_none() {
@@ -126,8 +137,9 @@ impl StoreEnv {
             "postgres" | "postgresql" => StoreKind::Postgres,
             "mysql" | "mariadb" => StoreKind::Mysql,
             "etcd" | "etcds" => StoreKind::Etcd,
+            "dynamodb" => StoreKind::Dynamodb,
             other => bail!(
-                "unknown store '{other}': use memory, sqlite, redis, redlock, postgres, mysql, etcd or a URL of one"
+                "unknown store '{other}': use memory, sqlite, redis, redlock, postgres, mysql, etcd, dynamodb or a URL of one"
             ),
         })
     }

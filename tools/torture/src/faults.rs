@@ -71,7 +71,7 @@ impl FaultKind {
             FaultKind::Restart => matches!(store, Redis | Redlock | Etcd) && own_servers,
             FaultKind::Connkill => matches!(store, Postgres | Mysql),
             FaultKind::Drop | FaultKind::Delay => {
-                matches!(store, Redis | Redlock | Postgres | Mysql | Etcd)
+                matches!(store, Redis | Redlock | Postgres | Mysql | Etcd | Dynamodb)
             }
         }
     }

@@ -36,6 +36,7 @@ pub enum StoreKind {
     Postgres,
     Mysql,
     Etcd,
+    Dynamodb,
 }
 
 impl StoreKind {

@@ -3,9 +3,9 @@
 //! README ("Torture").
 //!
 //! The servers are real: Redis and Redlock run the tool's own `redis-server`s, etcd three
-//! `etcd` members of its own, PostgreSQL
-//! and MariaDB are the local ones (127.0.0.1:5432 user `postgres`, 127.0.0.1:3306 user
-//! `root`, database `test`). A missing server fails the test with the tool's message.
+//! `etcd` members of its own, DynamoDB the tool's own `dynalite`; PostgreSQL and MariaDB are
+//! the local ones (127.0.0.1:5432 user `postgres`, 127.0.0.1:3306 user `root`, database
+//! `test`). A missing server fails the test with the tool's message.
 
 use std::process::Command;
 
@@ -83,4 +83,10 @@ fn postgres() {
 #[test]
 fn mysql() {
     torture("mysql", &["kill", "stop", "connkill", "drop", "delay"]);
+}
+
+#[test]
+fn dynamodb() {
+    // The tool's own dynalite.
+    torture("dynamodb", &["kill", "stop", "drop", "delay"]);
 }
