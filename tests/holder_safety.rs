@@ -310,12 +310,12 @@ async fn expiry_watcher_in_three_processes_sqlite() {
 }
 
 /// On Redis the watchers listen to keyspace events, which a fresh server has off: the first
-/// sweep turns them on.
+/// sweep turns them on. The watcher reads the holdings' records: `records=true`.
 #[cfg(feature = "redis")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expiry_watcher_in_three_processes_redis() {
     let server = RedisServer::start();
-    three_watchers_report_each_expiry_once(&server.url()).await;
+    three_watchers_report_each_expiry_once(&format!("{}?records=true", server.url())).await;
 }
 
 /// On a Cluster each watcher listens to every master.
@@ -323,7 +323,7 @@ async fn expiry_watcher_in_three_processes_redis() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expiry_watcher_in_three_processes_redis_cluster() {
     let cluster = RedisCluster::start(3);
-    three_watchers_report_each_expiry_once(&cluster.url()).await;
+    three_watchers_report_each_expiry_once(&format!("{}?records=true", cluster.url())).await;
 }
 
 #[cfg(feature = "postgres")]

@@ -31,8 +31,10 @@ pub async fn capabilities_are_honest(suite: &Suite) {
         .await
         .unwrap()
         .expect("another client sees a held lock");
+    // A store that does not record every fence may show none (never a wrong one).
+    let fence_seen = seen.fence == g.fence() || !caps.inspect_fence && seen.fence.is_none();
     assert_eq!(
-        seen.owner == g.owner() && seen.fence == g.fence(),
+        seen.owner == g.owner() && fence_seen,
         caps.shared_records,
         "{}: another client reads the holder's owner and fence exactly when the store declares shared records: {seen:?}",
         locks.describe()

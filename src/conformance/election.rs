@@ -36,18 +36,24 @@ pub async fn election_is_declared(suite: &Suite) -> bool {
         .election(&name, "alice")
         .with_ttl(ttl)
         .with_value("10.0.0.1:80");
-    if !locks.store().capabilities().fencing {
+    let caps = locks.store().capabilities();
+    if !caps.fencing || !caps.shared_records {
         let refused = |r: &crate::Result<()>| matches!(r, Err(Error::Unsupported { .. }));
         let campaign = election.campaign().await.map(|_| ());
         let leader = election.leader().await.map(|_| ());
         let observed = election.observe().next().await.map(|_| ());
         assert!(
             refused(&campaign) && refused(&leader) && refused(&observed),
-            "{}: elections on a store without fences must be Unsupported: {campaign:?} {leader:?} {observed:?}",
+            "{}: elections on a store without fences or shared records must be Unsupported: {campaign:?} {leader:?} {observed:?}",
             locks.describe()
         );
         let e = campaign.unwrap_err().to_string();
-        assert!(e.contains(&name) && e.contains("fence"), "{e}");
+        let why = if caps.fencing {
+            "other clients"
+        } else {
+            "fence"
+        };
+        assert!(e.contains(&name) && e.contains(why), "{e}");
         assert!(
             !locks.lock(&name).is_locked().await.unwrap(),
             "{}: a refused campaign took the lock",

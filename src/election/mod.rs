@@ -68,7 +68,10 @@
 //! Redlock hands out no fences (its nodes are independent, and no quorum of them orders
 //! acquisitions), so an election there could give a term no resource can trust: every
 //! election operation answers [`Error::Unsupported`] naming the store. Elections need
-//! [`Capabilities::fencing`](crate::Capabilities::fencing).
+//! [`Capabilities::fencing`](crate::Capabilities::fencing), and
+//! [`Capabilities::shared_records`](crate::Capabilities::shared_records): in the SQL stores'
+//! session mode other clients see only which connection holds a lock, so they are refused
+//! the same way (use the default lease mode).
 //!
 //! # Observing
 //!
@@ -237,6 +240,15 @@ impl Election {
                 store: store.describe().to_owned(),
                 what: format!(
                     "leader election ('{}'): a term must be a fence, and this store hands out none; use a store with fences (Redis, PostgreSQL, MySQL, SQLite)",
+                    self.name()
+                ),
+            });
+        }
+        if !store.capabilities().shared_records {
+            return Err(Error::Unsupported {
+                store: store.describe().to_owned(),
+                what: format!(
+                    "leader election ('{}'): other clients of this store cannot read who holds a lock, its fence or its value (SQL session mode), so no one could observe the leader; use the store's default mode",
                     self.name()
                 ),
             });

@@ -199,7 +199,14 @@ impl Settings {
                 .set_response_timeout(Some(self.response_timeout))
                 .set_number_of_retries(1)
                 .set_max_delay(Duration::from_millis(500));
-            let conn = ConnectionManager::new_with_config(self.nodes[0].clone(), config)
+            let mut conn = ConnectionManager::new_with_config(self.nodes[0].clone(), config)
+                .await
+                .map_err(|e| connect_error(&self.describe, e))?;
+            // A server that wants a password we did not give answers every command with
+            // `NOAUTH`: say so now, before an acquire's `MULTI` meets it (redis-rs 1.8's
+            // connection task panics on a transaction whose `MULTI` itself fails).
+            redis::cmd("PING")
+                .query_async::<()>(&mut conn)
                 .await
                 .map_err(|e| connect_error(&self.describe, e))?;
             Ok(Conn::Single(conn))
