@@ -54,6 +54,8 @@ pub struct EtcdCluster {
     token: String,
     _temp: Option<tempfile::TempDir>,
     user: Option<(String, String)>,
+    /// The certificates of a member that serves clients over TLS only.
+    tls: Option<crate::redis::TlsFiles>,
 }
 
 impl EtcdCluster {
@@ -71,6 +73,32 @@ impl EtcdCluster {
         cluster._temp = Some(temp);
         cluster.run_all().unwrap_or_else(|e| panic!("{e}"));
         cluster
+    }
+
+    /// One member serving its clients over TLS only, with a certificate for 127.0.0.1 signed
+    /// by a CA made for this test ([`ca_file`](Self::ca_file)); [`url`](Self::url) is then
+    /// `etcds://127.0.0.1:PORT?ca_file=…`.
+    pub fn tls() -> EtcdCluster {
+        let temp = tempfile::tempdir().expect("a temporary directory");
+        let path = temp.path().to_owned();
+        let mut cluster = Self::configure(&path, 1).unwrap_or_else(|e| panic!("{e}"));
+        cluster.tls = Some(crate::redis::TlsFiles::generate(&path));
+        cluster._temp = Some(temp);
+        cluster.run_all().unwrap_or_else(|e| panic!("{e}"));
+        cluster
+    }
+
+    /// The CA file that signed a TLS member's certificate ([`tls`](Self::tls)).
+    pub fn ca_file(&self) -> Option<&Path> {
+        self.tls.as_ref().map(|t| t.ca.as_path())
+    }
+
+    fn client_scheme(&self) -> &'static str {
+        if self.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        }
     }
 
     /// `n` members whose files (and logs) go to `parent/etcd-PORT`, kept after they stop;
@@ -108,6 +136,7 @@ impl EtcdCluster {
             token: format!("cadenas-{:x}", rand::random::<u64>()),
             _temp: None,
             user: None,
+            tls: None,
         })
     }
 
@@ -125,9 +154,17 @@ impl EtcdCluster {
             .append(true)
             .open(m.log())
             .map_err(|e| format!("{}: {e}", m.log().display()))?;
-        let client = format!("http://127.0.0.1:{}", m.client_port);
+        let client = format!("{}://127.0.0.1:{}", self.client_scheme(), m.client_port);
         let peer = format!("http://127.0.0.1:{}", m.peer_port);
-        let child = Command::new("etcd")
+        let mut command = Command::new("etcd");
+        if let Some(tls) = &self.tls {
+            command
+                .arg("--cert-file")
+                .arg(&tls.cert)
+                .arg("--key-file")
+                .arg(&tls.key);
+        }
+        let child = command
             .args(["--name", &m.name, "--data-dir"])
             .arg(m.dir.join("data"))
             .args([
@@ -187,9 +224,13 @@ impl EtcdCluster {
             .map(|m| format!("127.0.0.1:{}", m.client_port))
             .collect::<Vec<_>>()
             .join(",");
-        match &self.user {
+        let url = match &self.user {
             Some((u, p)) => format!("etcd://{u}:{p}@{hosts}"),
             None => format!("etcd://{hosts}"),
+        };
+        match &self.tls {
+            Some(tls) => format!("etcds{}?ca_file={}", &url[4..], tls.ca.display()),
+            None => url,
         }
     }
 
@@ -219,7 +260,7 @@ impl EtcdCluster {
         let endpoints = self
             .members
             .iter()
-            .map(|m| format!("http://127.0.0.1:{}", m.client_port))
+            .map(|m| format!("{}://127.0.0.1:{}", self.client_scheme(), m.client_port))
             .collect::<Vec<_>>()
             .join(",");
         self.etcdctl_to(&endpoints)
@@ -233,11 +274,18 @@ impl EtcdCluster {
         if let Some((u, p)) = &self.user {
             c.arg(format!("--user={u}:{p}"));
         }
+        if let Some(tls) = &self.tls {
+            c.arg("--cacert").arg(&tls.ca);
+        }
         c
     }
 
     fn etcdctl_at(&self, i: usize, args: &[&str]) -> Output {
-        let endpoint = format!("http://127.0.0.1:{}", self.members[i].client_port);
+        let endpoint = format!(
+            "{}://127.0.0.1:{}",
+            self.client_scheme(),
+            self.members[i].client_port
+        );
         self.etcdctl_to(&endpoint)
             .args(args)
             .output()

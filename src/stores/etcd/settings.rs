@@ -134,6 +134,12 @@ pub(super) fn op_error(doing: &str, e: etcd_client::Error) -> StoreError {
                 "; check the user and password in the URL",
             )
         }
+        // A TLS handshake that refused the server's certificate.
+        etcd_client::Error::GRpcStatus(status) if status.message().contains("certificate") => (
+            StoreErrorKind::Unavailable,
+            "; the server's TLS certificate was not trusted: pass ?ca_file=PATH with the CA \
+             that signed it",
+        ),
         etcd_client::Error::GRpcStatus(status) => match status.code() as i32 {
             UNAUTHENTICATED | PERMISSION_DENIED => (
                 StoreErrorKind::Unavailable,
