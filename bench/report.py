@@ -16,7 +16,8 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 BEGIN = "<!-- bench/compare:begin (written by bench/compare; edits here are overwritten) -->"
 END = "<!-- bench/compare:end -->"
-STORE_ORDER = ["memory", "sqlite", "redis", "redlock", "postgres", "mysql"]
+STORE_ORDER = ["memory", "sqlite", "redis", "redlock", "postgres", "postgres-session", "mysql",
+               "mysql-session", "etcd", "dynamodb"]
 
 
 def n(x):
@@ -72,6 +73,9 @@ def ratios(r):
         ("postgres", "Verrou, Knex on PostgreSQL"),
         ("mysql", "GET_LOCK/RELEASE_LOCK, sqlx loop (ceiling)"),
         ("mysql", "Verrou, Knex on MariaDB"),
+        ("postgres-session", "advisory locks, sqlx loop"),
+        ("mysql-session", "GET_LOCK/RELEASE_LOCK, sqlx loop (ceiling)"),
+        ("dynamodb", "Verrou, DynamoDB (dynalite)"),
     ]
     for store, peer in peers:
         for t in tasks:
@@ -176,7 +180,8 @@ def plot(r, stamp):
         return []
     plots = []
     stores = [s for s in STORE_ORDER if any(e["store"] == s for e in r["cycles"])]
-    fig, axes = plt.subplots(2, 3, figsize=(16, 9.5))
+    rows = (len(stores) + 2) // 3
+    fig, axes = plt.subplots(rows, 3, figsize=(16, 4.75 * rows), squeeze=False)
     for ax, store in zip(axes.flat, stores):
         for e in order([e for e in r["cycles"] if e["store"] == store and e["tasks"] == r["settings"]["tasks"][0]]):
             pts = sorted((x["tasks"], x["cycles_per_sec"]) for x in r["cycles"]
@@ -199,7 +204,7 @@ def plot(r, stamp):
     plots.append(("cycles/s vs tasks per store and peer", str(path.relative_to(ROOT))))
     plt.close(fig)
 
-    fig, axes = plt.subplots(2, 3, figsize=(16, 9.5), sharex=True)
+    fig, axes = plt.subplots(rows, 3, figsize=(16, 4.75 * rows), sharex=True, squeeze=False)
     for ax, store in zip(axes.flat, stores):
         for h in order([h for h in r["handoff"] if h["store"] == store]):
             style = {"cadenas": dict(lw=2.8, color="black"), "ceiling": dict(ls="--", lw=1.5),

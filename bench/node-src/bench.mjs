@@ -5,9 +5,10 @@
 //   node bench.mjs handoff PEER SECONDS         release -> blocked waiter holds it, µs
 //
 // Peers: verrou-memory, verrou-redis, verrou-postgres, verrou-mysql (Verrou with Knex),
-// node-redlock. Connections come from the environment: REDIS_PORTS (comma-separated; several
-// = Redlock over several masters), POSTGRES_URL, MYSQL_URL, SQL_TABLE (Verrou creates it; the
-// caller drops it). Keys start with a random prefix printed as `prefix`.
+// verrou-dynamodb, node-redlock. Connections come from the environment: REDIS_PORTS
+// (comma-separated; several = Redlock over several masters), POSTGRES_URL, MYSQL_URL,
+// SQL_TABLE (Verrou creates it; the caller drops it; also the DynamoDB table's name),
+// DYNAMODB_ENDPOINT. Keys start with a random prefix printed as `prefix`.
 import { performance } from 'node:perf_hooks'
 import { setImmediate as yieldNow, setTimeout as sleep } from 'node:timers/promises'
 import { Verrou } from '@verrou/core'
@@ -32,6 +33,15 @@ async function open(name) {
       const connection = new Redis({ host: '127.0.0.1', port: ports[0] })
       driver = redisStore({ connection })
       close = async () => { await connection.quit() }
+    } else if (name === 'verrou-dynamodb') {
+      const { dynamodbStore } = await import('@verrou/core/drivers/dynamodb')
+      const { DynamoDBClient } = await import('@aws-sdk/client-dynamodb')
+      const connection = new DynamoDBClient({
+        endpoint: process.env.DYNAMODB_ENDPOINT, region: 'us-east-1',
+        credentials: { accessKeyId: 'bench', secretAccessKey: 'bench' },
+      })
+      driver = dynamodbStore({ connection, table: { name: process.env.SQL_TABLE } })
+      close = async () => { connection.destroy() }
     } else {
       const { knexStore } = await import('@verrou/core/drivers/knex')
       const { default: knex } = await import('knex')
@@ -42,6 +52,16 @@ async function open(name) {
       close = async () => { await db.destroy() }
     }
     const verrou = new Verrou({ default: 'store', stores: { store: { driver } } })
+    if (name === 'verrou-dynamodb') {
+      // Verrou creates its table when the store is built, without waiting for it to become
+      // active: wait until a read of it succeeds.
+      for (const until = performance.now() + 30_000; ;) {
+        try { await verrou.createLock(`${prefix}warmup`).isLocked(); break } catch (e) {
+          if (performance.now() > until) throw e
+          await sleep(50)
+        }
+      }
+    }
     return {
       poll: 250, // Verrou's default retry delay
       async lock(key) {
