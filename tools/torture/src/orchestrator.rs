@@ -15,8 +15,11 @@ use rand::{Rng, SeedableRng};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
 use tokio::time::Instant;
 
+use crate::clock::{self, Spec};
 use crate::env::StoreEnv;
 use crate::faults::{self, FaultKind};
+use crate::netns::{self, Netns};
+use crate::proxy::Proxy;
 use crate::record::{
     last_record, now_ns, read_jsonl, Exit, ExitHow, Fault, Jsonl, Rec, RunConfig, RunDir, StoreKind,
 };
@@ -49,6 +52,10 @@ struct Slot {
     budget: Option<u64>,
     control: Control,
     killed: bool,
+    /// Fault `partition`: the worker's namespace, and the proxies on its host side (both
+    /// removed when the slot is).
+    netns: Option<Arc<Netns>>,
+    _proxies: Vec<Proxy>,
 }
 
 pub struct Orchestrator {
@@ -69,6 +76,10 @@ pub struct Orchestrator {
     fault_log: Jsonl,
     exit_log: Jsonl,
     memory: Option<cadenas::Locks>,
+    /// Fault `clock`: libfaketime's preload library, and the host's wall clock minus `now_ns`.
+    faketime: Option<(std::path::PathBuf, i64)>,
+    /// Fault `partition`: the 10.X.0.0/16 of the workers' veth pairs.
+    subnet: Option<u8>,
 }
 
 impl Orchestrator {
@@ -80,7 +91,23 @@ impl Orchestrator {
         fault_every: Duration,
     ) -> Result<Orchestrator> {
         let (tx, rx) = unbounded_channel();
+        let faketime = if faults.contains(&FaultKind::Clock) {
+            if clock::host_clock(config.store) {
+                Spec::initial(config.store, 0).write(&dir.clock(None))?;
+            }
+            Some((clock::library()?, clock::wall_offset_ms()))
+        } else {
+            None
+        };
+        let subnet = if faults.contains(&FaultKind::Partition) {
+            netns::prepare()?;
+            Some(netns::pick_subnet()?)
+        } else {
+            None
+        };
         Ok(Orchestrator {
+            faketime,
+            subnet,
             rng: StdRng::seed_from_u64(config.seed),
             fault_log: Jsonl::append(&dir.faults())?,
             exit_log: Jsonl::append(&dir.exits())?,
@@ -176,12 +203,15 @@ impl Orchestrator {
         let id = self.next_id;
         self.next_id += 1;
         let seed = self.config.seed ^ u64::from(id).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        let (pid, control) = match &self.memory {
-            Some(locks) => self.spawn_thread(id, seed, budget, locks.clone())?,
-            None => (
-                self.spawn_process(id, seed, budget).await?,
-                Control::Process,
-            ),
+        let (pid, control, netns, proxies) = match &self.memory {
+            Some(locks) => {
+                let (pid, control) = self.spawn_thread(id, seed, budget, locks.clone())?;
+                (pid, control, None, Vec::new())
+            }
+            None => {
+                let (pid, netns, proxies) = self.spawn_process(id, seed, budget).await?;
+                (pid, Control::Process, netns, proxies)
+            }
         };
         self.slots.insert(
             id,
@@ -190,15 +220,43 @@ impl Orchestrator {
                 budget,
                 control,
                 killed: false,
+                netns,
+                _proxies: proxies,
             },
         );
         Ok(())
     }
 
-    async fn spawn_process(&mut self, id: u32, seed: u64, budget: Option<u64>) -> Result<u32> {
-        let url = self.env.worker_url(id).await?;
+    async fn spawn_process(
+        &mut self,
+        id: u32,
+        seed: u64,
+        budget: Option<u64>,
+    ) -> Result<(u32, Option<Arc<Netns>>, Vec<Proxy>)> {
+        let mut url = self.env.worker_url(id).await?;
         let exe = std::env::current_exe().context("finding our own binary")?;
-        let mut cmd = tokio::process::Command::new(exe);
+        let (mut cmd, netns, proxies) = match self.subnet {
+            Some(subnet) => {
+                let ns = Netns::create(self.env.tag(), subnet, id)?;
+                let (through, proxies) = crate::env::proxy_hosts(&url, ns.host_addr).await?;
+                url = through;
+                let mut cmd = tokio::process::Command::new("ip");
+                cmd.args(["netns", "exec", &ns.name]).arg(exe);
+                (cmd, Some(Arc::new(ns)), proxies)
+            }
+            None => (tokio::process::Command::new(exe), None, Vec::new()),
+        };
+        if let Some((library, offset)) = &self.faketime {
+            let file = if clock::host_clock(self.config.store) {
+                self.dir.clock(None)
+            } else {
+                let file = self.dir.clock(Some(id));
+                Spec::initial(self.config.store, id).write(&file)?;
+                file
+            };
+            cmd.envs(clock::env(library, &file))
+                .env("CADENAS_TORTURE_WALL_OFFSET", offset.to_string());
+        }
         cmd.arg("worker")
             .arg("--dir")
             .arg(&self.dir.0)
@@ -216,6 +274,7 @@ impl Orchestrator {
             .stderr(err)
             .kill_on_drop(true);
         let mut child = cmd.spawn().context("spawning a worker")?;
+        // `ip netns exec` execs the worker in place: the pid is the worker's.
         let pid = child.id().context("the worker has no pid")?;
         let tx = self.tx.clone();
         tokio::spawn(async move {
@@ -230,7 +289,7 @@ impl Orchestrator {
             };
             let _ = tx.send(Event::Exit(id, raw));
         });
-        Ok(pid)
+        Ok((pid, netns, proxies))
     }
 
     fn spawn_thread(
@@ -270,6 +329,8 @@ impl Orchestrator {
                             config: &config,
                             dir: &dir,
                             kill: Some(k),
+                            wall_offset_ms: None,
+                            partitionable: false,
                         };
                         w.run(&locks).await
                     }),
@@ -429,6 +490,53 @@ impl Orchestrator {
                 let n = admin.lock().await.kill_connections(&name).await?;
                 let f = record(format!("{n} connection(s) of {name} killed"));
                 self.fault_log.write(&f)?;
+            }
+            (FaultKind::Clock, Some(id)) => {
+                let host = clock::host_clock(self.config.store);
+                let file = self.dir.clock((!host).then_some(id));
+                let now = Spec::read(&file).unwrap_or(Spec::initial(self.config.store, id));
+                let next = now.stepped(self.rng.random_bool(0.5));
+                next.write(&file)?;
+                let whose = if host {
+                    "every worker's".to_owned()
+                } else {
+                    format!("worker {id}'s")
+                };
+                let f = record(format!(
+                    "{whose} wall clock stepped from {} to {}",
+                    now.text(),
+                    next.text()
+                ));
+                self.fault_log.write(&f)?;
+            }
+            (FaultKind::Partition, Some(id)) => {
+                let ns = self.slots[&id]
+                    .netns
+                    .clone()
+                    .context("a partitioned worker runs in a namespace")?;
+                let hold = self.dir.hold(id);
+                std::fs::write(&hold, b"")?;
+                ns.cut()?;
+                self.stopped.insert(id);
+                self.in_flight += 1;
+                let (time, tx) = (faults::stop_time(ttl), self.tx.clone());
+                tokio::spawn(async move {
+                    tokio::time::sleep(time).await;
+                    let healed = ns.heal();
+                    let t_end = now_ns();
+                    // The healed holder may now try its late write.
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    let _ = std::fs::remove_file(&hold);
+                    let fault = healed.map(|()| Fault {
+                        kind: kind.name().into(),
+                        worker: Some(id),
+                        t_start: t,
+                        t_end,
+                        detail: format!("cut off from the store ({}) for {time:?}", ns.name),
+                    });
+                    let _ = tx.send(Event::Resumed(id));
+                    let _ = tx.send(Event::FaultDone(fault, kind));
+                });
             }
             (FaultKind::Drop, _) => {
                 let f = faults::drop_connections(&self.env.proxies);

@@ -88,6 +88,7 @@ impl Run {
             fence: Some(s.fence),
             t_start: s.start,
             t_acq: s.acq * MS,
+            skew_ms: None,
         })
         .unwrap();
         log.write(&Rec::End {
@@ -303,6 +304,7 @@ fn workers_must_finish_or_be_killed_by_us() {
         fence: Some(1),
         t_start: 1,
         t_acq: 2,
+        skew_ms: None,
     })
     .unwrap();
     run.log(2);
