@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use anyhow::{bail, Result};
 
+use crate::netns::Netns;
 use crate::proxy::Proxy;
-use crate::record::{now_ns, Fault, StoreKind};
+use crate::record::{now_ns, Fault, RunDir, StoreKind};
 use crate::servers::{EtcdCluster, RedisServer};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -191,6 +192,44 @@ pub async fn restart_member(
         t_start,
         t_end: now_ns(),
         detail: format!("etcd {role} on port {port} killed, down for {down:?}, restarted"),
+    })
+}
+
+/// Cuts worker `id` off while it holds a lease: asks it to stay in its section (its hold
+/// file), waits until it says it is there (its `.held` file: in this section or, if this one
+/// was past that point, its next), cuts its link for `time`, heals it, and lets it write.
+pub async fn partition(ns: &Netns, dir: &RunDir, id: u32, time: Duration) -> Result<Fault> {
+    let (hold, held) = (dir.hold(id), dir.held(id));
+    std::fs::write(&hold, b"")?;
+    let give_up = now_ns() + 5_000_000_000;
+    while !held.exists() && now_ns() < give_up {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let caught = held.exists();
+    let t_start = now_ns();
+    let cut = if caught { ns.cut() } else { Ok(()) };
+    if caught && cut.is_ok() {
+        tokio::time::sleep(time).await;
+    }
+    let healed = if caught { ns.heal() } else { Ok(()) };
+    let t_end = now_ns();
+    if caught {
+        // The healed holder may now try its late write.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = std::fs::remove_file(&held);
+    let _ = std::fs::remove_file(&hold);
+    cut.and(healed)?;
+    Ok(Fault {
+        kind: FaultKind::Partition.name().into(),
+        worker: Some(id),
+        t_start,
+        t_end,
+        detail: if caught {
+            format!("cut off from the store ({}) for {time:?}", ns.name)
+        } else {
+            "not cut: the worker did not reach its section in 5 s".into()
+        },
     })
 }
 

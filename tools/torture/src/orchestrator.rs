@@ -2,7 +2,6 @@
 //! and records how every worker ended.
 
 use std::collections::{BTreeMap, HashSet};
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,7 +22,9 @@ use crate::proxy::Proxy;
 use crate::record::{
     last_record, now_ns, read_jsonl, Exit, ExitHow, Fault, Jsonl, Rec, RunConfig, RunDir, StoreKind,
 };
-use crate::worker::{self, Kill, Worker};
+use crate::worker::{self, Kill};
+
+mod spawn;
 
 /// How a worker's process or thread ended, before we know whether we killed it.
 enum RawExit {
@@ -166,6 +167,9 @@ impl Orchestrator {
         // Workers that have not finished this long after the deadline are hung.
         let hard = deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(1800))
             + Duration::from_secs(60).max(self.ttl() * 20);
+        // SIGTERM, like Ctrl-C, ends the run through its cleanup (namespaces, tables, servers).
+        let mut terminated =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         let mut next_fault = Instant::now() + self.fault_gap();
         let mut pending = None;
         while !self.slots.is_empty() || self.in_flight > 0 {
@@ -185,6 +189,7 @@ impl Orchestrator {
                     }
                 }
                 _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted"),
+                _ = terminated.recv() => anyhow::bail!("terminated (SIGTERM)"),
                 _ = tokio::time::sleep_until(hard) => {
                     self.end_hung()?;
                     break;
@@ -225,120 +230,6 @@ impl Orchestrator {
             },
         );
         Ok(())
-    }
-
-    async fn spawn_process(
-        &mut self,
-        id: u32,
-        seed: u64,
-        budget: Option<u64>,
-    ) -> Result<(u32, Option<Arc<Netns>>, Vec<Proxy>)> {
-        let mut url = self.env.worker_url(id).await?;
-        let exe = std::env::current_exe().context("finding our own binary")?;
-        let (mut cmd, netns, proxies) = match self.subnet {
-            Some(subnet) => {
-                let ns = Netns::create(self.env.tag(), subnet, id)?;
-                let (through, proxies) = crate::env::proxy_hosts(&url, ns.host_addr).await?;
-                url = through;
-                let mut cmd = tokio::process::Command::new("ip");
-                cmd.args(["netns", "exec", &ns.name]).arg(exe);
-                (cmd, Some(Arc::new(ns)), proxies)
-            }
-            None => (tokio::process::Command::new(exe), None, Vec::new()),
-        };
-        if let Some((library, offset)) = &self.faketime {
-            let file = if clock::host_clock(self.config.store) {
-                self.dir.clock(None)
-            } else {
-                let file = self.dir.clock(Some(id));
-                Spec::initial(self.config.store, id).write(&file)?;
-                file
-            };
-            cmd.envs(clock::env(library, &file))
-                .env("CADENAS_TORTURE_WALL_OFFSET", offset.to_string());
-        }
-        cmd.arg("worker")
-            .arg("--dir")
-            .arg(&self.dir.0)
-            .arg("--id")
-            .arg(id.to_string())
-            .arg("--seed")
-            .arg(seed.to_string());
-        if let Some(b) = budget {
-            cmd.arg("--iterations").arg(b.to_string());
-        }
-        let err = std::fs::File::create(self.dir.worker_err(id))?;
-        cmd.env("CADENAS_TORTURE_URL", url)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(err)
-            .kill_on_drop(true);
-        let mut child = cmd.spawn().context("spawning a worker")?;
-        // `ip netns exec` execs the worker in place: the pid is the worker's.
-        let pid = child.id().context("the worker has no pid")?;
-        let tx = self.tx.clone();
-        tokio::spawn(async move {
-            use std::os::unix::process::ExitStatusExt;
-            let raw = match child.wait().await {
-                Ok(s) if s.success() => RawExit::Success,
-                Ok(s) => match s.signal() {
-                    Some(sig) => RawExit::Signal(sig),
-                    None => RawExit::Other(format!("{s}")),
-                },
-                Err(e) => RawExit::Other(format!("wait failed: {e}")),
-            };
-            let _ = tx.send(Event::Exit(id, raw));
-        });
-        Ok((pid, netns, proxies))
-    }
-
-    fn spawn_thread(
-        &self,
-        id: u32,
-        seed: u64,
-        budget: Option<u64>,
-        locks: cadenas::Locks,
-    ) -> Result<(u32, Control)> {
-        let kill = Arc::new(Kill::default());
-        let (pause, mut pauses) = unbounded_channel::<Duration>();
-        let (config, dir, tx, k) = (
-            self.config.clone(),
-            self.dir.clone(),
-            self.tx.clone(),
-            kill.clone(),
-        );
-        std::thread::Builder::new()
-            .name(format!("worker-{id}"))
-            .spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build();
-                let end = match rt {
-                    Ok(rt) => rt.block_on(async {
-                        // A pause blocks this runtime's only thread: the worker and its
-                        // watchdog stop together, as a stopped process's would.
-                        tokio::spawn(async move {
-                            while let Some(d) = pauses.recv().await {
-                                std::thread::sleep(d);
-                            }
-                        });
-                        let w = Worker {
-                            id,
-                            seed,
-                            iterations: budget,
-                            config: &config,
-                            dir: &dir,
-                            kill: Some(k),
-                            wall_offset_ms: None,
-                            partitionable: false,
-                        };
-                        w.run(&locks).await
-                    }),
-                    Err(e) => Err(e.into()),
-                };
-                let _ = tx.send(Event::Exit(id, RawExit::Thread(end)));
-            })?;
-        Ok((0, Control::Thread { kill, pause }))
     }
 
     async fn handle(&mut self, ev: Event, finishing: bool) -> Result<()> {
@@ -514,26 +405,11 @@ impl Orchestrator {
                     .netns
                     .clone()
                     .context("a partitioned worker runs in a namespace")?;
-                let hold = self.dir.hold(id);
-                std::fs::write(&hold, b"")?;
-                ns.cut()?;
                 self.stopped.insert(id);
                 self.in_flight += 1;
-                let (time, tx) = (faults::stop_time(ttl), self.tx.clone());
+                let (dir, tx) = (self.dir.clone(), self.tx.clone());
                 tokio::spawn(async move {
-                    tokio::time::sleep(time).await;
-                    let healed = ns.heal();
-                    let t_end = now_ns();
-                    // The healed holder may now try its late write.
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    let _ = std::fs::remove_file(&hold);
-                    let fault = healed.map(|()| Fault {
-                        kind: kind.name().into(),
-                        worker: Some(id),
-                        t_start: t,
-                        t_end,
-                        detail: format!("cut off from the store ({}) for {time:?}", ns.name),
-                    });
+                    let fault = faults::partition(&ns, &dir, id, faults::stop_time(ttl)).await;
                     let _ = tx.send(Event::Resumed(id));
                     let _ = tx.send(Event::FaultDone(fault, kind));
                 });

@@ -7,6 +7,7 @@
 //! DIR/counters/KEY.journal the fenced counter of one key (see counter.rs)
 //! DIR/clocks/wNNN.faketime a worker's fake wall clock (fault `clock`; `host.faketime`: all's)
 //! DIR/holds/wNNN          exists while a partitioned worker must stay in its section
+//! DIR/holds/wNNN.held     the worker's answer: it is waiting in its section
 //! DIR/faults.jsonl        the faults the orchestrator injected
 //! DIR/exits.jsonl         how each worker ended
 //! DIR/summary.json        the checker's summary
@@ -211,6 +212,10 @@ impl RunDir {
     }
     pub fn hold(&self, id: u32) -> PathBuf {
         self.0.join("holds").join(format!("w{id:03}"))
+    }
+    /// Written by a worker once it waits on its hold file, in its section.
+    pub fn held(&self, id: u32) -> PathBuf {
+        self.0.join("holds").join(format!("w{id:03}.held"))
     }
     pub fn faults(&self) -> PathBuf {
         self.0.join("faults.jsonl")

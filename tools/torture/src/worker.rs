@@ -208,6 +208,9 @@ impl Worker<'_> {
         if self.partitionable {
             // Cut off by a `partition`: stay in the section until healed, then write late.
             let give_up = now_ns() + HOLD_MAX.as_nanos() as u64;
+            if self.dir.hold(self.id).exists() {
+                std::fs::write(self.dir.held(self.id), b"")?;
+            }
             while self.dir.hold(self.id).exists() && now_ns() < give_up {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
