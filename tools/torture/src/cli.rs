@@ -76,8 +76,8 @@ pub struct RunArgs {
     /// Lease length.
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     pub ttl: Duration,
-    /// kill, stop, restart, connkill, drop, delay (comma list), all (every one the store
-    /// takes) or none.
+    /// kill, stop, restart, connkill, drop, delay, clock (libfaketime), partition (network
+    /// namespaces: root) as a comma list, all (every one the store takes) or none.
     #[arg(long, default_value = "none")]
     pub faults: String,
     /// Mean time between faults (default: half the ttl).

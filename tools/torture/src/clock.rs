@@ -41,8 +41,32 @@ const LIBRARY: [&str; 4] = [
 /// How far one `clock` fault steps a clock.
 pub const STEP_S: i64 = 10;
 
-/// The preload library, or a message saying how to get it.
+/// The preload library, checked to fake a clock (`date` under it must be 100 days ahead),
+/// or a message saying how to get it.
 pub fn library() -> Result<PathBuf> {
+    let path = find_library()?;
+    let out = std::process::Command::new("date")
+        .arg("+%s")
+        .env("LD_PRELOAD", &path)
+        .env("FAKETIME", "+100d")
+        .output();
+    let faked: Option<i64> = out
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok());
+    let ahead = faked.map(|t| t - wall_ms() / 1000);
+    if !ahead.is_some_and(|d| (99 * 86_400..=101 * 86_400).contains(&d)) {
+        bail!(
+            "fault `clock`: libfaketime at {} does not fake the clock (`date` under it said {} \
+             instead of 100 days ahead); install Debian's faketime or set \
+             CADENAS_TORTURE_LIBFAKETIME to a working libfaketimeMT.so.1",
+            path.display(),
+            ahead.map_or("nothing".into(), |d| format!("{d} s from now"))
+        );
+    }
+    Ok(path)
+}
+
+fn find_library() -> Result<PathBuf> {
     if let Some(path) = std::env::var_os("CADENAS_TORTURE_LIBFAKETIME") {
         return Ok(PathBuf::from(path));
     }
