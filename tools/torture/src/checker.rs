@@ -55,6 +55,14 @@ pub struct Summary {
     pub faults_injected: u64,
     pub fence_regressions_after_restart: u64,
     pub redlock_overlaps_after_pause: u64,
+    /// Fault `clock`: the largest distance seen between a worker's wall clock and the host's.
+    pub max_clock_skew_ms: u64,
+    /// Fault `partition`: holders cut off for longer than the ttl while in their section,
+    /// how many of them learnt `Lost` (all must), and how many of their late writes the
+    /// fence refused (the rest found no newer holder registered: nothing to refuse).
+    pub partitioned_holders: u64,
+    pub partitioned_lost: u64,
+    pub partitioned_refused: u64,
     pub lost_updates: u64,
     pub violations: u64,
     pub violation_list: Vec<String>,
@@ -97,6 +105,18 @@ impl Summary {
             s.faults_injected,
             kinds.join(", ")
         );
+        if s.faults.contains_key("clock") {
+            println!(
+                "  largest wall-clock skew of a worker {} ms",
+                s.max_clock_skew_ms
+            );
+        }
+        if s.faults.contains_key("partition") {
+            println!(
+                "  holders partitioned past their ttl {}: learnt Lost {}, late write refused by fence {}",
+                s.partitioned_holders, s.partitioned_lost, s.partitioned_refused
+            );
+        }
         if s.fence_regressions_after_restart > 0 {
             println!(
                 "  fences that went back after a store restart (no persistence; documented): {}",
@@ -132,6 +152,7 @@ struct Sec {
 
 #[derive(Debug, Clone)]
 struct EndRec {
+    lost: bool,
     outcome: Outcome,
     t_rel: u64,
     release: Release,
@@ -172,6 +193,11 @@ pub fn check(dir: &RunDir) -> Result<Summary> {
         .map(|e| (e.worker, e))
         .collect();
     let secs = read_sections(dir, &exits, &mut s)?;
+    if secs.is_empty() {
+        s.violation(
+            "no critical section ran: the workers never held a lock (see workers/*.err)".into(),
+        );
+    }
     let (mut first, mut last) = (u64::MAX, 0);
     for sec in &secs {
         first = first.min(sec.t_start);
@@ -193,8 +219,10 @@ pub fn check(dir: &RunDir) -> Result<Summary> {
             check_fences(key, list, &restarts, &mut s);
         }
     }
-    check_rejections(&config, &secs, &restarts, &mut s);
-    check_takeovers(&config, &secs, &faults, last, &mut s);
+    holders::check_rejections(&config, &secs, &restarts, &mut s);
+    holders::check_takeovers(&config, &secs, &faults, last, &mut s);
+    holders::check_partitions(&config, &secs, &faults, &mut s);
+    holders::check_leases_kept(&config, &secs, &mut s);
     for key in &config.keys {
         let list = by_key.get(key.as_str()).cloned().unwrap_or_default();
         check_counter(dir, &config, key, &list, &faults, &mut s)?;
@@ -240,8 +268,11 @@ fn read_sections(dir: &RunDir, exits: &HashMap<u32, Exit>, s: &mut Summary) -> R
                     fence,
                     t_start,
                     t_acq,
+                    skew_ms,
                 } => {
                     s.sections += 1;
+                    s.max_clock_skew_ms =
+                        s.max_clock_skew_ms.max(skew_ms.unwrap_or(0).unsigned_abs());
                     open.insert(
                         seq,
                         Sec {
@@ -290,6 +321,7 @@ fn read_sections(dir: &RunDir, exits: &HashMap<u32, Exit>, s: &mut Summary) -> R
                         Release::Error(_) => s.release_errors += 1,
                     }
                     sec.end = Some(EndRec {
+                        lost: lost_at_commit,
                         outcome,
                         t_rel,
                         release,
@@ -413,55 +445,6 @@ fn regressions<'a>(list: &[&'a Sec]) -> Vec<(&'a Sec, &'a Sec)> {
     out
 }
 
-/// A key whose holder was killed is taken again once its lease expires: checked for kills
-/// at least three ttls before the run's last section ended.
-fn check_takeovers(config: &RunConfig, secs: &[Sec], faults: &[Fault], end: u64, s: &mut Summary) {
-    let wait = config.ttl_ms * 3 * 1_000_000;
-    for sec in secs.iter().filter(|sec| sec.end.is_none()) {
-        let Some(kill) = faults
-            .iter()
-            .find(|f| f.kind == "kill" && f.worker == Some(sec.worker))
-        else {
-            continue;
-        };
-        let taken = secs
-            .iter()
-            .any(|other| other.key == sec.key && other.t_acq > kill.t_start);
-        if !taken && kill.t_start + wait < end {
-            s.violation(format!(
-                "key {}: nobody acquired it again after its holder was killed: {}",
-                sec.key,
-                describe(sec)
-            ));
-        }
-    }
-}
-
-/// Rejections need a fault to explain them: a lease lost (or unknown) or a store restart.
-fn check_rejections(config: &RunConfig, secs: &[Sec], restarts: &[&Fault], s: &mut Summary) {
-    for sec in secs {
-        let Some(end) = &sec.end else { continue };
-        if !end.outcome.rejected() {
-            continue;
-        }
-        if config.faults.is_empty() {
-            s.violation(format!(
-                "key {}: rejected ({:?}) in a run without faults: {}",
-                sec.key,
-                end.outcome,
-                describe(sec)
-            ));
-        } else if end.release == Release::Ok && !restarts.iter().any(|r| r.t_start < end.t_rel) {
-            s.violation(format!(
-                "key {}: rejected ({:?}) though its release confirmed it held the lease: {}",
-                sec.key,
-                end.outcome,
-                describe(sec)
-            ));
-        }
-    }
-}
-
 /// The counter: accepted sections never overlap, fences increase, no update lost, and the
 /// workers' logs agree with it.
 fn check_counter(
@@ -575,5 +558,6 @@ fn check_counter(
     Ok(())
 }
 
+mod holders;
 #[cfg(test)]
 mod tests;

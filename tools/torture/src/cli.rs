@@ -38,6 +38,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Torture stores until each has done a number of accepted sections with all its faults
+    /// on; writes a report (Markdown and JSON).
+    Long(crate::long::LongArgs),
     /// One worker process (started by `run`).
     #[command(hide = true)]
     Worker {
@@ -52,52 +55,53 @@ enum Command {
     },
 }
 
-#[derive(clap::Args)]
-struct RunArgs {
+#[derive(clap::Args, Clone)]
+pub struct RunArgs {
     /// memory, sqlite, redis (own server), redlock (5 own nodes), etcd (3 own members),
     /// postgres, mysql (the local servers), dynamodb (own dynalite), or a store URL.
     #[arg(long)]
-    store: String,
+    pub store: String,
     /// Worker processes (threads for memory).
     #[arg(long, default_value_t = 8)]
-    procs: usize,
+    pub procs: usize,
     /// Sections per worker (instead of --duration).
     #[arg(long, conflicts_with = "duration")]
-    iterations: Option<u64>,
+    pub iterations: Option<u64>,
     /// How long workers start new sections.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
-    duration: Duration,
+    pub duration: Duration,
     /// How many keys the workers share.
     #[arg(long, default_value_t = 3)]
-    keys: usize,
+    pub keys: usize,
     /// Lease length.
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
-    ttl: Duration,
-    /// kill, stop, restart, connkill, drop, delay (comma list), all (every one the store
-    /// takes) or none.
+    pub ttl: Duration,
+    /// kill, stop, restart, connkill, drop, delay, clock (libfaketime), partition (network
+    /// namespaces: root) as a comma list, all (every one the store takes) or none.
     #[arg(long, default_value = "none")]
-    faults: String,
+    pub faults: String,
     /// Mean time between faults (default: half the ttl).
     #[arg(long, value_parser = humantime::parse_duration)]
-    fault_every: Option<Duration>,
+    pub fault_every: Option<Duration>,
     /// Work time inside a section, drawn from MIN..=MAX milliseconds.
     #[arg(long, default_value = "2..20")]
-    work_ms: String,
+    pub work_ms: String,
     /// Seed of the fault schedule and of the workers' choices (default: random).
     #[arg(long)]
-    seed: Option<u64>,
+    pub seed: Option<u64>,
     /// Where the logs go (default: a temporary directory, kept when a violation is found).
     #[arg(long)]
-    dir: Option<PathBuf>,
+    pub dir: Option<PathBuf>,
     /// Print the summary as JSON.
     #[arg(long)]
-    json: bool,
+    pub json: bool,
 }
 
 pub fn main() -> u8 {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(args) => runtime(true).and_then(|rt| rt.block_on(run(args))),
+        Command::Long(args) => runtime(true).and_then(|rt| rt.block_on(crate::long::long(args))),
         Command::Check { dir, json } => checker::check(&RunDir(dir)).map(|s| report(&s, json)),
         Command::Worker {
             dir,
@@ -152,6 +156,18 @@ fn parse_range(text: &str) -> Result<(u64, u64)> {
 }
 
 async fn run(args: RunArgs) -> Result<u8> {
+    let json = args.json;
+    let (summary, kept) = run_once(args).await?;
+    let code = report(&summary, json);
+    if let Some(dir) = kept {
+        eprintln!("cadenas-torture: logs kept in {}", dir.display());
+    }
+    Ok(code)
+}
+
+/// One run, checked: its summary, and the temporary directory kept when it found a
+/// violation.
+pub async fn run_once(args: RunArgs) -> Result<(Summary, Option<PathBuf>)> {
     if args.procs == 0 || args.keys == 0 {
         bail!("--procs and --keys must be at least 1");
     }
@@ -204,13 +220,10 @@ async fn run(args: RunArgs) -> Result<u8> {
         dir.0.join("summary.json"),
         serde_json::to_string_pretty(&summary)?,
     )?;
-    let code = report(&summary, args.json);
-    if let Some(t) = temp {
-        if summary.violations > 0 {
-            eprintln!("cadenas-torture: logs kept in {}", t.keep().display());
-        }
-    }
-    Ok(code)
+    let kept = temp
+        .filter(|_| summary.violations > 0)
+        .map(tempfile::TempDir::keep);
+    Ok((summary, kept))
 }
 
 async fn run_worker(dir: PathBuf, id: u32, seed: u64, iterations: Option<u64>) -> Result<u8> {
@@ -226,6 +239,10 @@ async fn run_worker(dir: PathBuf, id: u32, seed: u64, iterations: Option<u64>) -
         config: &config,
         dir: &dir,
         kill: None,
+        wall_offset_ms: std::env::var("CADENAS_TORTURE_WALL_OFFSET")
+            .ok()
+            .and_then(|v| v.parse().ok()),
+        partitionable: config.faults.iter().any(|f| f == "partition"),
     }
     .run(&locks)
     .await?;

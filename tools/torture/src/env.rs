@@ -146,21 +146,16 @@ impl StoreEnv {
 
     /// Puts a proxy in front of every host of `url` and returns the URL through them.
     async fn proxied(&mut self, url: &str) -> Result<String> {
-        let hosts = cadenas::url::StoreUrl::parse(url)?.hosts;
-        if hosts.is_empty() || hosts.iter().any(|h| !h.contains(':')) {
-            bail!(
-                "faults `drop` and `delay` need a network store with host:port in its URL, not {}",
-                self.describe
-            );
-        }
-        let (mut through, mut proxies) = (Vec::new(), Vec::new());
-        for host in &hosts {
-            let proxy = Proxy::start(host).await?;
-            through.push(proxy.addr.to_string());
-            proxies.push(proxy);
-        }
+        let (through, proxies) = proxy_hosts(url, std::net::Ipv4Addr::LOCALHOST)
+            .await
+            .with_context(|| format!("proxying {}", self.describe))?;
         self.proxies = Arc::new(proxies);
-        Ok(url.replacen(&hosts.join(","), &through.join(","), 1))
+        Ok(through)
+    }
+
+    /// The run's random tag (in table, namespace and interface names).
+    pub fn tag(&self) -> &str {
+        &self.tag
     }
 
     /// The name a worker's connections carry: its PostgreSQL `application_name` or its
@@ -219,6 +214,27 @@ impl StoreEnv {
         }
         Ok(())
     }
+}
+
+/// Puts a proxy listening on `bind` in front of every host of `url`; returns the URL through
+/// them and the proxies (which stop when dropped).
+pub async fn proxy_hosts(url: &str, bind: std::net::Ipv4Addr) -> Result<(String, Vec<Proxy>)> {
+    let hosts = cadenas::url::StoreUrl::parse(url)?.hosts;
+    if hosts.is_empty() || hosts.iter().any(|h| !h.contains(':')) {
+        bail!(
+            "faults `drop`, `delay` and `partition` need a network store with host:port in its URL"
+        );
+    }
+    let (mut through, mut proxies) = (Vec::new(), Vec::new());
+    for host in &hosts {
+        let proxy = Proxy::start_on(bind, host).await?;
+        through.push(proxy.addr.to_string());
+        proxies.push(proxy);
+    }
+    Ok((
+        url.replacen(&hosts.join(","), &through.join(","), 1),
+        proxies,
+    ))
 }
 
 /// The admin's URL: the store's own (not through a proxy) without query; `mariadb://`

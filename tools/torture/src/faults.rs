@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use anyhow::{bail, Result};
 
+use crate::netns::Netns;
 use crate::proxy::Proxy;
-use crate::record::{now_ns, Fault, StoreKind};
+use crate::record::{now_ns, Fault, RunDir, StoreKind};
 use crate::servers::{EtcdCluster, RedisServer};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -28,16 +29,26 @@ pub enum FaultKind {
     Drop,
     /// The proxy delays all traffic for a while.
     Delay,
+    /// A step of ±10 s of a holder's wall clock (libfaketime; workers also run 1.5× fast or
+    /// 0.5× slow); every worker's at once on stores whose clock is the clients' (SQLite,
+    /// DynamoDB). See `clock.rs`.
+    Clock,
+    /// A holder cut off from the store (its network namespace's link down) for 1.5 × ttl,
+    /// then healed, and kept in its section until then: it must have learnt `Lost`, and its
+    /// late write is refused by fence. See `netns.rs`.
+    Partition,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 6] = [
+    pub const ALL: [FaultKind; 8] = [
         FaultKind::Kill,
         FaultKind::Stop,
         FaultKind::Restart,
         FaultKind::Connkill,
         FaultKind::Drop,
         FaultKind::Delay,
+        FaultKind::Clock,
+        FaultKind::Partition,
     ];
 
     pub fn name(self) -> &'static str {
@@ -48,6 +59,8 @@ impl FaultKind {
             FaultKind::Connkill => "connkill",
             FaultKind::Drop => "drop",
             FaultKind::Delay => "delay",
+            FaultKind::Clock => "clock",
+            FaultKind::Partition => "partition",
         }
     }
 
@@ -59,7 +72,11 @@ impl FaultKind {
     pub fn targets_holder(self) -> bool {
         matches!(
             self,
-            FaultKind::Kill | FaultKind::Stop | FaultKind::Connkill
+            FaultKind::Kill
+                | FaultKind::Stop
+                | FaultKind::Connkill
+                | FaultKind::Clock
+                | FaultKind::Partition
         )
     }
 
@@ -70,9 +87,11 @@ impl FaultKind {
             FaultKind::Kill | FaultKind::Stop => true,
             FaultKind::Restart => matches!(store, Redis | Redlock | Etcd) && own_servers,
             FaultKind::Connkill => matches!(store, Postgres | Mysql),
-            FaultKind::Drop | FaultKind::Delay => {
+            FaultKind::Drop | FaultKind::Delay | FaultKind::Partition => {
                 matches!(store, Redis | Redlock | Postgres | Mysql | Etcd | Dynamodb)
             }
+            // Memory's holders are threads of the tool's own process: one clock for all.
+            FaultKind::Clock => store != Memory,
         }
     }
 }
@@ -92,15 +111,19 @@ pub fn parse(list: &str, store: StoreKind, own_servers: bool) -> Result<Vec<Faul
     let mut out = Vec::new();
     for name in list.split(',').map(str::trim) {
         let Some(kind) = FaultKind::ALL.into_iter().find(|f| f.name() == name) else {
-            bail!("unknown fault '{name}': use kill, stop, restart, connkill, drop, delay, all or none");
+            bail!("unknown fault '{name}': use kill, stop, restart, connkill, drop, delay, clock, partition, all or none");
         };
         if !kind.applies_to(store, own_servers) {
             bail!(
                 "fault '{name}' does not apply to the {store:?} store{}",
-                if kind == FaultKind::Restart {
-                    " (restart needs --store redis, redlock or etcd: servers the tool runs)"
-                } else {
-                    ""
+                match kind {
+                    FaultKind::Restart =>
+                        " (restart needs --store redis, redlock or etcd: servers the tool runs)",
+                    FaultKind::Clock =>
+                        " (memory's holders are threads of one process: they share one clock)",
+                    FaultKind::Partition =>
+                        " (partition cuts a worker's network: it needs a store reached over TCP)",
+                    _ => "",
                 }
             );
         }
@@ -169,6 +192,44 @@ pub async fn restart_member(
         t_start,
         t_end: now_ns(),
         detail: format!("etcd {role} on port {port} killed, down for {down:?}, restarted"),
+    })
+}
+
+/// Cuts worker `id` off while it holds a lease: asks it to stay in its section (its hold
+/// file), waits until it says it is there (its `.held` file: in this section or, if this one
+/// was past that point, its next), cuts its link for `time`, heals it, and lets it write.
+pub async fn partition(ns: &Netns, dir: &RunDir, id: u32, time: Duration) -> Result<Fault> {
+    let (hold, held) = (dir.hold(id), dir.held(id));
+    std::fs::write(&hold, b"")?;
+    let give_up = now_ns() + 5_000_000_000;
+    while !held.exists() && now_ns() < give_up {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let caught = held.exists();
+    let t_start = now_ns();
+    let cut = if caught { ns.cut() } else { Ok(()) };
+    if caught && cut.is_ok() {
+        tokio::time::sleep(time).await;
+    }
+    let healed = if caught { ns.heal() } else { Ok(()) };
+    let t_end = now_ns();
+    if caught {
+        // The healed holder may now try its late write.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = std::fs::remove_file(&held);
+    let _ = std::fs::remove_file(&hold);
+    cut.and(healed)?;
+    Ok(Fault {
+        kind: FaultKind::Partition.name().into(),
+        worker: Some(id),
+        t_start,
+        t_end,
+        detail: if caught {
+            format!("cut off from the store ({}) for {time:?}", ns.name)
+        } else {
+            "not cut: the worker did not reach its section in 5 s".into()
+        },
     })
 }
 

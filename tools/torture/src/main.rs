@@ -4,9 +4,12 @@
 
 mod checker;
 mod cli;
+mod clock;
 mod counter;
 mod env;
 mod faults;
+mod long;
+mod netns;
 mod orchestrator;
 mod proxy;
 mod record;

@@ -2,7 +2,6 @@
 //! and records how every worker ended.
 
 use std::collections::{BTreeMap, HashSet};
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,12 +14,17 @@ use rand::{Rng, SeedableRng};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
 use tokio::time::Instant;
 
+use crate::clock::{self, Spec};
 use crate::env::StoreEnv;
 use crate::faults::{self, FaultKind};
+use crate::netns::{self, Netns};
+use crate::proxy::Proxy;
 use crate::record::{
     last_record, now_ns, read_jsonl, Exit, ExitHow, Fault, Jsonl, Rec, RunConfig, RunDir, StoreKind,
 };
-use crate::worker::{self, Kill, Worker};
+use crate::worker::{self, Kill};
+
+mod spawn;
 
 /// How a worker's process or thread ended, before we know whether we killed it.
 enum RawExit {
@@ -49,6 +53,10 @@ struct Slot {
     budget: Option<u64>,
     control: Control,
     killed: bool,
+    /// Fault `partition`: the worker's namespace, and the proxies on its host side (both
+    /// removed when the slot is).
+    netns: Option<Arc<Netns>>,
+    _proxies: Vec<Proxy>,
 }
 
 pub struct Orchestrator {
@@ -69,6 +77,10 @@ pub struct Orchestrator {
     fault_log: Jsonl,
     exit_log: Jsonl,
     memory: Option<cadenas::Locks>,
+    /// Fault `clock`: libfaketime's preload library, and the host's wall clock minus `now_ns`.
+    faketime: Option<(std::path::PathBuf, i64)>,
+    /// Fault `partition`: the 10.X.0.0/16 of the workers' veth pairs.
+    subnet: Option<u8>,
 }
 
 impl Orchestrator {
@@ -80,7 +92,23 @@ impl Orchestrator {
         fault_every: Duration,
     ) -> Result<Orchestrator> {
         let (tx, rx) = unbounded_channel();
+        let faketime = if faults.contains(&FaultKind::Clock) {
+            if clock::host_clock(config.store) {
+                Spec::initial(config.store, 0).write(&dir.clock(None))?;
+            }
+            Some((clock::library()?, clock::wall_offset_ms()))
+        } else {
+            None
+        };
+        let subnet = if faults.contains(&FaultKind::Partition) {
+            netns::prepare()?;
+            Some(netns::pick_subnet()?)
+        } else {
+            None
+        };
         Ok(Orchestrator {
+            faketime,
+            subnet,
             rng: StdRng::seed_from_u64(config.seed),
             fault_log: Jsonl::append(&dir.faults())?,
             exit_log: Jsonl::append(&dir.exits())?,
@@ -139,6 +167,9 @@ impl Orchestrator {
         // Workers that have not finished this long after the deadline are hung.
         let hard = deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(1800))
             + Duration::from_secs(60).max(self.ttl() * 20);
+        // SIGTERM, like Ctrl-C, ends the run through its cleanup (namespaces, tables, servers).
+        let mut terminated =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         let mut next_fault = Instant::now() + self.fault_gap();
         let mut pending = None;
         while !self.slots.is_empty() || self.in_flight > 0 {
@@ -158,6 +189,7 @@ impl Orchestrator {
                     }
                 }
                 _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted"),
+                _ = terminated.recv() => anyhow::bail!("terminated (SIGTERM)"),
                 _ = tokio::time::sleep_until(hard) => {
                     self.end_hung()?;
                     break;
@@ -176,12 +208,15 @@ impl Orchestrator {
         let id = self.next_id;
         self.next_id += 1;
         let seed = self.config.seed ^ u64::from(id).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        let (pid, control) = match &self.memory {
-            Some(locks) => self.spawn_thread(id, seed, budget, locks.clone())?,
-            None => (
-                self.spawn_process(id, seed, budget).await?,
-                Control::Process,
-            ),
+        let (pid, control, netns, proxies) = match &self.memory {
+            Some(locks) => {
+                let (pid, control) = self.spawn_thread(id, seed, budget, locks.clone())?;
+                (pid, control, None, Vec::new())
+            }
+            None => {
+                let (pid, netns, proxies) = self.spawn_process(id, seed, budget).await?;
+                (pid, Control::Process, netns, proxies)
+            }
         };
         self.slots.insert(
             id,
@@ -190,94 +225,11 @@ impl Orchestrator {
                 budget,
                 control,
                 killed: false,
+                netns,
+                _proxies: proxies,
             },
         );
         Ok(())
-    }
-
-    async fn spawn_process(&mut self, id: u32, seed: u64, budget: Option<u64>) -> Result<u32> {
-        let url = self.env.worker_url(id).await?;
-        let exe = std::env::current_exe().context("finding our own binary")?;
-        let mut cmd = tokio::process::Command::new(exe);
-        cmd.arg("worker")
-            .arg("--dir")
-            .arg(&self.dir.0)
-            .arg("--id")
-            .arg(id.to_string())
-            .arg("--seed")
-            .arg(seed.to_string());
-        if let Some(b) = budget {
-            cmd.arg("--iterations").arg(b.to_string());
-        }
-        let err = std::fs::File::create(self.dir.worker_err(id))?;
-        cmd.env("CADENAS_TORTURE_URL", url)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(err)
-            .kill_on_drop(true);
-        let mut child = cmd.spawn().context("spawning a worker")?;
-        let pid = child.id().context("the worker has no pid")?;
-        let tx = self.tx.clone();
-        tokio::spawn(async move {
-            use std::os::unix::process::ExitStatusExt;
-            let raw = match child.wait().await {
-                Ok(s) if s.success() => RawExit::Success,
-                Ok(s) => match s.signal() {
-                    Some(sig) => RawExit::Signal(sig),
-                    None => RawExit::Other(format!("{s}")),
-                },
-                Err(e) => RawExit::Other(format!("wait failed: {e}")),
-            };
-            let _ = tx.send(Event::Exit(id, raw));
-        });
-        Ok(pid)
-    }
-
-    fn spawn_thread(
-        &self,
-        id: u32,
-        seed: u64,
-        budget: Option<u64>,
-        locks: cadenas::Locks,
-    ) -> Result<(u32, Control)> {
-        let kill = Arc::new(Kill::default());
-        let (pause, mut pauses) = unbounded_channel::<Duration>();
-        let (config, dir, tx, k) = (
-            self.config.clone(),
-            self.dir.clone(),
-            self.tx.clone(),
-            kill.clone(),
-        );
-        std::thread::Builder::new()
-            .name(format!("worker-{id}"))
-            .spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build();
-                let end = match rt {
-                    Ok(rt) => rt.block_on(async {
-                        // A pause blocks this runtime's only thread: the worker and its
-                        // watchdog stop together, as a stopped process's would.
-                        tokio::spawn(async move {
-                            while let Some(d) = pauses.recv().await {
-                                std::thread::sleep(d);
-                            }
-                        });
-                        let w = Worker {
-                            id,
-                            seed,
-                            iterations: budget,
-                            config: &config,
-                            dir: &dir,
-                            kill: Some(k),
-                        };
-                        w.run(&locks).await
-                    }),
-                    Err(e) => Err(e.into()),
-                };
-                let _ = tx.send(Event::Exit(id, RawExit::Thread(end)));
-            })?;
-        Ok((0, Control::Thread { kill, pause }))
     }
 
     async fn handle(&mut self, ev: Event, finishing: bool) -> Result<()> {
@@ -429,6 +381,38 @@ impl Orchestrator {
                 let n = admin.lock().await.kill_connections(&name).await?;
                 let f = record(format!("{n} connection(s) of {name} killed"));
                 self.fault_log.write(&f)?;
+            }
+            (FaultKind::Clock, Some(id)) => {
+                let host = clock::host_clock(self.config.store);
+                let file = self.dir.clock((!host).then_some(id));
+                let now = Spec::read(&file).unwrap_or(Spec::initial(self.config.store, id));
+                let next = now.stepped(self.rng.random_bool(0.5));
+                next.write(&file)?;
+                let whose = if host {
+                    "every worker's".to_owned()
+                } else {
+                    format!("worker {id}'s")
+                };
+                let f = record(format!(
+                    "{whose} wall clock stepped from {} to {}",
+                    now.text(),
+                    next.text()
+                ));
+                self.fault_log.write(&f)?;
+            }
+            (FaultKind::Partition, Some(id)) => {
+                let ns = self.slots[&id]
+                    .netns
+                    .clone()
+                    .context("a partitioned worker runs in a namespace")?;
+                self.stopped.insert(id);
+                self.in_flight += 1;
+                let (dir, tx) = (self.dir.clone(), self.tx.clone());
+                tokio::spawn(async move {
+                    let fault = faults::partition(&ns, &dir, id, faults::stop_time(ttl)).await;
+                    let _ = tx.send(Event::Resumed(id));
+                    let _ = tx.send(Event::FaultDone(fault, kind));
+                });
             }
             (FaultKind::Drop, _) => {
                 let f = faults::drop_connections(&self.env.proxies);

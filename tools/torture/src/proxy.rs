@@ -19,7 +19,8 @@ struct Shared {
     conns: Mutex<Vec<AbortHandle>>,
 }
 
-/// One proxy: listens on 127.0.0.1, forwards to `upstream`.
+/// One proxy: listens on 127.0.0.1 (or the host side of a worker's veth pair), forwards to
+/// `upstream`.
 #[derive(Debug)]
 pub struct Proxy {
     pub addr: SocketAddr,
@@ -28,10 +29,11 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    pub async fn start(upstream: &str) -> Result<Proxy> {
-        let listener = TcpListener::bind("127.0.0.1:0")
+    /// A proxy listening on `bind` (a free port).
+    pub async fn start_on(bind: std::net::Ipv4Addr, upstream: &str) -> Result<Proxy> {
+        let listener = TcpListener::bind((bind, 0))
             .await
-            .context("binding the proxy")?;
+            .with_context(|| format!("binding a proxy on {bind}"))?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared::default());
         let upstream = upstream.to_owned();

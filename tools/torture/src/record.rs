@@ -5,6 +5,9 @@
 //! DIR/workers/wNNN.jsonl  one worker's log: Start, Begin/End per section, Finish
 //! DIR/workers/wNNN.err    its stderr (process workers)
 //! DIR/counters/KEY.journal the fenced counter of one key (see counter.rs)
+//! DIR/clocks/wNNN.faketime a worker's fake wall clock (fault `clock`; `host.faketime`: all's)
+//! DIR/holds/wNNN          exists while a partitioned worker must stay in its section
+//! DIR/holds/wNNN.held     the worker's answer: it is waiting in its section
 //! DIR/faults.jsonl        the faults the orchestrator injected
 //! DIR/exits.jsonl         how each worker ended
 //! DIR/summary.json        the checker's summary
@@ -122,6 +125,9 @@ pub enum Rec {
         t_start: u64,
         /// After it returned.
         t_acq: u64,
+        /// How far the worker's wall clock was from the host's (fault `clock`), in ms.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        skew_ms: Option<i64>,
     },
     /// The section is over: written after `release` returned.
     End {
@@ -180,7 +186,7 @@ pub struct RunDir(pub PathBuf);
 
 impl RunDir {
     pub fn create(dir: &Path) -> Result<RunDir> {
-        for sub in ["workers", "counters"] {
+        for sub in ["workers", "counters", "clocks", "holds"] {
             std::fs::create_dir_all(dir.join(sub))
                 .with_context(|| format!("creating {}", dir.join(sub).display()))?;
         }
@@ -198,6 +204,18 @@ impl RunDir {
     }
     pub fn counter(&self, key: &str) -> PathBuf {
         self.0.join("counters").join(format!("{key}.journal"))
+    }
+    /// A worker's libfaketime file (`None`: the one every worker shares).
+    pub fn clock(&self, id: Option<u32>) -> PathBuf {
+        let name = id.map_or("host".to_owned(), |id| format!("w{id:03}"));
+        self.0.join("clocks").join(format!("{name}.faketime"))
+    }
+    pub fn hold(&self, id: u32) -> PathBuf {
+        self.0.join("holds").join(format!("w{id:03}"))
+    }
+    /// Written by a worker once it waits on its hold file, in its section.
+    pub fn held(&self, id: u32) -> PathBuf {
+        self.0.join("holds").join(format!("w{id:03}.held"))
     }
     pub fn faults(&self) -> PathBuf {
         self.0.join("faults.jsonl")

@@ -22,6 +22,9 @@ use crate::record::{now_ns, Jsonl, Outcome, Rec, Release, RunConfig, RunDir};
 /// How long one `acquire` may wait when the run has no deadline.
 const ACQUIRE_WAIT: Duration = Duration::from_secs(60);
 
+/// The longest a partitioned worker stays in its section waiting to be healed.
+const HOLD_MAX: Duration = Duration::from_secs(60);
+
 /// A kill switch for thread workers (process workers get SIGKILL instead).
 #[derive(Debug, Default)]
 pub struct Kill {
@@ -55,6 +58,10 @@ pub struct Worker<'a> {
     pub config: &'a RunConfig,
     pub dir: &'a RunDir,
     pub kill: Option<Arc<Kill>>,
+    /// The host's wall clock minus `now_ns` (fault `clock`: the worker logs its skew).
+    pub wall_offset_ms: Option<i64>,
+    /// Whether the run has `partition` faults (which hold a worker in its section).
+    pub partitionable: bool,
 }
 
 /// Connects to `url` with the run's settings, retrying while the store is down (a worker
@@ -130,6 +137,7 @@ impl Worker<'_> {
                 fence: guard.fence(),
                 t_start,
                 t_acq: now_ns(),
+                skew_ms: self.wall_offset_ms.map(crate::clock::wall_skew_ms),
             })?;
             let counter = match counters.get(key) {
                 Some(c) => c.clone(),
@@ -196,6 +204,16 @@ impl Worker<'_> {
                 _ = kill.notify.notified() => return Ok(None),
             },
             None => tokio::time::sleep(work).await,
+        }
+        if self.partitionable {
+            // Cut off by a `partition`: stay in the section until healed, then write late.
+            let give_up = now_ns() + HOLD_MAX.as_nanos() as u64;
+            if self.dir.hold(self.id).exists() {
+                std::fs::write(self.dir.held(self.id), b"")?;
+            }
+            while self.dir.hold(self.id).exists() && now_ns() < give_up {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
         }
         let (expired, lost) = expiry(guard);
         if fence.is_none() {

@@ -2,6 +2,11 @@
 //! every fault kind the store takes injected at least once. The long run's command is in the
 //! README ("Torture").
 //!
+//! The clock and partition faults have short runs of their own (`clock_*`, `partition_*`):
+//! clock faults run every worker under libfaketime (Debian's `faketime`), partitions put
+//! every worker in a network namespace of its own and need root and iproute2; without them
+//! those tests fail with the tool's message saying what is missing.
+//!
 //! The servers are real: Redis and Redlock run the tool's own `redis-server`s, etcd three
 //! `etcd` members of its own, DynamoDB the tool's own `dynalite`; PostgreSQL and MariaDB are
 //! the local ones (127.0.0.1:5432 user `postgres`, 127.0.0.1:3306 user `root`, database
@@ -11,14 +16,20 @@ use std::process::Command;
 
 use serde_json::Value;
 
-/// Runs `cadenas-torture run` for a few seconds (6: the shuffled fault deck of five kinds,
-/// with a stop lasting 1.5 ttl, gets through a round even on a loaded machine) and checks
-/// its JSON summary.
+/// Runs `cadenas-torture run` for a few seconds (6: the shuffled fault deck of up to seven
+/// kinds, with a stop or a partition lasting 1.5 ttl, gets through a round even on a loaded
+/// machine) and checks its JSON summary.
 fn torture(store: &str, expected_faults: &[&str]) {
+    torture_with(store, "all", &[], expected_faults);
+}
+
+/// `torture` with the faults `faults` and more arguments; returns the summary.
+fn torture_with(store: &str, faults: &str, extra: &[&str], expected_faults: &[&str]) -> Value {
     let dir = tempfile::tempdir().unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_cadenas-torture"))
         .args(["run", "--store", store, "--procs", "4", "--duration", "6s"])
-        .args(["--ttl", "1s", "--fault-every", "400ms", "--faults", "all"])
+        .args(["--ttl", "1s", "--fault-every", "400ms", "--faults", faults])
+        .args(extra)
         .arg("--json")
         .arg("--dir")
         .arg(dir.path())
@@ -48,6 +59,57 @@ fn torture(store: &str, expected_faults: &[&str]) {
             "fault {kind} was never injected:\n{context}"
         );
     }
+    summary
+}
+
+fn field(summary: &Value, name: &str) -> u64 {
+    summary[name]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{name} missing: {summary}"))
+}
+
+/// Workers' wall clocks run fast (1.5×), slow (0.5×) and step ±10 s while holders are
+/// killed. `server_clock`: the store's clock decides expiry, so no live holder may lose a
+/// lease (the checker counts any as a violation, as it does a killed holder's lease that
+/// outlives its ttl); the test also checks here that none was refused or released late.
+fn clock(store: &str, server_clock: bool) {
+    let summary = torture_with(store, "clock,kill", &[], &["clock", "kill"]);
+    assert!(
+        field(&summary, "max_clock_skew_ms") >= 9_000,
+        "no worker's clock was ever stepped 10 s: {summary}"
+    );
+    if server_clock {
+        for name in [
+            "rejected_register",
+            "rejected_commit",
+            "releases_not_owned",
+            "lost_at_commit",
+        ] {
+            assert_eq!(field(&summary, name), 0, "{name}: {summary}");
+        }
+    }
+}
+
+/// A holder cut off from the store for 1.5 ttl, kept in its section (one key, so the
+/// others take it once its lease is gone) must learn `Lost`, and its late write is refused.
+/// Longer work (20..60 ms) so that the cut finds a holder before its write most times.
+fn partition(store: &str) {
+    let summary = torture_with(
+        store,
+        "partition,kill",
+        &["--keys", "1", "--work-ms", "20..60"],
+        &["partition"],
+    );
+    let held = field(&summary, "partitioned_holders");
+    assert!(
+        held > 0,
+        "no partition caught a holder in its section: {summary}"
+    );
+    assert_eq!(field(&summary, "partitioned_lost"), held, "{summary}");
+    assert!(
+        field(&summary, "partitioned_refused") > 0,
+        "no late write of a partitioned holder was refused by fence: {summary}"
+    );
 }
 
 #[test]
@@ -89,4 +151,33 @@ fn mysql() {
 fn dynamodb() {
     // The tool's own dynalite.
     torture("dynamodb", &["kill", "stop", "drop", "delay"]);
+}
+
+#[test]
+fn clock_sqlite() {
+    // SQLite's "now" is the host's clock: every worker's clock steps together.
+    clock("sqlite", false);
+}
+
+#[test]
+fn clock_redis() {
+    clock("redis", true);
+}
+
+#[test]
+fn clock_postgres() {
+    clock("postgres", true);
+}
+
+// Memory has no partition: its holders are threads of the tool's process, with no network
+// between them and the store; SQLite neither (a file).
+
+#[test]
+fn partition_redis() {
+    partition("redis");
+}
+
+#[test]
+fn partition_postgres() {
+    partition("postgres");
 }

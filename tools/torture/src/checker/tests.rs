@@ -23,6 +23,8 @@ struct S {
     rel: u64,
     outcome: Outcome,
     release: Release,
+    /// Whether the guard said lost at commit.
+    lost: bool,
 }
 
 fn accepted(worker: u32, seq: u64, owner: &'static str, fence: u64, acq: u64, rel: u64) -> S {
@@ -36,6 +38,7 @@ fn accepted(worker: u32, seq: u64, owner: &'static str, fence: u64, acq: u64, re
         rel,
         outcome: Outcome::Accepted,
         release: Release::Ok,
+        lost: false,
     }
 }
 
@@ -43,10 +46,14 @@ const MS: u64 = 1_000_000;
 
 impl Run {
     fn new(faults: &[&str]) -> Run {
+        Self::on(StoreKind::Sqlite, faults)
+    }
+
+    fn on(store: StoreKind, faults: &[&str]) -> Run {
         let temp = tempfile::tempdir().unwrap();
         let dir = RunDir::create(temp.path()).unwrap();
         dir.write_config(&RunConfig {
-            store: StoreKind::Sqlite,
+            store,
             describe: "sqlite://test".into(),
             keys: vec!["k".into()],
             ttl_ms: 1000,
@@ -88,12 +95,13 @@ impl Run {
             fence: Some(s.fence),
             t_start: s.start,
             t_acq: s.acq * MS,
+            skew_ms: None,
         })
         .unwrap();
         log.write(&Rec::End {
             seq: s.seq,
             outcome: s.outcome,
-            lost_at_commit: false,
+            lost_at_commit: s.lost,
             expired_at_commit: false,
             t_rel: s.rel * MS,
             release: s.release,
@@ -133,11 +141,15 @@ impl Run {
     }
 
     fn fault(&self, kind: &str, from: u64, to: u64) {
+        self.fault_on(kind, None, from, to);
+    }
+
+    fn fault_on(&self, kind: &str, worker: Option<u32>, from: u64, to: u64) {
         Jsonl::append(&self.dir.faults())
             .unwrap()
             .write(&Fault {
                 kind: kind.into(),
-                worker: None,
+                worker,
                 t_start: from * MS,
                 t_end: to * MS,
                 detail: String::new(),
@@ -303,6 +315,7 @@ fn workers_must_finish_or_be_killed_by_us() {
         fence: Some(1),
         t_start: 1,
         t_acq: 2,
+        skew_ms: None,
     })
     .unwrap();
     run.log(2);
@@ -339,4 +352,58 @@ fn workers_must_finish_or_be_killed_by_us() {
         s.violation_list
     );
     assert_eq!(s.violations, 3, "{:?}", s.violation_list);
+}
+
+#[test]
+fn a_partitioned_holder_must_learn_lost() {
+    for lost in [false, true] {
+        let mut run = Run::on(StoreKind::Redis, &["partition"]);
+        // Worker 1 holds from 1 ms, cut off from 10 ms to 1710 ms (ttl 1 s), writes late.
+        let mut a = accepted(1, 1, "a", 10, 1, 1800);
+        a.outcome = Outcome::RejectedCommit { highest: Some(11) };
+        a.release = Release::NotOwned;
+        a.lost = lost;
+        run.section(a);
+        run.section(accepted(2, 1, "b", 11, 1100, 1200));
+        run.count(&[
+            ("a", Some(10), false),
+            ("b", Some(11), false),
+            ("b", Some(11), true),
+        ]);
+        run.fault_on("partition", Some(1), 10, 1710);
+        run.finish(&[(1, ExitHow::Finished), (2, ExitHow::Finished)]);
+        let s = run.check();
+        assert_eq!(s.partitioned_holders, 1);
+        assert_eq!(s.partitioned_refused, 1);
+        if lost {
+            assert_eq!(s.violations, 0, "{:?}", s.violation_list);
+        } else {
+            assert!(has(&s, "cut off from the store"), "{:?}", s.violation_list);
+        }
+    }
+}
+
+#[test]
+fn clocks_alone_must_not_take_a_lease_where_the_server_decides() {
+    for store in [StoreKind::Redis, StoreKind::Sqlite] {
+        let mut run = Run::on(store, &["clock", "kill"]);
+        let mut a = accepted(1, 1, "a", 10, 1, 5);
+        a.release = Release::NotOwned;
+        a.lost = true;
+        run.section(a);
+        run.count(&[("a", Some(10), false), ("a", Some(10), true)]);
+        run.fault_on("clock", Some(1), 2, 2);
+        run.finish(&[(1, ExitHow::Finished)]);
+        let s = run.check();
+        if store == StoreKind::Redis {
+            assert!(
+                has(&s, "no fault of this run can take one"),
+                "{:?}",
+                s.violation_list
+            );
+        } else {
+            // SQLite's clock is the clients': a stepped clock can expire a lease early.
+            assert_eq!(s.violations, 0, "{:?}", s.violation_list);
+        }
+    }
 }
