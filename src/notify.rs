@@ -12,7 +12,8 @@
 //! an error, or its subscription dropped before it used the wake-up) passes the wake-up on to
 //! the next in the queue, so no waiter sleeps through a free lock. A waiter's place in the
 //! queue ([`Subscription::ahead`]) lets the lock layer leave the fall-back polling to the
-//! first waiter.
+//! first waiter. An observer's subscription ([`Subscription::observe`]) is woken by every
+//! release and takes no waiter's turn: it is not counted in the queue.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -48,6 +49,9 @@ struct Waiting {
     /// A wake-up was given and not taken yet. Changed under the slots' mutex, except when
     /// the waiter takes the wake-up.
     woken: AtomicBool,
+    /// An observer's: woken by every release, never a waiter's turn. Changed under the
+    /// slots' mutex.
+    observer: AtomicBool,
 }
 
 impl Waiting {
@@ -59,14 +63,24 @@ impl Waiting {
     fn is_woken(&self) -> bool {
         self.woken.load(Ordering::Acquire)
     }
+
+    fn is_observer(&self) -> bool {
+        self.observer.load(Ordering::Acquire)
+    }
 }
 
 impl Slot {
-    /// Wakes the first waiter, unless it has an unused wake-up already.
+    /// Wakes the first waiter, unless it has an unused wake-up already, and every observer.
     fn wake_first(&self) {
-        if let Some(first) = self.queue.front() {
-            if !first.is_woken() {
-                first.wake();
+        let mut first = true;
+        for w in &self.queue {
+            if w.is_observer() {
+                w.wake();
+            } else if first {
+                first = false;
+                if !w.is_woken() {
+                    w.wake();
+                }
             }
         }
     }
@@ -76,7 +90,7 @@ impl Slot {
         if let Some(w) = self
             .queue
             .iter()
-            .find(|w| w.ticket != from && !w.is_woken())
+            .find(|w| w.ticket != from && !w.is_woken() && !w.is_observer())
         {
             w.wake();
         }
@@ -84,6 +98,15 @@ impl Slot {
 
     fn position(&self, ticket: u64) -> Result<usize, usize> {
         self.queue.binary_search_by_key(&ticket, |w| w.ticket)
+    }
+
+    /// How many waiters (not observers) came before `ticket`.
+    fn waiters_before(&self, ticket: u64) -> usize {
+        self.queue
+            .iter()
+            .take_while(|w| w.ticket < ticket)
+            .filter(|w| !w.is_observer())
+            .count()
     }
 }
 
@@ -132,6 +155,7 @@ impl ReleaseNotifier {
                 ticket: slot.next_ticket,
                 notify: Notify::new(),
                 woken: AtomicBool::new(false),
+                observer: AtomicBool::new(false),
             });
             slot.next_ticket += 1;
             slot.queue.push_back(waiting.clone());
@@ -163,6 +187,9 @@ impl ReleaseWait for Waiter {
     }
 
     fn pass_on(&mut self) {
+        if self.waiting.is_observer() {
+            return; // an observer's wake-up was extra: nobody's turn to hand on
+        }
         if let Some(slot) = self.notifier.slots().get(&self.key) {
             slot.pass_from(self.waiting.ticket);
         }
@@ -172,8 +199,18 @@ impl ReleaseWait for Waiter {
         self.notifier
             .slots()
             .get(&self.key)
-            .and_then(|slot| slot.position(self.waiting.ticket).ok())
-            .unwrap_or(0)
+            .map_or(0, |slot| slot.waiters_before(self.waiting.ticket))
+    }
+
+    fn observe(&mut self) {
+        let slots = self.notifier.slots();
+        self.waiting.observer.store(true, Ordering::Release);
+        if let Some(slot) = slots.get(&self.key) {
+            if self.waiting.is_woken() {
+                // A wake-up it got as a waiter is a waiter's: the next one's now.
+                slot.pass_from(self.waiting.ticket);
+            }
+        }
     }
 }
 
@@ -184,7 +221,7 @@ impl Drop for Waiter {
             if let Ok(i) = slot.position(self.waiting.ticket) {
                 slot.queue.remove(i);
             }
-            if self.waiting.is_woken() {
+            if self.waiting.is_woken() && !self.waiting.is_observer() {
                 // A wake-up we never used: the next waiter's now.
                 slot.pass_from(self.waiting.ticket);
             }
@@ -275,6 +312,39 @@ mod tests {
             .expect("the wake-up moved on");
         assert_eq!((second.ahead(), third.ahead()), (0, 1));
         assert!(tokio::time::timeout(quick, third.released()).await.is_err());
+    }
+
+    /// Observers (an election's) subscribed before a waiter must not take its turn: each
+    /// release wakes the waiter, and every observer too.
+    #[tokio::test(flavor = "current_thread")]
+    async fn observers_see_every_release_and_take_no_waiters_turn() {
+        let n = ReleaseNotifier::new();
+        let mut observers = [n.subscribe("k"), n.subscribe("k")];
+        for o in &mut observers {
+            o.observe();
+        }
+        let mut waiter = n.subscribe("k");
+        assert_eq!(waiter.ahead(), 0, "observers are not ahead of a waiter");
+        let soon = Duration::from_secs(5);
+        for _ in 0..3 {
+            n.notify("k");
+            tokio::time::timeout(soon, waiter.released())
+                .await
+                .expect("the release wakes the waiter behind the observers");
+            for o in &mut observers {
+                tokio::time::timeout(soon, o.released())
+                    .await
+                    .expect("and every observer");
+            }
+        }
+        // An observer handing a wake-up on gives a waiter nothing it did not have.
+        observers[0].pass_on();
+        drop(observers);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(20), waiter.released())
+                .await
+                .is_err()
+        );
     }
 
     #[tokio::test]

@@ -225,6 +225,13 @@ pub trait ReleaseWait: Send {
     fn ahead(&self) -> usize {
         0
     }
+
+    /// Makes this subscription an observer's: it is woken by every release of the key, and
+    /// never takes a waiter's turn (a release still wakes the first waiter too, and this
+    /// subscription is not counted in anyone's [`ahead`](ReleaseWait::ahead)). For those
+    /// who watch a key without trying to take it, such as an election's observers. The
+    /// default does nothing (every waiter is woken anyway).
+    fn observe(&mut self) {}
 }
 
 /// A subscription to releases of one key, taken *before* the first try so that a release
@@ -254,6 +261,11 @@ impl Subscription {
     /// How many waiters of this process are ahead of this one (see [`ReleaseWait::ahead`]).
     pub fn ahead(&self) -> usize {
         self.0.ahead()
+    }
+
+    /// Turns this into an observer's subscription (see [`ReleaseWait::observe`]).
+    pub fn observe(&mut self) {
+        self.0.observe()
     }
 }
 

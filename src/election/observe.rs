@@ -69,8 +69,6 @@ pub struct Observer {
     reported: Option<Option<Leader>>,
     /// The highest term reported.
     highest: Option<u64>,
-    /// Whether the last release notification was handed on (see `wait`).
-    passed_on: bool,
     /// The next quick look while a successor is likely being elected.
     settle: Option<Duration>,
     /// Whether the last call failed with a store error: the next one waits a poll interval
@@ -86,7 +84,6 @@ impl Observer {
             subscribed: false,
             reported: None,
             highest: None,
-            passed_on: false,
             settle: None,
             failed: false,
         }
@@ -122,6 +119,10 @@ impl Observer {
                     .subscribe(&lock.stored)
                     .await
                     .map_err(|e| lock.store_error("subscribe", e))?;
+                // Woken by every release, without taking a campaigning candidate's turn.
+                if let Some(sub) = self.subscription.as_mut() {
+                    sub.observe();
+                }
             }
             self.subscribed = true;
         }
@@ -198,16 +199,6 @@ impl Observer {
             return;
         }
         self.settle = Some(SETTLE);
-        // Stores wake one waiter of a key per release, and a candidate campaigning in this
-        // process waits on the same key: the observer hands every other wake-up on, so that
-        // a candidate is not left to its poll interval. Not every one: a wake-up handed on
-        // with no one else waiting comes straight back to the observer, which then keeps it.
-        if self.passed_on {
-            self.passed_on = false;
-        } else {
-            sub.pass_on();
-            self.passed_on = true;
-        }
     }
 
     /// The observer as a [`Stream`] of [`next`](Observer::next)'s answers, for stream

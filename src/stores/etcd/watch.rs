@@ -89,6 +89,14 @@ impl ReleaseWait for Wait {
     fn pass_on(&mut self) {
         self.inner.pass_on()
     }
+
+    fn ahead(&self) -> usize {
+        self.inner.ahead()
+    }
+
+    fn observe(&mut self) {
+        self.inner.observe()
+    }
 }
 
 impl Watches {
