@@ -128,6 +128,7 @@ pub mod keys;
 mod pubsub;
 mod scan;
 mod scripts;
+mod sentinel;
 mod take_over;
 
 use std::sync::Arc;
@@ -138,7 +139,7 @@ use redis::{FromRedisValue, Value};
 
 #[cfg(feature = "redlock")]
 pub(crate) use self::conn::OPTIONS;
-use self::conn::{bad_reply, op_error, wrong_type, Conn, Settings};
+use self::conn::{bad_reply, op_error, wrong_type, Conn, Settings, Target};
 use self::pubsub::Subscriber;
 use crate::error::{Error, Result};
 use crate::notify::ReleaseNotifier;
@@ -164,8 +165,9 @@ pub struct RedisStore {
     cluster: bool,
     notifier: Arc<ReleaseNotifier>,
     subscriber: Subscriber,
-    /// The node, or a seed node of a Cluster: a template for the expiry feed's connections.
-    seed: redis::Client,
+    /// The node, a seed node of a Cluster (a template for the expiry feed's connections to
+    /// its masters), or a Sentinel service's primary.
+    seed: Target,
     /// `expired` events, from the first sweep of an expiry watcher on.
     expiry: tokio::sync::OnceCell<expiry::ExpiryFeed>,
     /// Prefix → the feed generation at which it was last scanned.
@@ -174,6 +176,9 @@ pub struct RedisStore {
     records: bool,
     /// Acquires count fences (not on a Redlock node: Redlock has none).
     fences: bool,
+    /// Every fence is at least the server's time in microseconds (Sentinel: a promoted
+    /// replica's counter may lag; see "Sentinel" above).
+    time_fences: bool,
     /// The server takes `SET … NX GET` (Redis ≥ 7.0): the native acquire path.
     native: std::sync::atomic::AtomicBool,
 }
@@ -219,6 +224,7 @@ impl RedisStore {
         Self::open(Settings {
             describe,
             nodes: vec![client],
+            sentinel: None,
             cluster: false,
             tls: None,
             connect_timeout: Duration::from_secs(5),
@@ -234,8 +240,17 @@ impl RedisStore {
             .await
             .map_err(|source| Error::store(&settings.describe, "connect", None, source))?;
         let notifier = ReleaseNotifier::new();
-        let seed = settings.nodes[0].clone();
-        let subscriber = Subscriber::start(settings.nodes, notifier.clone());
+        let targets = match &conn {
+            Conn::Sentinel(primary) => vec![Target::Primary(primary.clone())],
+            _ => settings
+                .nodes
+                .into_iter()
+                .map(|n| Target::Node(Box::new(n)))
+                .collect(),
+        };
+        let seed = targets[0].clone();
+        let time_fences = matches!(conn, Conn::Sentinel(_));
+        let subscriber = Subscriber::start(targets, notifier.clone());
         Ok(RedisStore {
             conn,
             describe: settings.describe,
@@ -245,8 +260,10 @@ impl RedisStore {
             seed,
             expiry: tokio::sync::OnceCell::new(),
             scanned: Default::default(),
-            records: settings.records,
+            // Sentinel's acquires are scripts that write the record anyway.
+            records: settings.records || time_fences,
             fences: true,
+            time_fences,
             native: true.into(),
         })
     }
@@ -257,17 +274,17 @@ impl RedisStore {
     #[cfg(feature = "redlock")]
     pub(crate) async fn lazy_node(url: &str, notifier: Arc<ReleaseNotifier>) -> Result<RedisStore> {
         let settings = Settings::parse(url)?;
-        if settings.cluster {
+        if settings.cluster || settings.sentinel.is_some() {
             return Err(Error::config(format!(
-                "{}: a Redlock node is a single Redis master, not a Cluster",
+                "{}: a Redlock node is a single Redis master, not a Cluster or Sentinel service",
                 settings.describe
             )));
         }
         let conn = settings
             .connect_lazy()
             .map_err(|source| Error::store(&settings.describe, "connect", None, source))?;
-        let seed = settings.nodes[0].clone();
-        let subscriber = Subscriber::start(settings.nodes, notifier.clone());
+        let seed = Target::Node(Box::new(settings.nodes[0].clone()));
+        let subscriber = Subscriber::start(vec![seed.clone()], notifier.clone());
         Ok(RedisStore {
             conn,
             describe: settings.describe,
@@ -279,6 +296,7 @@ impl RedisStore {
             scanned: Default::default(),
             records: false,
             fences: false,
+            time_fences: false,
             native: true.into(),
         })
     }
@@ -344,16 +362,15 @@ impl RedisStore {
 
     /// The nodes whose keyspace events the expiry watcher listens to: the node, or every
     /// master of a Cluster (as `CLUSTER SLOTS` lists them when the watcher starts).
-    async fn event_nodes(&self) -> std::result::Result<Vec<redis::Client>, StoreError> {
-        let Conn::Cluster(c) = &self.conn else {
+    async fn event_nodes(&self) -> std::result::Result<Vec<Target>, StoreError> {
+        let (Conn::Cluster(c), Target::Node(seed)) = (&self.conn, &self.seed) else {
             return Ok(vec![self.seed.clone()]);
         };
         let mut nodes = Vec::new();
         for master in scan::masters(&mut c.clone()).await? {
-            nodes.push(
-                conn::client_at(&self.seed, &master.host, master.port)
-                    .map_err(|e| op_error(None, e))?,
-            );
+            let client =
+                conn::client_at(seed, &master.host, master.port).map_err(|e| op_error(None, e))?;
+            nodes.push(Target::Node(Box::new(client)));
         }
         Ok(nodes)
     }
@@ -393,9 +410,10 @@ impl Store for RedisStore {
     }
 
     fn kind(&self) -> &'static str {
-        match self.cluster {
-            true => crate::scheme::REDIS_CLUSTER.kind,
-            false => crate::scheme::REDIS.kind,
+        match &self.conn {
+            Conn::Cluster(_) => crate::scheme::REDIS_CLUSTER.kind,
+            Conn::Sentinel(_) => crate::scheme::REDIS_SENTINEL.kind,
+            Conn::Single(_) => crate::scheme::REDIS.kind,
         }
     }
 
