@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cadenas::{Error, Locks, Retry};
+use cadenas_test_support::redis::cli_with_password;
 use cadenas_test_support::redis_sentinel::{SentinelTopology, SERVICE};
 use tokio::time::Instant;
 
@@ -247,15 +248,7 @@ async fn a_failover_keeps_fences_increasing_and_tells_vanished_holders() {
     // Cut the replicas off: the primary wants a password, and their links are dropped.
     topology.node_cli(0, &["CONFIG", "SET", "requirepass", "cut-off"]);
     let primary_port = topology.nodes[0].port;
-    let cut = |args: &[&str]| {
-        let out = std::process::Command::new("redis-cli")
-            .args(["-p", &primary_port.to_string()])
-            .env("REDISCLI_AUTH", "cut-off")
-            .args(args)
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+    let cut = |args: &[&str]| cli_with_password(primary_port, Some("cut-off"), args);
     cut(&["CLIENT", "KILL", "TYPE", "replica"]);
     wait_until(
         "the replicas are cut off",

@@ -452,10 +452,17 @@ impl RedisCluster {
 
 /// Runs `redis-cli -p PORT ARGS…` and returns its output.
 pub fn cli(port: u16, args: &[&str]) -> String {
-    let out = Command::new("redis-cli")
-        .args(["-p", &port.to_string()])
-        .args(args)
-        .output()
-        .expect("run redis-cli");
+    cli_with_password(port, None, args)
+}
+
+/// [`cli`] authenticated with `password` (passed in the environment, never on the command
+/// line).
+pub fn cli_with_password(port: u16, password: Option<&str>, args: &[&str]) -> String {
+    let mut cmd = Command::new("redis-cli");
+    cmd.args(["-p", &port.to_string()]);
+    if let Some(pw) = password {
+        cmd.env("REDISCLI_AUTH", pw);
+    }
+    let out = cmd.args(args).output().expect("run redis-cli");
     String::from_utf8_lossy(&out.stdout).into_owned()
 }

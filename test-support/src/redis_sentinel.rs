@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::redis::RedisServer;
+use crate::redis::{cli_with_password as cli, RedisServer};
 
 /// How long the sentinels take to see each other and the replicas, at most.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -205,14 +205,4 @@ impl SentinelTopology {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
-}
-
-fn cli(port: u16, password: Option<&str>, args: &[&str]) -> String {
-    let mut cmd = std::process::Command::new("redis-cli");
-    cmd.args(["-p", &port.to_string()]);
-    if let Some(pw) = password {
-        cmd.env("REDISCLI_AUTH", pw);
-    }
-    let out = cmd.args(args).output().expect("run redis-cli");
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }

@@ -21,8 +21,15 @@ async fn topology() -> SentinelTopology {
     .unwrap()
 }
 
-fn sentinel_of(t: &SentinelTopology) -> String {
-    format!("127.0.0.1:{}", t.sentinels[0].port)
+/// Opens `service` on a fresh [`topology`] with these passwords (the data nodes', the
+/// sentinel's).
+async fn connect_to(service: &str, password: &str, sentinel_password: &str) -> Got {
+    let t = topology().await;
+    let url = format!(
+        "redis+sentinel://:{password}@127.0.0.1:{}/{service}?sentinel_password={sentinel_password}",
+        t.sentinels[0].port
+    );
+    api(Locks::connect(&url).await)
 }
 
 pub fn cases() -> Vec<Case> {
@@ -58,42 +65,21 @@ pub fn cases() -> Vec<Case> {
             Store(StoreErrorKind::Unavailable),
             &["check the service name"],
             Nothing,
-            |_| async move {
-                let t = topology().await;
-                let url = format!(
-                    "redis+sentinel://:{REDIS_PASSWORD}@{}/no-such-service?sentinel_password={REDIS_PASSWORD}",
-                    sentinel_of(&t)
-                );
-                api(Locks::connect(&url).await)
-            },
+            |_| connect_to("no-such-service", REDIS_PASSWORD, REDIS_PASSWORD),
         ),
         case(
             "wrong Redis password behind Sentinel",
             Store(StoreErrorKind::Unavailable),
             &["password"],
             Nothing,
-            |_| async move {
-                let t = topology().await;
-                let url = format!(
-                    "redis+sentinel://:{WRONG_PASSWORD}@{}/{SERVICE}?sentinel_password={REDIS_PASSWORD}",
-                    sentinel_of(&t)
-                );
-                api(Locks::connect(&url).await)
-            },
+            |_| connect_to(SERVICE, WRONG_PASSWORD, REDIS_PASSWORD),
         ),
         case(
             "wrong sentinel password",
             Store(StoreErrorKind::Unavailable),
             &["password"],
             Nothing,
-            |_| async move {
-                let t = topology().await;
-                let url = format!(
-                    "redis+sentinel://:{REDIS_PASSWORD}@{}/{SERVICE}?sentinel_password={WRONG_PASSWORD}",
-                    sentinel_of(&t)
-                );
-                api(Locks::connect(&url).await)
-            },
+            |_| connect_to(SERVICE, REDIS_PASSWORD, WRONG_PASSWORD),
         ),
     ]
 }
