@@ -1,4 +1,6 @@
-//! The Redis store: `redis://`, `rediss://` (TLS) and `redis+cluster://` (Redis Cluster).
+//! The Redis store: `redis://`, `rediss://` (TLS), `redis+cluster://` (Redis Cluster) and
+//! `redis+sentinel://` (a primary and replicas watched by Redis Sentinel; `rediss+sentinel://`
+//! with TLS).
 //! Works with Redis-protocol servers that run Lua scripts: Redis ≥ 6.2, Valkey, KeyDB,
 //! Dragonfly, Upstash.
 //!
@@ -62,7 +64,15 @@
 //! last few writes, a counter that survived but lags can hand out a fence again. The old
 //! holder notices at its next extend (its watchdog reports the lock as lost); the lock is
 //! never re-established behind its back. Run with AOF `appendfsync always` (and `WAIT` on
-//! replicas) when holders must not even briefly overlap.
+//! replicas) when holders must not even briefly overlap. A Sentinel store does not repeat
+//! fences after a failover (below); a replicated primary reached through `redis://` (a
+//! hosted service's failover behind one address) can.
+//!
+//! # Sentinel
+//!
+//! `redis+sentinel://[user:pass@]host[:26379][,host:port…]/SERVICE[/db]` finds the primary
+//! through the sentinels and follows failovers; what asynchronous replication means for a
+//! lock, and why its fences are at least the server's time, is in [`sentinel`].
 //!
 //! # Cluster
 //!
@@ -126,21 +136,23 @@ mod conn;
 mod expiry;
 pub mod keys;
 mod pubsub;
+mod reply;
 mod scan;
 mod scripts;
-mod sentinel;
+pub mod sentinel;
 mod take_over;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use redis::{FromRedisValue, Value};
+use redis::Value;
 
 #[cfg(feature = "redlock")]
 pub(crate) use self::conn::OPTIONS;
 use self::conn::{bad_reply, op_error, wrong_type, Conn, Settings, Target};
 use self::pubsub::Subscriber;
+use self::reply::{check_type, int, opt_fence, opt_string, remaining, ttl_ms};
 use crate::error::{Error, Result};
 use crate::notify::ReleaseNotifier;
 use crate::store::{
@@ -148,7 +160,7 @@ use crate::store::{
 };
 use crate::url::StoreUrl;
 
-/// A lock store on Redis (single node, TLS or Cluster).
+/// A lock store on Redis (single node, TLS, Cluster or Sentinel).
 ///
 /// # Examples
 ///
@@ -199,7 +211,8 @@ impl std::fmt::Debug for RedisStore {
 impl RedisStore {
     /// Connects to `redis://[user:pass@]host[:port][/db]`, `rediss://…` (TLS, certificates
     /// checked against the system's roots, or `?ca_file=PATH`), or
-    /// `redis+cluster://[user:pass@]host:port,host:port,…` (`rediss+cluster://` with TLS).
+    /// `redis+cluster://[user:pass@]host:port,host:port,…` (`rediss+cluster://` with TLS), or
+    /// `redis+sentinel://[user:pass@]host[:26379],…/SERVICE[/db]` ([`sentinel`]).
     ///
     /// Options: `ca_file` (PEM file of the CA to trust for TLS), `connect_timeout` (default
     /// 5s), `timeout` (per command, default 5s). Fails with a `Store` error of kind
@@ -312,47 +325,6 @@ impl RedisStore {
     pub fn is_cluster(&self) -> bool {
         self.cluster
     }
-}
-
-/// A ttl for the scripts: milliseconds rounded up, at least 1, `0` for "never expires".
-fn ttl_ms(ttl: Option<Duration>) -> u64 {
-    ttl.map_or(0, crate::duration::ttl_millis)
-}
-
-/// `PTTL` to a remaining time: `-1` (no expiry) is `None`.
-fn remaining(pttl: i64) -> Option<Duration> {
-    (pttl >= 0).then(|| Duration::from_millis(pttl as u64))
-}
-
-fn int(key: &str, v: &Value) -> std::result::Result<i64, StoreError> {
-    i64::from_redis_value_ref(v).map_err(|_| bad_reply(key, "expected an integer"))
-}
-
-fn opt_string(key: &str, v: Option<&Value>) -> std::result::Result<Option<String>, StoreError> {
-    match v {
-        None | Some(Value::Nil) => Ok(None),
-        Some(v) => String::from_redis_value_ref(v)
-            .map(Some)
-            .map_err(|_| bad_reply(key, "expected a string")),
-    }
-}
-
-fn opt_fence(key: &str, v: Option<&Value>) -> std::result::Result<Option<u64>, StoreError> {
-    match v {
-        None | Some(Value::Nil) => Ok(None),
-        Some(v) => u64::from_redis_value_ref(v)
-            .map(Some)
-            .map_err(|_| bad_reply(key, "expected a fence")),
-    }
-}
-
-/// A script's `{-1, type}` answer as an error.
-fn check_type(key: &str, reply: &[Value]) -> std::result::Result<(), StoreError> {
-    if reply.first().map(|v| int(key, v)).transpose()? == Some(-1) {
-        let found = opt_string(key, reply.get(1))?.unwrap_or_else(|| "non-string".into());
-        return Err(wrong_type(key, &found));
-    }
-    Ok(())
 }
 
 impl RedisStore {

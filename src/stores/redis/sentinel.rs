@@ -1,17 +1,40 @@
-//! Redis Sentinel: `redis+sentinel://[user:pass@]host[:26379][,host:port…]/SERVICE[/db]`
-//! (`rediss+sentinel://` with TLS). The store asks the sentinels which node is the primary
-//! of `SERVICE`, checks with `ROLE` that the node says so itself, and sends every command
-//! there, on one multiplexed connection.
+//! Redis Sentinel: a primary and replicas watched by sentinels, reached through them.
 //!
-//! Following a failover: a command that fails on the connection (dropped, refused, timed
-//! out) or that the node refuses as a replica (`READONLY`) drops the connection, and the
-//! next command asks the sentinels again — so the store reconnects to the promoted replica
-//! as soon as the sentinels name it, and never reconnects by itself to the node it knew (a
-//! dead primary that comes back is a replica until the sentinels say otherwise). A
-//! `READONLY` refusal ran nothing, so that command is sent once more to the primary the
-//! sentinels name then. Any other failure is the caller's to retry, as on a single node:
-//! the command may or may not have run. The pub/sub connection of hand-off and the expiry
-//! watcher's event connection ask the sentinels too each time they reconnect.
+//! `redis+sentinel://[user:pass@]host[:26379][,host:port…]/SERVICE[/db]`: the sentinels are
+//! listed (port 26379 by default), `SERVICE` is the name they monitor, the user and password
+//! are the data nodes' and `?sentinel_user=&sentinel_password=` the sentinels' own (none by
+//! default). `rediss+sentinel://` speaks TLS to both, with the same `ca_file` for both. The
+//! store asks the sentinels for the primary, checks with `ROLE` that the node says it is one,
+//! and sends every command there on one multiplexed connection. A command that fails on that
+//! connection (dropped, refused, timed out) or that the node answers as a replica
+//! (`READONLY`) drops the connection; the next command asks the sentinels again, so the store
+//! reaches the promoted replica as soon as they name it, and never reconnects on its own to
+//! the node it knew (a dead primary that comes back is a replica until the sentinels say
+//! otherwise). A `READONLY` refusal ran nothing, so that command is sent once more; any
+//! other failure comes back to the caller as a retryable `Store` error, as on a single node:
+//! during a failover, acquires fail until the sentinels have promoted a replica (seconds,
+//! set by their `down-after-milliseconds`), and then work again. The pub/sub connection of
+//! hand-off and the expiry watcher ask the sentinels too each time they reconnect (the
+//! watcher turns on expiry events on the new primary), and wake every waiter, since
+//! releases may have been missed.
+//!
+//! **What asynchronous replication means for a lock.** A primary acknowledges a write before
+//! its replicas have it. When it dies, the replica the sentinels promote may lack its last
+//! writes: a lock acquired just before is gone, and someone else can acquire the key while
+//! the first holder still believes it holds it. No setting of this store prevents that
+//! (`WAIT` narrows the window, it does not close it: a promoted replica may still be the one
+//! that missed the write). The fence is the answer, as for Redlock: a resource that
+//! records the highest fence it accepted refuses the first holder's later writes, since the
+//! second holder's fence is higher, and the first holder learns `Lost` at its next extend
+//! (its watchdog fires the lost signal). For the fence to be higher, the counter must not
+//! go back with the failover; the promoted replica's counter may lag. So on Sentinel every
+//! acquire takes the scripted path and its fence is at least the server's time in
+//! microseconds (one `TIME` more per acquire): fences after a failover are above every fence
+//! handed out before it as long as the new primary's clock is not behind the old one's by
+//! more than the failover took (seconds; run NTP). The scripted path writes the holding's
+//! record, so `records=true` is implied. Every client of the keys should use the Sentinel
+//! URL: one that writes to the primary through `redis://` takes fences from the counter
+//! alone.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
