@@ -125,6 +125,17 @@ pub(crate) const REDIS_CLUSTER: Scheme = Scheme {
     open: opener!("redis", crate::stores::redis::RedisStore),
 };
 
+/// A Redis primary with replicas, found (and followed through failovers) by its sentinels.
+pub(crate) const REDIS_SENTINEL: Scheme = Scheme {
+    name: "Redis Sentinel",
+    kind: "redis+sentinel",
+    prefixes: &["redis+sentinel://", "rediss+sentinel://"],
+    example: "redis+sentinel://host:26379,host:26380/mymaster",
+    network: true,
+    feature: Some("redis"),
+    open: opener!("redis", crate::stores::redis::RedisStore),
+};
+
 /// Redlock over independent Redis masters.
 pub(crate) const REDLOCK: Scheme = Scheme {
     name: "Redlock",
@@ -186,6 +197,7 @@ pub(crate) const SCHEMES: &[&Scheme] = &[
     &SQLITE,
     &REDIS,
     &REDIS_CLUSTER,
+    &REDIS_SENTINEL,
     &REDLOCK,
     &POSTGRES,
     &MYSQL,

@@ -29,9 +29,18 @@ pub struct StoreUrl {
 
 impl std::fmt::Debug for StoreUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Options that carry a password (`sentinel_password`) show as `***`.
+        let options: BTreeMap<&str, &str> = self
+            .options
+            .iter()
+            .map(|(k, v)| match k.contains("password") {
+                true => (k.as_str(), "***"),
+                false => (k.as_str(), v.as_str()),
+            })
+            .collect();
         f.debug_struct("StoreUrl")
             .field("url", &self.redacted)
-            .field("options", &self.options)
+            .field("options", &options)
             .finish()
     }
 }
@@ -263,6 +272,8 @@ mod tests {
         let u = StoreUrl::parse("redis://user:s3cr3t@host:6379/0?namespace=app").unwrap();
         assert_eq!(u.redacted, "redis://user:***@host:6379/0");
         assert!(!format!("{u:?}").contains("s3cr3t"));
+        let u = StoreUrl::parse("redis+sentinel://a,b/svc?sentinel_password=s3cr3t").unwrap();
+        assert!(!format!("{u:?}").contains("s3cr3t"), "{u:?}");
         let bad = "redis://user:s3cr3t@ho st:6379";
         let e = StoreUrl::parse(bad).err().unwrap().to_string();
         assert!(!e.contains("s3cr3t"), "{e}");

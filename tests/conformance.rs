@@ -1,8 +1,8 @@
 //! Every store runs the whole conformance suite against its real server.
 //!
 //! Servers: SQLite files in temp dirs; Redis at `CADENAS_TEST_REDIS_URL` (default
-//! `redis://127.0.0.1:6379`) in a random namespace, plus a 3-master Redis Cluster the harness
-//! starts; PostgreSQL at `CADENAS_TEST_POSTGRES_URL` and MariaDB/MySQL at
+//! `redis://127.0.0.1:6379`) in a random namespace, plus a 3-master Redis Cluster and a Redis
+//! Sentinel topology (a primary, two replicas, three sentinels) the harness starts; PostgreSQL at `CADENAS_TEST_POSTGRES_URL` and MariaDB/MySQL at
 //! `CADENAS_TEST_MYSQL_URL` in random tables; etcd members the tests start. Nothing is
 //! skipped: a missing server fails its test with a message saying how to get one. Everything
 //! a run creates is removed.
@@ -93,6 +93,7 @@ mod redis_stores {
     use super::*;
 
     use cadenas_test_support::redis::{RedisCluster, RedisServer};
+    use cadenas_test_support::redis_sentinel::SentinelTopology;
     use cadenas_test_support::redis_url;
 
     /// Deletes every key containing `marker` (locks and fence counters of the run).
@@ -162,6 +163,22 @@ mod redis_stores {
             Locks::connect(&url).await.unwrap()
         });
         run_all(&suite).await;
+    }
+
+    /// A primary, two replicas and three sentinels; the store finds the primary through them.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn redis_sentinel_primary_with_two_replicas() {
+        let topology = SentinelTopology::start();
+        let suite = suite_over(topology.url(), |url| async move {
+            Locks::connect(&url).await.unwrap()
+        });
+        run_all(&suite).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn redis_sentinel_bare_with_records() {
+        let topology = SentinelTopology::start();
+        run_bare(&bare_over(&format!("{}?records=true", topology.url())).await).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

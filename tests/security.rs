@@ -199,6 +199,15 @@ async fn the_right_etcd_password_never_shows_while_locks_are_used() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_right_sentinel_passwords_never_show_while_locks_are_used() {
+    let (_topology, url) = cadenas_test_support::security::sentinel_with_password();
+    assert!(url.contains("sentinel_password="), "{url}");
+    if let Some(e) = use_url(&url).await {
+        panic!("Redis Sentinel refused its own passwords: {e}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dynamodb_secret_the_emulator_ignores_never_shows_while_locks_are_used() {
     use cadenas_test_support::dynamodb::{random_table, DynamoServer, Emulator};
     let server = DynamoServer::start(Emulator::Dynalite);

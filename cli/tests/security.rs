@@ -65,6 +65,15 @@ fn the_right_etcd_password_never_shows() {
 }
 
 #[test]
+fn the_right_sentinel_passwords_never_show() {
+    let (_topology, url) = cadenas_test_support::security::sentinel_with_password();
+    let (code, stderr) = cli(&["acquire", "--wait", "0", "--store", &url, "k"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let (code, stderr) = cli(&["status", "--store", &url, "k"]);
+    assert_eq!(code, Some(0), "{stderr}");
+}
+
+#[test]
 fn a_password_the_server_ignores_never_shows() {
     let table = format!("cadenas_sec_{:x}", rand::random::<u32>());
     let _cleanup = cleanup_table(&table);

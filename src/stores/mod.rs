@@ -6,6 +6,7 @@
 //! | SQLite | `sqlite://PATH` | `sqlite` (default) | `sqlite` |
 //! | Redis | `redis://`, `rediss://` | `redis` | `redis` |
 //! | Redis Cluster | `redis+cluster://`, `rediss+cluster://` | `redis` | `redis+cluster` |
+//! | Redis Sentinel | `redis+sentinel://h:p[,h:p…]/SERVICE[/db]`, `rediss+sentinel://…` | `redis` | `redis+sentinel` |
 //! | Redlock | `redlock://h:p,h:p,h:p`, `redlock+tls://…` | `redlock` | `redlock` |
 //! | PostgreSQL | `postgres://`, `postgresql://` | `postgres` | `postgres` |
 //! | MySQL / MariaDB | `mysql://`, `mariadb://` | `mysql` | `mysql` |

@@ -3,7 +3,8 @@
 //!
 //! - [`etcd`]: real `etcd` members and clusters on free ports in temporary directories;
 //! - [`redis`]: real `redis-server` processes (plain, TLS, with a password) and Redis
-//!   Clusters on free ports in temporary directories;
+//!   Clusters on free ports in temporary directories; [`redis_sentinel`]: a primary, replicas
+//!   and sentinels;
 //! - [`sql_server`]: private PostgreSQL and MariaDB servers, for tests that stop and restart
 //!   the database;
 //! - [`postgres`] and [`mysql`]: the machine's shared servers, random tables dropped at the
@@ -29,6 +30,7 @@ pub mod mysql;
 pub mod postgres;
 pub mod process;
 pub mod redis;
+pub mod redis_sentinel;
 pub mod security;
 pub mod sql;
 pub mod sql_server;

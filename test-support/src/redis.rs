@@ -105,6 +105,8 @@ pub struct RedisServer {
     pub tls: Option<TlsFiles>,
     password: Option<String>,
     args: Vec<String>,
+    /// What its log says once it serves (a sentinel says something else than a server).
+    ready: &'static str,
 }
 
 impl RedisServer {
@@ -141,7 +143,12 @@ impl RedisServer {
         Ok(server)
     }
 
-    fn spawn(extra: &[&str], tls: bool, password: Option<&str>, cluster: bool) -> RedisServer {
+    pub(crate) fn spawn(
+        extra: &[&str],
+        tls: bool,
+        password: Option<&str>,
+        cluster: bool,
+    ) -> RedisServer {
         require("redis-server").unwrap_or_else(|e| panic!("{e}"));
         let dir = tempfile::tempdir().expect("temp dir");
         let port = if cluster {
@@ -215,7 +222,43 @@ impl RedisServer {
             tls: tls_files,
             password: password.map(str::to_owned),
             args,
+            ready: "Ready to accept connections",
         }
+    }
+
+    /// A process started with `args` (a configuration file first, then options) in a
+    /// temporary directory of its own, ready once its log says `ready`; `args` may name
+    /// `{dir}` and `{port}` (this process's directory and port). For sentinels and replicas.
+    pub(crate) fn custom(
+        args: &[&str],
+        ready: &'static str,
+        setup: impl FnOnce(&Path, u16),
+    ) -> RedisServer {
+        require("redis-server").unwrap_or_else(|e| panic!("{e}"));
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = crate::free_port();
+        setup(dir.path(), port);
+        let path = dir.path().display().to_string();
+        let fill = |a: &&str| {
+            a.replace("{dir}", &path)
+                .replace("{port}", &port.to_string())
+        };
+        let mut server = RedisServer {
+            port,
+            child: None,
+            dir: Dir::Temp(dir),
+            tls: None,
+            password: None,
+            args: args.iter().map(fill).collect(),
+            ready,
+        };
+        server.run();
+        server
+    }
+
+    /// The directory of its files.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
     }
 
     fn run(&mut self) {
@@ -226,7 +269,7 @@ impl RedisServer {
 
     /// Starts the process and waits until its log says it is ready.
     fn try_run(&mut self) -> Result<(), String> {
-        let readies_before = self.log().matches("Ready to accept connections").count();
+        let readies_before = self.log().matches(self.ready).count();
         let child = Command::new("redis-server")
             .args(&self.args)
             .stdout(Stdio::null())
@@ -235,7 +278,7 @@ impl RedisServer {
             .map_err(|e| format!("starting redis-server: {e}"))?;
         self.child = Some(child);
         let deadline = Instant::now() + READY_TIMEOUT;
-        while self.log().matches("Ready to accept connections").count() <= readies_before {
+        while self.log().matches(self.ready).count() <= readies_before {
             if Instant::now() > deadline {
                 return Err(format!(
                     "redis-server on port {} not ready after {READY_TIMEOUT:?}; its log:\n{}",
@@ -264,6 +307,13 @@ impl RedisServer {
     /// The server's log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("redis.log")).unwrap_or_default()
+    }
+
+    /// Whether the process still runs (not killed, not exited).
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().ok().flatten().is_none())
     }
 
     /// `redis://127.0.0.1:PORT` (with the password, if any), or `rediss://` for TLS.
@@ -402,10 +452,17 @@ impl RedisCluster {
 
 /// Runs `redis-cli -p PORT ARGS…` and returns its output.
 pub fn cli(port: u16, args: &[&str]) -> String {
-    let out = Command::new("redis-cli")
-        .args(["-p", &port.to_string()])
-        .args(args)
-        .output()
-        .expect("run redis-cli");
+    cli_with_password(port, None, args)
+}
+
+/// [`cli`] authenticated with `password` (passed in the environment, never on the command
+/// line).
+pub fn cli_with_password(port: u16, password: Option<&str>, args: &[&str]) -> String {
+    let mut cmd = Command::new("redis-cli");
+    cmd.args(["-p", &port.to_string()]);
+    if let Some(pw) = password {
+        cmd.env("REDISCLI_AUTH", pw);
+    }
+    let out = cmd.args(args).output().expect("run redis-cli");
     String::from_utf8_lossy(&out.stdout).into_owned()
 }

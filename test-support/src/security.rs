@@ -3,6 +3,7 @@
 
 use crate::etcd::EtcdCluster;
 use crate::redis::RedisServer;
+use crate::redis_sentinel::{SentinelTopology, SERVICE};
 
 /// The password every URL here carries. It must never be shown.
 pub const PASSWORD: &str = "Sekr3tPw-4c1d9e";
@@ -27,6 +28,10 @@ pub fn refused_urls() -> Vec<String> {
         format!("rediss://u:{pw}@127.0.0.1:1/?ca_file=no-such-ca.pem"),
         format!("redis+cluster://u:{pw}@127.0.0.1:1,,127.0.0.1:2"),
         format!("redis+cluster://u:{pw}@127.0.0.1:1,127.0.0.1:2/5"),
+        format!("redis+sentinel://u:{pw}@127.0.0.1:1"),
+        format!("redis+sentinel://u:{pw}@127.0.0.1:1,127.0.0.1:2/svc/x?sentinel_password={pw}"),
+        format!("rediss+sentinel://u:{pw}@127.0.0.1:1/svc?sentinel_password={pw}&bogus=1"),
+        format!("redis+sentinel://127.0.0.1:1/svc?sentinel_password={pw}&ca_file=ca.pem"),
         format!("redlock://u:{pw}@127.0.0.1:1,127.0.0.1:1,127.0.0.1:2"),
         format!("redlock://u:{pw}@127.0.0.1:1,127.0.0.1:x"),
         format!("postgres://u:{pw}@127.0.0.1:1/db?table=bad;drop"),
@@ -61,8 +66,8 @@ fn with_password(mut u: url::Url, scheme: &str, user: &str) -> String {
         .replacen(&format!("{}://", u.scheme()), &format!("{scheme}://"), 1)
 }
 
-/// Redis servers, plain and TLS, and an etcd member, each requiring a password of its own
-/// (not [`PASSWORD`]).
+/// Redis servers, plain and TLS, a Redis Sentinel service (data node and sentinel each with
+/// a password) and an etcd member, each requiring a password of its own (not [`PASSWORD`]).
 pub struct WrongPasswords {
     /// The plain server.
     pub plain: RedisServer,
@@ -70,6 +75,8 @@ pub struct WrongPasswords {
     pub tls: RedisServer,
     /// The etcd member, with authentication on.
     pub etcd: EtcdCluster,
+    /// A primary and its sentinel.
+    pub sentinel: SentinelTopology,
 }
 
 impl WrongPasswords {
@@ -81,6 +88,7 @@ impl WrongPasswords {
             plain: RedisServer::with_password("the-right-one-1"),
             tls: RedisServer::tls_with_password("the-right-one-2"),
             etcd,
+            sentinel: SentinelTopology::single(Some("the-right-one-4"), Some("the-right-one-5")),
         }
     }
 
@@ -95,11 +103,19 @@ impl WrongPasswords {
         let my = base("CADENAS_TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306/test");
         let nobody = format!("nobody_{:x}", rand::random::<u32>());
         let (pw, p, t) = (PASSWORD, self.plain.port, self.tls.port);
+        let s = self.sentinel.sentinels[0].port;
         vec![
             format!("redis://:{pw}@127.0.0.1:{p}"),
             format!("redis://default:{pw}@127.0.0.1:{p}/0"),
             format!("rediss://:{pw}@127.0.0.1:{t}?ca_file={ca}"),
             format!("redis+cluster://:{pw}@127.0.0.1:{p}?connect_timeout=3s"),
+            // A wrong password for the data node, then for the sentinel.
+            format!(
+                "redis+sentinel://:{pw}@127.0.0.1:{s}/{SERVICE}?sentinel_password=the-right-one-5"
+            ),
+            format!(
+                "redis+sentinel://u:the-right-one-4@127.0.0.1:{s}/{SERVICE}?sentinel_password={pw}"
+            ),
             format!(
                 "redlock://:{pw}@127.0.0.1:{p},127.0.0.1:{},127.0.0.1:{}?retry_count=0",
                 crate::free_port(),
@@ -122,6 +138,15 @@ impl WrongPasswords {
             ),
         ]
     }
+}
+
+/// A primary and one sentinel that both require [`PASSWORD`], and its URL with
+/// [`PASSWORD`] as the data nodes' password and as `sentinel_password`: a store that runs
+/// with the password in two places of its URL.
+pub fn sentinel_with_password() -> (SentinelTopology, String) {
+    let topology = SentinelTopology::single(Some(PASSWORD), Some(PASSWORD));
+    let url = topology.url();
+    (topology, url)
 }
 
 /// The shared PostgreSQL (on trust auth, which accepts any password) as

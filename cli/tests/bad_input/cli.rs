@@ -196,6 +196,19 @@ pub fn cases() -> Vec<Case> {
             },
         ),
         case(
+            "cadenas: no sentinel reachable",
+            Exit(69),
+            &["cannot connect", "redis+sentinel://u:***@"],
+            Nothing,
+            |c| async move {
+                let url = format!(
+                    "redis+sentinel://u:{WRONG_PASSWORD}@127.0.0.1:{}/svc?sentinel_password={WRONG_PASSWORD}",
+                    free_port()
+                );
+                c.cli(&["status", "--store", &url, "k"]).await
+            },
+        ),
+        case(
             "cadenas: Redis down",
             Exit(69),
             &["cannot connect"],

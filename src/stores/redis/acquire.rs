@@ -61,8 +61,8 @@ pub(super) fn attempt_id() -> String {
 
 impl RedisStore {
     /// [`Store::try_acquire`](crate::Store::try_acquire): the native path unless the
-    /// request has metadata or asks to be recorded, the store writes records, or the server
-    /// lacks `SET NX GET`.
+    /// request has metadata or asks to be recorded, the store writes records or takes its
+    /// fences from the server's time (Sentinel), or the server lacks `SET NX GET`.
     pub(super) async fn acquire(&self, request: AcquireRequest<'_>) -> Result<Acquire, StoreError> {
         let attempt = attempt_id();
         let value = holding_value(request.owner, &attempt);
@@ -70,6 +70,7 @@ impl RedisStore {
         let answer = if request.metadata.is_none()
             && !request.recorded
             && !self.records
+            && !self.time_fences
             && self.native.load(Ordering::Relaxed)
         {
             match self.acquire_native(&request, &value).await {
@@ -221,6 +222,7 @@ impl RedisStore {
             .arg(request.metadata.unwrap_or_default())
             .arg(attempt)
             .arg(request.owner)
+            .arg(u8::from(self.time_fences))
             .invoke_async::<Vec<Value>>(&mut self.conn())
             .await
             .map_err(|e| op_error(Some(key), e))?;
@@ -256,9 +258,11 @@ impl From<StoreError> for Native {
 }
 
 /// A refusal of `SET … NX GET` (Redis before 7.0 answers a syntax error, and a `MULTI`
-/// holding it aborts with `EXECABORT`).
+/// holding it aborts with `EXECABORT`) — not a replica's `READONLY`, which aborts the
+/// `MULTI` too.
 fn refuses_nx_get(e: &redis::RedisError) -> bool {
-    matches!(e.code(), Some("EXECABORT")) || e.to_string().contains("syntax error")
+    !super::sentinel::is_readonly(e)
+        && (matches!(e.code(), Some("EXECABORT")) || e.to_string().contains("syntax error"))
 }
 
 #[cfg(test)]

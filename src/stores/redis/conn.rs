@@ -1,5 +1,6 @@
-//! Connections: parsing `redis://`, `rediss://` and `redis+cluster://` URLs, one connection
-//! type over single node and Cluster, and mapping redis-rs errors to [`StoreError`].
+//! Connections: parsing `redis://`, `rediss://`, `redis+cluster://` and `redis+sentinel://`
+//! URLs, one connection type over single node, Cluster and Sentinel, and mapping redis-rs
+//! errors to [`StoreError`].
 
 use std::time::Duration;
 
@@ -11,6 +12,7 @@ use redis::{
     Value,
 };
 
+use super::sentinel::{self, SentinelConn};
 use crate::error::{Error, Result};
 use crate::store::{StoreError, StoreErrorKind};
 use crate::url::StoreUrl;
@@ -24,12 +26,32 @@ const STORE_OPTIONS: &[&str] = &["records"];
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// A connection to one node (reconnecting) or to a Cluster (following `MOVED`/`ASK`).
-/// Cheap to clone: clones share one multiplexed connection.
+/// A connection to one node (reconnecting), to a Cluster (following `MOVED`/`ASK`) or to
+/// the primary of a Sentinel service (following failovers). Cheap to clone: clones share one
+/// multiplexed connection.
 #[derive(Clone)]
 pub(super) enum Conn {
     Single(ConnectionManager),
     Cluster(ClusterConnection),
+    Sentinel(SentinelConn),
+}
+
+/// Where a background connection (pub/sub hand-off, expiry events) connects: a node, or
+/// the primary the sentinels name at each (re)connect.
+#[derive(Clone)]
+pub(super) enum Target {
+    Node(Box<Client>),
+    Primary(SentinelConn),
+}
+
+impl Target {
+    /// The client to connect with now.
+    pub async fn client(&self) -> redis::RedisResult<Client> {
+        match self {
+            Target::Node(c) => Ok((**c).clone()),
+            Target::Primary(s) => s.resolve().await,
+        }
+    }
 }
 
 impl ConnectionLike for Conn {
@@ -37,6 +59,7 @@ impl ConnectionLike for Conn {
         match self {
             Conn::Single(c) => c.req_packed_command(cmd),
             Conn::Cluster(c) => c.req_packed_command(cmd),
+            Conn::Sentinel(c) => c.req_packed_command(cmd),
         }
     }
 
@@ -49,6 +72,7 @@ impl ConnectionLike for Conn {
         match self {
             Conn::Single(c) => c.req_packed_commands(pipeline, offset, count),
             Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Sentinel(c) => c.req_packed_commands(pipeline, offset, count),
         }
     }
 
@@ -56,6 +80,7 @@ impl ConnectionLike for Conn {
         match self {
             Conn::Single(c) => c.get_db(),
             Conn::Cluster(c) => c.get_db(),
+            Conn::Sentinel(c) => c.get_db(),
         }
     }
 }
@@ -84,8 +109,11 @@ pub(super) fn client_at(seed: &Client, host: &str, port: u16) -> redis::RedisRes
 pub(super) struct Settings {
     /// The URL without password, for messages.
     pub describe: String,
-    /// One client per node: the node for a single-node store, the seed nodes for a Cluster.
+    /// One client per node: the node for a single-node store, the seed nodes for a Cluster,
+    /// none for Sentinel.
     pub nodes: Vec<Client>,
+    /// The sentinels' view of the primary, for a Sentinel store.
+    pub sentinel: Option<SentinelConn>,
     /// Whether this is a Cluster.
     pub cluster: bool,
     pub tls: Option<redis::TlsCertificates>,
@@ -96,7 +124,8 @@ pub(super) struct Settings {
 }
 
 impl Settings {
-    /// Parses a `redis://`, `rediss://`, `redis+cluster://` or `rediss+cluster://` URL.
+    /// Parses a `redis://`, `rediss://`, `redis+cluster://`, `rediss+cluster://`,
+    /// `redis+sentinel://` or `rediss+sentinel://` URL.
     pub fn parse(text: &str) -> Result<Settings> {
         Self::from_url(StoreUrl::parse(text)?)
     }
@@ -105,10 +134,28 @@ impl Settings {
     pub fn from_url(mut url: StoreUrl) -> Result<Settings> {
         let scheme = url.url.scheme().to_owned();
         let cluster = crate::scheme::REDIS_CLUSTER.answers(&scheme);
-        if !cluster {
+        let sentinel = crate::scheme::REDIS_SENTINEL.answers(&scheme);
+        if !cluster && !sentinel {
             crate::scheme::REDIS.check(&url)?;
         }
         let records = url.take_bool("records")?.unwrap_or(false);
+        if sentinel {
+            let credentials = sentinel::Credentials::take(&mut url);
+            let also = [STORE_OPTIONS, sentinel::OPTIONS].concat();
+            let (tls, connect_timeout, response_timeout) = take_options(&mut url, &also)?;
+            let timeouts = (connect_timeout, response_timeout);
+            let primary = SentinelConn::from_url(&url, credentials, &tls, timeouts)?;
+            return Ok(Settings {
+                describe: url.redacted.clone(),
+                nodes: Vec::new(),
+                sentinel: Some(primary),
+                cluster,
+                tls,
+                connect_timeout,
+                response_timeout,
+                records,
+            });
+        }
         let (tls, connect_timeout, response_timeout) = take_options(&mut url, STORE_OPTIONS)?;
         let node_scheme = if scheme.starts_with("rediss") {
             "rediss"
@@ -121,6 +168,7 @@ impl Settings {
             return Ok(Settings {
                 describe: url.redacted.clone(),
                 nodes: vec![node],
+                sentinel: None,
                 cluster,
                 tls,
                 connect_timeout,
@@ -166,6 +214,7 @@ impl Settings {
         Ok(Settings {
             describe: url.redacted.clone(),
             nodes,
+            sentinel: None,
             cluster,
             tls,
             connect_timeout,
@@ -176,6 +225,13 @@ impl Settings {
 
     /// Opens the command connection: fails if no node can be reached.
     pub async fn connect(&self) -> std::result::Result<Conn, StoreError> {
+        if let Some(primary) = &self.sentinel {
+            primary
+                .connect()
+                .await
+                .map_err(|e| connect_error(&self.describe, e))?;
+            return Ok(Conn::Sentinel(primary.clone()));
+        }
         if self.cluster {
             let infos = self.nodes.iter().map(|c| c.get_connection_info().clone());
             let mut builder = ClusterClientBuilder::new(infos)
@@ -261,7 +317,7 @@ fn take_options(
     Ok((tls, connect_timeout, response_timeout))
 }
 
-fn clone_certs(tls: &redis::TlsCertificates) -> redis::TlsCertificates {
+pub(super) fn clone_certs(tls: &redis::TlsCertificates) -> redis::TlsCertificates {
     redis::TlsCertificates {
         client_tls: tls.client_tls.as_ref().map(|c| redis::ClientTlsConfig {
             client_cert: c.client_cert.clone(),
@@ -306,7 +362,11 @@ pub(super) fn op_error(key: Option<&str>, e: RedisError) -> StoreError {
         _ if e.is_timeout() || e.is_io_error() || e.is_connection_dropped() => {
             StoreErrorKind::Transient
         }
-        ErrorKind::ClusterConnectionNotFound => StoreErrorKind::Unavailable,
+        ErrorKind::ClusterConnectionNotFound
+        | ErrorKind::MasterNameNotFoundBySentinel
+        | ErrorKind::EmptySentinelList => StoreErrorKind::Unavailable,
+        // A replica refused a write (a failover under way): nothing ran.
+        _ if sentinel::is_readonly(&e) => StoreErrorKind::Transient,
         ErrorKind::Server(
             ServerErrorKind::BusyLoading
             | ServerErrorKind::TryAgain
@@ -351,6 +411,10 @@ fn describe_error(e: &RedisError) -> String {
         _ if is_auth_refusal(e) => {
             format!("authentication required (give user and password in the URL): {e}")
         }
+        ErrorKind::MasterNameNotFoundBySentinel => format!(
+            "no sentinel names a primary for this service that is up (check the service name \
+             in the URL's path, or wait for the failover to end): {e}"
+        ),
         _ => e.to_string(),
     }
 }

@@ -21,11 +21,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use redis::Client;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use super::conn::{op_error, Conn};
+use super::conn::{op_error, Conn, Target};
 use super::{keys, scan};
 use crate::store::{StoreError, StoreErrorKind};
 
@@ -65,32 +64,21 @@ impl std::fmt::Debug for ExpiryFeed {
 
 impl ExpiryFeed {
     /// Turns `expired` events on where needed and subscribes on each of `nodes` (the node,
-    /// or every master of a Cluster); returns once every subscription is confirmed.
-    pub async fn start(nodes: Vec<Client>) -> Result<ExpiryFeed, StoreError> {
+    /// every master of a Cluster, or a Sentinel service's primary — on Sentinel, after a
+    /// failover, on the promoted replica too); returns once every subscription is confirmed.
+    pub async fn start(nodes: Vec<Target>) -> Result<ExpiryFeed, StoreError> {
         let queue = Arc::new(Mutex::new(Queue::default()));
         let mut feed = ExpiryFeed {
             queue,
             tasks: Vec::new(),
         };
-        for client in nodes {
-            let mut conn =
-                tokio::time::timeout(CONNECT_TIMEOUT, client.get_multiplexed_async_connection())
-                    .await
-                    .map_err(|_| timed_out())?
-                    .map_err(|e| op_error(None, e))?;
-            enable_events(&mut conn).await?;
-            let db = client.get_connection_info().redis_settings().db();
-            let channel = format!("__keyevent@{db}__:expired");
+        for node in nodes {
             let (ready, subscribed) = oneshot::channel();
-            feed.tasks.push(tokio::spawn(listen(
-                client,
-                channel,
-                feed.queue.clone(),
-                ready,
-            )));
-            match tokio::time::timeout(CONNECT_TIMEOUT, subscribed).await {
+            feed.tasks
+                .push(tokio::spawn(listen(node, feed.queue.clone(), ready)));
+            match tokio::time::timeout(CONNECT_TIMEOUT * 2, subscribed).await {
                 Ok(Ok(Ok(()))) => {}
-                Ok(Ok(Err(e))) => return Err(op_error(None, e)),
+                Ok(Ok(Err(e))) => return Err(e),
                 _ => return Err(timed_out()),
             }
         }
@@ -173,24 +161,39 @@ fn unsupported(why: &str) -> StoreError {
     )
 }
 
+/// Connects to `node`, makes sure it publishes expiry events (a promoted replica may not)
+/// and subscribes to them.
+async fn subscribe(node: &Target) -> Result<redis::aio::PubSub, StoreError> {
+    let client = node.client().await.map_err(|e| op_error(None, e))?;
+    let mut conn = tokio::time::timeout(CONNECT_TIMEOUT, client.get_multiplexed_async_connection())
+        .await
+        .map_err(|_| timed_out())?
+        .map_err(|e| op_error(None, e))?;
+    enable_events(&mut conn).await?;
+    let db = client.get_connection_info().redis_settings().db();
+    let channel = format!("__keyevent@{db}__:expired");
+    let subscribed = async {
+        let mut pubsub = client.get_async_pubsub().await?;
+        pubsub.subscribe(&channel).await?;
+        Ok::<_, redis::RedisError>(pubsub)
+    };
+    tokio::time::timeout(CONNECT_TIMEOUT, subscribed)
+        .await
+        .map_err(|_| timed_out())?
+        .map_err(|e| op_error(None, e))
+}
+
 /// The listening task: (re)connects, subscribes, queues every expired lock key.
 async fn listen(
-    client: Client,
-    channel: String,
+    node: Target,
     queue: Arc<Mutex<Queue>>,
-    ready: oneshot::Sender<redis::RedisResult<()>>,
+    ready: oneshot::Sender<Result<(), StoreError>>,
 ) {
     let mut ready = Some(ready);
     let mut backoff = Duration::from_millis(50);
     let mut dropped = 0u64;
     loop {
-        let subscribed = async {
-            let mut pubsub = client.get_async_pubsub().await?;
-            pubsub.subscribe(&channel).await?;
-            Ok::<_, redis::RedisError>(pubsub)
-        }
-        .await;
-        let pubsub = match subscribed {
+        let pubsub = match subscribe(&node).await {
             Ok(p) => p,
             Err(e) => {
                 if let Some(r) = ready.take() {

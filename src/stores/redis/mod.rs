@@ -1,4 +1,6 @@
-//! The Redis store: `redis://`, `rediss://` (TLS) and `redis+cluster://` (Redis Cluster).
+//! The Redis store: `redis://`, `rediss://` (TLS), `redis+cluster://` (Redis Cluster) and
+//! `redis+sentinel://` (a primary and replicas watched by Redis Sentinel; `rediss+sentinel://`
+//! with TLS).
 //! Works with Redis-protocol servers that run Lua scripts: Redis ≥ 6.2, Valkey, KeyDB,
 //! Dragonfly, Upstash.
 //!
@@ -62,7 +64,15 @@
 //! last few writes, a counter that survived but lags can hand out a fence again. The old
 //! holder notices at its next extend (its watchdog reports the lock as lost); the lock is
 //! never re-established behind its back. Run with AOF `appendfsync always` (and `WAIT` on
-//! replicas) when holders must not even briefly overlap.
+//! replicas) when holders must not even briefly overlap. A Sentinel store does not repeat
+//! fences after a failover (below); a replicated primary reached through `redis://` (a
+//! hosted service's failover behind one address) can.
+//!
+//! # Sentinel
+//!
+//! `redis+sentinel://[user:pass@]host[:26379][,host:port…]/SERVICE[/db]` finds the primary
+//! through the sentinels and follows failovers; what asynchronous replication means for a
+//! lock, and why its fences are at least the server's time, is in [`sentinel`].
 //!
 //! # Cluster
 //!
@@ -126,20 +136,23 @@ mod conn;
 mod expiry;
 pub mod keys;
 mod pubsub;
+mod reply;
 mod scan;
 mod scripts;
+pub mod sentinel;
 mod take_over;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use redis::{FromRedisValue, Value};
+use redis::Value;
 
 #[cfg(feature = "redlock")]
 pub(crate) use self::conn::OPTIONS;
-use self::conn::{bad_reply, op_error, wrong_type, Conn, Settings};
+use self::conn::{bad_reply, op_error, wrong_type, Conn, Settings, Target};
 use self::pubsub::Subscriber;
+use self::reply::{check_type, int, opt_fence, opt_string, remaining, ttl_ms};
 use crate::error::{Error, Result};
 use crate::notify::ReleaseNotifier;
 use crate::store::{
@@ -147,7 +160,7 @@ use crate::store::{
 };
 use crate::url::StoreUrl;
 
-/// A lock store on Redis (single node, TLS or Cluster).
+/// A lock store on Redis (single node, TLS, Cluster or Sentinel).
 ///
 /// # Examples
 ///
@@ -164,8 +177,9 @@ pub struct RedisStore {
     cluster: bool,
     notifier: Arc<ReleaseNotifier>,
     subscriber: Subscriber,
-    /// The node, or a seed node of a Cluster: a template for the expiry feed's connections.
-    seed: redis::Client,
+    /// The node, a seed node of a Cluster (a template for the expiry feed's connections to
+    /// its masters), or a Sentinel service's primary.
+    seed: Target,
     /// `expired` events, from the first sweep of an expiry watcher on.
     expiry: tokio::sync::OnceCell<expiry::ExpiryFeed>,
     /// Prefix → the feed generation at which it was last scanned.
@@ -174,6 +188,9 @@ pub struct RedisStore {
     records: bool,
     /// Acquires count fences (not on a Redlock node: Redlock has none).
     fences: bool,
+    /// Every fence is at least the server's time in microseconds (Sentinel: a promoted
+    /// replica's counter may lag; see "Sentinel" above).
+    time_fences: bool,
     /// The server takes `SET … NX GET` (Redis ≥ 7.0): the native acquire path.
     native: std::sync::atomic::AtomicBool,
 }
@@ -194,7 +211,8 @@ impl std::fmt::Debug for RedisStore {
 impl RedisStore {
     /// Connects to `redis://[user:pass@]host[:port][/db]`, `rediss://…` (TLS, certificates
     /// checked against the system's roots, or `?ca_file=PATH`), or
-    /// `redis+cluster://[user:pass@]host:port,host:port,…` (`rediss+cluster://` with TLS).
+    /// `redis+cluster://[user:pass@]host:port,host:port,…` (`rediss+cluster://` with TLS), or
+    /// `redis+sentinel://[user:pass@]host[:26379],…/SERVICE[/db]` ([`sentinel`]).
     ///
     /// Options: `ca_file` (PEM file of the CA to trust for TLS), `connect_timeout` (default
     /// 5s), `timeout` (per command, default 5s). Fails with a `Store` error of kind
@@ -219,6 +237,7 @@ impl RedisStore {
         Self::open(Settings {
             describe,
             nodes: vec![client],
+            sentinel: None,
             cluster: false,
             tls: None,
             connect_timeout: Duration::from_secs(5),
@@ -234,8 +253,17 @@ impl RedisStore {
             .await
             .map_err(|source| Error::store(&settings.describe, "connect", None, source))?;
         let notifier = ReleaseNotifier::new();
-        let seed = settings.nodes[0].clone();
-        let subscriber = Subscriber::start(settings.nodes, notifier.clone());
+        let targets = match &conn {
+            Conn::Sentinel(primary) => vec![Target::Primary(primary.clone())],
+            _ => settings
+                .nodes
+                .into_iter()
+                .map(|n| Target::Node(Box::new(n)))
+                .collect(),
+        };
+        let seed = targets[0].clone();
+        let time_fences = matches!(conn, Conn::Sentinel(_));
+        let subscriber = Subscriber::start(targets, notifier.clone());
         Ok(RedisStore {
             conn,
             describe: settings.describe,
@@ -245,8 +273,10 @@ impl RedisStore {
             seed,
             expiry: tokio::sync::OnceCell::new(),
             scanned: Default::default(),
-            records: settings.records,
+            // Sentinel's acquires are scripts that write the record anyway.
+            records: settings.records || time_fences,
             fences: true,
+            time_fences,
             native: true.into(),
         })
     }
@@ -257,17 +287,17 @@ impl RedisStore {
     #[cfg(feature = "redlock")]
     pub(crate) async fn lazy_node(url: &str, notifier: Arc<ReleaseNotifier>) -> Result<RedisStore> {
         let settings = Settings::parse(url)?;
-        if settings.cluster {
+        if settings.cluster || settings.sentinel.is_some() {
             return Err(Error::config(format!(
-                "{}: a Redlock node is a single Redis master, not a Cluster",
+                "{}: a Redlock node is a single Redis master, not a Cluster or Sentinel service",
                 settings.describe
             )));
         }
         let conn = settings
             .connect_lazy()
             .map_err(|source| Error::store(&settings.describe, "connect", None, source))?;
-        let seed = settings.nodes[0].clone();
-        let subscriber = Subscriber::start(settings.nodes, notifier.clone());
+        let seed = Target::Node(Box::new(settings.nodes[0].clone()));
+        let subscriber = Subscriber::start(vec![seed.clone()], notifier.clone());
         Ok(RedisStore {
             conn,
             describe: settings.describe,
@@ -279,6 +309,7 @@ impl RedisStore {
             scanned: Default::default(),
             records: false,
             fences: false,
+            time_fences: false,
             native: true.into(),
         })
     }
@@ -296,47 +327,6 @@ impl RedisStore {
     }
 }
 
-/// A ttl for the scripts: milliseconds rounded up, at least 1, `0` for "never expires".
-fn ttl_ms(ttl: Option<Duration>) -> u64 {
-    ttl.map_or(0, crate::duration::ttl_millis)
-}
-
-/// `PTTL` to a remaining time: `-1` (no expiry) is `None`.
-fn remaining(pttl: i64) -> Option<Duration> {
-    (pttl >= 0).then(|| Duration::from_millis(pttl as u64))
-}
-
-fn int(key: &str, v: &Value) -> std::result::Result<i64, StoreError> {
-    i64::from_redis_value_ref(v).map_err(|_| bad_reply(key, "expected an integer"))
-}
-
-fn opt_string(key: &str, v: Option<&Value>) -> std::result::Result<Option<String>, StoreError> {
-    match v {
-        None | Some(Value::Nil) => Ok(None),
-        Some(v) => String::from_redis_value_ref(v)
-            .map(Some)
-            .map_err(|_| bad_reply(key, "expected a string")),
-    }
-}
-
-fn opt_fence(key: &str, v: Option<&Value>) -> std::result::Result<Option<u64>, StoreError> {
-    match v {
-        None | Some(Value::Nil) => Ok(None),
-        Some(v) => u64::from_redis_value_ref(v)
-            .map(Some)
-            .map_err(|_| bad_reply(key, "expected a fence")),
-    }
-}
-
-/// A script's `{-1, type}` answer as an error.
-fn check_type(key: &str, reply: &[Value]) -> std::result::Result<(), StoreError> {
-    if reply.first().map(|v| int(key, v)).transpose()? == Some(-1) {
-        let found = opt_string(key, reply.get(1))?.unwrap_or_else(|| "non-string".into());
-        return Err(wrong_type(key, &found));
-    }
-    Ok(())
-}
-
 impl RedisStore {
     fn conn(&self) -> Conn {
         self.conn.clone()
@@ -344,16 +334,15 @@ impl RedisStore {
 
     /// The nodes whose keyspace events the expiry watcher listens to: the node, or every
     /// master of a Cluster (as `CLUSTER SLOTS` lists them when the watcher starts).
-    async fn event_nodes(&self) -> std::result::Result<Vec<redis::Client>, StoreError> {
-        let Conn::Cluster(c) = &self.conn else {
+    async fn event_nodes(&self) -> std::result::Result<Vec<Target>, StoreError> {
+        let (Conn::Cluster(c), Target::Node(seed)) = (&self.conn, &self.seed) else {
             return Ok(vec![self.seed.clone()]);
         };
         let mut nodes = Vec::new();
         for master in scan::masters(&mut c.clone()).await? {
-            nodes.push(
-                conn::client_at(&self.seed, &master.host, master.port)
-                    .map_err(|e| op_error(None, e))?,
-            );
+            let client =
+                conn::client_at(seed, &master.host, master.port).map_err(|e| op_error(None, e))?;
+            nodes.push(Target::Node(Box::new(client)));
         }
         Ok(nodes)
     }
@@ -393,9 +382,10 @@ impl Store for RedisStore {
     }
 
     fn kind(&self) -> &'static str {
-        match self.cluster {
-            true => crate::scheme::REDIS_CLUSTER.kind,
-            false => crate::scheme::REDIS.kind,
+        match &self.conn {
+            Conn::Cluster(_) => crate::scheme::REDIS_CLUSTER.kind,
+            Conn::Sentinel(_) => crate::scheme::REDIS_SENTINEL.kind,
+            Conn::Single(_) => crate::scheme::REDIS.kind,
         }
     }
 

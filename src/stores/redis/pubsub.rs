@@ -3,7 +3,8 @@
 //!
 //! A background task owns the connection. It connects on the first subscription (a store
 //! nobody waits on never opens it), reconnects with backoff when the connection drops —
-//! trying each seed node in turn on a Cluster — re-subscribes, and then wakes every waiter
+//! trying each seed node in turn on a Cluster, asking the sentinels for the primary on
+//! Sentinel — re-subscribes, and then wakes every waiter
 //! (`notify_all`), since releases may have been missed meanwhile. Channels nobody waits for
 //! any more are unsubscribed lazily, on the next subscription or every few seconds.
 
@@ -13,9 +14,9 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use redis::aio::{PubSubSink, PubSubStream};
-use redis::Client;
 use tokio::sync::{mpsc, oneshot};
 
+use super::conn::Target;
 use super::keys;
 use crate::notify::ReleaseNotifier;
 
@@ -38,7 +39,7 @@ pub(super) struct Subscriber {
 
 impl Subscriber {
     /// Starts the task (it connects on the first request).
-    pub fn start(nodes: Vec<Client>, notifier: Arc<ReleaseNotifier>) -> Subscriber {
+    pub fn start(nodes: Vec<Target>, notifier: Arc<ReleaseNotifier>) -> Subscriber {
         let (requests, rx) = mpsc::unbounded_channel();
         tokio::spawn(run(nodes, notifier, rx));
         Subscriber { requests }
@@ -63,7 +64,7 @@ impl Subscriber {
 }
 
 async fn run(
-    nodes: Vec<Client>,
+    nodes: Vec<Target>,
     notifier: Arc<ReleaseNotifier>,
     mut requests: mpsc::UnboundedReceiver<Request>,
 ) {
@@ -82,7 +83,7 @@ async fn run(
         }
         let node = &nodes[attempt % nodes.len()];
         attempt += 1;
-        let pubsub = match node.get_async_pubsub().await {
+        let pubsub = match connect(node).await {
             Ok(p) => p,
             Err(e) => {
                 tracing::debug!("redis subscriber cannot connect: {e}");
@@ -135,6 +136,11 @@ async fn run(
             }
         }
     }
+}
+
+/// A pub/sub connection to `node` (on Sentinel, to the primary the sentinels name now).
+async fn connect(node: &Target) -> redis::RedisResult<redis::aio::PubSub> {
+    node.client().await?.get_async_pubsub().await
 }
 
 enum Served {

@@ -38,7 +38,9 @@ pub(super) async fn scan_all(
 ) -> Result<Vec<Vec<u8>>, StoreError> {
     let mut found = Vec::new();
     match conn {
-        Conn::Single(_) => scan_node(conn, None, pattern, kind, &mut found).await?,
+        Conn::Single(_) | Conn::Sentinel(_) => {
+            scan_node(conn, None, pattern, kind, &mut found).await?
+        }
         Conn::Cluster(c) => {
             for master in masters(&mut c.clone()).await? {
                 scan_node(conn, Some(master.slot), pattern, kind, &mut found).await?;

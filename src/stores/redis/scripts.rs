@@ -23,7 +23,9 @@ use super::EXPIRY_GRACE_MS;
 /// either take the native path ([`super::acquire`]).
 ///
 /// `ARGV`: value (owner, NUL, attempt id), ttl ms (0 = none), has metadata (`0`/`1`),
-/// metadata, attempt id, owner. Answers `{1, fence}`, `{0, holder, pttl}` or `{-1, type}`.
+/// metadata, attempt id, owner, time fences (`1`: the fence is at least the server's time
+/// in microseconds, whatever the counter says — on Sentinel, where a promoted replica's
+/// counter may lag behind fences its primary handed out). Answers `{1, fence}`, `{0, holder, pttl}` or `{-1, type}`.
 ///
 /// The common case costs five calls: `SET NX`, `INCR`, `EXISTS`, `HSET`, `PEXPIRE` (each
 /// call counts: a script's cost is mostly its calls). A fence counter that is missing
@@ -60,10 +62,13 @@ if type(fence) == 'table' then
   redis.call('DEL', KEYS[1])
   return redis.error_reply('the fence counter ' .. KEYS[3] .. ' is not an integer')
 end
-if fence < FLOOR then
+if fence < FLOOR or ARGV[7] == '1' then
   local now = redis.call('TIME')
-  fence = tonumber(now[1]) * 1000000 + tonumber(now[2])
-  redis.call('SET', KEYS[3], string.format('%d', fence))
+  local t = tonumber(now[1]) * 1000000 + tonumber(now[2])
+  if t > fence then
+    fence = t
+    redis.call('SET', KEYS[3], string.format('%d', fence))
+  end
 end
 fence = string.format('%d', fence)
 if redis.call('EXISTS', KEYS[2]) == 1 then
@@ -132,10 +137,13 @@ local fence = redis.pcall('INCR', KEYS[3])
 if type(fence) == 'table' then
   return redis.error_reply('the fence counter ' .. KEYS[3] .. ' is not an integer')
 end
-if fence < FLOOR then
+if fence < FLOOR or ARGV[7] == '1' then
   local now = redis.call('TIME')
-  fence = tonumber(now[1]) * 1000000 + tonumber(now[2])
-  redis.call('SET', KEYS[3], string.format('%d', fence))
+  local t = tonumber(now[1]) * 1000000 + tonumber(now[2])
+  if t > fence then
+    fence = t
+    redis.call('SET', KEYS[3], string.format('%d', fence))
+  end
 end
 fence = string.format('%d', fence)
 if t == 'string' then

@@ -27,6 +27,7 @@ impl RedisStore {
             .arg(r.metadata.unwrap_or_default())
             .arg(&attempt)
             .arg(r.owner)
+            .arg(u8::from(self.time_fences))
             .invoke_async(&mut self.conn())
             .await
             .map_err(|e| op_error(Some(key), e))?;

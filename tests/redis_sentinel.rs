@@ -1,0 +1,316 @@
+//! The Redis Sentinel store on a topology the test starts (a primary, two replicas, three
+//! sentinels; `cadenas_test_support::redis_sentinel`): finding the primary, and the
+//! failover drill — the primary is killed (SIGKILL) while locks are
+//! held and contended, and the store follows the sentinels to the promoted replica.
+//! Run with `cargo nextest run --features redis --test redis_sentinel`.
+#![cfg(feature = "redis")]
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cadenas::{Error, Locks, Retry};
+use cadenas_test_support::redis::cli_with_password;
+use cadenas_test_support::redis_sentinel::SentinelTopology;
+use tokio::time::Instant;
+
+const SECTIONS_PER_PHASE: u64 = 30;
+
+async fn wait_until<F, Fut>(what: &str, limit: Duration, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    while !cond().await {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// (Bad input — no sentinel reachable, an unknown service, wrong passwords — is in the
+/// bad-input table, `tests/bad_input/sentinel.rs`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_writes_to_the_primary_the_sentinels_name() {
+    let topology = SentinelTopology::single(Some("data-Pw-7q"), Some("sent-Pw-7q"));
+    let locks = Locks::connect(&topology.url()).await.unwrap();
+    assert_eq!(locks.store().kind(), "redis+sentinel");
+    let describe = locks.store().describe().to_owned();
+    assert!(!describe.contains("Pw-7q"), "{describe}");
+    assert!(!format!("{locks:?}").contains("Pw-7q"));
+    let guard = locks.lock("sentinel-key").acquire().await.unwrap();
+    let owner = topology.node_cli(0, &["GET", "sentinel-key"]);
+    assert!(
+        owner.starts_with(guard.owner()),
+        "the primary holds the lock: {owner}"
+    );
+    // Fences start at the server's time in microseconds (at least 10^15).
+    assert!(guard.fence().unwrap() > 1_000_000_000_000_000);
+    guard.release().await.unwrap();
+}
+
+/// What the protected resource sees: each section starts with the holder's fence, which
+/// must be above every fence accepted before; a later holder supersedes an earlier one,
+/// whose writes are refused from then on.
+#[derive(Default)]
+struct Resource {
+    state: Mutex<ResourceState>,
+}
+
+#[derive(Default)]
+struct ResourceState {
+    max: u64,
+    inside: Option<u64>,
+    accepted: u64,
+    refused: u64,
+    /// Sections that began while another one was still inside: its lock had vanished.
+    superseded: u64,
+}
+
+impl Resource {
+    fn enter(&self, fence: u64) -> bool {
+        let mut s = self.state.lock().unwrap();
+        if fence <= s.max {
+            s.refused += 1;
+            return false;
+        }
+        if s.inside.is_some() {
+            s.superseded += 1;
+        }
+        s.max = fence;
+        s.inside = Some(fence);
+        true
+    }
+
+    fn write(&self, fence: u64) -> bool {
+        let mut s = self.state.lock().unwrap();
+        let ok = s.inside == Some(fence) && s.max == fence;
+        match ok {
+            true => s.accepted += 1,
+            false => s.refused += 1,
+        }
+        ok
+    }
+
+    fn leave(&self, fence: u64) {
+        let mut s = self.state.lock().unwrap();
+        if s.inside == Some(fence) {
+            s.inside = None;
+        }
+    }
+}
+
+/// What the workers share.
+#[derive(Default)]
+struct Drill {
+    resource: Resource,
+    /// The highest fence any acquire has answered.
+    handed: Mutex<u64>,
+    sections: AtomicU64,
+    errors: AtomicU64,
+    stop: AtomicBool,
+    failures: Mutex<Vec<String>>,
+}
+
+impl Drill {
+    fn fail(&self, what: String) {
+        self.failures.lock().unwrap().push(what);
+    }
+}
+
+async fn worker(locks: Locks, drill: Arc<Drill>, n: usize) {
+    let lock = locks.lock("drill").with_ttl(Some(Duration::from_secs(2)));
+    let retry = Retry::default()
+        .timeout(Duration::from_millis(500))
+        .delay(Duration::from_millis(50));
+    while !drill.stop.load(Ordering::Relaxed) {
+        let before = *drill.handed.lock().unwrap();
+        let taken = match n % 2 {
+            0 => lock.acquire_with(&retry).await,
+            _ => lock.try_acquire().await,
+        };
+        let guard = match taken {
+            Ok(guard) => guard,
+            Err(e) if e.is_contended() => {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+                continue;
+            }
+            Err(e) if e.is_retryable() => {
+                drill.errors.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+            Err(e) => {
+                drill.fail(format!("worker {n}: acquire failed for good: {e}"));
+                return;
+            }
+        };
+        let fence = guard.fence().expect("Sentinel fences");
+        {
+            let mut handed = drill.handed.lock().unwrap();
+            if fence <= before {
+                drill.fail(format!(
+                    "fence {fence} is not above {before}, handed out before this acquire was sent"
+                ));
+            }
+            *handed = (*handed).max(fence);
+        }
+        if drill.resource.enter(fence) {
+            for _ in 0..3 {
+                if !drill.resource.write(fence) {
+                    break; // superseded: our lock vanished with the failover
+                }
+                tokio::task::yield_now().await;
+            }
+            drill.resource.leave(fence);
+        }
+        drill.sections.fetch_add(1, Ordering::Relaxed);
+        // A release that fails (the lock vanished, or the store is between primaries) is
+        // not an error of the drill.
+        let _ = guard.release().await;
+    }
+}
+
+async fn sections_reach(drill: &Drill, n: u64, limit: Duration) {
+    wait_until(&format!("{n} sections"), limit, || async {
+        drill.sections.load(Ordering::Relaxed) >= n
+    })
+    .await;
+}
+
+/// The failover drill. The replicas are cut off from the primary first (it starts asking
+/// for a password they do not have), so the replica the sentinels promote lacks the last
+/// locks and fence counts: those locks vanish, and the fences must still go on increasing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failover_keeps_fences_increasing_and_tells_vanished_holders() {
+    let mut topology = SentinelTopology::start();
+    let url = topology.url();
+    let locks = Locks::builder()
+        .ttl(Some(Duration::from_secs(30)))
+        .connect(&url)
+        .await
+        .unwrap();
+    let drill = Arc::new(Drill::default());
+    let workers: Vec<_> = (0..4)
+        .map(|n| tokio::spawn(worker(locks.clone(), drill.clone(), n)))
+        .collect();
+    sections_reach(&drill, SECTIONS_PER_PHASE, Duration::from_secs(20)).await;
+
+    // A holder whose lock reaches the replicas, and a waiter for a lock only hand-off can
+    // give it in time (its poll delay is longer than its timeout).
+    let survivor = locks.lock("survivor").acquire().await.unwrap();
+    let handed_over = locks.lock("hand-off").acquire().await.unwrap();
+    let hand_off_channel = cadenas::stores::redis::keys::release_channel("hand-off");
+    let replicated = topology.node_cli(0, &["WAIT", "2", "5000"]);
+    assert_eq!(replicated.trim(), "2", "both replicas have the survivor");
+
+    // Cut the replicas off: the primary wants a password, and their links are dropped.
+    topology.node_cli(0, &["CONFIG", "SET", "requirepass", "cut-off"]);
+    let primary_port = topology.nodes[0].port;
+    let cut = |args: &[&str]| cli_with_password(primary_port, Some("cut-off"), args);
+    cut(&["CLIENT", "KILL", "TYPE", "replica"]);
+    wait_until(
+        "the replicas are cut off",
+        Duration::from_secs(10),
+        || async { cut(&["INFO", "replication"]).contains("connected_slaves:0") },
+    )
+    .await;
+    // Acknowledged by the primary alone: these vanish with it.
+    let mut doomed = Vec::new();
+    for i in 0..3 {
+        doomed.push(locks.lock(&format!("doomed-{i}")).acquire().await.unwrap());
+    }
+    let cut_at = drill.sections.load(Ordering::Relaxed);
+    sections_reach(&drill, cut_at + 10, Duration::from_secs(20)).await;
+    let max_before_kill = *drill.handed.lock().unwrap();
+
+    let killed = topology.kill_primary();
+    let killed_at = Instant::now();
+    let promoted = tokio::task::block_in_place(|| {
+        topology.wait_for_promotion(killed, Duration::from_secs(30))
+    });
+    let promoted_after = killed_at.elapsed();
+    assert_ne!(promoted, killed);
+
+    // New acquires work within a short time of the promotion.
+    let at_promotion = drill.sections.load(Ordering::Relaxed);
+    sections_reach(&drill, at_promotion + 1, Duration::from_secs(10)).await;
+    let resumed_after = killed_at.elapsed();
+    sections_reach(
+        &drill,
+        at_promotion + SECTIONS_PER_PHASE,
+        Duration::from_secs(20),
+    )
+    .await;
+    assert!(
+        *drill.handed.lock().unwrap() > max_before_kill,
+        "fences went on above the last one before the failover"
+    );
+
+    // Holders whose locks vanished are told at their next extend; the survivor is not.
+    for guard in &doomed {
+        match guard.extend(None).await {
+            Err(Error::NotOwned { .. }) => assert!(guard.lost_signal().is_lost()),
+            other => panic!("a vanished holding extended: {other:?}"),
+        }
+    }
+    survivor.extend(None).await.unwrap();
+    assert!(!survivor.lost_signal().is_lost());
+
+    // The store's one pub/sub connection (subscribed for the workers that wait) followed
+    // the failover: a new waiter subscribes on the promoted primary and wakes on the
+    // release, which its poll delay alone would not do in time.
+    let waiter = {
+        let lock = locks.lock("hand-off");
+        let retry = Retry::default()
+            .timeout(Duration::from_secs(10))
+            .delay(Duration::from_secs(60));
+        tokio::spawn(async move { lock.acquire_with(&retry).await })
+    };
+    wait_until("the waiter waits", Duration::from_secs(5), || async {
+        topology
+            .node_cli(promoted, &["PUBSUB", "NUMSUB", &hand_off_channel])
+            .lines()
+            .nth(1)
+            .is_some_and(|n| n.trim() != "0")
+    })
+    .await;
+    let released_at = Instant::now();
+    handed_over.release().await.unwrap();
+    let got = waiter
+        .await
+        .unwrap()
+        .expect("the waiter gets the lock by hand-off");
+    assert!(
+        released_at.elapsed() < Duration::from_secs(5),
+        "hand-off took {:?}",
+        released_at.elapsed()
+    );
+    got.release().await.unwrap();
+
+    drill.stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.await.unwrap();
+    }
+    survivor.release().await.unwrap();
+    let failures = drill.failures.lock().unwrap().clone();
+    assert!(failures.is_empty(), "{failures:#?}");
+    let s = drill.resource.state.lock().unwrap();
+    // Only sections under way at the failover can be superseded: one per worker at most.
+    assert!(s.superseded <= 4, "{} sections superseded", s.superseded);
+    assert!(
+        s.accepted >= 3 * 2 * SECTIONS_PER_PHASE,
+        "{} writes",
+        s.accepted
+    );
+    eprintln!(
+        "failover drill: promoted after {promoted_after:?}, acquires resumed after \
+         {resumed_after:?}; {} sections, {} writes accepted, {} refused, {} superseded, {} \
+         retryable errors",
+        drill.sections.load(Ordering::Relaxed),
+        s.accepted,
+        s.refused,
+        s.superseded,
+        drill.errors.load(Ordering::Relaxed)
+    );
+}
