@@ -10,6 +10,9 @@
 //! - [`Locks::election`] runs a leader election over a lock: [`Election::campaign`] waits
 //!   until this candidate leads and returns a [`Leadership`] whose [`term`](Leadership::term)
 //!   is a fence; [`Election::observe`] follows the changes (see [`election`]).
+//! - [`Locks::semaphore`] makes a semaphore (up to N holders of one key, each with its own
+//!   lease and fence), [`Locks::read`] and [`Locks::write`] the two sides of a read-write
+//!   lock; both are [`Lock`]s of another [`LockKind`], with the same guards.
 //! - [`Store`] is the contract a backend implements; [`stores`] has the built-in ones, and
 //!   the `conformance` module (feature `conformance`) is what each must pass.
 //!
@@ -39,6 +42,7 @@ mod events;
 pub mod fuzzing;
 mod guard;
 mod key;
+mod kind;
 mod lock;
 mod locks;
 mod manager;
@@ -64,8 +68,8 @@ pub use locks::{Locks, LocksBuilder, DEFAULT_TTL};
 pub use manager::{Manager, ManagerBuilder};
 pub use retry::Retry;
 pub use store::{
-    Acquire, AcquireRequest, Capabilities, Holder, Lease, LockInfo, ReleaseWait, Store, StoreError,
-    StoreErrorKind, Subscription,
+    Acquire, AcquireRequest, Capabilities, Holder, HolderInfo, Lease, LockInfo, LockKind,
+    ReleaseWait, Store, StoreError, StoreErrorKind, Subscription, MAX_PERMITS,
 };
 pub use store::{Displaced, TakeOver};
 pub use watch::{ExpiryWatcher, DEFAULT_WATCH_INTERVAL};

@@ -12,8 +12,11 @@ use crate::key;
 use crate::locks::Locks;
 use crate::observe::{self, op_span};
 use crate::retry::Retry;
-use crate::store::{Acquire, AcquireRequest, Holder, LockInfo, Store, Subscription};
+use crate::store::{
+    Acquire, AcquireRequest, Holder, LockInfo, LockKind, Store, StoreErrorKind, Subscription,
+};
 
+mod kinds;
 mod take_over;
 pub use take_over::TakenOver;
 
@@ -57,6 +60,9 @@ pub struct Lock {
     pub(crate) invalid: Option<(&'static str, String)>,
     /// Holdings must show their fence to other clients (leader election's terms).
     pub(crate) recorded: bool,
+    /// How a holding shares the key: a mutex (the write side of a read-write lock), a
+    /// reader, or a permit of a semaphore.
+    pub(crate) kind: LockKind,
 }
 
 impl Lock {
@@ -78,6 +84,7 @@ impl Lock {
             metadata: None,
             invalid,
             recorded: false,
+            kind: LockKind::Exclusive,
             key,
             stored,
             locks,
@@ -248,7 +255,7 @@ impl Lock {
     }
 
     async fn try_acquire_once(&self) -> Result<Guard> {
-        match self.attempt().await? {
+        match self.attempt(None).await? {
             Ok(guard) => Ok(guard),
             Err(holder) => Err(Error::AlreadyLocked {
                 key: self.key.to_string(),
@@ -277,7 +284,7 @@ impl Lock {
         self.check()?;
         let started = self.metrics().clock();
         let mut attempts = 1;
-        let guard = match self.attempt().await {
+        let guard = match self.attempt(None).await {
             Ok(Ok(guard)) => Ok(guard),
             // Held: the wait's state (subscription, timers) lives in a box of its own, so the
             // future of an acquire that finds the lock free stays small.
@@ -320,12 +327,13 @@ impl Lock {
             if subscription.is_some() {
                 // A release between the first try and the subscription would be missed:
                 // look once more (not counted as an attempt).
-                match self.attempt().await? {
+                match self.attempt(self.writer_waiting(retry, started)).await? {
                     Ok(guard) => return Ok(guard),
                     Err(h) => holder = h,
                 }
             }
         }
+        let writer_polls = self.writer_waiting(retry, started).is_some();
         loop {
             if !retry.may_retry(*attempts, started.elapsed()) {
                 return Err(Error::Timeout {
@@ -352,7 +360,9 @@ impl Lock {
                     false
                 }
             };
-            if !notified && behind_others(subscription.as_ref(), retry) {
+            // A writer on a store with readers polls even behind other waiters: readers
+            // queued ahead of it, held back by its marker, keep the wake-ups it would need.
+            if !notified && !writer_polls && behind_others(subscription.as_ref(), retry) {
                 // Other waiters of this process are first in line: they are woken first and
                 // the first of them polls, so N waiters make one poll per delay, not N. The
                 // holder seen at our last try is not ours to time any more.
@@ -363,9 +373,11 @@ impl Lock {
             // Stores wake one waiter per release: if this try is cancelled or fails, the
             // wake-up goes to another waiter.
             let baton = PassOn(subscription.as_mut().filter(|_| notified));
-            let answer = self.attempt().await;
+            let answer = self.attempt(self.writer_waiting(retry, started)).await;
             if answer.is_ok() {
                 std::mem::forget(baton);
+            } else {
+                drop(baton);
             }
             match answer? {
                 Ok(guard) => return Ok(guard),
@@ -374,14 +386,22 @@ impl Lock {
         }
     }
 
-    /// One try: `Ok(Ok(guard))` acquired, `Ok(Err(holder))` held by someone.
-    async fn attempt(&self) -> Result<std::result::Result<Guard, Holder>> {
+    /// One try: `Ok(Ok(guard))` acquired, `Ok(Err(holder))` held by someone. A waiting
+    /// writer passes the lease of its writer-waiting marker.
+    async fn attempt(
+        &self,
+        writer_waiting: Option<Duration>,
+    ) -> Result<std::result::Result<Guard, Holder>> {
         let store = self.store();
-        if self.ttl.is_none() && !store.capabilities().ttl_none {
+        let caps = store.capabilities();
+        if self.ttl.is_none() && !caps.ttl_none {
             return Err(Error::Unsupported {
                 store: store.describe().to_owned(),
                 what: "locks without ttl".into(),
             });
+        }
+        if !caps.holds(self.kind) {
+            return Err(self.kind_unsupported());
         }
         // Measured before the request is sent, so our view of the lease never outlives the
         // store's.
@@ -391,10 +411,24 @@ impl Lock {
             .try_acquire(
                 AcquireRequest::new(&self.stored, &self.owner, self.ttl)
                     .with_metadata(self.metadata.as_deref())
-                    .with_recorded(self.recorded),
+                    .with_recorded(self.recorded)
+                    .with_kind(self.kind)
+                    .with_writer_waiting(writer_waiting),
             )
             .await;
-        match answer.map_err(|e| self.store_error("acquire", e))? {
+        let answer = answer.map_err(|e| match e.kind {
+            StoreErrorKind::InvalidInput => Error::InvalidInput {
+                what: "permits",
+                message: format!(
+                    "semaphore '{}' on {}: {}",
+                    self.key,
+                    store.describe(),
+                    e.message
+                ),
+            },
+            _ => self.store_error("acquire", e),
+        });
+        match answer? {
             Acquire::Acquired(lease) => Ok(Ok(Guard::new(self.clone(), lease, sent))),
             Acquire::Held(holder) => Ok(Err(holder)),
         }

@@ -13,7 +13,7 @@ use crate::key;
 use crate::lock::Lock;
 use crate::observe;
 use crate::retry::Retry;
-use crate::store::{Lease, LockInfo, Store};
+use crate::store::{Lease, LockInfo, LockKind, Store};
 use crate::stores::memory::MemoryStore;
 
 /// The default lease length: 30 seconds.
@@ -84,6 +84,78 @@ impl Locks {
     /// are reported by the lock's first operation as [`Error::InvalidInput`].
     pub fn lock(&self, key: &str) -> Lock {
         Lock::new(self.clone(), key)
+    }
+
+    /// A semaphore named `key` of `permits` permits: each [`acquire`](Lock::acquire) of the
+    /// returned lock holds one permit, with its own owner, lease and fence, while at most
+    /// `permits` holders hold the key at once. Every holder of the key must ask with the same
+    /// count: the count is stored with the key while anyone holds a permit, and another one
+    /// is refused with [`Error::InvalidInput`](crate::Error::InvalidInput) naming both. A
+    /// count of 0 or over [`MAX_PERMITS`](crate::MAX_PERMITS) is refused the same way. An
+    /// acquire costs the same store round trips whatever the count.
+    ///
+    /// The key is held one way at a time: while permits are held, a mutex or reader of the
+    /// same key waits, and the other way round. Clones of the returned lock share its owner
+    /// id, so they count as one holder; make one lock per holder.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> cadenas::Result<()> {
+    /// let locks = cadenas::Locks::memory();
+    /// let a = locks.semaphore("api-calls", 2).try_acquire().await?;
+    /// let b = locks.semaphore("api-calls", 2).try_acquire().await?;
+    /// assert!(locks.semaphore("api-calls", 2).try_acquire().await.is_err());
+    /// assert_eq!(locks.semaphore("api-calls", 2).available().await?, 0);
+    /// assert!(a.fence() < b.fence());
+    /// a.release().await?;
+    /// assert_eq!(locks.semaphore("api-calls", 2).available().await?, 1);
+    /// b.release().await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// Stores that cannot keep the count in one atomic step do not declare
+    /// [`Capabilities::semaphores`](crate::Capabilities::semaphores); there every operation
+    /// of the lock answers [`Error::Unsupported`](crate::Error::Unsupported).
+    pub fn semaphore(&self, key: &str, permits: u32) -> Lock {
+        Lock::new(self.clone(), key).with_kind(LockKind::Permits(permits))
+    }
+
+    /// The read side of the read-write lock `key`: any number of readers hold it at once,
+    /// while no writer does. The write side is [`write`](Locks::write), which is the plain
+    /// [`lock`](Locks::lock) of the key: a mutex of `key` and its readers exclude each other.
+    ///
+    /// Writers are preferred: once a writer waits for the key, new readers wait too, so a
+    /// stream of readers cannot starve it. A waiting writer records this in the store with a
+    /// lease of its own (the rest of its retry timeout, at most its ttl); a writer that
+    /// crashed or gave up while waiting holds readers back no longer than that. Readers that
+    /// already hold keep holding. Upgrading a read holding to a write holding is not
+    /// offered: two readers upgrading at once would wait for each other forever; release the
+    /// read lock and acquire the write lock instead.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> cadenas::Result<()> {
+    /// let locks = cadenas::Locks::memory();
+    /// let r1 = locks.read("config").try_acquire().await?;
+    /// let r2 = locks.read("config").try_acquire().await?;
+    /// assert!(locks.write("config").try_acquire().await.is_err());
+    /// assert_eq!(locks.read("config").holders().await?.len(), 2);
+    /// r1.release().await?;
+    /// r2.release().await?;
+    /// let w = locks.write("config").try_acquire().await?;
+    /// assert!(locks.read("config").try_acquire().await.is_err());
+    /// w.release().await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// Stores that cannot do this in one atomic step per operation do not declare
+    /// [`Capabilities::shared_locks`](crate::Capabilities::shared_locks); there every
+    /// operation of a reader answers [`Error::Unsupported`](crate::Error::Unsupported).
+    pub fn read(&self, key: &str) -> Lock {
+        Lock::new(self.clone(), key).with_kind(LockKind::Shared)
+    }
+
+    /// The write side of the read-write lock `key`: the same as [`lock`](Locks::lock).
+    pub fn write(&self, key: &str) -> Lock {
+        self.lock(key)
     }
 
     /// The store.
@@ -185,20 +257,24 @@ impl Locks {
                 }),
             },
         };
-        let lock = locks
-            .lock(&t.key)
+        let lock = Lock::new(locks, &t.key)
+            .with_kind(t.kind())
             .with_owner(t.owner.clone())
             .with_ttl(t.ttl);
         let sent = Instant::now();
         let info = lock.inspect().await?;
-        match info {
-            Some(info) if info.owner == t.owner => {
-                let fence = t.fence.or(info.fence);
+        // The holding of the token's owner, among every holder of the key.
+        let ours = info
+            .filter(|i| i.kind == lock.kind)
+            .and_then(|i| i.holders.into_iter().find(|h| h.owner == t.owner));
+        match ours {
+            Some(holder) => {
+                let fence = t.fence.or(holder.fence);
                 Ok(Guard::new(
                     lock,
                     Lease {
                         fence,
-                        ttl: info.remaining,
+                        ttl: holder.remaining,
                     },
                     sent,
                 ))

@@ -17,6 +17,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+pub use crate::kind::{LockKind, MAX_PERMITS};
+
 /// A boxed error from a store's driver.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
@@ -53,6 +55,14 @@ pub struct Capabilities {
     /// the server keeps only the lock) sets this to `false`: another client then sees only
     /// that the key is held, and by which server session.
     pub shared_records: bool,
+    /// Semaphores ([`LockKind::Permits`]): up to N holders of one key at once, each with its
+    /// own owner, lease and fence. The lock layer sends such requests only to a store that
+    /// declares this; it answers [`Error::Unsupported`](crate::Error::Unsupported) elsewhere.
+    pub semaphores: bool,
+    /// Read-write locks ([`LockKind::Shared`] holders, and the writer-waiting marker of
+    /// [`AcquireRequest::writer_waiting`]). The lock layer sends such requests only to a store
+    /// that declares this; it answers [`Error::Unsupported`](crate::Error::Unsupported) elsewhere.
+    pub shared_locks: bool,
 }
 
 impl Capabilities {
@@ -67,7 +77,28 @@ impl Capabilities {
         take_over: true,
         inspect_fence: true,
         shared_records: true,
+        semaphores: true,
+        shared_locks: true,
     };
+
+    /// The same, without semaphores and read-write locks: what a store that holds only
+    /// exclusive locks declares (`Capabilities::ALL.exclusive_only()`).
+    pub const fn exclusive_only(self) -> Capabilities {
+        Capabilities {
+            semaphores: false,
+            shared_locks: false,
+            ..self
+        }
+    }
+
+    /// Whether the store holds locks of `kind` (exclusive locks: always).
+    pub fn holds(&self, kind: LockKind) -> bool {
+        match kind {
+            LockKind::Exclusive => true,
+            LockKind::Shared => self.shared_locks,
+            LockKind::Permits(_) => self.semaphores,
+        }
+    }
 }
 
 /// One request to take a lock.
@@ -85,6 +116,15 @@ pub struct AcquireRequest<'a> {
     /// that skips the holding's record for speed ([`Capabilities::inspect_fence`] `false`)
     /// writes one for this request. Leader election asks for it (the term is the fence).
     pub recorded: bool,
+    /// How the holding shares the key (default: exclusive).
+    pub kind: LockKind,
+    /// For an exclusive request on a store with [`Capabilities::shared_locks`]: when the key
+    /// is held, record that this owner waits to write, for this long by the store's clock
+    /// (refreshed by each try; cleared when this owner takes the key). While such a marker
+    /// lives, shared requests of other owners find the key held, so readers cannot starve a
+    /// waiting writer; a writer that crashed while waiting holds readers back no longer than
+    /// the marker's lease. `None` (the default, and every `try_acquire`): no marker.
+    pub writer_waiting: Option<Duration>,
 }
 
 impl<'a> AcquireRequest<'a> {
@@ -106,6 +146,22 @@ impl<'a> AcquireRequest<'a> {
             ttl,
             metadata: None,
             recorded: false,
+            kind: LockKind::Exclusive,
+            writer_waiting: None,
+        }
+    }
+
+    /// The same request for a holding of `kind`.
+    pub fn with_kind(self, kind: LockKind) -> Self {
+        AcquireRequest { kind, ..self }
+    }
+
+    /// The same request, recording a writer-waiting marker for `lease` when the key is held
+    /// ([`writer_waiting`](AcquireRequest::writer_waiting)).
+    pub fn with_writer_waiting(self, lease: Option<Duration>) -> Self {
+        AcquireRequest {
+            writer_waiting: lease,
+            ..self
         }
     }
 
@@ -170,12 +226,16 @@ pub struct Displaced {
 }
 
 /// What anyone can read about a held lock.
+///
+/// The single-holder fields (`owner`, `remaining`, `fence`, `metadata`) describe the
+/// exclusive holder, or — for a key held by readers or by permits of a semaphore — its first
+/// holder (the one with the lowest fence). [`holders`](LockInfo::holders) lists every holder.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct LockInfo {
     /// The stored key (with namespace).
     pub key: String,
-    /// The holder.
+    /// The holder (the first one, when several share the key).
     pub owner: String,
     /// Time left on the lease by the store's clock; `None` = never expires.
     pub remaining: Option<Duration>,
@@ -183,9 +243,66 @@ pub struct LockInfo {
     pub fence: Option<u64>,
     /// The holder's metadata.
     pub metadata: Option<String>,
+    /// How the key is held: exclusively (also every lock of a store without shared locks
+    /// or semaphores), by readers, or by permits of a semaphore of N.
+    pub kind: LockKind,
+    /// Every holder, sorted by fence (the exclusive holder alone for an exclusive lock).
+    pub holders: Vec<HolderInfo>,
+}
+
+/// One holder of a key: what [`LockInfo::holders`] lists.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct HolderInfo {
+    /// The holder's owner string.
+    pub owner: String,
+    /// Time left on its lease by the store's clock; `None` = never expires.
+    pub remaining: Option<Duration>,
+    /// Its fence, when the store has fencing.
+    pub fence: Option<u64>,
+    /// Its metadata.
+    pub metadata: Option<String>,
+}
+
+impl HolderInfo {
+    /// Builds a holder; stores use this, since the struct is `#[non_exhaustive]`.
+    pub fn new(
+        owner: impl Into<String>,
+        remaining: Option<Duration>,
+        fence: Option<u64>,
+        metadata: Option<String>,
+    ) -> Self {
+        HolderInfo {
+            owner: owner.into(),
+            remaining,
+            fence,
+            metadata,
+        }
+    }
 }
 
 impl LockInfo {
+    /// A key held by a group (`kind` shared or permits) of `holders`, which must not be
+    /// empty: the single-holder fields show the holder with the lowest fence. `None` for no
+    /// holders.
+    pub fn group(
+        key: impl Into<String>,
+        kind: LockKind,
+        mut holders: Vec<HolderInfo>,
+    ) -> Option<Self> {
+        holders.sort_by_key(|h| h.fence);
+        let first = holders.first()?.clone();
+        Some(LockInfo {
+            key: key.into(),
+            owner: first.owner,
+            remaining: first.remaining,
+            fence: first.fence,
+            metadata: first.metadata,
+            kind,
+            holders,
+        })
+    }
+
     /// Builds a record; stores use this, since the struct is `#[non_exhaustive]`.
     pub fn new(
         key: impl Into<String>,
@@ -194,12 +311,16 @@ impl LockInfo {
         fence: Option<u64>,
         metadata: Option<String>,
     ) -> Self {
+        let owner = owner.into();
+        let holder = HolderInfo::new(owner.clone(), remaining, fence, metadata.clone());
         LockInfo {
             key: key.into(),
-            owner: owner.into(),
+            owner,
             remaining,
             fence,
             metadata,
+            kind: LockKind::Exclusive,
+            holders: vec![holder],
         }
     }
 }
@@ -289,6 +410,10 @@ pub enum StoreErrorKind {
     Rejected,
     /// The store does not support this operation.
     Unsupported,
+    /// The request contradicts what the key holds: a semaphore asked with another permit
+    /// count than its holders use. The lock layer reports it as
+    /// [`Error::InvalidInput`](crate::Error::InvalidInput) with this message.
+    InvalidInput,
 }
 
 /// An error from a store's driver, before the lock layer adds the key.
@@ -352,6 +477,15 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// Takes `key` for `owner` if no live lease exists (an expired one is taken over), in one
     /// atomic step. A key held by the same owner counts as held: locks are not re-entrant.
     ///
+    /// On a store that declares [`Capabilities::shared_locks`] or
+    /// [`Capabilities::semaphores`], `request.kind` says how the holding shares the key
+    /// (see [`LockKind`]): a shared request joins live shared holders unless another owner's
+    /// writer-waiting marker lives; a permit request of N joins live permit holders of N
+    /// while fewer than N hold; an exclusive request needs the key free of every holder.
+    /// Each holding gets its own lease and a fence from the key's one source, so fences
+    /// increase across kinds. Whatever N is, this stays one step. The lock layer never sends
+    /// a kind the store does not declare, so a store without them may ignore `kind`.
+    ///
     /// # Cancel safety
     /// Must be cancel safe: a future dropped at any point before it returns never leaves a
     /// lock held — whatever its request took is given back, in the background if need be —
@@ -362,6 +496,8 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     async fn try_acquire(&self, request: AcquireRequest<'_>) -> Result<Acquire, StoreError>;
 
     /// Releases `key` if `owner` holds a live lease on it. `Ok(false)` when it did not.
+    /// On a key held by several (readers, permits), `owner` names the holding to release;
+    /// `extend` and `set_metadata` work per holding the same way.
     async fn release(&self, key: &str, owner: &str) -> Result<bool, StoreError>;
 
     /// Sets the lease of `key` held by `owner` to `ttl` counted from now. `Ok(None)` when

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::guard::Guard;
+use crate::store::LockKind;
 
 const PREFIX: &str = "cadenas1.";
 
@@ -35,6 +36,12 @@ pub struct Token {
     /// The lock's ttl in ms (`None` = never expires).
     #[serde(rename = "t", default, skip_serializing_if = "Option::is_none")]
     pub ttl_ms: Option<u64>,
+    /// The semaphore's permit count, for a permit holding.
+    #[serde(rename = "p", default, skip_serializing_if = "Option::is_none")]
+    pub permits: Option<u32>,
+    /// A shared (reader) holding.
+    #[serde(rename = "s", default, skip_serializing_if = "std::ops::Not::not")]
+    pub shared: bool,
     /// The lock's ttl (`ttl_ms` as a duration), filled in by `decode`.
     #[serde(skip)]
     pub ttl: Option<Duration>,
@@ -49,7 +56,21 @@ impl Token {
             owner: lock.owner().to_owned(),
             fence: guard.fence(),
             ttl_ms: lock.ttl().map(|t| t.as_millis() as u64),
+            permits: match lock.kind() {
+                LockKind::Permits(n) => Some(n),
+                _ => None,
+            },
+            shared: lock.kind() == LockKind::Shared,
             ttl: lock.ttl(),
+        }
+    }
+
+    /// How the token's holding shares its key.
+    pub fn kind(&self) -> LockKind {
+        match (self.permits, self.shared) {
+            (Some(n), _) => LockKind::Permits(n),
+            (None, true) => LockKind::Shared,
+            (None, false) => LockKind::Exclusive,
         }
     }
 
@@ -97,6 +118,12 @@ impl Token {
         crate::key::check_owner(&t.owner)?;
         t.ttl = t.ttl_ms.map(Duration::from_millis);
         crate::duration::check_ttl(t.ttl)?;
+        match t.permits {
+            Some(n) if t.shared || n == 0 || n > crate::MAX_PERMITS => {
+                return Err(bad("the token's permit count is damaged"))
+            }
+            _ => {}
+        }
         Ok(t)
     }
 }
@@ -112,8 +139,27 @@ mod tests {
             owner: "01hzy".into(),
             fence: Some(7),
             ttl_ms: Some(30_000),
+            permits: None,
+            shared: false,
             ttl: Some(Duration::from_secs(30)),
         }
+    }
+
+    #[test]
+    fn kinds_round_trip() {
+        for (permits, shared) in [(Some(3), false), (None, true)] {
+            let t = Token {
+                permits,
+                shared,
+                ..sample()
+            };
+            assert_eq!(Token::decode(&t.encode()).unwrap(), t);
+        }
+        let bad = Token {
+            permits: Some(0),
+            ..sample()
+        };
+        assert!(Token::decode(&bad.encode()).is_err());
     }
 
     #[test]

@@ -61,6 +61,8 @@ fuzz_target!(|data: &[u8]| {
         owner: f.owner.clone(),
         fence: f.fence,
         ttl_ms: f.ttl_ms,
+        permits: None,
+        shared: false,
         ttl: f.ttl_ms.map(std::time::Duration::from_millis),
     };
     let text = token.encode();

@@ -31,6 +31,8 @@ mod concurrency;
 mod election;
 mod holder;
 mod lease;
+mod rwlock;
+mod semaphore;
 mod take_over;
 
 use std::future::Future;
@@ -46,6 +48,8 @@ pub use concurrency::*;
 pub use election::*;
 pub use holder::*;
 pub use lease::*;
+pub use rwlock::*;
+pub use semaphore::*;
 pub use take_over::*;
 
 type Connect = Box<dyn Fn() -> Pin<Box<dyn Future<Output = Locks> + Send>> + Send + Sync>;
@@ -133,6 +137,8 @@ pub async fn run_all(suite: &Suite) {
         cancelled_acquire_leaves_nothing_held,
         take_over_all,
         election_all,
+        semaphore_all,
+        rwlock_all,
         cancelled_acquires_leave_nothing_held,
         contention,
     );

@@ -71,6 +71,16 @@ impl Lock {
         if !caps.take_over {
             return Err(self.take_over_unsupported());
         }
+        if self.kind != crate::LockKind::Exclusive {
+            return Err(Error::Unsupported {
+                store: store.describe().to_owned(),
+                what: format!(
+                    "taking over a {} holding of key '{}' (only exclusive locks are taken over)",
+                    self.kind.name(),
+                    self.key
+                ),
+            });
+        }
         if self.ttl.is_none() && !caps.ttl_none {
             return Err(Error::Unsupported {
                 store: store.describe().to_owned(),

@@ -403,5 +403,46 @@ pub fn cases() -> Vec<Case> {
                 api(c.redis.lock("k-held").acquire_with(&retry).await)
             },
         ),
+        // ---- semaphores and read-write locks ----
+        case(
+            "semaphore of 0 permits",
+            Invalid("permits"),
+            &["k-sem", "0 permits"],
+            Nothing,
+            |_| async move { api(Locks::memory().semaphore("k-sem", 0).try_acquire().await) },
+        ),
+        case(
+            "semaphore of 10001 permits (over the most, 10000)",
+            Invalid("permits"),
+            &["k-sem", "10001 permits", "10000"],
+            Nothing,
+            |_| async move {
+                api(Locks::memory()
+                    .semaphore("k-sem", 10_001)
+                    .try_acquire()
+                    .await)
+            },
+        ),
+        case(
+            "semaphore asked with 5 permits while its holders use 3",
+            Invalid("permits"),
+            &["k-sem", "3 permits", "asks for 5"],
+            Nothing,
+            |_| async move {
+                let locks = Locks::memory();
+                let held = locks.semaphore("k-sem", 3).try_acquire().await.unwrap();
+                let got = locks.semaphore("k-sem", 5).try_acquire().await;
+                assert_eq!(locks.lock("k-sem").holders().await.unwrap().len(), 1);
+                held.release().await.unwrap();
+                api(got)
+            },
+        ),
+        case(
+            "semaphore on a store without semaphores (Redis)",
+            Unsupported,
+            &["semaphores", "k-sem"],
+            Free(Redis, "k-sem"),
+            |c| async move { api(c.redis.semaphore("k-sem", 2).try_acquire().await) },
+        ),
     ]
 }

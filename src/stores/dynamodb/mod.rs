@@ -273,7 +273,7 @@ impl Store for DynamoDbStore {
     /// Everything: notification is for waiters of this process (others poll), expiry is
     /// judged by the clients' clocks (see the module docs).
     fn capabilities(&self) -> Capabilities {
-        Capabilities::ALL
+        Capabilities::ALL.exclusive_only()
     }
 
     /// One conditional write, run in a task of its own: if the future is dropped, a lock it

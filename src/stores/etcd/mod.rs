@@ -271,7 +271,7 @@ impl Store for EtcdStore {
 
     /// Everything.
     fn capabilities(&self) -> Capabilities {
-        Capabilities::ALL
+        Capabilities::ALL.exclusive_only()
     }
 
     /// A read, then a lease grant and one transaction (see the module docs). Cancel safe: a dropped

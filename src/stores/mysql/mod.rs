@@ -194,7 +194,7 @@ const SESSION_CAPABILITIES: Capabilities = Capabilities {
     expiry_watch: false,
     take_over: false,
     shared_records: false,
-    ..Capabilities::ALL
+    ..Capabilities::ALL.exclusive_only()
 };
 
 impl MySqlStore {
@@ -299,7 +299,7 @@ server_store!(MySqlStore, crate::scheme::MYSQL {
             Some(_) => SESSION_CAPABILITIES,
             None => Capabilities {
                 notify: false,
-                ..Capabilities::ALL
+                ..Capabilities::ALL.exclusive_only()
             },
         }
     }

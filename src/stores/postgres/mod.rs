@@ -268,7 +268,7 @@ const SESSION_CAPABILITIES: Capabilities = Capabilities {
     expiry_watch: false,
     take_over: false,
     shared_records: false,
-    ..Capabilities::ALL
+    ..Capabilities::ALL.exclusive_only()
 };
 
 /// A lock store on a PostgreSQL table. See the [module docs](self).
@@ -421,7 +421,7 @@ server_store!(PostgresStore, crate::scheme::POSTGRES {
     fn capabilities(&self) -> Capabilities {
         match self.session {
             Some(_) => SESSION_CAPABILITIES,
-            None => Capabilities::ALL,
+            None => Capabilities::ALL.exclusive_only(),
         }
     }
 

@@ -395,7 +395,7 @@ impl Store for RedisStore {
         Capabilities {
             inspect_fence: self.records,
             expiry_watch: self.records,
-            ..Capabilities::ALL
+            ..Capabilities::ALL.exclusive_only()
         }
     }
 

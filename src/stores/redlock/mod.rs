@@ -315,6 +315,10 @@ impl Store for RedlockStore {
             take_over: false,
             inspect_fence: false,
             shared_records: true,
+            // Permit counts and reader groups cannot be kept across a quorum of independent
+            // masters (a minority's view can grant more than N).
+            semaphores: false,
+            shared_locks: false,
         }
     }
 

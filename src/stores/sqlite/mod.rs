@@ -347,7 +347,7 @@ impl Store for SqliteStore {
     /// Everything: fencing, notification (same process only; other processes are found by
     /// polling), ttl none, list, sharing between processes, and the expiry watcher.
     fn capabilities(&self) -> Capabilities {
-        Capabilities::ALL
+        Capabilities::ALL.exclusive_only()
     }
 
     /// One statement, run in a task of its own (`stores::detach`): if the

@@ -8,6 +8,11 @@
 //! - Fences come from one counter per store, so they strictly increase per key (and across
 //!   keys) for the life of the process.
 //! - Waiters wake through an in-process notification on release: hand-off needs no polling.
+//! - Semaphores and read-write locks: the holders of a key held by readers or by permits
+//!   live in a map of groups beside the exclusive entries, so an exclusive acquire looks at
+//!   it only when some group exists; a writer that waits records a marker (with its own
+//!   expiry) that holds new readers back. A reader or permit holder that gets in while room
+//!   is left wakes the next waiter.
 //! - The expiry watcher ([`Store::reap_expired`]) sees every expiry: once a watcher has run,
 //!   expired entries removed by the cleaning or replaced by a takeover are kept (up to
 //!   100,000) until the watcher collects them.
@@ -19,10 +24,12 @@ use async_trait::async_trait;
 use indexmap::map::raw_entry_v1::{RawEntryApiV1, RawEntryMut};
 use indexmap::IndexMap;
 
+mod group;
+
 use crate::notify::ReleaseNotifier;
 use crate::store::{
-    Acquire, AcquireRequest, Capabilities, Displaced, Holder, Lease, LockInfo, Store, StoreError,
-    Subscription, TakeOver,
+    Acquire, AcquireRequest, Capabilities, Displaced, Holder, Lease, LockInfo, LockKind, Store,
+    StoreError, Subscription, TakeOver,
 };
 
 /// Locks in this process's memory. See the [module docs](self).
@@ -54,6 +61,12 @@ struct State {
     watched: bool,
     /// Expired entries removed or replaced since the watcher's last sweep.
     expired: Vec<(Box<str>, Entry)>,
+    /// Keys held by readers or by permits of a semaphore.
+    groups: IndexMap<Box<str>, group::Group, foldhash::fast::RandomState>,
+    /// Where `sweep` cleans the groups next.
+    group_cursor: usize,
+    /// Writers waiting for a key (held back new readers while they live).
+    waiting: IndexMap<Box<str>, group::Waiting, foldhash::fast::RandomState>,
 }
 
 #[derive(Debug)]
@@ -92,8 +105,11 @@ impl Entry {
 }
 
 impl State {
-    /// Removes up to `SWEEP_PER_OP` expired entries at the cursor.
+    /// Removes up to `SWEEP_PER_OP` expired entries at the cursor (and cleans one group).
     fn sweep(&mut self, now: u64) {
+        if !self.groups.is_empty() || !self.waiting.is_empty() {
+            self.sweep_groups(now);
+        }
         for _ in 0..SWEEP_PER_OP {
             if self.locks.is_empty() {
                 self.cursor = 0;
@@ -132,6 +148,19 @@ impl State {
             expires,
             fence: self.last_fence,
             metadata: request.metadata.map(Into::into),
+        }
+    }
+
+    /// `owner`'s live holding of `key`: the exclusive entry or its place in the key's group.
+    fn holding_mut(&mut self, key: &str, owner: &str, now: u64) -> Option<&mut Entry> {
+        let exclusive = self
+            .locks
+            .get(key)
+            .is_some_and(|e| e.live(now) && &*e.owner == owner);
+        if exclusive {
+            self.locks.get_mut(key)
+        } else {
+            self.group_entry(key, owner, now)
         }
     }
 
@@ -208,6 +237,23 @@ impl Store for MemoryStore {
         let expires = self.expires(now, request.ttl);
         let mut state = self.lock();
         state.sweep(now);
+        if request.kind != LockKind::Exclusive {
+            let (answer, room_left) = state.acquire_in_group(&request, now, expires)?;
+            drop(state);
+            if room_left {
+                // Let the next waiter in too: a release woke only this one.
+                self.notifier.notify(request.key);
+            }
+            return Ok(answer);
+        }
+        if !state.groups.is_empty() || !state.waiting.is_empty() {
+            if let Some(holder) = state.group_holder(request.key, now) {
+                if let Some(lease) = request.writer_waiting {
+                    state.mark_writer(request.key, request.owner, lease, now);
+                }
+                return Ok(Acquire::Held(holder));
+            }
+        }
         // One hash lookup: the entry API finds the slot, or the place for a new one.
         let state = &mut *state;
         let mut new_entry = || {
@@ -223,10 +269,14 @@ impl Store for MemoryStore {
             RawEntryMut::Occupied(mut slot) => {
                 let e = slot.get();
                 if e.live(now) {
-                    return Ok(Acquire::Held(Holder {
+                    let holder = Holder {
                         owner: Some(e.owner.to_string()),
                         remaining: e.remaining(now),
-                    }));
+                    };
+                    if let Some(lease) = request.writer_waiting {
+                        state.mark_writer(request.key, request.owner, lease, now);
+                    }
+                    return Ok(Acquire::Held(holder));
                 }
                 // Taking over an expired entry: the watcher still gets to see it.
                 let entry = new_entry();
@@ -239,6 +289,9 @@ impl Store for MemoryStore {
             }
             RawEntryMut::Vacant(slot) => slot.insert(request.key.into(), new_entry()).1.fence,
         };
+        if !state.waiting.is_empty() {
+            state.unmark_writer(request.key, request.owner, now);
+        }
         Ok(Acquire::Acquired(Lease {
             fence: Some(fence),
             ttl: request.ttl,
@@ -255,10 +308,16 @@ impl Store for MemoryStore {
         state.sweep(now);
         let entry = state.new_entry(&request, expires);
         let fence = entry.fence;
+        let group = state.remove_group(request.key, now);
+        state.unmark_writer(request.key, request.owner, now);
         let displaced = match state.locks.insert(request.key.into(), entry) {
             Some(old) if old.live(now) => Some(Displaced {
                 owner: old.owner.into(),
                 fence: Some(old.fence),
+            }),
+            _ if group.is_some() => group.map(|g| Displaced {
+                owner: g.owner.into(),
+                fence: Some(g.fence),
             }),
             Some(old) => {
                 state.keep_expired(request.key.into(), old);
@@ -289,7 +348,7 @@ impl Store for MemoryStore {
             if let Some(i) = ours {
                 state.locks.swap_remove_index(i);
             }
-            ours.is_some()
+            ours.is_some() || !state.groups.is_empty() && state.release_in_group(key, owner, now)
         };
         if released {
             self.notifier.notify(key);
@@ -307,16 +366,14 @@ impl Store for MemoryStore {
         let expires = self.expires(now, ttl);
         let mut state = self.lock();
         state.sweep(now);
-        match state.locks.get_mut(key) {
-            Some(e) if e.live(now) && &*e.owner == owner => {
-                e.expires = expires;
-                Ok(Some(Lease {
-                    fence: Some(e.fence),
-                    ttl,
-                }))
+        let entry = state.holding_mut(key, owner, now);
+        Ok(entry.map(|e| {
+            e.expires = expires;
+            Lease {
+                fence: Some(e.fence),
+                ttl,
             }
-            _ => Ok(None),
-        }
+        }))
     }
 
     async fn set_metadata(
@@ -327,27 +384,26 @@ impl Store for MemoryStore {
     ) -> Result<bool, StoreError> {
         let now = self.now();
         let mut state = self.lock();
-        match state.locks.get_mut(key) {
-            Some(e) if e.live(now) && &*e.owner == owner => {
-                e.metadata = metadata.map(Into::into);
-                Ok(true)
-            }
-            _ => Ok(false),
-        }
+        let entry = state.holding_mut(key, owner, now);
+        Ok(entry
+            .map(|e| e.metadata = metadata.map(Into::into))
+            .is_some())
     }
 
     async fn force_release(&self, key: &str) -> Result<bool, StoreError> {
         let now = self.now();
         let removed = {
             let mut state = self.lock();
-            match state.locks.swap_remove_full(key) {
+            let group = state.remove_group(key, now).is_some();
+            let exclusive = match state.locks.swap_remove_full(key) {
                 Some((_, k, e)) if !e.live(now) => {
                     state.keep_expired(k, e);
                     false
                 }
                 Some(_) => true,
                 None => false,
-            }
+            };
+            group || exclusive
         };
         if removed {
             self.notifier.notify(key);
@@ -358,19 +414,24 @@ impl Store for MemoryStore {
     async fn inspect(&self, key: &str) -> Result<Option<LockInfo>, StoreError> {
         let now = self.now();
         let state = self.lock();
-        Ok(state.live(key, now).map(|e| e.info(key, now)))
+        Ok(match state.live(key, now) {
+            Some(e) => Some(e.info(key, now)),
+            None => state.group_info(key, now),
+        })
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<LockInfo>, StoreError> {
         let now = self.now();
         let mut out: Vec<LockInfo> = {
             let state = self.lock();
-            state
+            let mut out: Vec<LockInfo> = state
                 .locks
                 .iter()
                 .filter(|(k, e)| k.starts_with(prefix) && e.live(now))
                 .map(|(k, e)| e.info(k, now))
-                .collect()
+                .collect();
+            out.extend(state.list_groups(prefix, now));
+            out
         };
         out.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(out)
@@ -401,6 +462,7 @@ impl Store for MemoryStore {
                 i += 1;
             }
         }
+        out.extend(state.reap_groups(prefix, now));
         let kept = std::mem::take(&mut state.expired);
         for (k, e) in kept {
             if k.starts_with(prefix) {
