@@ -58,7 +58,8 @@ enum Command {
 #[derive(clap::Args, Clone)]
 pub struct RunArgs {
     /// memory, sqlite, redis (own server), redlock (5 own nodes), etcd (3 own members),
-    /// postgres, mysql (the local servers), dynamodb (own dynalite), or a store URL.
+    /// postgres, mysql (the local servers), dynamodb (own dynalite), dynamodb-moto (own moto
+    /// server), or a store URL.
     #[arg(long)]
     pub store: String,
     /// Worker processes (threads for memory).

@@ -84,7 +84,13 @@ impl StoreEnv {
             StoreKind::Mysql if bare => DEFAULT_MYSQL.to_owned(),
             StoreKind::Dynamodb if bare => {
                 use cadenas_test_support::dynamodb::{DynamoServer, Emulator};
-                let server = DynamoServer::start(Emulator::Dynalite);
+                // `dynamodb` is the tool's own dynalite, `dynamodb-moto` its own moto server.
+                let emulator = if spec.eq_ignore_ascii_case("dynamodb-moto") {
+                    Emulator::Moto
+                } else {
+                    Emulator::Dynalite
+                };
+                let server = DynamoServer::start(emulator);
                 let url = server.url(&format!("torture_{tag}"));
                 env.dynamo = Some(server);
                 url
@@ -137,9 +143,9 @@ impl StoreEnv {
             "postgres" | "postgresql" => StoreKind::Postgres,
             "mysql" | "mariadb" => StoreKind::Mysql,
             "etcd" | "etcds" => StoreKind::Etcd,
-            "dynamodb" => StoreKind::Dynamodb,
+            "dynamodb" | "dynamodb-moto" => StoreKind::Dynamodb,
             other => bail!(
-                "unknown store '{other}': use memory, sqlite, redis, redlock, postgres, mysql, etcd, dynamodb or a URL of one"
+                "unknown store '{other}': use memory, sqlite, redis, redlock, postgres, mysql, etcd, dynamodb, dynamodb-moto or a URL of one"
             ),
         })
     }

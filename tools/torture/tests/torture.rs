@@ -154,6 +154,12 @@ fn dynamodb() {
 }
 
 #[test]
+fn dynamodb_on_moto() {
+    // The tool's own moto server: the other emulator, with its own gaps.
+    torture("dynamodb-moto", &["kill", "stop", "drop", "delay"]);
+}
+
+#[test]
 fn clock_sqlite() {
     // SQLite's "now" is the host's clock: every worker's clock steps together.
     clock("sqlite", false);
