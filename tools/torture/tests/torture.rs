@@ -74,8 +74,10 @@ fn field(summary: &Value, name: &str) -> u64 {
 /// outlives its ttl); the test also checks here that none was refused or released late.
 fn clock(store: &str, server_clock: bool) {
     let summary = torture_with(store, "clock,kill", &[], &["clock", "kill"]);
+    // Rates alone (1.5× or 0.5× over a 6 s run) skew a clock by at most 3 s; a 10 s step,
+    // offset by a slow clock's lag, shows as more than 5 s.
     assert!(
-        field(&summary, "max_clock_skew_ms") >= 9_000,
+        field(&summary, "max_clock_skew_ms") >= 5_000,
         "no worker's clock was ever stepped 10 s: {summary}"
     );
     if server_clock {
