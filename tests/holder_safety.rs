@@ -21,17 +21,7 @@ fn random(prefix: &str) -> String {
 
 use cadenas_test_support::captured::Captured;
 
-async fn wait_until<F, Fut>(what: &str, limit: Duration, mut cond: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + limit;
-    while !cond().await {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
+use cadenas_test_support::process::wait_until_async as wait_until;
 
 async fn dropped_guard_logs_and_frees(url: &str) {
     let logs = Captured::default();

@@ -16,17 +16,7 @@ use tokio::time::Instant;
 
 const SECTIONS_PER_PHASE: u64 = 30;
 
-async fn wait_until<F, Fut>(what: &str, limit: Duration, mut cond: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + limit;
-    while !cond().await {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
+use cadenas_test_support::process::wait_until_async as wait_until;
 
 /// (Bad input — no sentinel reachable, an unknown service, wrong passwords — is in the
 /// bad-input table, `tests/bad_input/sentinel.rs`.)

@@ -12,6 +12,19 @@ pub fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
     }
 }
 
+/// [`wait_until`] for an async condition, checking every 10 ms without blocking the runtime.
+pub async fn wait_until_async<F, Fut>(what: &str, limit: Duration, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    while !cond().await {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// Waits for `child` to exit and returns its output; kills it and panics after `limit`.
 pub fn wait_exit(mut child: Child, limit: Duration) -> Output {
     let deadline = Instant::now() + limit;
