@@ -36,13 +36,47 @@ pub mod sql;
 pub mod sql_server;
 pub mod verrou_sql;
 
+use std::collections::HashSet;
 use std::net::TcpListener;
+use std::sync::Mutex;
+
+use rand::Rng;
+
+/// Where test servers listen: below Linux's ephemeral range (32768 and up by default), so
+/// the kernel never hands one of these ports to an outgoing connection in the meantime, and
+/// low enough that a Redis Cluster node's bus port (port + 10000) is below it too.
+const TEST_PORTS: std::ops::Range<u16> = 10_000..22_700;
+
+/// Ports this process has handed out: none is handed out twice, even once it is closed
+/// again (a cluster's members are given their ports before any of them starts).
+static HANDED_OUT: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
 
 /// A free TCP port on 127.0.0.1: bound, then closed, so nobody listens on it until a test
-/// starts a server there (or never, for a test of an unreachable store).
+/// starts a server there (or never, for a test of an unreachable store). Never the same
+/// port twice in one process; ports are drawn at random, so that test processes running
+/// side by side rarely draw the same one either.
 pub fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    listener.local_addr().expect("a bound address").port()
+    free_ports_at(&[0])
+}
+
+/// A free port `p` such that `p + offset` is free too for every offset in `offsets` (0
+/// included), all of them reserved in this process as `free_port` does.
+pub(crate) fn free_ports_at(offsets: &[u16]) -> u16 {
+    let mut rng = rand::rng();
+    let mut handed = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+    let handed = handed.get_or_insert_with(HashSet::new);
+    for _ in 0..2_000 {
+        let port = rng.random_range(TEST_PORTS);
+        let all = offsets.iter().map(|o| port + o);
+        let free = all
+            .clone()
+            .all(|p| !handed.contains(&p) && TcpListener::bind(("127.0.0.1", p)).is_ok());
+        if free {
+            handed.extend(all);
+            return port;
+        }
+    }
+    panic!("no free port found on 127.0.0.1 between {TEST_PORTS:?}");
 }
 
 /// `url` with `query` appended (`?query`, or `&query` if it has a query already).

@@ -6,7 +6,6 @@
 //! A missing `redis-server` fails the test with the command that installs it: these tests
 //! are never silently skipped.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -32,14 +31,7 @@ fn require(program: &str) -> Result<(), String> {
 
 /// A free TCP port on 127.0.0.1 with port + 10000 free too (a Cluster node's bus port).
 fn free_port_with_bus() -> u16 {
-    for _ in 0..200 {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-        let port = listener.local_addr().unwrap().port();
-        if port < 55_000 && TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no free port pair found for a Redis Cluster node");
+    crate::free_ports_at(&[0, 10_000])
 }
 
 /// Where a server keeps its files: a temporary directory removed with it, or a directory
