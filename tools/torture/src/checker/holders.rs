@@ -5,7 +5,8 @@ use super::{describe, Sec, Summary};
 use crate::record::{Fault, Release, RunConfig};
 
 /// A key whose holder was killed is taken again once its lease expires: checked for kills
-/// at least three ttls before the run's last section ended.
+/// at least three ttls before the run's last section ended, counted from the end of the
+/// store-wide faults in between (see `liveness_deadline`).
 pub(super) fn check_takeovers(
     config: &RunConfig,
     secs: &[Sec],
@@ -48,7 +49,7 @@ pub(super) fn check_takeovers(
                 ));
             }
         }
-        if first.is_none() && kill.t_start + wait < end {
+        if first.is_none() && liveness_deadline(kill.t_start, wait, faults) < end {
             s.violation(format!(
                 "key {}: nobody acquired it again after its holder was killed: {}",
                 sec.key,
@@ -56,6 +57,26 @@ pub(super) fn check_takeovers(
             ));
         }
     }
+}
+
+/// When a key whose holder was killed at `kill` must have been taken again: `wait` after
+/// the kill, or after the end of the last store-wide fault that began before that (a restart,
+/// dropped or delayed connections: while one lasts nobody can take the key, and a new etcd
+/// leader renews every lease by its full ttl), whichever is later.
+fn liveness_deadline(kill: u64, wait: u64, faults: &[Fault]) -> u64 {
+    let mut store_wide: Vec<&Fault> = faults
+        .iter()
+        .filter(|f| matches!(f.kind.as_str(), "restart" | "drop" | "delay"))
+        .filter(|f| f.t_end >= kill)
+        .collect();
+    store_wide.sort_by_key(|f| f.t_start);
+    let mut deadline = kill + wait;
+    for f in store_wide {
+        if f.t_start < deadline {
+            deadline = deadline.max(f.t_end + wait);
+        }
+    }
+    deadline
 }
 
 /// Whether the run has a fault that can take a live holder's lease: not `kill` (its victim is
@@ -153,5 +174,41 @@ pub(super) fn check_rejections(
                 describe(sec)
             ));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: u64 = 1_000_000_000;
+
+    fn fault(kind: &str, worker: Option<u32>, t_start: u64, t_end: u64) -> Fault {
+        Fault {
+            kind: kind.into(),
+            worker,
+            t_start,
+            t_end,
+            detail: String::new(),
+        }
+    }
+
+    #[test]
+    fn store_wide_faults_move_the_liveness_deadline() {
+        let kill = 10 * S;
+        // Faults aimed at one worker leave it where it is.
+        let stop = fault("stop", Some(2), 11 * S, 13 * S);
+        assert_eq!(liveness_deadline(kill, 3 * S, &[stop.clone()]), 13 * S);
+        // A restart within the wait counts from its end, and one after it from its end too.
+        let restart = fault("restart", None, 12 * S, 14 * S);
+        let delay = fault("delay", None, 16 * S, 17 * S);
+        assert_eq!(
+            liveness_deadline(kill, 3 * S, &[delay.clone(), stop, restart.clone()]),
+            20 * S
+        );
+        // Faults over before the kill, or begun after the deadline, do not count.
+        let before = fault("drop", None, 5 * S, 9 * S);
+        let after = fault("drop", None, 18 * S, 19 * S);
+        assert_eq!(liveness_deadline(kill, 3 * S, &[before, after]), 13 * S);
     }
 }
