@@ -198,12 +198,15 @@ mod tests {
         let kill = 10 * S;
         // Faults aimed at one worker leave it where it is.
         let stop = fault("stop", Some(2), 11 * S, 13 * S);
-        assert_eq!(liveness_deadline(kill, 3 * S, &[stop.clone()]), 13 * S);
+        assert_eq!(
+            liveness_deadline(kill, 3 * S, std::slice::from_ref(&stop)),
+            13 * S
+        );
         // A restart within the wait counts from its end, and one after it from its end too.
         let restart = fault("restart", None, 12 * S, 14 * S);
         let delay = fault("delay", None, 16 * S, 17 * S);
         assert_eq!(
-            liveness_deadline(kill, 3 * S, &[delay.clone(), stop, restart.clone()]),
+            liveness_deadline(kill, 3 * S, &[delay, stop, restart]),
             20 * S
         );
         // Faults over before the kill, or begun after the deadline, do not count.
