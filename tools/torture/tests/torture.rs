@@ -16,11 +16,12 @@ use std::process::Command;
 
 use serde_json::Value;
 
-/// Runs `cadenas-torture run` for a few seconds (6: the shuffled fault deck of up to seven
-/// kinds, with a stop or a partition lasting 1.5 ttl, gets through a round even on a loaded
-/// machine) and checks its JSON summary.
-fn torture(store: &str, expected_faults: &[&str]) {
-    torture_with(store, "all", &[], expected_faults);
+/// Runs `cadenas-torture run` with the faults `faults` for a few seconds (6: a shuffled deck
+/// of up to five kinds, with a stop lasting 1.5 ttl, gets through a round even on a loaded
+/// machine; the clock and partition faults have runs of their own) and checks its JSON
+/// summary, every one of those faults injected.
+fn torture(store: &str, faults: &[&str]) {
+    torture_with(store, &faults.join(","), &[], faults);
 }
 
 /// `torture` with the faults `faults` and more arguments; returns the summary.
