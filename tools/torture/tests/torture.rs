@@ -1,6 +1,7 @@
 //! A short torture of every store with its faults on: no violation, no lost update, and
-//! every fault kind the store takes injected at least once. The long run's command is in the
-//! README ("Torture").
+//! every fault kind the run asks for injected at least once (each store's run asks for the
+//! kinds it takes but clock and partition). The long run's command is in the README
+//! ("Torture").
 //!
 //! The clock and partition faults have short runs of their own (`clock_*`, `partition_*`):
 //! clock faults run every worker under libfaketime (Debian's `faketime`), partitions put
