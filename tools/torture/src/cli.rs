@@ -57,9 +57,10 @@ enum Command {
 
 #[derive(clap::Args, Clone)]
 pub struct RunArgs {
-    /// memory, sqlite, redis (own server), redlock (5 own nodes), etcd (3 own members),
-    /// postgres, mysql (the local servers), dynamodb (own dynalite), dynamodb-moto (own moto
-    /// server), or a store URL.
+    /// memory, sqlite, redis (own server), cluster (own 3-master Redis Cluster), sentinel
+    /// (own primary, 2 replicas and 3 sentinels), redlock (5 own nodes), etcd (3 own
+    /// members), postgres, mysql (the local servers), dynamodb (own dynalite), dynamodb-moto
+    /// (own moto server), or a store URL.
     #[arg(long)]
     pub store: String,
     /// Worker processes (threads for memory).
@@ -175,7 +176,10 @@ pub async fn run_once(args: RunArgs) -> Result<(Summary, Option<PathBuf>)> {
     if args.ttl < Duration::from_millis(100) {
         bail!("--ttl must be at least 100ms: shorter leases expire under normal scheduling delays");
     }
-    let own_servers = matches!(args.store.as_str(), "redis" | "redlock" | "etcd");
+    let own_servers = matches!(
+        args.store.as_str(),
+        "redis" | "cluster" | "sentinel" | "redlock" | "etcd"
+    );
     let kind_probe = StoreEnv::kind_of(&args.store)?;
     let faults = crate::faults::parse(&args.faults, kind_probe, own_servers)?;
     let seed = args.seed.unwrap_or_else(rand::random);

@@ -9,18 +9,23 @@ use rand::seq::IndexedRandom;
 use crate::faults::FaultKind;
 use crate::proxy::Proxy;
 use crate::record::StoreKind;
-use crate::servers::{redact, EtcdCluster, RedisServer, SqlAdmin};
+use crate::servers::{redact, EtcdCluster, RedisCluster, RedisServer, SentinelTopology, SqlAdmin};
 
 const DEFAULT_POSTGRES: &str = "postgres://postgres@127.0.0.1:5432/test";
 const DEFAULT_MYSQL: &str = "mysql://root@127.0.0.1:3306/test";
 const REDLOCK_NODES: usize = 5;
 const ETCD_MEMBERS: usize = 3;
+const CLUSTER_MASTERS: usize = 3;
 
 pub struct StoreEnv {
     pub kind: StoreKind,
     pub describe: String,
-    /// Servers the tool started (one for Redis, five for Redlock): restartable.
+    /// Servers the tool started (one for Redis, five for Redlock, the three masters of a
+    /// Redis Cluster): restartable.
     pub servers: Vec<Arc<Mutex<RedisServer>>>,
+    /// The Sentinel topology the tool started (a primary, two replicas, three sentinels):
+    /// its primary can be failed over.
+    pub sentinel: Option<Arc<Mutex<SentinelTopology>>>,
     /// The etcd cluster the tool started (three members): members restartable.
     pub etcd: Option<Arc<Mutex<EtcdCluster>>>,
     pub proxies: Arc<Vec<Proxy>>,
@@ -33,9 +38,9 @@ pub struct StoreEnv {
 }
 
 impl StoreEnv {
-    /// Resolves `--store`: a store name (`memory`, `sqlite`, `redis`, `redlock`, `postgres`,
-    /// `mysql`, `etcd`: own servers or the local defaults) or a full URL.
-    /// `mysql`, `dynamodb`: own servers or the local defaults) or a full URL.
+    /// Resolves `--store`: a store name (`memory`, `sqlite`, `redis`, `cluster`, `sentinel`,
+    /// `redlock`, `postgres`, `mysql`, `etcd`, `dynamodb`: own servers or the local
+    /// defaults) or a full URL.
     pub async fn setup(
         spec: &str,
         dir: &std::path::Path,
@@ -49,6 +54,7 @@ impl StoreEnv {
             kind,
             describe: String::new(),
             servers: Vec::new(),
+            sentinel: None,
             etcd: None,
             proxies: Arc::default(),
             admin: None,
@@ -72,6 +78,23 @@ impl StoreEnv {
                     env.servers.push(Arc::new(Mutex::new(server)));
                 }
                 format!("{scheme}://{}", hosts.join(","))
+            }
+            StoreKind::Cluster if bare => {
+                let cluster = blocking_start("a Redis Cluster", || {
+                    RedisCluster::start(CLUSTER_MASTERS)
+                })
+                .await?;
+                let url = cluster.url();
+                let RedisCluster { nodes } = cluster;
+                env.servers = nodes.into_iter().map(|n| Arc::new(Mutex::new(n))).collect();
+                url
+            }
+            StoreKind::Sentinel if bare => {
+                let topology =
+                    blocking_start("a Redis Sentinel topology", SentinelTopology::start).await?;
+                let url = topology.url();
+                env.sentinel = Some(Arc::new(Mutex::new(topology)));
+                url
             }
             StoreKind::Etcd if bare => {
                 let cluster =
@@ -97,8 +120,12 @@ impl StoreEnv {
             }
             _ => spec.to_owned(),
         };
-        if faults.contains(&FaultKind::Restart) && env.servers.is_empty() && env.etcd.is_none() {
-            bail!("fault `restart` needs a server the tool runs itself: use --store redis, redlock or etcd");
+        if faults.contains(&FaultKind::Restart)
+            && env.servers.is_empty()
+            && env.etcd.is_none()
+            && env.sentinel.is_none()
+        {
+            bail!("fault `restart` needs a server the tool runs itself: use --store redis, cluster, sentinel, redlock or etcd");
         }
         env.describe = cadenas::url::StoreUrl::parse(&url)
             .map(|u| u.redacted)
@@ -108,7 +135,11 @@ impl StoreEnv {
             url = env.proxied(&url).await?;
         }
         match kind {
-            StoreKind::Redis | StoreKind::Redlock | StoreKind::Etcd => {
+            StoreKind::Redis
+            | StoreKind::Cluster
+            | StoreKind::Sentinel
+            | StoreKind::Redlock
+            | StoreKind::Etcd => {
                 url = with_option(&url, "namespace", &format!("torture{tag}"))
             }
             StoreKind::Postgres | StoreKind::Mysql => {
@@ -138,14 +169,16 @@ impl StoreEnv {
         Ok(match scheme.as_str() {
             "memory" => StoreKind::Memory,
             "sqlite" => StoreKind::Sqlite,
-            "redis" => StoreKind::Redis,
+            "redis" | "rediss" => StoreKind::Redis,
+            "cluster" | "redis+cluster" | "rediss+cluster" => StoreKind::Cluster,
+            "sentinel" | "redis+sentinel" | "rediss+sentinel" => StoreKind::Sentinel,
             "redlock" => StoreKind::Redlock,
             "postgres" | "postgresql" => StoreKind::Postgres,
             "mysql" | "mariadb" => StoreKind::Mysql,
             "etcd" | "etcds" => StoreKind::Etcd,
             "dynamodb" | "dynamodb-moto" => StoreKind::Dynamodb,
             other => bail!(
-                "unknown store '{other}': use memory, sqlite, redis, redlock, postgres, mysql, etcd, dynamodb, dynamodb-moto or a URL of one"
+                "unknown store '{other}': use memory, sqlite, redis, cluster, sentinel, redlock, postgres, mysql, etcd, dynamodb, dynamodb-moto or a URL of one"
             ),
         })
     }
@@ -212,6 +245,12 @@ impl StoreEnv {
         for s in &self.servers {
             s.lock().unwrap().kill();
         }
+        if let Some(topology) = &self.sentinel {
+            let t = &mut *topology.lock().unwrap();
+            for node in t.nodes.iter_mut().chain(t.sentinels.iter_mut()) {
+                node.kill();
+            }
+        }
         if let Some(cluster) = &self.etcd {
             let mut c = cluster.lock().unwrap();
             for i in 0..c.len() {
@@ -220,6 +259,26 @@ impl StoreEnv {
         }
         Ok(())
     }
+}
+
+/// Starts servers with `start` (test support, which panics when they cannot start) on a
+/// blocking thread; its panic becomes an error saying what could not be started.
+async fn blocking_start<T: Send + 'static>(
+    what: &str,
+    start: impl FnOnce() -> T + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(start).await.map_err(|e| {
+        let why = e
+            .try_into_panic()
+            .ok()
+            .and_then(|p| {
+                p.downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| p.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+            })
+            .unwrap_or_else(|| "cancelled".to_owned());
+        anyhow::anyhow!("could not start {what}: {why}")
+    })
 }
 
 /// Puts a proxy listening on `bind` in front of every host of `url`; returns the URL through

@@ -9,7 +9,7 @@ use anyhow::{bail, Result};
 use crate::netns::Netns;
 use crate::proxy::Proxy;
 use crate::record::{now_ns, Fault, RunDir, StoreKind};
-use crate::servers::{EtcdCluster, RedisServer};
+use crate::servers::{EtcdCluster, RedisServer, SentinelTopology};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum FaultKind {
@@ -19,9 +19,12 @@ pub enum FaultKind {
     /// SIGSTOP of a holder for longer than the ttl, then SIGCONT (thread workers: their
     /// runtime thread blocks): it must be rejected by fence or learn that it lost the lease.
     Stop,
-    /// Kill and restart of the tool's own redis-server (data lost), or of 2 of Redlock's 5
-    /// nodes, kept down longer than the ttl (the delayed restart Redlock needs), or of one of
-    /// etcd's 3 members (the leader half of the time; its data kept, as after a crash).
+    /// Kill and restart of the tool's own redis-server (data lost), of one of a Redis
+    /// Cluster's masters (its keys lost), or of 2 of Redlock's 5 nodes, kept down longer than
+    /// the ttl (the delayed restart Redlock needs), or of one of etcd's 3 members (the leader
+    /// half of the time; its data kept, as after a crash). On Sentinel, a failover: the
+    /// primary killed, a replica promoted (without the writes it had not yet received), the
+    /// old primary started again empty and resynced as a replica.
     Restart,
     /// `pg_terminate_backend` / MySQL `KILL` of a holder's connections.
     Connkill,
@@ -85,8 +88,13 @@ impl FaultKind {
         use StoreKind::*;
         match self {
             FaultKind::Kill | FaultKind::Stop => true,
-            FaultKind::Restart => matches!(store, Redis | Redlock | Etcd) && own_servers,
+            FaultKind::Restart => {
+                matches!(store, Redis | Cluster | Sentinel | Redlock | Etcd) && own_servers
+            }
             FaultKind::Connkill => matches!(store, Postgres | Mysql),
+            // Cluster and Sentinel clients learn the data nodes' addresses from the servers
+            // (slot maps, the sentinels' answers), which a proxy in front of the URL's hosts
+            // does not cover.
             FaultKind::Drop | FaultKind::Delay | FaultKind::Partition => {
                 matches!(store, Redis | Redlock | Postgres | Mysql | Etcd | Dynamodb)
             }
@@ -116,12 +124,14 @@ pub fn parse(list: &str, store: StoreKind, own_servers: bool) -> Result<Vec<Faul
         if !kind.applies_to(store, own_servers) {
             bail!(
                 "fault '{name}' does not apply to the {store:?} store{}",
-                match kind {
-                    FaultKind::Restart =>
-                        " (restart needs --store redis, redlock or etcd: servers the tool runs)",
-                    FaultKind::Clock =>
+                match (kind, store) {
+                    (FaultKind::Restart, _) =>
+                        " (restart needs --store redis, cluster, sentinel, redlock or etcd: servers the tool runs)",
+                    (FaultKind::Clock, _) =>
                         " (memory's holders are threads of one process: they share one clock)",
-                    FaultKind::Partition =>
+                    (FaultKind::Partition | FaultKind::Drop | FaultKind::Delay, StoreKind::Cluster | StoreKind::Sentinel) =>
+                        " (it works through proxies in front of the URL's hosts, and Cluster and Sentinel clients reach the data nodes the servers name, past the proxies)",
+                    (FaultKind::Partition, _) =>
                         " (partition cuts a worker's network: it needs a store reached over TCP)",
                     _ => "",
                 }
@@ -192,6 +202,51 @@ pub async fn restart_member(
         t_start,
         t_end: now_ns(),
         detail: format!("etcd {role} on port {port} killed, down for {down:?}, restarted"),
+    })
+}
+
+/// How long a failover and the old primary's resync may take before the run fails.
+const FAILOVER_LIMIT: Duration = Duration::from_secs(30);
+
+/// Fails the Sentinel topology's primary over: kills it (SIGKILL), waits until the sentinels
+/// have promoted a replica, starts the old primary again (empty) and waits until the
+/// sentinels have made it a replica of the new one, in sync, so that the next failover has
+/// two replicas to choose from.
+pub async fn failover(topology: Arc<Mutex<SentinelTopology>>) -> Result<Fault> {
+    let t_start = now_ns();
+    let detail = tokio::task::spawn_blocking(move || -> Result<String, String> {
+        let mut t = topology.lock().unwrap();
+        let old = t.kill_primary();
+        let new = t.wait_for_promotion(old, FAILOVER_LIMIT);
+        let promoted_after = Duration::from_nanos(now_ns() - t_start);
+        t.nodes[old].try_restart()?;
+        let deadline = std::time::Instant::now() + FAILOVER_LIMIT;
+        while !t
+            .node_cli(old, &["INFO", "replication"])
+            .contains("master_link_status:up")
+        {
+            if std::time::Instant::now() > deadline {
+                return Err(format!(
+                    "the old primary (port {}) was not a replica in sync {FAILOVER_LIMIT:?} after its restart",
+                    t.nodes[old].port
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(format!(
+            "primary on port {} killed; port {} promoted after {promoted_after:?}; the old one restarted empty and resynced",
+            t.nodes[old].port, t.nodes[new].port
+        ))
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("the failover did not complete: {e}"))?
+    .map_err(anyhow::Error::msg)?;
+    Ok(Fault {
+        kind: FaultKind::Restart.name().into(),
+        worker: None,
+        t_start,
+        t_end: now_ns(),
+        detail,
     })
 }
 

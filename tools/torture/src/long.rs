@@ -15,13 +15,15 @@ use crate::checker::Summary;
 use crate::cli::{RunArgs, EXIT_VIOLATION};
 
 /// Every store the tool runs itself or finds locally.
-const STORES: [&str; 8] = [
-    "memory", "sqlite", "redis", "redlock", "postgres", "mysql", "etcd", "dynamodb",
+const STORES: [&str; 10] = [
+    "memory", "sqlite", "redis", "cluster", "sentinel", "redlock", "postgres", "mysql", "etcd",
+    "dynamodb",
 ];
 
 #[derive(clap::Args)]
 pub struct LongArgs {
-    /// The stores (default: memory sqlite redis redlock postgres mysql etcd dynamodb); names
+    /// The stores (default: memory sqlite redis cluster sentinel redlock postgres mysql etcd
+    /// dynamodb); names
     /// or URLs as for `run --store`.
     stores: Vec<String>,
     /// Accepted critical sections to reach per store.

@@ -418,6 +418,10 @@ impl Orchestrator {
                 let f = faults::drop_connections(&self.env.proxies);
                 self.fault_log.write(&f)?;
             }
+            (FaultKind::Restart, _) if self.env.sentinel.is_some() => {
+                let topology = self.env.sentinel.clone().expect("checked");
+                self.start_task(kind, faults::failover(topology));
+            }
             (FaultKind::Restart, _) if self.env.etcd.is_some() => {
                 let cluster = self.env.etcd.clone().expect("checked");
                 let (leader, members) = {

@@ -35,6 +35,10 @@ pub enum StoreKind {
     Memory,
     Sqlite,
     Redis,
+    /// Redis Cluster (`redis+cluster://`).
+    Cluster,
+    /// Redis Sentinel (`redis+sentinel://`).
+    Sentinel,
     Redlock,
     Postgres,
     Mysql,

@@ -7,7 +7,8 @@ use anyhow::{bail, Context, Result};
 use sqlx::{Executor, Row};
 
 pub use cadenas_test_support::etcd::EtcdCluster;
-pub use cadenas_test_support::redis::RedisServer;
+pub use cadenas_test_support::redis::{RedisCluster, RedisServer};
+pub use cadenas_test_support::redis_sentinel::SentinelTopology;
 
 /// The admin connection to a SQL store: kills the holders' connections and cleans up.
 pub enum SqlAdmin {

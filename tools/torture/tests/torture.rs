@@ -8,7 +8,8 @@
 //! every worker in a network namespace of its own and need root and iproute2; without them
 //! those tests fail with the tool's message saying what is missing.
 //!
-//! The servers are real: Redis and Redlock run the tool's own `redis-server`s, etcd three
+//! The servers are real: Redis, Redis Cluster (three masters), Redis Sentinel (a primary, two
+//! replicas, three sentinels) and Redlock run the tool's own `redis-server`s, etcd three
 //! `etcd` members of its own, DynamoDB the tool's own `dynalite`; PostgreSQL and MariaDB are
 //! the local ones (127.0.0.1:5432 user `postgres`, 127.0.0.1:3306 user `root`, database
 //! `test`). A missing server fails the test with the tool's message.
@@ -129,6 +130,19 @@ fn sqlite() {
 #[test]
 fn redis() {
     torture("redis", &["kill", "stop", "restart", "drop", "delay"]);
+}
+
+#[test]
+fn cluster() {
+    // Three masters of the tool's own; `restart` kills one (its keys are lost) and starts it
+    // again on its cluster configuration.
+    torture("cluster", &["kill", "stop", "restart"]);
+}
+
+#[test]
+fn sentinel() {
+    // A primary, two replicas, three sentinels of the tool's own; `restart` is a failover.
+    torture("sentinel", &["kill", "stop", "restart"]);
 }
 
 #[test]
