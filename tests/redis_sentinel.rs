@@ -1,7 +1,8 @@
 //! The Redis Sentinel store on a topology the test starts (a primary, two replicas, three
 //! sentinels; `cadenas_test_support::redis_sentinel`): finding the primary, and the
 //! failover drill — the primary is killed (SIGKILL) while locks are
-//! held and contended, and the store follows the sentinels to the promoted replica.
+//! held and contended, and the store follows the sentinels to the promoted replica (locks,
+//! fences, hand-off and the expiry watcher); and TLS (`rediss+sentinel://`).
 //! Run with `cargo nextest run --features redis --test redis_sentinel`.
 #![cfg(feature = "redis")]
 
@@ -37,6 +38,35 @@ async fn the_store_writes_to_the_primary_the_sentinels_name() {
     // Fences start at the server's time in microseconds (at least 10^15).
     assert!(guard.fence().unwrap() > 1_000_000_000_000_000);
     guard.release().await.unwrap();
+}
+
+/// `rediss+sentinel://`: the sentinel and the data node speak TLS only (certificates of a CA
+/// the test makes, given as `ca_file`); the store asks the sentinel for the primary over TLS
+/// and locks on the primary over TLS. Without the CA the certificate is refused, with an
+/// error that says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rediss_sentinel_speaks_tls_to_the_sentinels_and_the_primary() {
+    let topology = SentinelTopology::single_tls(Some("tls-Pw-3k"));
+    let url = topology.url();
+    assert!(url.starts_with("rediss+sentinel://"), "{url}");
+    let locks = Locks::connect(&url).await.unwrap();
+    assert!(!format!("{locks:?}").contains("Pw-3k"));
+    let guard = locks.lock("over-tls").acquire().await.unwrap();
+    let owner = topology.node_cli(0, &["GET", "over-tls"]);
+    assert!(
+        owner.starts_with(guard.owner()),
+        "the primary holds the lock: {owner}"
+    );
+    guard.release().await.unwrap();
+    assert_eq!(topology.node_cli(0, &["EXISTS", "over-tls"]).trim(), "0");
+
+    let (untrusted, _) = url.split_once("?ca_file=").expect("the URL names its CA");
+    let e = Locks::connect(&format!("{untrusted}?connect_timeout=3s"))
+        .await
+        .unwrap_err();
+    assert!(e.is_unavailable(), "{e}");
+    assert!(e.to_string().contains("certificate"), "{e}");
+    assert!(!e.to_string().contains("Pw-3k"), "{e}");
 }
 
 /// What the protected resource sees: each section starts with the holder's fence, which
@@ -194,6 +224,9 @@ async fn a_failover_keeps_fences_increasing_and_tells_vanished_holders() {
     let replicated = topology.node_cli(0, &["WAIT", "2", "5000"]);
     assert_eq!(replicated.trim(), "2", "both replicas have the survivor");
 
+    // The expiry watcher's first sweep subscribes to the primary's `expired` events.
+    assert!(locks.reap_expired("expiring").await.unwrap().is_empty());
+
     // Cut the replicas off: the primary wants a password, and their links are dropped.
     topology.node_cli(0, &["CONFIG", "SET", "requirepass", "cut-off"]);
     let primary_port = topology.nodes[0].port;
@@ -277,6 +310,50 @@ async fn a_failover_keeps_fences_increasing_and_tells_vanished_holders() {
         released_at.elapsed()
     );
     got.release().await.unwrap();
+
+    // The expiry watcher followed the failover too: it turned `expired` events on at the
+    // promoted primary (a replica's configuration does not have them), listens there, and
+    // reports a lease that ran out after the failover.
+    wait_until(
+        "the expiry watcher listens to the promoted primary",
+        Duration::from_secs(10),
+        || async {
+            topology
+                .node_cli(promoted, &["PUBSUB", "NUMSUB", "__keyevent@0__:expired"])
+                .lines()
+                .nth(1)
+                .is_some_and(|n| n.trim() != "0")
+        },
+    )
+    .await;
+    let events = topology.node_cli(promoted, &["CONFIG", "GET", "notify-keyspace-events"]);
+    let flags = events.lines().nth(1).unwrap_or_default();
+    assert!(
+        flags.contains('x') && (flags.contains('E') || flags.contains('A')),
+        "expired events on: {events}"
+    );
+    locks
+        .lock("expiring")
+        .with_ttl(Some(Duration::from_millis(200)))
+        .acquire()
+        .await
+        .unwrap()
+        .leak();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let reaped = loop {
+        let reaped = locks.reap_expired("expiring").await.unwrap();
+        if !reaped.is_empty() {
+            break reaped;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the expiry after the failover was never reported"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(reaped.len(), 1, "{reaped:?}");
+    assert_eq!(reaped[0].key, "expiring");
+    assert!(reaped[0].fence.is_some(), "{reaped:?}");
 
     drill.stop.store(true, Ordering::Relaxed);
     for w in workers {

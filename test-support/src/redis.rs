@@ -51,6 +51,7 @@ impl Dir {
 }
 
 /// Files of a certificate authority and a server certificate for `127.0.0.1`/`localhost`.
+#[derive(Clone)]
 pub struct TlsFiles {
     /// The certificate authority (PEM), for `?ca_file=`.
     pub ca: PathBuf,
@@ -150,6 +151,21 @@ impl RedisServer {
         };
         let tls_files = tls.then(|| TlsFiles::generate(dir.path()));
         let mut server = Self::configure(Dir::Temp(dir), port, extra, tls_files, password, cluster);
+        server.run();
+        server
+    }
+
+    /// A TLS-only server with the certificate `files` (several servers of one topology
+    /// sharing one CA).
+    pub(crate) fn spawn_tls_with(
+        extra: &[&str],
+        files: TlsFiles,
+        password: Option<&str>,
+    ) -> RedisServer {
+        require("redis-server").unwrap_or_else(|e| panic!("{e}"));
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = crate::free_port();
+        let mut server = Self::configure(Dir::Temp(dir), port, extra, Some(files), password, false);
         server.run();
         server
     }
@@ -450,8 +466,17 @@ pub fn cli(port: u16, args: &[&str]) -> String {
 /// [`cli`] authenticated with `password` (passed in the environment, never on the command
 /// line).
 pub fn cli_with_password(port: u16, password: Option<&str>, args: &[&str]) -> String {
+    cli_tls(port, password, None, args)
+}
+
+/// [`cli_with_password`] over TLS when `ca` (the CA that signed the server's certificate) is
+/// given.
+pub fn cli_tls(port: u16, password: Option<&str>, ca: Option<&Path>, args: &[&str]) -> String {
     let mut cmd = Command::new("redis-cli");
     cmd.args(["-p", &port.to_string()]);
+    if let Some(ca) = ca {
+        cmd.arg("--tls").arg("--cacert").arg(ca);
+    }
     if let Some(pw) = password {
         cmd.env("REDISCLI_AUTH", pw);
     }

@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::redis::{cli_with_password as cli, RedisServer};
+use crate::redis::{cli_tls, RedisServer, TlsFiles};
 
 /// How long the sentinels take to see each other and the replicas, at most.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -21,6 +21,9 @@ pub struct SentinelTopology {
     pub sentinels: Vec<RedisServer>,
     password: Option<String>,
     sentinel_password: Option<String>,
+    /// The certificates every process of a TLS topology serves (one CA), in a directory of
+    /// their own.
+    tls: Option<(TlsFiles, tempfile::TempDir)>,
 }
 
 impl SentinelTopology {
@@ -36,13 +39,24 @@ impl SentinelTopology {
         password: Option<&str>,
         sentinel_password: Option<&str>,
     ) -> SentinelTopology {
-        Self::build(2, 3, password, sentinel_password)
+        Self::build(2, 3, password, sentinel_password, false)
     }
 
     /// One primary watched by one sentinel (quorum 1), no replicas: enough to find the
     /// primary, not to fail over. Starts in well under a second (for the bad-input rows).
     pub fn single(password: Option<&str>, sentinel_password: Option<&str>) -> SentinelTopology {
-        Self::build(0, 1, password, sentinel_password)
+        Self::build(0, 1, password, sentinel_password, false)
+    }
+
+    /// As [`single`](Self::single), every process speaking TLS only (certificates signed by
+    /// one CA made for the topology; the sentinel talks TLS to the data node too).
+    pub fn single_tls(password: Option<&str>) -> SentinelTopology {
+        Self::build(0, 1, password, None, true)
+    }
+
+    /// The CA of a TLS topology's certificates (for `?ca_file=`).
+    pub fn ca_file(&self) -> Option<&std::path::Path> {
+        self.tls.as_ref().map(|(files, _)| files.ca.as_path())
     }
 
     fn build(
@@ -50,24 +64,38 @@ impl SentinelTopology {
         sentinels: usize,
         password: Option<&str>,
         sentinel_password: Option<&str>,
+        tls: bool,
     ) -> SentinelTopology {
+        let tls = tls.then(|| {
+            let dir = tempfile::tempdir().expect("temp dir");
+            (TlsFiles::generate(dir.path()), dir)
+        });
         let mut auth: Vec<&str> = Vec::new();
         if let Some(pw) = password {
             auth.extend(["--requirepass", pw, "--masterauth", pw]);
         }
-        let primary = RedisServer::spawn(&auth, false, password, false);
+        let spawn = |args: &[&str]| match &tls {
+            Some((files, _)) => {
+                let mut args = args.to_vec();
+                args.extend(["--tls-replication", "yes"]);
+                RedisServer::spawn_tls_with(&args, files.clone(), password)
+            }
+            None => RedisServer::spawn(args, false, password, false),
+        };
+        let primary = spawn(&auth);
         let primary_port = primary.port.to_string();
         let mut nodes = vec![primary];
         for _ in 0..replicas {
             let mut args = auth.clone();
             args.extend(["--replicaof", "127.0.0.1", &primary_port]);
-            nodes.push(RedisServer::spawn(&args, false, password, false));
+            nodes.push(spawn(&args));
         }
         let mut topology = SentinelTopology {
             nodes,
             sentinels: Vec::new(),
             password: password.map(str::to_owned),
             sentinel_password: sentinel_password.map(str::to_owned),
+            tls,
         };
         // Replicas attached before the sentinels start are known to them at once.
         topology.wait("both replicas are in sync", |t| {
@@ -77,8 +105,18 @@ impl SentinelTopology {
                 == replicas
         });
         let quorum = sentinels / 2 + 1;
+        let listen = match &topology.tls {
+            Some((files, _)) => format!(
+                "port 0\ntls-port {{port}}\ntls-replication yes\ntls-auth-clients no\n\
+                 tls-cert-file {}\ntls-key-file {}\ntls-ca-cert-file {}\n",
+                files.cert.display(),
+                files.key.display(),
+                files.ca.display()
+            ),
+            None => "port {port}\n".to_owned(),
+        };
         let mut conf = format!(
-            "port {{port}}\nbind 127.0.0.1\ndir {{dir}}\nlogfile {{dir}}/redis.log\n\
+            "{listen}bind 127.0.0.1\ndir {{dir}}\nlogfile {{dir}}/redis.log\n\
              sentinel monitor {SERVICE} 127.0.0.1 {primary_port} {quorum}\n\
              sentinel down-after-milliseconds {SERVICE} 1000\n\
              sentinel failover-timeout {SERVICE} 4000\n\
@@ -116,7 +154,8 @@ impl SentinelTopology {
         topology
     }
 
-    /// `redis+sentinel://[:PASSWORD@]127.0.0.1:S1,…/cadenas[?sentinel_password=…]`.
+    /// `redis+sentinel://[:PASSWORD@]127.0.0.1:S1,…/cadenas[?sentinel_password=…]`, or
+    /// `rediss+sentinel://…?ca_file=CA` for a TLS topology.
     pub fn url(&self) -> String {
         let auth = self
             .password
@@ -128,9 +167,17 @@ impl SentinelTopology {
             .iter()
             .map(|s| format!("127.0.0.1:{}", s.port))
             .collect();
-        let mut url = format!("redis+sentinel://{auth}{}/{SERVICE}", hosts.join(","));
+        let scheme = if self.tls.is_some() {
+            "rediss+sentinel"
+        } else {
+            "redis+sentinel"
+        };
+        let mut url = format!("{scheme}://{auth}{}/{SERVICE}", hosts.join(","));
         if let Some(pw) = &self.sentinel_password {
             url = crate::with_query(&url, &format!("sentinel_password={pw}"));
+        }
+        if let Some(ca) = self.ca_file() {
+            url = crate::with_query(&url, &format!("ca_file={}", ca.display()));
         }
         url
     }
@@ -182,14 +229,20 @@ impl SentinelTopology {
 
     /// `redis-cli` against data node `i` (with its password).
     pub fn node_cli(&self, i: usize, args: &[&str]) -> String {
-        cli(self.nodes[i].port, self.password.as_deref(), args)
+        cli_tls(
+            self.nodes[i].port,
+            self.password.as_deref(),
+            self.ca_file(),
+            args,
+        )
     }
 
     /// `redis-cli` against sentinel `i` (with the sentinels' password).
     pub fn sentinel_cli(&self, i: usize, args: &[&str]) -> String {
-        cli(
+        cli_tls(
             self.sentinels[i].port,
             self.sentinel_password.as_deref(),
+            self.ca_file(),
             args,
         )
     }

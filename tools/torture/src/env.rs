@@ -80,10 +80,9 @@ impl StoreEnv {
                 format!("{scheme}://{}", hosts.join(","))
             }
             StoreKind::Cluster if bare => {
-                let cluster = blocking_start("a Redis Cluster", || {
-                    RedisCluster::start(CLUSTER_MASTERS)
-                })
-                .await?;
+                let cluster =
+                    blocking_start("a Redis Cluster", || RedisCluster::start(CLUSTER_MASTERS))
+                        .await?;
                 let url = cluster.url();
                 let RedisCluster { nodes } = cluster;
                 env.servers = nodes.into_iter().map(|n| Arc::new(Mutex::new(n))).collect();
@@ -139,9 +138,7 @@ impl StoreEnv {
             | StoreKind::Cluster
             | StoreKind::Sentinel
             | StoreKind::Redlock
-            | StoreKind::Etcd => {
-                url = with_option(&url, "namespace", &format!("torture{tag}"))
-            }
+            | StoreKind::Etcd => url = with_option(&url, "namespace", &format!("torture{tag}")),
             StoreKind::Postgres | StoreKind::Mysql => {
                 let table = format!("torture_{tag}");
                 let admin_url = admin_url(&direct)?;
