@@ -5,7 +5,8 @@ use super::{describe, Sec, Summary};
 use crate::record::{Fault, Release, RunConfig};
 
 /// A key whose holder was killed is taken again once its lease expires: checked for kills
-/// at least three ttls before the run's last section ended, counted from the end of the
+/// at least three ttls before `end` (the run's last section ended, or its deadline passed
+/// if that came first: no worker starts an acquire after it), counted from the end of the
 /// store-wide faults in between (see `liveness_deadline`).
 pub(super) fn check_takeovers(
     config: &RunConfig,

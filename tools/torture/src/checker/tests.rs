@@ -355,6 +355,41 @@ fn workers_must_finish_or_be_killed_by_us() {
 }
 
 #[test]
+fn a_holder_killed_just_before_the_deadline_needs_no_successor() {
+    // Killed 50 ms before the deadline, after which no worker starts an acquire: nobody
+    // takes its key again, though another worker's section ends 9 s after the kill.
+    for (deadline, violation) in [(Some(1_000 * MS), false), (None, true)] {
+        let mut run = Run::new(&["kill"]);
+        let mut config = run.dir.read_config().unwrap();
+        config.deadline_ns = deadline;
+        run.dir.write_config(&config).unwrap();
+        run.log(1)
+            .write(&Rec::Begin {
+                seq: 1,
+                key: "k".into(),
+                owner: "a".into(),
+                fence: Some(3),
+                t_start: 949 * MS,
+                t_acq: 950 * MS,
+                skew_ms: None,
+            })
+            .unwrap();
+        run.finish(&[(1, ExitHow::KilledByUs)]);
+        run.fault_on("kill", Some(1), 951, 951);
+        run.section(accepted(4, 1, "d", 2, 1, 10_000));
+        run.count(&[("d", Some(2), false), ("d", Some(2), true)]);
+        run.finish(&[(4, ExitHow::Finished)]);
+        let s = run.check();
+        assert_eq!(
+            has(&s, "nobody acquired it again"),
+            violation,
+            "deadline {deadline:?}: {:?}",
+            s.violation_list
+        );
+    }
+}
+
+#[test]
 fn a_partitioned_holder_must_learn_lost() {
     for lost in [false, true] {
         let mut run = Run::on(StoreKind::Redis, &["partition"]);
