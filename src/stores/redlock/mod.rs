@@ -86,8 +86,8 @@
 //!   answer, and the try reports the lock as held (by whoever most nodes named), or fails
 //!   with an error naming the unreachable nodes when fewer than a quorum answered at all.
 //!   The answer comes as soon as it is decided: one hung node does not slow an acquire
-//!   down. Requests still under way then complete in the background, so a lock taken on a
-//!   quorum still reaches every node that answers.
+//!   down. When the lock is ours, requests still under way then complete in the background,
+//!   so a lock taken on a quorum still reaches every node that answers.
 //! - **`remaining_time`** is the validity: the lease the store reports is `ttl − drift`
 //!   counted from when the request was sent (what [`Lease::ttl`] means), so a guard's
 //!   `remaining_time` right after acquiring is `ttl − elapsed − drift`.
@@ -118,9 +118,13 @@
 //!
 //! # Cancel safety
 //!
-//! Every operation runs one task per node, so a dropped release or extend still reaches every
-//! node. The requests of a dropped acquire complete too, and each node's grant is then
-//! released by its own task — after the grant, so a release can never overtake it.
+//! The requests of an operation run in the caller's task, all nodes at once; none gets a
+//! task of its own unless it is still running when the outcome is known or the caller stops
+//! waiting. Then a release, extend or metadata change finishes on a task, so a dropped one
+//! still reaches every node. A dropped acquire gives back what it took: each node's request
+//! still under way is the Redis store's cancel-safe acquire (dropped before its answer, it
+//! releases exactly the value it wrote, after it on the same connection, so the release
+//! cannot overtake it), and the grants that had answered are released on a task.
 
 mod acquire;
 mod options;
@@ -131,18 +135,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use tokio::sync::watch;
+use futures_util::stream::FuturesUnordered;
 use tokio::time::Instant;
 
-use self::acquire::Decision;
+use self::acquire::{collect, finish, Grants, Unfinished};
 use self::options::{NodeUrl, Settings};
 pub use self::options::{
     RedlockBuilder, DEFAULT_DRIFT_FACTOR, DEFAULT_NODE_TIMEOUT, DEFAULT_RETRY_COUNT,
     DEFAULT_RETRY_DELAY, DEFAULT_RETRY_JITTER,
 };
-use self::quorum::{
-    failure, gather, gather_spawned, holder, outcome, quorum_view, timed, Answer, Outcome, Tally,
-};
+use self::quorum::{failure, gather, holder, outcome, quorum_view, timed, Answer, Outcome, Tally};
 use crate::error::Result;
 use crate::notify::ReleaseNotifier;
 use crate::retry::Retry;
@@ -255,8 +257,10 @@ impl RedlockStore {
         self.settings.retry()
     }
 
-    /// Runs `op` on every node, each on its own task and bounded by the node timeout, until
-    /// `is_yes` answers decide a quorum (`until_all`: until every node answered).
+    /// Runs `op` on every node at once, each bounded by the node timeout, until `is_yes`
+    /// answers decide a quorum (`until_all`: until every node answered). Requests still
+    /// running once it is decided, or when the caller drops this future, finish on a task
+    /// of their own.
     async fn on_all<T, F, Fut>(
         &self,
         op: F,
@@ -269,15 +273,24 @@ impl RedlockStore {
         Fut: Future<Output = std::result::Result<T, StoreError>> + Send + 'static,
     {
         let timeout = self.settings.node_timeout;
-        let futs = self
-            .nodes
-            .iter()
-            .map(|n| timed(timeout, op(n.clone())))
-            .collect();
+        let mut pending = Unfinished(
+            self.nodes
+                .iter()
+                .enumerate()
+                .map(|(i, n)| {
+                    let fut = timed(timeout, op(n.clone()));
+                    async move { (i, fut.await) }
+                })
+                .collect(),
+        );
         let quorum = self.quorum();
-        let answers = gather_spawned(futs, |a| {
-            !until_all && Tally::of(a, |v| is_yes(v)).decided(quorum)
-        })
+        let mut answers: Vec<Answer<T>> = self.nodes.iter().map(|_| None).collect();
+        collect(
+            &mut pending.0,
+            &mut answers,
+            |_, _| {},
+            |a| !until_all && Tally::of(a, &is_yes).decided(quorum),
+        )
         .await;
         (Tally::of(&answers, is_yes), answers)
     }
@@ -322,47 +335,52 @@ impl Store for RedlockStore {
         }
     }
 
-    /// Cancel safe by itself: each node's request runs in a task of its own, and a grant is
-    /// undone unless this future returned the lock (see the module docs).
+    /// Cancel safe by itself: each node's request gives back what it took if dropped before
+    /// its answer, and grants already answered are undone unless this future returned the
+    /// lock (see the module docs).
     async fn try_acquire(&self, request: AcquireRequest<'_>) -> Result<Acquire, StoreError> {
         let ttl = request.ttl.ok_or_else(no_ttl_none)?;
         let quorum = self.quorum();
         let granted = |a: &Acquire| matches!(a, Acquire::Acquired(_));
-        let (decide, decision) = watch::channel(Decision::Pending);
+        let timeout = self.settings.node_timeout;
+        let (key, owner): (Arc<str>, Arc<str>) = (request.key.into(), request.owner.into());
         let started = Instant::now();
-        let (tasks, futs): (Vec<_>, Vec<_>) = self
+        let mut grants = Grants::new(key.clone(), owner.clone(), timeout);
+        let mut pending: FuturesUnordered<_> = self
             .nodes
             .iter()
-            .map(|node| self.acquire_on(node.clone(), request, ttl, decision.clone()))
-            .unzip();
-        drop(decision);
-        let answers = gather(futs, |a| Tally::of(a, granted).decided(quorum)).await;
+            .enumerate()
+            .map(|(i, node)| acquire::acquire_on(i, node.clone(), &request, &key, &owner, timeout))
+            .collect();
+        let mut answers: Vec<Answer<Acquire>> = self.nodes.iter().map(|_| None).collect();
+        collect(
+            &mut pending,
+            &mut answers,
+            |i, answer| {
+                if matches!(answer, Ok(Acquire::Acquired(_))) {
+                    grants.add(self.nodes[i].clone());
+                }
+            },
+            |a| Tally::of(a, granted).decided(quorum),
+        )
+        .await;
         let elapsed = started.elapsed();
         let drift = self.settings.drift(ttl);
         let tally = Tally::of(&answers, granted);
         if tally.yes >= quorum && elapsed + drift < ttl {
             // Nodes still answering keep their grants: the lock reaches every node it can.
-            decide.send_replace(Decision::Keep);
+            grants.keep();
+            finish(pending);
             return Ok(Acquire::Acquired(Lease {
                 fence: None,
                 ttl: Some(ttl - drift),
             }));
         }
-        // Not ours: undo this try's grants. A node that failed may have granted without us
-        // hearing it — unless a node named our own owner as holder: then a silent node may
-        // hold that earlier lease of ours, not a grant of this try, and is left alone.
-        let ours_already = answers.iter().any(|a| {
-            matches!(a, Some(Ok(Acquire::Held(h))) if h.owner.as_deref() == Some(request.owner))
-        });
-        decide.send_replace(Decision::Undo {
-            failed_too: !ours_already,
-        });
-        // Wait for the undo on the nodes that answered; the silent ones undo in the background.
-        for (task, answer) in tasks.into_iter().zip(&answers) {
-            if answer.is_some() {
-                let _ = task.await;
-            }
-        }
+        // Not ours. Requests still under way are dropped, and each gives back exactly what
+        // it took (by its attempt id: never an earlier lease of the same owner); the grants
+        // that answered are released now.
+        drop(pending);
+        grants.undo().await;
         if tally.yes + tally.no >= quorum {
             // Held by someone, split between contenders, or granted too slowly: try again.
             Ok(Acquire::Held(holder(&answers)))

@@ -4,9 +4,8 @@
 //! does not answer in time counts as failed. Answers are collected until the outcome is
 //! decided — a quorum said yes, or too many said no for a quorum to be possible — so that
 //! one slow or stopped node never delays an operation the others already decided.
-//! Operations that write (release, extend, …) run on their own tasks, so requests the caller
-//! stops waiting for still complete in the background (bounded by the timeout); acquire runs
-//! in the caller's task, so that a cancelled acquire sends nothing more.
+//! Requests the caller stops waiting for are either finished in the background (release,
+//! extend, …) or given back (acquire): see `acquire.rs`.
 
 use std::future::Future;
 use std::time::Duration;
@@ -54,33 +53,6 @@ where
         }
     }
     answers
-}
-
-/// Like [`gather`], with every request on its own task: requests still running when the
-/// outcome is decided finish in the background.
-pub(crate) async fn gather_spawned<T, Fut>(
-    futs: Vec<Fut>,
-    decided: impl FnMut(&[Answer<T>]) -> bool,
-) -> Vec<Answer<T>>
-where
-    T: Send + 'static,
-    Fut: Future<Output = Result<T, StoreError>> + Send + 'static,
-{
-    let handles: Vec<_> = futs
-        .into_iter()
-        .map(|fut| {
-            let handle = tokio::spawn(fut);
-            async move {
-                handle.await.unwrap_or_else(|e| {
-                    Err(StoreError::new(
-                        StoreErrorKind::Transient,
-                        format!("the request task ended early: {e}"),
-                    ))
-                })
-            }
-        })
-        .collect();
-    gather(handles, decided).await
 }
 
 /// Yes, no, failed and not (yet) answered, out of the nodes.

@@ -193,7 +193,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             owner: cadenas::new_owner(),
         },
         "lock" => {
-            let locks = Locks::connect(&format!("{url}?namespace={ns}")).await?;
+            let sep = if url.contains('?') { '&' } else { '?' };
+            let locks = Locks::connect(&format!("{url}{sep}namespace={ns}")).await?;
             Driver::Lock {
                 locks: (0..KEYS).map(|i| locks.lock(&format!("k{i}"))).collect(),
             }
