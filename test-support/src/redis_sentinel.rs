@@ -227,6 +227,20 @@ impl SentinelTopology {
         }
     }
 
+    /// Waits until node `i` is a replica whose link to its primary is up (after a restart,
+    /// once the sentinels have made it a replica and it has resynced); panics after `limit`.
+    pub fn wait_for_replica(&self, i: usize, limit: Duration) {
+        let port = self.nodes[i].port;
+        crate::process::wait_until(
+            &format!("the node on port {port} is a replica in sync"),
+            limit,
+            || {
+                self.node_cli(i, &["INFO", "replication"])
+                    .contains("master_link_status:up")
+            },
+        );
+    }
+
     /// `redis-cli` against data node `i` (with its password).
     pub fn node_cli(&self, i: usize, args: &[&str]) -> String {
         cli_tls(
