@@ -81,7 +81,15 @@ async fn cancel_one(locks: &Locks, key: &str, ttl: Option<Duration>) -> bool {
 async fn held(locks: &Locks, prefix: &str, keys: &[String]) -> Vec<String> {
     let describe = locks.describe();
     if locks.store().capabilities().list {
-        let listed = locks.list(prefix).await;
+        // A slow emulator's scan can time out: the error says retrying may help, and a user
+        // would retry, so the check does too (three tries).
+        let mut tries = 1;
+        let listed = loop {
+            match locks.list(prefix).await {
+                Err(e) if e.is_retryable() && tries < 3 => tries += 1,
+                listed => break listed,
+            }
+        };
         let listed = listed.unwrap_or_else(|e| panic!("{describe}: list: {e}"));
         return listed.into_iter().map(|info| info.key).collect();
     }
