@@ -131,7 +131,10 @@ impl Lock {
             let request = AcquireRequest::new(&key, &owner, ttl).with_metadata(metadata.as_deref());
             store.take_over(request).await
         };
-        let release = move || async move { gone.release(&k, &o).await };
+        let release = move || {
+            let (gone, k, o) = (gone.clone(), k.clone(), o.clone());
+            async move { gone.release(&k, &o).await }
+        };
         let describe = self.store().describe();
         crate::stores::detach::run(&self.stored, describe, request, |_| true, release).await?
     }

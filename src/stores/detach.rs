@@ -20,9 +20,11 @@ type Delivery<T, E> = (Result<T, E>, Option<oneshot::Sender<()>>);
 
 /// Runs `request` in a task of its own and returns its answer (`Err` only when the task
 /// ended without one: the runtime is shutting down). If this future is dropped at any point
-/// before it returns, a lock `request` took is given back with `release`, run in that task;
-/// a failure is logged at `warn` naming `key` and `store`, and the lock then ends with its
-/// ttl. A lock this future returned is never released by it.
+/// before it returns, a lock `request` took is given back with `release`, run in that task.
+/// A release that fails with a retryable error (a timeout, a lost connection) is tried again,
+/// up to [`RELEASE_TRIES`] times in all with a growing pause; a failure that remains is
+/// logged at `warn` naming `key` and `store`, and the lock then ends with its ttl. A lock
+/// this future returned is never released by it.
 ///
 /// `release` must release exactly what `request` took (the key, by its owner). It runs at
 /// once after the answer, so it could only meet a later holding if that lease had already
@@ -33,17 +35,16 @@ type Delivery<T, E> = (Result<T, E>, Option<oneshot::Sender<()>>);
     feature = "mysql",
     feature = "dynamodb"
 ))]
-pub(crate) async fn acquire<E, Req, Rel, RelFut>(
+pub(crate) async fn acquire<Req, Rel, RelFut>(
     key: &str,
     store: &str,
     request: Req,
     release: Rel,
-) -> Result<Result<crate::store::Acquire, E>, StoreError>
+) -> Result<Result<crate::store::Acquire, StoreError>, StoreError>
 where
-    E: std::fmt::Display + Send + 'static,
-    Req: Future<Output = Result<crate::store::Acquire, E>> + Send + 'static,
-    Rel: FnOnce() -> RelFut + Send + 'static,
-    RelFut: Future<Output = Result<bool, E>> + Send,
+    Req: Future<Output = Result<crate::store::Acquire, StoreError>> + Send + 'static,
+    Rel: Fn() -> RelFut + Send + 'static,
+    RelFut: Future<Output = Result<bool, StoreError>> + Send,
 {
     run(
         key,
@@ -57,22 +58,21 @@ where
 
 /// [`acquire`] for any request whose answer `took` says holds a lock (a take-over always
 /// does).
-pub(crate) async fn run<T, E, Req, Took, Rel, RelFut>(
+pub(crate) async fn run<T, Req, Took, Rel, RelFut>(
     key: &str,
     store: &str,
     request: Req,
     took: Took,
     release: Rel,
-) -> Result<Result<T, E>, StoreError>
+) -> Result<Result<T, StoreError>, StoreError>
 where
     T: Send + 'static,
-    E: std::fmt::Display + Send + 'static,
-    Req: Future<Output = Result<T, E>> + Send + 'static,
+    Req: Future<Output = Result<T, StoreError>> + Send + 'static,
     Took: FnOnce(&T) -> bool + Send + 'static,
-    Rel: FnOnce() -> RelFut + Send + 'static,
-    RelFut: Future<Output = Result<bool, E>> + Send,
+    Rel: Fn() -> RelFut + Send + 'static,
+    RelFut: Future<Output = Result<bool, StoreError>> + Send,
 {
-    let (deliver, delivered) = oneshot::channel::<Delivery<T, E>>();
+    let (deliver, delivered) = oneshot::channel::<Delivery<T, StoreError>>();
     let (key, store) = (key.to_owned(), store.to_owned());
     tokio::spawn(async move {
         let answer = request.await;
@@ -87,10 +87,7 @@ where
         if is_kept.await.is_ok() {
             return;
         }
-        if let Err(e) = release().await {
-            tracing::warn!(key = %key, store = %store, error = %e,
-                "could not release after a cancelled acquire; the lock expires with its ttl");
-        }
+        release_in_background(&key, &store, release).await;
     });
     // No await between reading the answer and keeping it: the caller cannot be dropped
     // in between.
@@ -104,6 +101,41 @@ where
         let _ = kept.send(());
     }
     Ok(answer)
+}
+
+/// How many times in all a release after a cancelled acquire is tried while its errors are
+/// retryable.
+pub(crate) const RELEASE_TRIES: u32 = 4;
+
+/// The pause before the first retry of such a release; it doubles before each further one
+/// (100, 200, 400 ms).
+const FIRST_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Runs `release` until it answers, or fails with an error that is not retryable, or has been
+/// tried [`RELEASE_TRIES`] times; the failure that remains is logged. Nobody waits for this,
+/// so a store that timed out under load is given the time to answer.
+async fn release_in_background<Rel, RelFut>(key: &str, store: &str, release: Rel)
+where
+    Rel: Fn() -> RelFut,
+    RelFut: Future<Output = Result<bool, StoreError>>,
+{
+    let mut pause = FIRST_PAUSE;
+    for tried in 1.. {
+        match release().await {
+            Ok(_) => return,
+            Err(e) if e.is_retryable() && tried < RELEASE_TRIES => {
+                tracing::debug!(key = %key, store = %store, error = %e, tried,
+                    "release after a cancelled acquire failed; trying again");
+                tokio::time::sleep(pause).await;
+                pause *= 2;
+            }
+            Err(e) => {
+                tracing::warn!(key = %key, store = %store, error = %e, tried,
+                    "could not release after a cancelled acquire; the lock expires with its ttl");
+                return;
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -151,7 +183,10 @@ mod tests {
             answer
         };
         let m = memory.clone();
-        let release = move || async move { m.release("k", "me").await };
+        let release = move || {
+            let m = m.clone();
+            async move { m.release("k", "me").await }
+        };
         acquire("k", "memory:", request, release)
     }
 
@@ -208,5 +243,76 @@ mod tests {
             tokio::task::yield_now().await;
         }
         assert_eq!(memory.inspect("k").await.unwrap().unwrap().owner, "me");
+    }
+
+    /// The answer of a test's release.
+    type Released = std::pin::Pin<Box<dyn Future<Output = Result<bool, StoreError>> + Send>>;
+
+    /// A release that fails as `kind` the first `failures` times, then releases `k` on
+    /// `memory`; with the number of tries it was given.
+    fn flaky_release(
+        memory: &Arc<MemoryStore>,
+        failures: u32,
+        kind: StoreErrorKind,
+    ) -> (impl Fn() -> Released, Arc<std::sync::atomic::AtomicU32>) {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        let (m, tries) = (memory.clone(), Arc::new(AtomicU32::new(0)));
+        let counted = tries.clone();
+        let release = move || {
+            let (m, n) = (m.clone(), counted.fetch_add(1, Ordering::SeqCst) + 1);
+            Box::pin(async move {
+                if n <= failures {
+                    return Err(StoreError::new(kind, "timed out releasing 'k'"));
+                }
+                m.release("k", "me").await
+            }) as Released
+        };
+        (release, tries)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_release_that_timed_out_is_tried_again() {
+        let memory = Arc::new(MemoryStore::new());
+        memory
+            .try_acquire(AcquireRequest::new("k", "me", None))
+            .await
+            .unwrap();
+        let (release, tries) = flaky_release(&memory, RELEASE_TRIES - 1, StoreErrorKind::Transient);
+        release_in_background("k", "memory:", release).await;
+        assert_eq!(
+            tries.load(std::sync::atomic::Ordering::SeqCst),
+            RELEASE_TRIES
+        );
+        assert!(
+            memory.inspect("k").await.unwrap().is_none(),
+            "released on the last try"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_release_is_tried_a_bounded_number_of_times() {
+        let memory = Arc::new(MemoryStore::new());
+        memory
+            .try_acquire(AcquireRequest::new("k", "me", None))
+            .await
+            .unwrap();
+        let (release, tries) = flaky_release(&memory, u32::MAX, StoreErrorKind::Unavailable);
+        release_in_background("k", "memory:", release).await;
+        assert_eq!(
+            tries.load(std::sync::atomic::Ordering::SeqCst),
+            RELEASE_TRIES
+        );
+        assert!(
+            memory.inspect("k").await.unwrap().is_some(),
+            "left to its ttl"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_release_refused_for_good_is_not_tried_again() {
+        let memory = Arc::new(MemoryStore::new());
+        let (release, tries) = flaky_release(&memory, u32::MAX, StoreErrorKind::Rejected);
+        release_in_background("k", "memory:", release).await;
+        assert_eq!(tries.load(std::sync::atomic::Ordering::SeqCst), 1);
     }
 }

@@ -292,7 +292,10 @@ impl Store for DynamoDbStore {
             let r = AcquireRequest::new(&key, &owner, ttl).with_metadata(metadata.as_deref());
             inner.acquire(r, &attempt).await
         };
-        let release = move || async move { gone.release(&k, &o, Some(&mine)).await };
+        let release = move || {
+            let (gone, k, o, mine) = (gone.clone(), k.clone(), o.clone(), mine.clone());
+            async move { gone.release(&k, &o, Some(&mine)).await }
+        };
         crate::stores::detach::acquire(request.key, &self.inner.describe, write, release).await?
     }
 

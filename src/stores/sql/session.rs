@@ -284,7 +284,10 @@ impl<D: Dialect> SessionLocks<D> {
         let (k, o) = (key.clone(), owner.clone());
         let (ttl, metadata) = (request.ttl, request.metadata.map(str::to_owned));
         let statement = async move { me.take(key, owner, ttl, metadata).await };
-        let release = move || async move { gone.release(&k, &o).await };
+        let release = move || {
+            let (gone, k, o) = (gone.clone(), k.clone(), o.clone());
+            async move { gone.release(&k, &o).await }
+        };
         crate::stores::detach::acquire(request.key, &self.describe, statement, release).await?
     }
 

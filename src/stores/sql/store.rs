@@ -48,7 +48,10 @@ macro_rules! server_store {
                         .with_metadata(metadata.as_deref());
                     leases.try_acquire(&request).await
                 };
-                let release = move || async move { gone.release(&k, &o).await };
+                let release = move || {
+                    let (gone, k, o) = (gone.clone(), k.clone(), o.clone());
+                    async move { gone.release(&k, &o).await }
+                };
                 $crate::stores::detach::acquire(request.key, &self.describe, statement, release)
                     .await?
             }

@@ -361,7 +361,10 @@ impl Store for SqliteStore {
         let (k, o) = (key.clone(), owner.clone());
         let (ttl, metadata) = (request.ttl, request.metadata.map(str::to_owned));
         let statement = async move { inner.acquire(&key, &owner, ttl, metadata.as_deref()).await };
-        let release = move || async move { gone.release(&k, &o).await };
+        let release = move || {
+            let (gone, k, o) = (gone.clone(), k.clone(), o.clone());
+            async move { gone.release(&k, &o).await }
+        };
         crate::stores::detach::acquire(request.key, &self.inner.describe, statement, release)
             .await?
     }
