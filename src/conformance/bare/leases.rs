@@ -94,8 +94,9 @@ pub async fn store_owner_checks(suite: &StoreSuite) {
     let asked = Instant::now();
     assert!(a.extend(&key, "alice", longer).await.unwrap().is_some());
     let grant = (asked, Instant::now());
+    let read = Instant::now();
     let info = inspect(b, &key).await.expect("held");
-    check_remaining(b, info.remaining, longer, grant, Instant::now());
+    check_remaining(b, info.remaining, longer, grant, read);
     assert!(info.remaining.unwrap() > LONG.unwrap());
 
     assert!(a.release(&key, "alice").await.unwrap());
