@@ -178,7 +178,8 @@ impl Guard {
 
     /// The fence of this acquisition: strictly greater than every fence handed out before for
     /// this key on this store. Give it to the resource you protect so it can reject writes
-    /// from a holder whose lease is gone. `None` on stores without fencing (Redlock).
+    /// from a holder whose lease is gone. `None` on a store without fencing (every store
+    /// cadenas ships has fencing; see [`Capabilities::fencing`](crate::Capabilities::fencing)).
     pub fn fence(&self) -> Option<u64> {
         self.holding.fence
     }
@@ -289,7 +290,11 @@ impl Guard {
             .holding
             .lock
             .store()
-            .release(&self.holding.lock.stored, &self.holding.lock.owner)
+            .release_holding(
+                &self.holding.lock.stored,
+                &self.holding.lock.owner,
+                self.holding.fence,
+            )
             .await
             .map_err(|e| self.holding.lock.store_error("release", e))?;
         if released {
@@ -331,13 +336,14 @@ impl Drop for Guard {
         let store = self.holding.lock.store().clone();
         let stored = self.holding.lock.stored.clone();
         let owner = self.holding.lock.owner.clone();
+        let fence = self.holding.fence;
         match tokio::runtime::Handle::try_current() {
             Ok(rt) => {
                 tracing::warn!(key = %self.holding.lock.key, store = store.describe(),
                     "lock guard dropped without release(); releasing in the background");
                 let holding = self.holding.clone();
                 rt.spawn(async move {
-                    match store.release(&stored, &owner).await {
+                    match store.release_holding(&stored, &owner, fence).await {
                         Ok(true) => holding.emit(EventKind::Released, None),
                         Ok(false) => {}
                         Err(e) => tracing::warn!(key = %holding.lock.key, store = store.describe(), error = %e,

@@ -500,6 +500,21 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// `extend` and `set_metadata` work per holding the same way.
     async fn release(&self, key: &str, owner: &str) -> Result<bool, StoreError>;
 
+    /// [`release`](Store::release), told the fence of the holding being released (`None` if
+    /// it had none): what the lock layer calls when a guard is released or dropped. The
+    /// default ignores the fence. A store whose next fence depends on it overrides this:
+    /// each Redlock node that releases the holding sets its fence counter to the released
+    /// fence, so that the next holder's fence is above it whichever quorum grants it.
+    async fn release_holding(
+        &self,
+        key: &str,
+        owner: &str,
+        fence: Option<u64>,
+    ) -> Result<bool, StoreError> {
+        let _ = fence;
+        self.release(key, owner).await
+    }
+
     /// Sets the lease of `key` held by `owner` to `ttl` counted from now. `Ok(None)` when
     /// `owner` does not hold a live lease (it expired, or someone else holds it).
     async fn extend(

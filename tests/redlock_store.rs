@@ -58,13 +58,16 @@ async fn conformance_on_three_nodes_in_a_namespace() {
 }
 
 #[tokio::test]
-async fn declares_no_fencing_no_ttl_none() {
+async fn declares_fencing_and_no_ttl_none() {
     let servers = start(3);
     let locks = Locks::connect(&url(&servers, "")).await.unwrap();
     let caps = locks.store().capabilities();
-    assert!(!caps.fencing && !caps.ttl_none && caps.notify && caps.list && caps.shared);
+    assert!(caps.fencing && !caps.ttl_none && caps.notify && caps.list && caps.shared);
     let g = locks.lock("k").acquire().await.unwrap();
-    assert_eq!(g.fence(), None);
+    let first = g.fence().expect("a fence");
+    g.release().await.unwrap();
+    let g = locks.lock("k").acquire().await.unwrap();
+    assert!(g.fence().expect("a fence") > first);
     g.release().await.unwrap();
     assert!(matches!(
         locks.lock("k").with_ttl(None).try_acquire().await,
@@ -74,6 +77,58 @@ async fn declares_no_fencing_no_ttl_none() {
         Locks::builder().ttl(None).connect(&url(&servers, "")).await,
         Err(Error::Unsupported { .. })
     ));
+}
+
+/// Sets `key` on `server` to a value of another client, so that the node refuses cadenas'
+/// acquires of it; `None` takes it away again.
+async fn occupy(server: &RedisServer, key: &str, by: Option<&str>) {
+    let mut con = server
+        .client()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    match by {
+        Some(owner) => con.set_ex::<_, _, ()>(key, owner, 60).await.unwrap(),
+        None => con.del::<_, ()>(key).await.unwrap(),
+    }
+}
+
+/// The fence of a Redlock lease is the largest of its nodes', and a release raises every
+/// node's counter to it: the next holder's fence is higher even when no node of its quorum
+/// gave the old one. Node 0's counter is set far ahead of the others' (and of every clock);
+/// the first holder's quorum is nodes 0 and 1 (node 2 is occupied by someone else), the
+/// second's nodes 1 and 2 (node 0 occupied). Without the raise, node 1 would answer a fence
+/// near its clock, far below the first.
+#[tokio::test]
+async fn a_release_raises_every_nodes_counter_to_the_released_fence() {
+    let servers = start(3);
+    let locks = Locks::connect(&url(&servers, "")).await.unwrap();
+    let now_us = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as u64;
+    let ahead = now_us + 1_000_000_000_000;
+    let mut con = servers[0]
+        .client()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    con.set::<_, _, ()>("__cadenas:fence{k}", ahead)
+        .await
+        .unwrap();
+
+    occupy(&servers[2], "k", Some("someone-else")).await;
+    let first = locks.lock("k").acquire().await.unwrap();
+    let fence = first.fence().expect("a fence");
+    assert!(fence > ahead, "the largest node fence: {fence} <= {ahead}");
+    first.release().await.unwrap();
+
+    occupy(&servers[2], "k", None).await;
+    occupy(&servers[0], "k", Some("someone-else")).await;
+    let second = locks.lock("k").acquire().await.unwrap();
+    let next = second.fence().expect("a fence");
+    assert!(next > fence, "fence {next} after {fence}");
+    second.release().await.unwrap();
 }
 
 #[tokio::test]
@@ -137,7 +192,8 @@ async fn every_node_holds_the_whole_lock_in_the_redis_layout() {
     }
     let info = locks.lock("job").inspect().await.unwrap().unwrap();
     assert_eq!(info.metadata.as_deref(), Some("m"));
-    assert_eq!(info.fence, None);
+    // A holding with metadata is recorded, and every node was told its fence.
+    assert_eq!(info.fence, g.fence());
     g.release().await.unwrap();
     for server in &servers {
         let mut con = server

@@ -63,12 +63,9 @@
 //! | Redis, Redis Cluster | the Redis server's clock | a restart without persistence, or a failover to a replica that missed the last writes, forgets the leader | increasing after a full loss; after a failover a lagging counter can repeat a term (see the Redis store's docs) |
 //! | PostgreSQL | the server's `now()` | a failover to a standby that missed the last commits; `unlogged=true` or `synchronous_commit=off` after a server crash | from a sequence, increasing |
 //! | MySQL / MariaDB | the server's `UTC_TIMESTAMP` | a failover to a replica that missed the last commits | from a counter table, increasing |
-//! | Redlock | — | — | **none: elections are refused** ([`Error::Unsupported`]) |
+//! | Redlock | each node's clock; a quorum holds the lease | a node that restarted empty before every lease it knew expired, or a leader paused past its validity until its `lost` fires | increasing as long as the nodes' clocks agree to within a lease's validity (see the Redlock store's "Fencing") |
 //!
-//! Redlock hands out no fences (its nodes are independent, and no quorum of them orders
-//! acquisitions), so an election there could give a term no resource can trust: every
-//! election operation answers [`Error::Unsupported`] naming the store. Elections need
-//! [`Capabilities::fencing`](crate::Capabilities::fencing), and
+//! Elections need [`Capabilities::fencing`](crate::Capabilities::fencing), and
 //! [`Capabilities::shared_records`](crate::Capabilities::shared_records): in the SQL stores'
 //! session mode other clients see only which connection holds a lock, so they are refused
 //! the same way (use the default lease mode).

@@ -92,7 +92,7 @@ impl Observer {
     /// The next change: the state at the start on the first call, then each change seen.
     ///
     /// Fails with [`Error::InvalidInput`](crate::Error::InvalidInput) or
-    /// [`Error::Unsupported`](crate::Error::Unsupported) (Redlock) at every call, and with
+    /// [`Error::Unsupported`](crate::Error::Unsupported) (SQL session mode) at every call, and with
     /// [`Error::Store`](crate::Error::Store) when the store fails; the call after a store
     /// error waits a poll interval before it looks again, and reports whatever changed
     /// meanwhile.

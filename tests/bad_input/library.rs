@@ -371,13 +371,17 @@ pub fn cases() -> Vec<Case> {
             },
         ),
         case(
-            "election on Redlock (no fences, so no terms)",
+            "election in PostgreSQL session mode (no one else reads the leader)",
             Unsupported,
-            &["leader election", "k-elect", "fence"],
+            &[
+                "leader election",
+                "k-elect",
+                "other clients",
+                "default mode",
+            ],
             Nothing,
             |_| async move {
-                let (a, b, d) = (free_port(), free_port(), free_port());
-                let url = format!("redlock://127.0.0.1:{a},127.0.0.1:{b},127.0.0.1:{d}");
+                let url = with_query(&postgres_base(), "mode=session");
                 let locks = Locks::connect(&url).await.unwrap();
                 api(locks.election("k-elect", "host-a").campaign().await)
             },

@@ -28,7 +28,7 @@
 
 use std::sync::atomic::Ordering;
 
-use redis::{RedisResult, Value};
+use redis::{FromRedisValue, RedisResult, Value};
 
 use super::cancel::InFlight;
 use super::conn::{bad_reply, op_error, wrong_type};
@@ -70,7 +70,6 @@ impl RedisStore {
         let answer = if request.metadata.is_none()
             && !request.recorded
             && !self.records
-            && !self.time_fences
             && self.native.load(Ordering::Relaxed)
         {
             match self.acquire_native(&request, &value).await {
@@ -114,8 +113,9 @@ impl RedisStore {
         if ttl > 0 {
             pipe.arg("PX").arg(ttl);
         }
-        if self.fences {
-            pipe.atomic().cmd("INCR").arg(keys::fence_key(key));
+        pipe.atomic().cmd("INCR").arg(keys::fence_key(key));
+        if self.time_fences {
+            pipe.cmd("TIME");
         }
         let replies: Vec<RedisResult<Value>> = match pipe.query_async(&mut self.conn()).await {
             Ok(replies) => replies,
@@ -127,6 +127,7 @@ impl RedisStore {
             .next()
             .ok_or_else(|| bad_reply(key, "no reply to SET"))?;
         let fence = replies.next();
+        let time = replies.next();
         match set {
             Err(e) if refuses_nx_get(&e) => Err(Native::Unsupported),
             Err(e) if e.code() == Some("WRONGTYPE") => {
@@ -142,7 +143,12 @@ impl RedisStore {
             Ok(Value::Nil) => {
                 let fence = match fence {
                     None => None,
-                    Some(Ok(v)) => Some(self.holder_fence(key, int(key, &v)?).await?),
+                    Some(Ok(v)) => match time {
+                        // At least the server's time: the counter of a node that missed
+                        // raises, or restarted empty, does not hold the fence back.
+                        Some(time) => Some(counted(key, int(key, &v)?)?.max(time_us(key, time)?)),
+                        None => Some(self.holder_fence(key, int(key, &v)?).await?),
+                    },
                     Some(Err(e)) => {
                         // The key is ours but its counter is not a number: give it back.
                         self.release_attempt(key, value).await;
@@ -191,7 +197,7 @@ impl RedisStore {
     /// The fence of a holding whose `INCR` answered `n`: `n`, unless the counter was new
     /// (below [`FENCE_FLOOR`]), in which case it starts at the server's time first.
     async fn holder_fence(&self, key: &str, n: i64) -> Result<u64, StoreError> {
-        let n = u64::try_from(n).map_err(|_| bad_reply(key, "a negative fence"))?;
+        let n = counted(key, n)?;
         if n >= FENCE_FLOOR {
             return Ok(n);
         }
@@ -223,6 +229,7 @@ impl RedisStore {
             .arg(attempt)
             .arg(request.owner)
             .arg(u8::from(self.time_fences))
+            .arg(u8::from(self.fence_recorded_later))
             .invoke_async::<Vec<Value>>(&mut self.conn())
             .await
             .map_err(|e| op_error(Some(key), e))?;
@@ -242,6 +249,19 @@ impl RedisStore {
             _ => Err(bad_reply(key, "unknown acquire status")),
         }
     }
+}
+
+/// A fence counter's `INCR` answer as a fence.
+fn counted(key: &str, n: i64) -> Result<u64, StoreError> {
+    u64::try_from(n).map_err(|_| bad_reply(key, "a negative fence"))
+}
+
+/// The server's `TIME` reply (seconds and microseconds) in microseconds.
+fn time_us(key: &str, reply: RedisResult<Value>) -> Result<u64, StoreError> {
+    let reply = reply.map_err(|e| op_error(Some(key), e))?;
+    let (s, us) = <(u64, u64)>::from_redis_value_ref(&reply)
+        .map_err(|_| bad_reply(key, "a TIME reply that is not two numbers"))?;
+    Ok(s * 1_000_000 + us)
 }
 
 /// Why the native path gave no answer.

@@ -136,6 +136,7 @@ mod conn;
 mod expiry;
 pub mod keys;
 mod pubsub;
+mod release;
 mod reply;
 mod scan;
 mod scripts;
@@ -186,11 +187,13 @@ pub struct RedisStore {
     scanned: std::sync::Mutex<std::collections::HashMap<String, u64>>,
     /// Every acquire writes the holding's record (`records=true`).
     records: bool,
-    /// Acquires count fences (not on a Redlock node: Redlock has none).
-    fences: bool,
     /// Every fence is at least the server's time in microseconds (Sentinel: a promoted
-    /// replica's counter may lag; see "Sentinel" above).
+    /// replica's counter may lag, see "Sentinel" above; a Redlock node: its counter may lag
+    /// behind the other nodes', see the Redlock store's "Fencing").
     time_fences: bool,
+    /// A recorded holding's record says fence `0` until the Redlock store writes the
+    /// lease's fence into it ([`RedisStore::record_fence`]): a Redlock node.
+    fence_recorded_later: bool,
     /// The server takes `SET … NX GET` (Redis ≥ 7.0): the native acquire path.
     native: std::sync::atomic::AtomicBool,
 }
@@ -275,8 +278,8 @@ impl RedisStore {
             scanned: Default::default(),
             // Sentinel's acquires are scripts that write the record anyway.
             records: settings.records || time_fences,
-            fences: true,
             time_fences,
+            fence_recorded_later: false,
             native: true.into(),
         })
     }
@@ -308,8 +311,8 @@ impl RedisStore {
             expiry: tokio::sync::OnceCell::new(),
             scanned: Default::default(),
             records: false,
-            fences: false,
-            time_fences: false,
+            time_fences: true,
+            fence_recorded_later: true,
             native: true.into(),
         })
     }
@@ -412,24 +415,7 @@ impl Store for RedisStore {
     }
 
     async fn release(&self, key: &str, owner: &str) -> Result<bool, StoreError> {
-        let mut script = scripts::RELEASE.key(key);
-        script.key(keys::state_key(key)).arg(owner);
-        if let Some(channel) = keys::release_channel_arg(key) {
-            script.arg(channel);
-        }
-        let status: i64 =
-            script
-                .invoke_async(&mut self.conn())
-                .await
-                .map_err(|e| match e.code() {
-                    Some("WRONGTYPE") => wrong_type(key, "non-string"),
-                    _ => op_error(Some(key), e),
-                })?;
-        if status == 1 {
-            // Waiters in this process need not wait for the message to come back.
-            self.notifier.notify(key);
-        }
-        Ok(status == 1)
+        self.release_raising(key, owner, None).await
     }
 
     async fn extend(

@@ -25,7 +25,9 @@ use super::EXPIRY_GRACE_MS;
 /// `ARGV`: value (owner, NUL, attempt id), ttl ms (0 = none), has metadata (`0`/`1`),
 /// metadata, attempt id, owner, time fences (`1`: the fence is at least the server's time
 /// in microseconds, whatever the counter says — on Sentinel, where a promoted replica's
-/// counter may lag behind fences its primary handed out). Answers `{1, fence}`, `{0, holder, pttl}` or `{-1, type}`.
+/// counter may lag behind fences its primary handed out), fence recorded later (`1`: the
+/// record says fence `0`, "not known yet", until [`RECORD_FENCE`] writes the Redlock
+/// lease's fence, the largest of its nodes'). Answers `{1, fence}`, `{0, holder, pttl}` or `{-1, type}`.
 ///
 /// The common case costs five calls: `SET NX`, `INCR`, `EXISTS`, `HSET`, `PEXPIRE` (each
 /// call counts: a script's cost is mostly its calls). A fence counter that is missing
@@ -76,10 +78,12 @@ if redis.call('EXISTS', KEYS[2]) == 1 then
   -- key): its record goes to the expiry watcher.
   redis.call('RENAME', KEYS[2], KEYS[4])
 end
+local recorded = fence
+if ARGV[8] == '1' then recorded = '0' end
 if ARGV[3] == '1' then
-  redis.call('HSET', KEYS[2], 'owner', ARGV[6], 'fence', fence, 'attempt', ARGV[5], 'metadata', ARGV[4])
+  redis.call('HSET', KEYS[2], 'owner', ARGV[6], 'fence', recorded, 'attempt', ARGV[5], 'metadata', ARGV[4])
 else
-  redis.call('HSET', KEYS[2], 'owner', ARGV[6], 'fence', fence, 'attempt', ARGV[5])
+  redis.call('HSET', KEYS[2], 'owner', ARGV[6], 'fence', recorded, 'attempt', ARGV[5])
 end
 if ttl > 0 then redis.call('PEXPIRE', KEYS[2], string.format('%d', ttl + GRACE)) end
 return {1, fence}
@@ -177,23 +181,38 @@ return {1, fence, old_owner, old_fence}
 /// The owner matches when the value is the owner, or starts with the owner and a NUL
 /// (`owner\0attempt`, marked or not). No `owner_of` here: this is the hot path, and each
 /// part of a script counts (BENCHMARKS.md, "Redis server cost per cycle").
-pub static RELEASE: LazyLock<Script> = LazyLock::new(|| {
-    script(
-        r#"
+pub static RELEASE: LazyLock<Script> =
+    LazyLock::new(|| script(&format!("{RELEASE_OWNED}{RELEASE_DELETE}")));
+
+/// [`RELEASE`] that also sets the fence counter `KEYS[3]` to `ARGV[3]`, the released
+/// holding's fence, when the holding is found: a Redlock node's release (see the Redlock
+/// store's "Fencing"). `ARGV[2]`, the release channel, is always given here. Setting rather
+/// than raising is enough: the holding's fence is at least the number this node gave it, and
+/// no other holding of the key was granted here since (numbers used up meanwhile by failed
+/// attempts were never handed out), so no fence handed out is left above the counter.
+pub static RELEASE_RAISING: LazyLock<Script> = LazyLock::new(|| {
+    script(&format!(
+        "{RELEASE_OWNED}redis.call('SET', KEYS[3], ARGV[3])\n{RELEASE_DELETE}"
+    ))
+});
+
+/// The release up to the owner check: answers `0` unless `ARGV[1]` holds `KEYS[1]`.
+const RELEASE_OWNED: &str = r#"
 local v = redis.call('GET', KEYS[1])
 if not v then return 0 end
 local n = #ARGV[1]
 if string.sub(v, 1, n) ~= ARGV[1] then return 0 end
 local after = string.byte(v, n + 1)
 if after and after ~= 0 then return 0 end
-redis.call('DEL', KEYS[1], KEYS[2])
+"#;
+
+/// The release of a holding found ours.
+const RELEASE_DELETE: &str = r#"redis.call('DEL', KEYS[1], KEYS[2])
 if after and string.byte(v, -1) == 1 then
   redis.call('PUBLISH', channel_of(KEYS[1], ARGV[2]), KEYS[1])
 end
 return 1
-"#,
-    )
-});
+"#;
 
 /// `ARGV`: value (owner, NUL, attempt id), and the channel as in [`RELEASE`]. Releases the
 /// lock only if it is still the holding that acquire request took (the clean-up of a
@@ -248,6 +267,23 @@ end
 local s = redis.call('HMGET', KEYS[2], 'owner', 'fence')
 if s[1] == ARGV[1] then return {1, s[2]} end
 return {1}
+"#,
+    )
+});
+
+/// `ARGV`: owner, fence. Writes `fence` into the holding's record (the state hash) when
+/// `owner` holds the key and the record is theirs: a Redlock acquire that wrote records
+/// tells every node the lease's fence, the largest of the nodes' (see the Redlock store's
+/// "Fencing"). Answers `1` written, `0` not held by `owner` or no record.
+#[cfg(feature = "redlock")]
+pub static RECORD_FENCE: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r#"
+local v = redis.call('GET', KEYS[1])
+if not v or owner_of(v) ~= ARGV[1] then return 0 end
+if redis.call('HGET', KEYS[2], 'owner') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[2], 'fence', ARGV[2])
+return 1
 "#,
     )
 });

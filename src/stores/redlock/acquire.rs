@@ -98,9 +98,11 @@ pub(super) fn acquire_on(
 ) -> impl Future<Output = (usize, Result<Acquire, StoreError>)> + Send + 'static {
     let (key, owner) = (key.clone(), owner.clone());
     let metadata: Option<Arc<str>> = request.metadata.map(Into::into);
-    let ttl = request.ttl;
+    let (ttl, recorded) = (request.ttl, request.recorded);
     async move {
-        let request = AcquireRequest::new(&key, &owner, ttl).with_metadata(metadata.as_deref());
+        let request = AcquireRequest::new(&key, &owner, ttl)
+            .with_metadata(metadata.as_deref())
+            .with_recorded(recorded);
         (index, timed(timeout, node.try_acquire(request)).await)
     }
 }

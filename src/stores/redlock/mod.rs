@@ -38,23 +38,46 @@
 //! validity still believes it holds the lock while another client legitimately takes it, and
 //! both write. The defence is a *fencing token*: a number that grows with each acquisition,
 //! sent with every write, so the protected resource rejects writes carrying an older one.
-//! Redlock cannot give one (below), and its safety also rests on timing assumptions — bounded
-//! network delay, bounded process pauses, clocks that run at about the same rate — that a
-//! real network does not promise. Salvatore Sanfilippo's reply argues these assumptions are
-//! reasonable in practice; the disagreement is about what "safe" must mean. Our advice: if a
-//! double holder would corrupt something, use a store with fencing (PostgreSQL, MySQL, or a
-//! single Redis whose fences you check at the resource) and make the resource check the
-//! fence; use Redlock when availability through server failures matters more than an
-//! occasional overlap.
+//! Redlock's safety also rests on timing assumptions — bounded network delay, bounded
+//! process pauses, clocks that run at about the same rate — that a real network does not
+//! promise. Salvatore Sanfilippo's reply argues these assumptions are reasonable in
+//! practice; the disagreement is about what "safe" must mean. This store hands out fences
+//! (below), under one more such assumption. Our advice: if a double holder would corrupt
+//! something, make the resource check the fence — and prefer a store whose fences need no
+//! assumption about clocks (PostgreSQL, MySQL, etcd, or a single Redis); use Redlock when
+//! availability through server failures matters more.
 //!
-//! ## No fencing
+//! ## Fencing
 //!
-//! Every node counts its own acquisitions, and the quorum that grants one lock need not be
-//! the quorum that granted the previous one, so no node's counter — nor their maximum once a
-//! node restarts without its data — is guaranteed to grow across holders. Rather than hand
-//! out a number that could repeat, this store declares `fencing: false` and every lease has
-//! `fence: None`. (Each node still keeps the Redis store's small fence counter per key, which
-//! the shared scripts update; it is ignored.)
+//! Every node keeps a fence counter per key (the Redis store's layout). An acquire's `MULTI`
+//! on each node also bumps the counter and reads the node's `TIME`; the node's fence is the
+//! larger of the two (the time in microseconds), and the lease's fence is the largest fence
+//! among the nodes that granted it. A release sends the holding's fence to every node, and
+//! each node that still has the holding sets its counter to it in the release's script (no
+//! fence this node handed out is higher: no other holding of the key was granted there
+//! since). So:
+//!
+//! - the next holder's quorum shares at least one node with the old holder's. **If that
+//!   node took the release**, its counter is at or above the released fence, and the new
+//!   fence is higher — no clock involved;
+//! - **if it did not** (the holder paused or crashed, or its release did not reach that
+//!   node), the old holding expired there first: the new holder took the key at least a ttl
+//!   after the old one on that node, whose time has moved on by as much. The new fence is
+//!   higher **as long as the nodes' clocks agree to within the lease's validity** (the ttl
+//!   less the time the acquire took; NTP keeps clocks to milliseconds, ttls are seconds). A
+//!   node that restarted empty takes its fences from its clock, so the same holds.
+//!
+//! So a resource that rejects writes with a fence below the highest it has seen turns away
+//! the late writes of a holder that paused past its lease (Kleppmann's scenario), under that
+//! one clock assumption, which single-server stores do not need. Like the Redis store's
+//! fast path, a holding without a record (no metadata) does not show its fence through
+//! `inspect` or `list` (`inspect_fence: false`); a recorded one does (below). `extend`
+//! returns no fence. Leader elections work on this store, their terms being these fences.
+//!
+//! **Mixed versions.** Processes of the version before fences on Redlock exclude this
+//! version's holders as before (the lock key is still taken with `SET NX`), hand out no
+//! fences and do not raise counters at release: with them in the fleet, a fence after their
+//! releases rests on the clock assumption alone.
 //!
 //! ## No take-over
 //!
@@ -79,20 +102,25 @@
 //!
 //! # How it works
 //!
-//! - **Acquire** sends `SET NX PX` (the Redis store's acquire script) to every node at once,
-//!   each bounded by `node_timeout`. The lock is ours when a quorum granted it and the
+//! - **Acquire** sends the Redis store's acquire to every node at once (one `MULTI`:
+//!   `SET NX GET PX`, the fence counter's `INCR`, `TIME`), each bounded by `node_timeout`. The lock is ours when a quorum granted it and the
 //!   *validity* `ttl − elapsed − drift` is positive, with `drift = ttl × drift_factor + 2 ms`.
 //!   Otherwise the grants of this try are released on every node that granted or did not
 //!   answer, and the try reports the lock as held (by whoever most nodes named), or fails
 //!   with an error naming the unreachable nodes when fewer than a quorum answered at all.
 //!   The answer comes as soon as it is decided: one hung node does not slow an acquire
 //!   down. When the lock is ours, requests still under way then complete in the background,
-//!   so a lock taken on a quorum still reaches every node that answers.
+//!   so a lock taken on a quorum still reaches every node that answers. A *recorded*
+//!   acquire (with metadata, or a candidate's in an election) is the exception: it writes
+//!   each node's holding record (a script), waits for every node (each bounded by
+//!   `node_timeout`), then tells every node the lease's fence for its record, so that
+//!   `inspect`, `list` and election observers show the holder's own fence; until a node is
+//!   told, its record says `0` and `inspect` reads again rather than show a node's fence.
 //! - **`remaining_time`** is the validity: the lease the store reports is `ttl − drift`
 //!   counted from when the request was sent (what [`Lease::ttl`] means), so a guard's
 //!   `remaining_time` right after acquiring is `ttl − elapsed − drift`.
-//! - **Release, extend, set_metadata** go to every node; each succeeds when a quorum
-//!   confirms it (extend also needs a positive new validity). An extend that a quorum does
+//! - **Release, extend, set_metadata** go to every node (a release with the holding's fence,
+//!   which each node that releases it sets its counter to); each succeeds when a quorum confirms it (extend also needs a positive new validity). An extend that a quorum does
 //!   not confirm answers "not owned", which the lock layer turns into `NotOwned` or the lost
 //!   signal. When too many nodes fail to tell, the operation fails with an error.
 //! - **Inspect and list** show the quorum's view: a lock held by the same owner on a quorum
@@ -129,6 +157,7 @@
 mod acquire;
 mod options;
 mod quorum;
+mod records;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -319,7 +348,7 @@ impl Store for RedlockStore {
 
     fn capabilities(&self) -> Capabilities {
         Capabilities {
-            fencing: false,
+            fencing: true,
             notify: true,
             ttl_none: false,
             list: true,
@@ -353,26 +382,38 @@ impl Store for RedlockStore {
             .map(|(i, node)| acquire::acquire_on(i, node.clone(), &request, &key, &owner, timeout))
             .collect();
         let mut answers: Vec<Answer<Acquire>> = self.nodes.iter().map(|_| None).collect();
+        let recorded = request.recorded || request.metadata.is_some();
+        // The highest of the granting nodes' fences (see "Fencing" above).
+        let mut fence = None;
         collect(
             &mut pending,
             &mut answers,
             |i, answer| {
-                if matches!(answer, Ok(Acquire::Acquired(_))) {
+                if let Ok(Acquire::Acquired(lease)) = answer {
                     grants.add(self.nodes[i].clone());
+                    fence = fence.max(lease.fence);
                 }
             },
-            |a| Tally::of(a, granted).decided(quorum),
+            // A recorded holding hears every node (each bounded by the node timeout), so
+            // that no grant, and no node's own fence in its record, comes after the fence
+            // is known.
+            |a| !recorded && Tally::of(a, granted).decided(quorum),
         )
         .await;
+        let tally = Tally::of(&answers, granted);
+        if let (true, true, Some(fence)) = (tally.yes >= quorum, recorded, fence) {
+            // The nodes' records hold each node's own fence: they are told the lease's, so
+            // that whichever quorum a reader hears shows it. The grants stay armed meanwhile.
+            self.record_fence(&key, &owner, fence).await;
+        }
         let elapsed = started.elapsed();
         let drift = self.settings.drift(ttl);
-        let tally = Tally::of(&answers, granted);
         if tally.yes >= quorum && elapsed + drift < ttl {
             // Nodes still answering keep their grants: the lock reaches every node it can.
             grants.keep();
             finish(pending);
             return Ok(Acquire::Acquired(Lease {
-                fence: None,
+                fence,
                 ttl: Some(ttl - drift),
             }));
         }
@@ -390,12 +431,23 @@ impl Store for RedlockStore {
     }
 
     async fn release(&self, key: &str, owner: &str) -> Result<bool, StoreError> {
+        self.release_holding(key, owner, None).await
+    }
+
+    /// Each node that releases the holding sets its fence counter to `fence` in the same
+    /// script (see "Fencing" above).
+    async fn release_holding(
+        &self,
+        key: &str,
+        owner: &str,
+        fence: Option<u64>,
+    ) -> Result<bool, StoreError> {
         let (k, o) = (key.to_owned(), owner.to_owned());
         let (tally, answers) = self
             .on_all(
                 |n| {
                     let (k, o) = (k.clone(), o.clone());
-                    async move { n.release(&k, &o).await }
+                    async move { n.release_raising(&k, &o, fence).await }
                 },
                 |released| *released,
                 // Every node (each bounded by the node timeout): whoever looks next must find
@@ -488,45 +540,18 @@ impl Store for RedlockStore {
         Ok(tally.yes > 0)
     }
 
+    /// The quorum's view. A recorded holding whose nodes were not told its fence yet (every
+    /// record of it says `0`: the moment between its grants and `record_fence`) is read
+    /// again, for up to the node timeout; after that its fence shows as unknown (`None`).
     async fn inspect(&self, key: &str) -> Result<Option<LockInfo>, StoreError> {
-        let quorum = self.quorum();
-        let futs = self
-            .nodes
-            .iter()
-            .map(|n| timed(self.settings.node_timeout, n.inspect(key)))
-            .collect();
-        // Decided once an owner has a quorum, or no owner can reach one any more.
-        let votes = |answers: &[Answer<Option<LockInfo>>]| {
-            let infos: Vec<&LockInfo> = answers
-                .iter()
-                .filter_map(|a| {
-                    a.as_ref()
-                        .and_then(|r| r.as_ref().ok())
-                        .and_then(Option::as_ref)
-                })
-                .collect();
-            let best = quorum::most_common(infos.iter().map(|i| &i.owner)).map_or(0, |(_, n)| n);
-            let t = Tally::of(answers, |_| true);
-            (best, t.failed + t.pending)
-        };
-        let answers = gather(futs, |a| {
-            let (best, unsure) = votes(a);
-            best >= quorum || best + unsure < quorum
-        })
-        .await;
-        let (best, unsure) = votes(&answers);
-        if best < quorum && best + unsure >= quorum {
-            return Err(self.failure(&answers, &format!("inspect '{key}'")));
+        let deadline = Instant::now() + self.settings.node_timeout;
+        loop {
+            let (view, fence_pending) = self.inspect_once(key).await?;
+            if !fence_pending || Instant::now() >= deadline {
+                return Ok(view);
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
         }
-        let infos: Vec<&LockInfo> = answers
-            .iter()
-            .filter_map(|a| {
-                a.as_ref()
-                    .and_then(|r| r.as_ref().ok())
-                    .and_then(Option::as_ref)
-            })
-            .collect();
-        Ok(quorum_view(key, &infos, quorum))
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<LockInfo>, StoreError> {

@@ -217,7 +217,16 @@ pub(crate) fn quorum_view(key: &str, infos: &[&LockInfo], quorum: usize) -> Opti
     let mine: Vec<&&LockInfo> = infos.iter().filter(|i| &i.owner == owner).collect();
     let remaining = quorum_remaining(mine.iter().map(|i| i.remaining).collect(), quorum);
     let metadata = most_common(mine.iter().map(|i| &i.metadata)).and_then(|(m, _)| m.clone());
-    Some(LockInfo::new(key, owner.clone(), remaining, None, metadata))
+    // The lease's fence, which the Redlock acquire wrote into each node's record (`0`
+    // until then: not known yet).
+    let fence = mine.iter().filter_map(|i| i.fence).filter(|f| *f > 0).max();
+    Some(LockInfo::new(
+        key,
+        owner.clone(),
+        remaining,
+        fence,
+        metadata,
+    ))
 }
 
 #[cfg(test)]

@@ -13,9 +13,6 @@
 //!   lost (or unknown), or after a store restart;
 //! - **takeover**: the key of a killed holder is acquired again;
 //! - **workers**: every one finished, or was killed by the orchestrator.
-//!
-//! Unfenced stores (Redlock): overlapping accepted sections and lost updates are counted as
-//! Redlock's known limit when a paused holder explains them, and as violations otherwise.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -23,9 +20,7 @@ use anyhow::Result;
 use serde::Serialize;
 
 use crate::counter::{read_journal, Kind};
-use crate::record::{
-    read_jsonl, Exit, ExitHow, Fault, Outcome, Rec, Release, RunConfig, RunDir, StoreKind,
-};
+use crate::record::{read_jsonl, Exit, ExitHow, Fault, Outcome, Rec, Release, RunDir, StoreKind};
 
 /// At most this many violations are listed (all are counted).
 const LISTED: usize = 30;
@@ -54,7 +49,6 @@ pub struct Summary {
     pub faults: BTreeMap<String, u64>,
     pub faults_injected: u64,
     pub fence_regressions_after_restart: u64,
-    pub redlock_overlaps_after_pause: u64,
     /// Fault `clock`: the largest distance seen between a worker's wall clock and the host's.
     pub max_clock_skew_ms: u64,
     /// Fault `partition`: holders cut off for longer than the ttl while in their section,
@@ -121,12 +115,6 @@ impl Summary {
             println!(
                 "  fences that went back after a store restart (no persistence; documented): {}",
                 s.fence_regressions_after_restart
-            );
-        }
-        if s.redlock_overlaps_after_pause > 0 {
-            println!(
-                "  Redlock overlaps after a paused holder (known Redlock limit, no fences): {}",
-                s.redlock_overlaps_after_pause
             );
         }
         println!(
@@ -215,9 +203,7 @@ pub fn check(dir: &RunDir) -> Result<Summary> {
     }
     for (key, list) in &by_key {
         check_leases(key, list, &mut s);
-        if config.store.fenced() {
-            check_fences(key, list, &restarts, &mut s);
-        }
+        check_fences(key, list, &restarts, &mut s);
     }
     holders::check_rejections(&config, &secs, &restarts, &mut s);
     // Workers start no acquire after the run's deadline: a key free after it is taken by
@@ -228,7 +214,7 @@ pub fn check(dir: &RunDir) -> Result<Summary> {
     holders::check_leases_kept(&config, &secs, &mut s);
     for key in &config.keys {
         let list = by_key.get(key.as_str()).cloned().unwrap_or_default();
-        check_counter(dir, &config, key, &list, &faults, &mut s)?;
+        check_counter(dir, key, &list, &mut s)?;
     }
     Ok(s)
 }
@@ -450,14 +436,7 @@ fn regressions<'a>(list: &[&'a Sec]) -> Vec<(&'a Sec, &'a Sec)> {
 
 /// The counter: accepted sections never overlap, fences increase, no update lost, and the
 /// workers' logs agree with it.
-fn check_counter(
-    dir: &RunDir,
-    config: &RunConfig,
-    key: &str,
-    secs: &[&Sec],
-    faults: &[Fault],
-    s: &mut Summary,
-) -> Result<()> {
+fn check_counter(dir: &RunDir, key: &str, secs: &[&Sec], s: &mut Summary) -> Result<()> {
     let journal = read_journal(&dir.counter(key))?;
     let mut registered: HashMap<&str, &crate::counter::Entry> = HashMap::new();
     let mut accepted = Vec::new();
@@ -487,28 +466,16 @@ fn check_counter(
     let lost = commits.saturating_sub(value);
     s.lost_updates += lost;
 
-    let mut explained = 0;
     let mut latest: Option<(u64, &crate::counter::Entry)> = None;
-    let stopped = |worker: u32, from: u64, to: u64| {
-        faults.iter().any(|f| {
-            f.kind == "stop" && f.worker == Some(worker) && f.t_start < to && f.t_end > from
-        })
-    };
     for (r, c) in &accepted {
         if let Some((prev_end, prev)) = latest {
             if r.t < prev_end {
-                let paused = stopped(prev.worker, prev.t, prev_end) || stopped(r.worker, r.t, c.t);
-                if !config.store.fenced() && paused {
-                    explained += 1;
-                    s.redlock_overlaps_after_pause += 1;
-                } else {
-                    s.violation(format!(
-                        "key {key}: accepted sections overlap: {} (fence {:?}) and {} (fence {:?})",
-                        prev.owner, prev.fence, r.owner, r.fence
-                    ));
-                }
+                s.violation(format!(
+                    "key {key}: accepted sections overlap: {} (fence {:?}) and {} (fence {:?})",
+                    prev.owner, prev.fence, r.owner, r.fence
+                ));
             }
-            if config.store.fenced() && r.fence <= prev.fence {
+            if r.fence <= prev.fence {
                 s.violation(format!(
                     "key {key}: accepted fences not increasing: {:?} after {:?}",
                     r.fence, prev.fence
@@ -519,7 +486,7 @@ fn check_counter(
             latest = Some((c.t, r));
         }
     }
-    if lost > 0 && (config.store.fenced() || lost > explained) {
+    if lost > 0 {
         s.violation(format!(
             "key {key}: {lost} lost update(s): {commits} commits, counter {value}"
         ));

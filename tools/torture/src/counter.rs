@@ -13,8 +13,8 @@
 //! 3. **commit**: refused if someone registered since (the highest fence is no longer ours);
 //!    else the value we read plus one is written.
 //!
-//! Without fences (Redlock) both steps accept everything: the resource cannot tell a stale
-//! holder, so an overlap shows as a lost update, which is what the checker looks for.
+//! Every store hands out fences; a section without one (which the checker reports as a
+//! violation) is accepted at both steps, so that an overlap still shows as a lost update.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};

@@ -61,7 +61,7 @@ pub struct StoreReport {
     pub accepted: u64,
     /// Late writes the counter refused by fence (at registration or commit).
     pub refused_by_fence: u64,
-    /// Unfenced stores: sections that found their lease gone right before writing.
+    /// Sections that found their lease gone right before writing, and did not write.
     pub not_holder: u64,
     pub killed_mid_section: u64,
     pub faults: BTreeMap<String, u64>,

@@ -46,13 +46,6 @@ pub enum StoreKind {
     Dynamodb,
 }
 
-impl StoreKind {
-    /// Whether the store hands out fences (every one but Redlock).
-    pub fn fenced(self) -> bool {
-        self != StoreKind::Redlock
-    }
-}
-
 /// The settings of one run, written to `run.json` and read by workers and the checker.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunConfig {

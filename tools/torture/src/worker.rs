@@ -217,8 +217,9 @@ impl Worker<'_> {
         }
         let (expired, lost) = expiry(guard);
         if fence.is_none() {
-            // No fence for the resource to check: make sure we still hold the lease right
-            // before writing (a pause after this check can still overlap: Redlock's limit).
+            // No fence for the resource to check (a store without fences; the checker
+            // reports such a section): make sure we still hold the lease right before
+            // writing (a pause after this check can still overlap).
             if lost || expired {
                 return Ok(Some(Section::new(Outcome::NotHolder, guard)));
             }

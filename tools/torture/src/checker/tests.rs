@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::counter::Counter;
-use crate::record::Jsonl;
+use crate::record::{Jsonl, RunConfig};
 
 struct Run {
     _temp: tempfile::TempDir,
