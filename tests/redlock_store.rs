@@ -26,6 +26,15 @@ fn url(servers: &[RedisServer], query: &str) -> String {
     format!("redlock://{}{query}", hosts.join(","))
 }
 
+/// A connection to one node, to look at or change what it stores.
+async fn connection(server: &RedisServer) -> redis::aio::MultiplexedConnection {
+    server
+        .client()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
 /// Two clients stand for two processes: each `connect` opens a new store (new connections).
 /// The suite's 64 contenders on a debug build on a small shared machine starve the client's
 /// runtime for longer than the default node timeout: the URLs give the nodes 2 s.
@@ -51,10 +60,13 @@ async fn conformance_on_five_nodes() {
     run_all(&suite(url(&servers, SLOW_HOST), None)).await;
 }
 
+/// Without fences (`fences=false`): the suite checks that no fence is handed out or shown
+/// and that elections are refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn conformance_on_three_nodes_in_a_namespace() {
+async fn conformance_on_three_nodes_in_a_namespace_without_fences() {
     let servers = start(3);
-    run_all(&suite(url(&servers, SLOW_HOST), Some("app"))).await;
+    let url = url(&servers, &format!("{SLOW_HOST}&fences=false"));
+    run_all(&suite(url, Some("app"))).await;
 }
 
 #[tokio::test]
@@ -79,14 +91,57 @@ async fn declares_fencing_and_no_ttl_none() {
     ));
 }
 
+/// `fences=false` (or the builder's `fences(false)`) is the cheaper path: no fence, no
+/// counter touched on the nodes, no elections.
+#[tokio::test]
+async fn without_fences_no_counter_is_kept() {
+    let servers = start(3);
+    let store = RedlockStore::builder()
+        .fences(false)
+        .connect(&url(&servers, ""))
+        .await
+        .unwrap();
+    assert!(!store.capabilities().fencing);
+    let locks = Locks::new(store);
+    let g = locks
+        .lock("plain")
+        .with_metadata("m")
+        .acquire()
+        .await
+        .unwrap();
+    assert_eq!(g.fence(), None);
+    let info = locks.lock("plain").inspect().await.unwrap().unwrap();
+    assert_eq!((info.fence, info.metadata.as_deref()), (None, Some("m")));
+    g.release().await.unwrap();
+    // A plain acquire and release leave every node's fence counter as it was.
+    let counters = || async {
+        let mut all = Vec::new();
+        for server in &servers {
+            let mut con = connection(server).await;
+            let counter: Option<String> = con.get("__cadenas:fence{plain}").await.unwrap();
+            all.push(counter);
+        }
+        all
+    };
+    let before = counters().await;
+    let g = locks.lock("plain").acquire().await.unwrap();
+    assert_eq!(g.fence(), None);
+    g.release().await.unwrap();
+    assert_eq!(counters().await, before);
+    assert!(matches!(
+        locks.election("plain", "a").campaign().await,
+        Err(Error::Unsupported { .. })
+    ));
+    let fenced = Locks::connect(&url(&servers, "?fences=true"))
+        .await
+        .unwrap();
+    assert!(fenced.store().capabilities().fencing);
+}
+
 /// Sets `key` on `server` to a value of another client, so that the node refuses cadenas'
 /// acquires of it; `None` takes it away again.
 async fn occupy(server: &RedisServer, key: &str, by: Option<&str>) {
-    let mut con = server
-        .client()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut con = connection(server).await;
     match by {
         Some(owner) => con.set_ex::<_, _, ()>(key, owner, 60).await.unwrap(),
         None => con.del::<_, ()>(key).await.unwrap(),
@@ -108,11 +163,7 @@ async fn a_release_raises_every_nodes_counter_to_the_released_fence() {
         .unwrap()
         .as_micros() as u64;
     let ahead = now_us + 1_000_000_000_000;
-    let mut con = servers[0]
-        .client()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut con = connection(&servers[0]).await;
     con.set::<_, _, ()>("__cadenas:fence{k}", ahead)
         .await
         .unwrap();
@@ -172,11 +223,7 @@ async fn every_node_holds_the_whole_lock_in_the_redis_layout() {
     // The acquire answers once a quorum granted it; the last node gets it moments later.
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     for server in &servers {
-        let mut con = server
-            .client()
-            .get_multiplexed_async_connection()
-            .await
-            .unwrap();
+        let mut con = connection(server).await;
         let owner = loop {
             let owner: Option<String> = con.get("app:job").await.unwrap();
             if owner.is_some() || std::time::Instant::now() > deadline {
@@ -196,11 +243,7 @@ async fn every_node_holds_the_whole_lock_in_the_redis_layout() {
     assert_eq!(info.fence, g.fence());
     g.release().await.unwrap();
     for server in &servers {
-        let mut con = server
-            .client()
-            .get_multiplexed_async_connection()
-            .await
-            .unwrap();
+        let mut con = connection(server).await;
         let exists: bool = con.exists("app:job").await.unwrap();
         assert!(!exists);
     }

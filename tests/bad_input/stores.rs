@@ -61,6 +61,18 @@ pub fn cases() -> Vec<Case> {
             },
         ),
         case(
+            "Redlock fences=maybe",
+            Config,
+            &["fences=maybe", "not true or false"],
+            Nothing,
+            |_| async move {
+                api(
+                    Locks::connect("redlock://127.0.0.1:1,127.0.0.1:2,127.0.0.1:3?fences=maybe")
+                        .await,
+                )
+            },
+        ),
+        case(
             "Redis Cluster with a database",
             Config,
             &["database 0"],

@@ -113,9 +113,11 @@ impl RedisStore {
         if ttl > 0 {
             pipe.arg("PX").arg(ttl);
         }
-        pipe.atomic().cmd("INCR").arg(keys::fence_key(key));
-        if self.time_fences {
-            pipe.cmd("TIME");
+        if self.fences {
+            pipe.atomic().cmd("INCR").arg(keys::fence_key(key));
+            if self.time_fences {
+                pipe.cmd("TIME");
+            }
         }
         let replies: Vec<RedisResult<Value>> = match pipe.query_async(&mut self.conn()).await {
             Ok(replies) => replies,

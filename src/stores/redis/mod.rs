@@ -187,6 +187,8 @@ pub struct RedisStore {
     scanned: std::sync::Mutex<std::collections::HashMap<String, u64>>,
     /// Every acquire writes the holding's record (`records=true`).
     records: bool,
+    /// Acquires count fences (not on a Redlock node opened with `fences=false`).
+    fences: bool,
     /// Every fence is at least the server's time in microseconds (Sentinel: a promoted
     /// replica's counter may lag, see "Sentinel" above; a Redlock node: its counter may lag
     /// behind the other nodes', see the Redlock store's "Fencing").
@@ -276,6 +278,7 @@ impl RedisStore {
             seed,
             expiry: tokio::sync::OnceCell::new(),
             scanned: Default::default(),
+            fences: true,
             // Sentinel's acquires are scripts that write the record anyway.
             records: settings.records || time_fences,
             time_fences,
@@ -286,9 +289,14 @@ impl RedisStore {
 
     /// One master of a Redlock (`redis://` or `rediss://` URL of a single node): connects
     /// on first use, so a node that is down does not stop the Redlock store from opening,
-    /// and wakes waiters through the Redlock store's shared `notifier`.
+    /// and wakes waiters through the Redlock store's shared `notifier`. `fences`: its
+    /// acquires count fences, at least its time (the Redlock store's `fences` option).
     #[cfg(feature = "redlock")]
-    pub(crate) async fn lazy_node(url: &str, notifier: Arc<ReleaseNotifier>) -> Result<RedisStore> {
+    pub(crate) async fn lazy_node(
+        url: &str,
+        notifier: Arc<ReleaseNotifier>,
+        fences: bool,
+    ) -> Result<RedisStore> {
         let settings = Settings::parse(url)?;
         if settings.cluster || settings.sentinel.is_some() {
             return Err(Error::config(format!(
@@ -311,8 +319,9 @@ impl RedisStore {
             expiry: tokio::sync::OnceCell::new(),
             scanned: Default::default(),
             records: false,
-            time_fences: true,
-            fence_recorded_later: true,
+            fences,
+            time_fences: fences,
+            fence_recorded_later: fences,
             native: true.into(),
         })
     }

@@ -17,6 +17,7 @@ pub(crate) const OPTIONS: &[&str] = &[
     "retry_delay",
     "retry_jitter",
     "retry_count",
+    "fences",
 ];
 
 /// How long one node may take to answer a lock operation before it counts as a failure.
@@ -48,6 +49,8 @@ pub(crate) struct Settings {
     pub retry_delay: Duration,
     pub retry_jitter: Duration,
     pub retry_count: i64,
+    /// Leases get fences (see "Fencing" in the store's docs); `false` is the cheaper path.
+    pub fences: bool,
 }
 
 impl Settings {
@@ -123,6 +126,7 @@ pub struct RedlockBuilder {
     retry_delay: Option<Duration>,
     retry_jitter: Option<Duration>,
     retry_count: Option<i64>,
+    fences: Option<bool>,
 }
 
 impl RedlockBuilder {
@@ -154,6 +158,15 @@ impl RedlockBuilder {
     /// Retries after the first try; negative = unlimited (default -1; URL `retry_count`).
     pub fn retry_count(mut self, count: i64) -> Self {
         self.retry_count = Some(count);
+        self
+    }
+
+    /// Whether leases get fences (default `true`; URL `fences`). `false` saves each node the
+    /// fence counter and the release's write of it (Redis' work per cycle about 0.6×; see
+    /// BENCHMARKS.md, "Redlock") and hands out no fences: nothing then stops a holder that
+    /// paused past its lease, and leader elections are refused.
+    pub fn fences(mut self, fences: bool) -> Self {
+        self.fences = Some(fences);
         self
     }
 
@@ -201,7 +214,9 @@ impl RedlockBuilder {
                 ))
             })?),
         };
+        let fences = url.take_bool("fences")?;
         let settings = Settings {
+            fences: self.fences.or(fences).unwrap_or(true),
             node_timeout: self
                 .node_timeout
                 .or(node_timeout)
@@ -376,6 +391,7 @@ mod tests {
             retry_delay: Duration::from_millis(200),
             retry_jitter: Duration::from_millis(100),
             retry_count: 2,
+            fences: true,
         };
         let r = s.retry();
         assert_eq!(r.get_attempts(), Some(3));

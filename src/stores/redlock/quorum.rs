@@ -208,8 +208,14 @@ pub(crate) fn holder(answers: &[Answer<Acquire>]) -> Holder {
     }
 }
 
-/// The lock a quorum of `infos` (one per node that holds something) agrees on.
-pub(crate) fn quorum_view(key: &str, infos: &[&LockInfo], quorum: usize) -> Option<LockInfo> {
+/// The lock a quorum of `infos` (one per node that holds something) agrees on; with its
+/// fence only if the store hands fences out (`fences`).
+pub(crate) fn quorum_view(
+    key: &str,
+    infos: &[&LockInfo],
+    quorum: usize,
+    fences: bool,
+) -> Option<LockInfo> {
     let (owner, votes) = most_common(infos.iter().map(|i| &i.owner))?;
     if votes < quorum {
         return None;
@@ -219,7 +225,11 @@ pub(crate) fn quorum_view(key: &str, infos: &[&LockInfo], quorum: usize) -> Opti
     let metadata = most_common(mine.iter().map(|i| &i.metadata)).and_then(|(m, _)| m.clone());
     // The lease's fence, which the Redlock acquire wrote into each node's record (`0`
     // until then: not known yet).
-    let fence = mine.iter().filter_map(|i| i.fence).filter(|f| *f > 0).max();
+    let fence = mine
+        .iter()
+        .filter_map(|i| i.fence)
+        .filter(|f| fences && *f > 0)
+        .max();
     Some(LockInfo::new(
         key,
         owner.clone(),

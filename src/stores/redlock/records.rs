@@ -71,7 +71,7 @@ impl RedlockStore {
                     .and_then(Option::as_ref)
             })
             .collect();
-        let view = quorum_view(key, &infos, quorum);
+        let view = quorum_view(key, &infos, quorum, self.settings.fences);
         let pending = view.as_ref().is_some_and(|v| {
             v.fence.is_none()
                 && infos

@@ -169,7 +169,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [mode, url, warmup, cycles] = args.as_slice() else {
         eprintln!(
-            "usage: redis_callgrind raw|store|store-records|lock|redlock|native|native-record|lua-min URL WARMUP CYCLES"
+            "usage: redis_callgrind raw|store|store-records|lock|redlock|redlock-unfenced|native|native-record|lua-min URL WARMUP CYCLES"
         );
         std::process::exit(2);
     };
@@ -200,10 +200,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
         }
         // A one-node Redlock through the lock API: what each node of a Redlock spends per
-        // cycle.
-        "redlock" => {
+        // cycle (`redlock-unfenced`: with `fences=false`).
+        "redlock" | "redlock-unfenced" => {
             let node = url.trim_start_matches("redis://");
-            let locks = Locks::connect(&format!("redlock://{node}?namespace={ns}")).await?;
+            let fences = mode == "redlock";
+            let locks =
+                Locks::connect(&format!("redlock://{node}?namespace={ns}&fences={fences}"))
+                    .await?;
             Driver::Lock {
                 locks: (0..KEYS).map(|i| locks.lock(&format!("k{i}"))).collect(),
             }
