@@ -181,7 +181,7 @@ pub use self::options::{
     RedlockBuilder, DEFAULT_DRIFT_FACTOR, DEFAULT_NODE_TIMEOUT, DEFAULT_RETRY_COUNT,
     DEFAULT_RETRY_DELAY, DEFAULT_RETRY_JITTER,
 };
-use self::quorum::{failure, gather, holder, outcome, quorum_view, timed, Answer, Outcome, Tally};
+use self::quorum::{failure, holder, outcome, timed, Answer, Outcome, Tally};
 use crate::error::Result;
 use crate::notify::ReleaseNotifier;
 use crate::retry::Retry;
@@ -191,9 +191,6 @@ use crate::store::{
 };
 use crate::stores::redis::RedisStore;
 use crate::url::StoreUrl;
-
-/// The least time `list` gives each node.
-const LIST_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// A lock store over N independent Redis masters; see the [module docs](self).
 ///
@@ -552,44 +549,13 @@ impl Store for RedlockStore {
         Ok(tally.yes > 0)
     }
 
-    /// The quorum's view. A recorded holding whose nodes were not told its fence yet (every
-    /// record of it says `0`: the moment between its grants and `record_fence`) is read
-    /// again, for up to the node timeout; after that its fence shows as unknown (`None`).
+    /// The quorum's view, read again while a recorded fence is on its way (`records`).
     async fn inspect(&self, key: &str) -> Result<Option<LockInfo>, StoreError> {
-        let deadline = Instant::now() + self.settings.node_timeout;
-        loop {
-            let (view, fence_pending) = self.inspect_once(key).await?;
-            if !fence_pending || Instant::now() >= deadline {
-                return Ok(view);
-            }
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
+        self.inspect_settled(key).await
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<LockInfo>, StoreError> {
-        let timeout = self.settings.node_timeout.max(LIST_TIMEOUT);
-        let futs = self
-            .nodes
-            .iter()
-            .map(|n| timed(timeout, n.list(prefix)))
-            .collect();
-        let answers = gather(futs, |_| false).await;
-        let lists: Vec<&Vec<LockInfo>> = answers
-            .iter()
-            .filter_map(|a| a.as_ref().and_then(|r| r.as_ref().ok()))
-            .collect();
-        let quorum = self.quorum();
-        if lists.len() < quorum {
-            return Err(self.failure(&answers, "list"));
-        }
-        let mut by_key: std::collections::BTreeMap<&str, Vec<&LockInfo>> = Default::default();
-        for info in lists.into_iter().flatten() {
-            by_key.entry(info.key.as_str()).or_default().push(info);
-        }
-        Ok(by_key
-            .into_iter()
-            .filter_map(|(key, infos)| quorum_view(key, &infos, quorum, self.settings.fences))
-            .collect())
+        self.list_quorum(prefix).await
     }
 
     async fn subscribe(&self, key: &str) -> Result<Option<Subscription>, StoreError> {
