@@ -67,15 +67,27 @@ struct State {
     group_cursor: usize,
     /// Writers waiting for a key (held back new readers while they live).
     waiting: IndexMap<Box<str>, group::Waiting, foldhash::fast::RandomState>,
+    /// The owner of the last new entry: a process mostly takes locks as one owner, so its
+    /// entries share one string instead of allocating a copy each.
+    last_owner: Option<Arc<str>>,
 }
 
 #[derive(Debug)]
 struct Entry {
-    owner: Box<str>,
+    owner: Arc<str>,
     /// Nanoseconds since the store's epoch when the lease ends; `NEVER` for no expiry.
     expires: u64,
     fence: u64,
     metadata: Option<Box<str>>,
+}
+
+/// `owner` as a shared string: `last`'s when it is the same owner, else a new one kept in
+/// `last`.
+fn shared_owner(last: &mut Option<Arc<str>>, owner: &str) -> Arc<str> {
+    match last {
+        Some(l) if **l == *owner => l.clone(),
+        _ => last.insert(owner.into()).clone(),
+    }
 }
 
 const NEVER: u64 = u64::MAX;
@@ -144,7 +156,7 @@ impl State {
     fn new_entry(&mut self, request: &AcquireRequest<'_>, expires: u64) -> Entry {
         self.last_fence += 1;
         Entry {
-            owner: request.owner.into(),
+            owner: shared_owner(&mut self.last_owner, request.owner),
             expires,
             fence: self.last_fence,
             metadata: request.metadata.map(Into::into),
@@ -199,6 +211,29 @@ impl MemoryStore {
         // A panic while holding the mutex cannot leave an entry half-written (every write
         // is a single map operation), so a poisoned mutex is safe to use.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Releases `owner`'s holding of `key` in one critical section; whether it held one.
+    fn release_now(&self, key: &str, owner: &str) -> bool {
+        let now = self.now();
+        let released = {
+            let mut state = self.lock();
+            state.sweep(now);
+            // One hash lookup; the removal by index only moves the last entry into the gap.
+            let ours = state
+                .locks
+                .get_full(key)
+                .filter(|(_, _, e)| e.live(now) && &*e.owner == owner)
+                .map(|(i, _, _)| i);
+            if let Some(i) = ours {
+                state.locks.swap_remove_index(i);
+            }
+            ours.is_some() || !state.groups.is_empty() && state.release_in_group(key, owner, now)
+        };
+        if released {
+            self.notifier.notify(key);
+        }
+        released
     }
 
     fn now(&self) -> u64 {
@@ -259,7 +294,7 @@ impl Store for MemoryStore {
         let mut new_entry = || {
             state.last_fence += 1;
             Entry {
-                owner: request.owner.into(),
+                owner: shared_owner(&mut state.last_owner, request.owner),
                 expires,
                 fence: state.last_fence,
                 metadata: request.metadata.map(Into::into),
@@ -312,11 +347,11 @@ impl Store for MemoryStore {
         state.unmark_writer(request.key, request.owner, now);
         let displaced = match state.locks.insert(request.key.into(), entry) {
             Some(old) if old.live(now) => Some(Displaced {
-                owner: old.owner.into(),
+                owner: old.owner.to_string(),
                 fence: Some(old.fence),
             }),
             _ if group.is_some() => group.map(|g| Displaced {
-                owner: g.owner.into(),
+                owner: g.owner.to_string(),
                 fence: Some(g.fence),
             }),
             Some(old) => {
@@ -335,25 +370,18 @@ impl Store for MemoryStore {
     }
 
     async fn release(&self, key: &str, owner: &str) -> Result<bool, StoreError> {
-        let now = self.now();
-        let released = {
-            let mut state = self.lock();
-            state.sweep(now);
-            // One hash lookup; the removal by index only moves the last entry into the gap.
-            let ours = state
-                .locks
-                .get_full(key)
-                .filter(|(_, _, e)| e.live(now) && &*e.owner == owner)
-                .map(|(i, _, _)| i);
-            if let Some(i) = ours {
-                state.locks.swap_remove_index(i);
-            }
-            ours.is_some() || !state.groups.is_empty() && state.release_in_group(key, owner, now)
-        };
-        if released {
-            self.notifier.notify(key);
-        }
-        Ok(released)
+        Ok(self.release_now(key, owner))
+    }
+
+    /// The fence plays no part here: [`release`](Store::release), without the second boxed
+    /// future the default would add.
+    async fn release_holding(
+        &self,
+        key: &str,
+        owner: &str,
+        _fence: Option<u64>,
+    ) -> Result<bool, StoreError> {
+        Ok(self.release_now(key, owner))
     }
 
     async fn extend(

@@ -7,7 +7,9 @@
 //! Modes: `raw` (`SET key owner NX PX 30000` + an `EVALSHA` owner-checked delete, the loop
 //! of `cadenas-peers cycles raw-redis`), `store` (the Redis store's `try_acquire` + `release`;
 //! `store-records` the same with `records=true`),
-//! `lock` (`Locks::lock(key).acquire()` + `release()`, the whole lock API). Each cycle takes
+//! `lock` (`Locks::lock(key).acquire()` + `release()`, the whole lock API), `rslock`
+//! (rslock 0.10's `lock` + `unlock`; `lock` on a `redlock://` URL is a Redlock through the
+//! lock API). Each cycle takes
 //! the next of 100 keys, so fence counters exist after the warm-up as they do in a long run.
 //! Floors of other layouts, for comparison: `native` (`MULTI` `SET NX PX` + `INCR`, then the
 //! raw release), `native-record` (the same plus a `SET` of a record string in the `MULTI`),
@@ -42,6 +44,10 @@ enum Driver {
     },
     Lock {
         locks: Vec<cadenas::Lock>,
+    },
+    /// rslock 0.10's `lock` + `unlock` (one node, or as many as the URLs name).
+    Rslock {
+        manager: rslock::LockManager,
     },
     /// Floors of layouts under consideration, not cadenas: `MULTI` `SET NX PX` + `INCR`
     /// (optionally + `SET` of a record string), then the raw loop's release.
@@ -160,6 +166,13 @@ impl Driver {
                 let guard = locks[i].acquire().await.expect("acquire");
                 guard.release().await.expect("release");
             }
+            Driver::Rslock { manager } => {
+                let lock = manager
+                    .lock(key.as_bytes(), TTL)
+                    .await
+                    .expect("rslock lock");
+                manager.unlock(&lock).await;
+            }
         }
     }
 }
@@ -169,7 +182,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [mode, url, warmup, cycles] = args.as_slice() else {
         eprintln!(
-            "usage: redis_callgrind raw|store|store-records|lock|redlock|redlock-unfenced|native|native-record|lua-min URL WARMUP CYCLES"
+            "usage: redis_callgrind raw|store|store-records|lock|rslock|redlock|redlock-unfenced|native|native-record|lua-min URL WARMUP CYCLES"
         );
         std::process::exit(2);
     };
@@ -211,6 +224,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 locks: (0..KEYS).map(|i| locks.lock(&format!("k{i}"))).collect(),
             }
         }
+        "rslock" => Driver::Rslock {
+            manager: rslock::LockManager::new(vec![url.clone()]),
+        },
         "native" | "native-record" => Driver::Native {
             con: redis::Client::open(url.as_str())?
                 .get_multiplexed_async_connection()
