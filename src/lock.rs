@@ -318,7 +318,10 @@ impl Lock {
     async fn wait(&self, retry: &Retry, mut holder: Holder, attempts: &mut u32) -> Result<Guard> {
         let started = Instant::now();
         let mut subscription = None;
-        if self.store().capabilities().notify && retry.may_retry(*attempts, started.elapsed()) {
+        // Every store that offers a subscription gets one, also one that hears only this
+        // process's releases (`notify` false, such as MySQL's lease mode): the waiters of
+        // this process are woken in turn, and only the first of them polls for the others.
+        if retry.may_retry(*attempts, started.elapsed()) {
             subscription = self
                 .store()
                 .subscribe(&self.stored)

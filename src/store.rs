@@ -29,7 +29,9 @@ pub struct Capabilities {
     /// Fences strictly increase per key across releases, expiries and client restarts.
     /// A store that cannot promise this returns `None` fences and sets this to `false`.
     pub fencing: bool,
-    /// [`Store::subscribe`] wakes waiters on release, so hand-off needs no polling.
+    /// [`Store::subscribe`] wakes waiters on every release, by any client, so hand-off
+    /// needs no polling. `false` with a subscription all the same: it hears the releases of
+    /// this process only (MySQL's lease mode), and waiters poll for the others'.
     pub notify: bool,
     /// Locks with no ttl (`None`, never expire) are supported.
     pub ttl_none: bool,

@@ -221,3 +221,38 @@ async fn verrou_interop() {
 }
 
 const KNEX_CLIENT: &str = "mysql2";
+
+/// Lease mode has no notification across processes (`notify` is false), but the waiters of
+/// this process are woken by its own releases, one per release: with a poll delay far longer
+/// than the check allows, every waiter still gets the lock in turn.
+#[tokio::test]
+async fn waiters_in_this_process_are_woken_by_its_releases() {
+    let (s, _t, _c) = store_with("").await;
+    assert!(!s.capabilities().notify);
+    let locks = cadenas::Locks::builder()
+        .ttl(Some(Duration::from_secs(60)))
+        .build(s)
+        .unwrap();
+    let first = locks.lock("k").acquire().await.unwrap();
+    let slow_poll = cadenas::Retry::default()
+        .delay(Duration::from_secs(300))
+        .timeout(Duration::from_secs(300));
+    let waiters: Vec<_> = (0..4)
+        .map(|_| {
+            let lock = locks.lock("k").with_retry(slow_poll.clone());
+            tokio::spawn(async move {
+                let g = lock.acquire().await.unwrap();
+                g.release().await.unwrap();
+            })
+        })
+        .collect();
+    // Let every waiter make its first try and subscribe.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    first.release().await.unwrap();
+    for w in waiters {
+        tokio::time::timeout(Duration::from_secs(20), w)
+            .await
+            .expect("a waiter was not woken by a release of this process (it polls every 300 s)")
+            .unwrap();
+    }
+}

@@ -10,7 +10,10 @@
 //! Peers: `raw-redis` (a redis-rs loop: `SET NX PX`, `EVALSHA` release; cycles only), `rslock`
 //! (rslock 0.10), `redlock-rs` (redlock 2.0), `mysql-advisory` (`GET_LOCK`/`RELEASE_LOCK`),
 //! `pg-advisory` (`pg_try_advisory_lock`/`pg_advisory_unlock`; blocking `pg_advisory_lock` for
-//! the hand-off). Several URLs = the Redlock peers on several masters. Keys start with a random
+//! the hand-off), `pg-lease` and `mysql-lease` (the SQL stores' own lease-mode statements,
+//! as the store sends them, on the store's own pool, in a bare sqlx loop without the lock
+//! layer: the ceiling of a durable lease row; cycles only). Several URLs = the Redlock peers
+//! on several masters. Keys start with a random
 //! prefix printed as `prefix`; the peers delete their locks, so nothing stays behind.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -26,7 +29,7 @@ const RELEASE: &str =
 
 fn usage() -> ! {
     eprintln!("usage: cadenas-peers cycles PEER URLS TASKS SECONDS | handoff PEER URLS SECONDS");
-    eprintln!("peers: raw-redis rslock redlock-rs mysql-advisory pg-advisory");
+    eprintln!("peers: raw-redis rslock redlock-rs mysql-advisory pg-advisory pg-lease mysql-lease");
     std::process::exit(2)
 }
 
@@ -308,6 +311,105 @@ async fn sql_handoff(url: &str, sql: SqlLocks, prefix: &str, time: Duration) -> 
     samples.sorted()
 }
 
+/// The URL with the option `table=…` added.
+fn with_table(url: &str, table: &str) -> String {
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}table={table}")
+}
+
+/// The PostgreSQL store's lease-mode acquire and release statements in a bare loop on the
+/// store's pool (each task its own 100 keys); the table is dropped at the end.
+async fn pg_lease_cycles(url: &str, prefix: &str, tasks: usize, time: Duration) -> f64 {
+    use cadenas::stores::postgres::PostgresStore;
+    let table = format!("{}lease", prefix.replace('-', "_"));
+    let store = PostgresStore::connect(&with_table(url, &table))
+        .await
+        .unwrap();
+    let pool = store.pool().clone();
+    let s = store.lease_statements().expect("a lease-mode store");
+    let sql: Arc<[String; 4]> =
+        Arc::new([s.acquire, s.release, s.lock_class, s.channel].map(str::to_owned));
+    let rate = cycles(tasks, time, move |t, n| {
+        let (pool, sql) = (pool.clone(), sql.clone());
+        let (key, owner) = (format!("k{t}-{}", n % 100), format!("peer-{t:022}"));
+        async move {
+            let took: Option<(Option<i64>, Option<String>, Option<i64>)> = sqlx::query_as(&sql[0])
+                .bind(&key)
+                .bind(&owner)
+                .bind(Some(TTL.as_millis() as i64))
+                .bind(None::<String>)
+                .bind(&sql[2])
+                .fetch_optional(&pool)
+                .await
+                .unwrap();
+            assert!(
+                matches!(took, Some((Some(_), None, _))),
+                "{key} was not free"
+            );
+            let released = sqlx::query(&sql[1])
+                .bind(&key)
+                .bind(&owner)
+                .bind(&sql[3])
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+            assert_eq!(released.len(), 1, "{key} was not released");
+        }
+    })
+    .await;
+    let drop =
+        format!("DROP TABLE IF EXISTS \"{table}\"; DROP SEQUENCE IF EXISTS \"{table}_fence_seq\"");
+    sqlx::raw_sql(&drop).execute(store.pool()).await.unwrap();
+    rate
+}
+
+/// The MySQL store's lease-mode acquire (one transaction: draw the fence, take) and release
+/// in a bare loop on the store's pool (each task its own 100 keys); the tables are dropped at
+/// the end.
+async fn mysql_lease_cycles(url: &str, prefix: &str, tasks: usize, time: Duration) -> f64 {
+    use cadenas::stores::mysql::MySqlStore;
+    let table = format!("{}lease", prefix.replace('-', "_"));
+    let store = MySqlStore::connect(&with_table(url, &table)).await.unwrap();
+    let pool = store.pool().clone();
+    let s = store.lease_statements().expect("a lease-mode store");
+    let sql: Arc<[String; 3]> = Arc::new([s.draw_fence, s.take, s.release].map(str::to_owned));
+    let rate = cycles(tasks, time, move |t, n| {
+        let (pool, sql) = (pool.clone(), sql.clone());
+        let (key, owner) = (format!("k{t}-{}", n % 100), format!("peer-{t:022}"));
+        async move {
+            let mut tx = pool.begin().await.unwrap();
+            let fence = sqlx::query(&sql[0])
+                .bind(&key)
+                .execute(&mut *tx)
+                .await
+                .unwrap()
+                .last_insert_id();
+            let took = sqlx::query(&sql[1])
+                .bind(&key)
+                .bind(&owner)
+                .bind(Some(TTL.as_millis() as i64))
+                .bind(fence)
+                .bind(None::<String>)
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+            tx.commit().await.unwrap();
+            assert_eq!(took.last_insert_id(), fence, "{key} was not free");
+            let released = sqlx::query(&sql[2])
+                .bind(&key)
+                .bind(&owner)
+                .execute(&pool)
+                .await
+                .unwrap();
+            assert_eq!(released.rows_affected(), 1, "{key} was not released");
+        }
+    })
+    .await;
+    let drop = format!("DROP TABLE IF EXISTS `{table}`, `{table}_fences`");
+    sqlx::raw_sql(&drop).execute(store.pool()).await.unwrap();
+    rate
+}
+
 #[tokio::main]
 async fn main() {
     sqlx::any::install_default_drivers();
@@ -339,6 +441,8 @@ async fn main() {
                 }
                 "mysql-advisory" => sql_cycles(&urls[0], MYSQL, &prefix, tasks, time).await,
                 "pg-advisory" => sql_cycles(&urls[0], POSTGRES, &prefix, tasks, time).await,
+                "pg-lease" => pg_lease_cycles(&urls[0], &prefix, tasks, time).await,
+                "mysql-lease" => mysql_lease_cycles(&urls[0], &prefix, tasks, time).await,
                 _ => usage(),
             };
             json!({ "peer": peer, "tasks": tasks, "cycles_per_sec": rate, "prefix": prefix })

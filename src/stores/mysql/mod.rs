@@ -291,6 +291,34 @@ impl MySqlStore {
     pub fn qualified_table(&self) -> &str {
         &self.leases.table().display
     }
+
+    /// The statements a lease-mode acquire and release run, for a loop of the same durable
+    /// statements on [`pool`](Self::pool) without the lock layer (`bench/compare`'s
+    /// ceiling); `None` in session mode. Not a stable API: the text changes with the store.
+    #[doc(hidden)]
+    pub fn lease_statements(&self) -> Option<LeaseStatements<'_>> {
+        let sql = &self.leases.sql;
+        self.session.is_none().then_some(LeaseStatements {
+            draw_fence: &sql.draw_fence,
+            take: &sql.take,
+            release: &sql.release,
+        })
+    }
+}
+
+/// The text of a lease-mode acquire and release ([`MySqlStore::lease_statements`]). An
+/// acquire is one transaction: [`draw_fence`](Self::draw_fence), then
+/// [`take`](Self::take), then `COMMIT`.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy)]
+pub struct LeaseStatements<'a> {
+    /// Binds the key; its `LAST_INSERT_ID()` is the drawn fence.
+    pub draw_fence: &'a str,
+    /// Binds key, owner, ttl in ms, fence, metadata; the key was taken when its
+    /// `LAST_INSERT_ID()` is the drawn fence.
+    pub take: &'a str,
+    /// Binds key, owner; one row affected when released.
+    pub release: &'a str,
 }
 
 server_store!(MySqlStore, crate::scheme::MYSQL {

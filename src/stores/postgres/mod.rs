@@ -415,6 +415,37 @@ impl PostgresStore {
     pub fn qualified_table(&self) -> &str {
         &self.leases.table().display
     }
+
+    /// The statements a lease-mode acquire and release run, for a loop of the same durable
+    /// statements on [`pool`](Self::pool) without the lock layer (`bench/compare`'s
+    /// ceiling); `None` in session mode. Not a stable API: the text changes with the store.
+    #[doc(hidden)]
+    pub fn lease_statements(&self) -> Option<LeaseStatements<'_>> {
+        if self.session.is_some() {
+            return None;
+        }
+        Some(LeaseStatements {
+            acquire: &self.leases.sql.acquire,
+            release: &self.leases.sql.release,
+            lock_class: &self.leases.names.display,
+            channel: self.leases.channel(),
+        })
+    }
+}
+
+/// The text of a lease-mode acquire and release ([`PostgresStore::lease_statements`]).
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy)]
+pub struct LeaseStatements<'a> {
+    /// Binds `$1` key, `$2` owner, `$3` ttl in ms, `$4` metadata, `$5` [`lock_class`](Self::lock_class);
+    /// answers one row whose first column is the fence when the key was taken.
+    pub acquire: &'a str,
+    /// Binds `$1` key, `$2` owner, `$3` [`channel`](Self::channel); a row when released.
+    pub release: &'a str,
+    /// The acquire's fifth parameter.
+    pub lock_class: &'a str,
+    /// The release's third parameter.
+    pub channel: &'a str,
 }
 
 server_store!(PostgresStore, crate::scheme::POSTGRES {
