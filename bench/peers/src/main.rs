@@ -318,7 +318,8 @@ fn with_table(url: &str, table: &str) -> String {
 }
 
 /// The PostgreSQL store's lease-mode acquire and release statements in a bare loop on the
-/// store's pool (each task its own 100 keys); the table is dropped at the end.
+/// store's pool (each task its own 1,000 keys, as `cadenas bench`); the table is dropped at
+/// the end.
 async fn pg_lease_cycles(url: &str, prefix: &str, tasks: usize, time: Duration) -> f64 {
     use cadenas::stores::postgres::PostgresStore;
     let table = format!("{}lease", prefix.replace('-', "_"));
@@ -331,7 +332,7 @@ async fn pg_lease_cycles(url: &str, prefix: &str, tasks: usize, time: Duration) 
         Arc::new([s.acquire, s.release, s.lock_class, s.channel].map(str::to_owned));
     let rate = cycles(tasks, time, move |t, n| {
         let (pool, sql) = (pool.clone(), sql.clone());
-        let (key, owner) = (format!("k{t}-{}", n % 100), format!("peer-{t:022}"));
+        let (key, owner) = (format!("k{t}-{}", n % 1000), format!("peer-{t:022}"));
         async move {
             let took: Option<(Option<i64>, Option<String>, Option<i64>)> = sqlx::query_as(&sql[0])
                 .bind(&key)
@@ -364,8 +365,8 @@ async fn pg_lease_cycles(url: &str, prefix: &str, tasks: usize, time: Duration) 
 }
 
 /// The MySQL store's lease-mode acquire (one transaction: draw the fence, take) and release
-/// in a bare loop on the store's pool (each task its own 100 keys); the tables are dropped at
-/// the end.
+/// in a bare loop on the store's pool (each task its own 1,000 keys, as `cadenas bench`); the
+/// tables are dropped at the end.
 async fn mysql_lease_cycles(url: &str, prefix: &str, tasks: usize, time: Duration) -> f64 {
     use cadenas::stores::mysql::MySqlStore;
     let table = format!("{}lease", prefix.replace('-', "_"));
@@ -375,7 +376,7 @@ async fn mysql_lease_cycles(url: &str, prefix: &str, tasks: usize, time: Duratio
     let sql: Arc<[String; 3]> = Arc::new([s.draw_fence, s.take, s.release].map(str::to_owned));
     let rate = cycles(tasks, time, move |t, n| {
         let (pool, sql) = (pool.clone(), sql.clone());
-        let (key, owner) = (format!("k{t}-{}", n % 100), format!("peer-{t:022}"));
+        let (key, owner) = (format!("k{t}-{}", n % 1000), format!("peer-{t:022}"));
         async move {
             let mut tx = pool.begin().await.unwrap();
             let fence = sqlx::query(&sql[0])
