@@ -22,6 +22,13 @@ use crate::record::{now_ns, Jsonl, Outcome, Rec, Release, RunConfig, RunDir};
 /// How long one `acquire` may wait when the run has no deadline.
 const ACQUIRE_WAIT: Duration = Duration::from_secs(60);
 
+/// How many ttls a worker of a run with a deadline waits for one key before it tries another.
+/// On a store that judges leases by its clients' clocks (SQLite, DynamoDB), a holder killed
+/// just before every worker's clock steps back keeps its lease for the step's length (10 s):
+/// without a bound, every worker ends up waiting on that key and the run stalls (no section,
+/// no fault, no skew logged) until its deadline.
+const KEY_WAIT_TTLS: u32 = 4;
+
 /// The longest a partitioned worker stays in its section waiting to be healed.
 const HOLD_MAX: Duration = Duration::from_secs(60);
 
@@ -107,7 +114,8 @@ impl Worker<'_> {
             }
             let wait = match self.config.deadline_ns {
                 Some(d) if now_ns() >= d => break,
-                Some(d) => Duration::from_nanos(d - now_ns()),
+                Some(d) => Duration::from_nanos(d - now_ns())
+                    .min(Duration::from_millis(self.config.ttl_ms) * KEY_WAIT_TTLS),
                 None => ACQUIRE_WAIT,
             };
             let key = &self.config.keys[rng.random_range(0..self.config.keys.len())];
@@ -118,7 +126,8 @@ impl Worker<'_> {
             let t_start = now_ns();
             let guard = match locks.lock(key).acquire_with(&retry).await {
                 Ok(g) => g,
-                Err(Error::Timeout { .. }) if self.config.deadline_ns.is_some() => break,
+                // The deadline (checked above) or this key's bound: try another key.
+                Err(Error::Timeout { .. }) if self.config.deadline_ns.is_some() => continue,
                 Err(e) => {
                     log.write(&Rec::AcquireError {
                         key: key.clone(),
