@@ -350,3 +350,26 @@ async fn bring_your_own_pool() {
             .is_err()
     );
 }
+
+/// An in-memory store keeps its locks when the pool replaces its one connection (sqlx closes
+/// a connection whose ping fails on release, for instance after a cancelled statement): the
+/// database lives as long as the store, not as long as one pooled connection.
+#[tokio::test]
+async fn an_in_memory_store_outlives_its_pooled_connection() {
+    let store = SqliteStore::connect("sqlite::memory:").await.unwrap();
+    let request = AcquireRequest::new("k", "a", Some(Duration::from_secs(60)));
+    assert!(matches!(
+        store.try_acquire(request).await.unwrap(),
+        Acquire::Acquired(_)
+    ));
+    let mut conn = store.pool().acquire().await.unwrap();
+    conn.close_on_drop();
+    drop(conn);
+    let info = store
+        .inspect("k")
+        .await
+        .expect("the table is still there after the pool reconnected")
+        .expect("the lock is still held");
+    assert_eq!(info.owner, "a");
+    assert!(store.release("k", "a").await.unwrap());
+}

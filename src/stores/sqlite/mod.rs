@@ -127,6 +127,10 @@ struct Inner {
     /// The database file, to name it in errors (`None` for memory).
     path: Option<PathBuf>,
     notifier: Arc<ReleaseNotifier>,
+    /// `sqlite::memory:`: a connection of its own, never used, that keeps the in-memory
+    /// database (a shared-cache one) alive while the pool replaces its connection (sqlx
+    /// closes one whose ping fails on release, for instance after a cancelled statement).
+    _keeper: Option<Mutex<sqlx::SqliteConnection>>,
 }
 
 impl fmt::Debug for SqliteStore {
@@ -231,6 +235,21 @@ impl SqliteStore {
             return Err(e.into_error(&describe));
         }
         let notifier = shared_notifier(path.as_deref(), table);
+        let shared_memory = pool
+            .connect_options()
+            .get_filename()
+            .to_string_lossy()
+            .starts_with("file:sqlx-in-memory-");
+        let mut keeper = None;
+        if shared_memory {
+            match sqlx::ConnectOptions::connect(&*pool.connect_options()).await {
+                Ok(c) => keeper = Some(Mutex::new(c)),
+                Err(e) => {
+                    pool.close().await;
+                    return Err(connect_error(&describe, map(e)));
+                }
+            }
+        }
         Ok(SqliteStore {
             inner: Arc::new(Inner {
                 pool,
@@ -238,6 +257,7 @@ impl SqliteStore {
                 describe,
                 path,
                 notifier,
+                _keeper: keeper,
             }),
         })
     }
