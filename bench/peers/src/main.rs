@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use cadenas_test_support::with_query;
 use serde_json::json;
 
 const TTL: Duration = Duration::from_secs(30);
@@ -311,19 +312,13 @@ async fn sql_handoff(url: &str, sql: SqlLocks, prefix: &str, time: Duration) -> 
     samples.sorted()
 }
 
-/// The URL with the option `table=…` added.
-fn with_table(url: &str, table: &str) -> String {
-    let sep = if url.contains('?') { '&' } else { '?' };
-    format!("{url}{sep}table={table}")
-}
-
 /// The PostgreSQL store's lease-mode acquire and release statements in a bare loop on the
 /// store's pool (each task its own 1,000 keys, as `cadenas bench`); the table is dropped at
 /// the end.
 async fn pg_lease_cycles(url: &str, prefix: &str, tasks: usize, time: Duration) -> f64 {
     use cadenas::stores::postgres::PostgresStore;
     let table = format!("{}lease", prefix.replace('-', "_"));
-    let store = PostgresStore::connect(&with_table(url, &table))
+    let store = PostgresStore::connect(&with_query(url, &format!("table={table}")))
         .await
         .unwrap();
     let pool = store.pool().clone();
@@ -370,7 +365,9 @@ async fn pg_lease_cycles(url: &str, prefix: &str, tasks: usize, time: Duration) 
 async fn mysql_lease_cycles(url: &str, prefix: &str, tasks: usize, time: Duration) -> f64 {
     use cadenas::stores::mysql::MySqlStore;
     let table = format!("{}lease", prefix.replace('-', "_"));
-    let store = MySqlStore::connect(&with_table(url, &table)).await.unwrap();
+    let store = MySqlStore::connect(&with_query(url, &format!("table={table}")))
+        .await
+        .unwrap();
     let pool = store.pool().clone();
     let s = store.lease_statements().expect("a lease-mode store");
     let sql: Arc<[String; 3]> = Arc::new([s.draw_fence, s.take, s.release].map(str::to_owned));
