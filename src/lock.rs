@@ -319,8 +319,8 @@ impl Lock {
         let started = Instant::now();
         let mut subscription = None;
         // Every store that offers a subscription gets one, also one that hears only this
-        // process's releases (`notify` false, such as MySQL's lease mode): the waiters of
-        // this process are woken in turn, and only the first of them polls for the others.
+        // process's releases (`notify` false): the waiters of this process are woken in
+        // turn, and only the first of them polls for the others.
         if retry.may_retry(*attempts, started.elapsed()) {
             subscription = self
                 .store()

@@ -131,6 +131,17 @@ impl ReleaseNotifier {
         }
     }
 
+    /// Wakes the first waiter of every key anyone waits for (and every observer): for a
+    /// server that tells of a release without saying of which key.
+    pub fn notify_every_key(&self) {
+        if self.subscribers.load(Ordering::Acquire) == 0 {
+            return;
+        }
+        for slot in self.slots().values() {
+            slot.wake_first();
+        }
+    }
+
     /// Wakes every subscriber of every key (after a reconnect, when releases may have been
     /// missed).
     pub fn notify_all(&self) {

@@ -31,7 +31,7 @@ pub struct Capabilities {
     pub fencing: bool,
     /// [`Store::subscribe`] wakes waiters on every release, by any client, so hand-off
     /// needs no polling. `false` with a subscription all the same: it hears the releases of
-    /// this process only (MySQL's lease mode), and waiters poll for the others'.
+    /// this process only, and waiters poll for the others'.
     pub notify: bool,
     /// Locks with no ttl (`None`, never expire) are supported.
     pub ttl_none: bool,

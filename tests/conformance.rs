@@ -305,7 +305,8 @@ mod mysql {
             url,
             |url| async move { Locks::connect(&url).await.unwrap() },
         );
-        // MySQL waiters poll; keep the 64-way contention check but give it time.
+        // Every contended try is a transaction with a flush: keep the 64-way contention
+        // check but give it time.
         suite.patience = std::time::Duration::from_secs(60);
         run_all(&suite).await;
         drop_tables(&table).await;

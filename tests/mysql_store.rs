@@ -185,12 +185,13 @@ async fn killed_connections_leave_the_lease_standing() {
     assert!(s.release("k", "a").await.unwrap());
 }
 
-/// Pool options from the URL reach the pool; the store declares all but `notify`.
+/// Pool options from the URL reach the pool; lease mode declares every capability of a
+/// mutex store.
 #[tokio::test]
 async fn pool_options() {
     let (s, _t, _c) = store_with("pool_size=3&test_before_acquire=false").await;
     let caps = s.capabilities();
-    assert!(caps.fencing && caps.ttl_none && caps.list && caps.shared && !caps.notify);
+    assert!(caps.fencing && caps.ttl_none && caps.list && caps.shared && caps.notify);
     assert!(!s.pool().options().get_test_before_acquire());
     assert_eq!(s.pool().options().get_max_connections(), 3);
     fence_of(
@@ -222,13 +223,12 @@ async fn verrou_interop() {
 
 const KNEX_CLIENT: &str = "mysql2";
 
-/// Lease mode has no notification across processes (`notify` is false), but the waiters of
-/// this process are woken by its own releases, one per release: with a poll delay far longer
-/// than the check allows, every waiter still gets the lock in turn.
+/// The waiters of this process are woken by its own releases, one per release, without the
+/// server: with a poll delay far longer than the check allows, every waiter still gets the
+/// lock in turn.
 #[tokio::test]
 async fn waiters_in_this_process_are_woken_by_its_releases() {
     let (s, _t, _c) = store_with("").await;
-    assert!(!s.capabilities().notify);
     let locks = cadenas::Locks::builder()
         .ttl(Some(Duration::from_secs(60)))
         .build(s)
@@ -255,4 +255,149 @@ async fn waiters_in_this_process_are_woken_by_its_releases() {
             .expect("a waiter was not woken by a release of this process (it polls every 300 s)")
             .unwrap();
     }
+}
+
+/// A store with its own pool and notifier stands for another process: its waiter, polling
+/// every 300 s, is woken by the server when the holder's store releases or force-releases
+/// the key, and by the next holder's release after that.
+#[tokio::test]
+async fn waiters_in_other_processes_are_woken_by_the_server() {
+    let (holder, table, _c) = store_with("").await;
+    let other = connect(&with_query(&base_url(), &format!("table={table}"))).await;
+    woken_across(holder, other, &table).await;
+}
+
+/// The same with the statements MySQL 8 runs (no `DELETE … RETURNING`): a release of a row
+/// with waiters reads them and deletes in one transaction.
+#[tokio::test]
+async fn waiters_are_woken_by_mysql_8_statements_too() {
+    let (holder, table, _c) = store_with("").await;
+    let without = |store: MySqlStore| {
+        let table = table.clone();
+        async move {
+            let options = MySqlOptions::new().table(table).delete_returning(false);
+            MySqlStore::from_pool(store.pool().clone(), options)
+                .await
+                .unwrap()
+        }
+    };
+    let holder = without(holder).await;
+    let url = with_query(&base_url(), &format!("table={table}"));
+    let other = without(connect(&url).await).await;
+    // Not ours: nothing deleted, whoever waits.
+    fence_of(
+        holder
+            .try_acquire(AcquireRequest::new("n", "a", LONG))
+            .await
+            .unwrap(),
+    );
+    admin_update(&table, "n", "ffffffffffffffff").await;
+    assert!(!holder.release("n", "b").await.unwrap());
+    assert!(holder.release("n", "a").await.unwrap());
+    woken_across(holder, other, &table).await;
+}
+
+/// Sets the `waiters` column of `key` in `table`.
+async fn admin_update(table: &str, key: &str, waiters: &str) {
+    let admin = admin().await;
+    sqlx::query(&format!("UPDATE `{table}` SET waiters = ? WHERE `key` = ?"))
+        .bind(waiters)
+        .bind(key)
+        .execute(&admin)
+        .await
+        .unwrap();
+    admin.close().await;
+}
+
+/// A waiter on `other`, polling every 300 s, gets key `k` of `table` in turn after releases
+/// and a force release on `holder`.
+async fn woken_across(holder: MySqlStore, other: MySqlStore, table: &str) {
+    let ttl = Some(Duration::from_secs(60));
+    let holder = cadenas::Locks::builder().ttl(ttl).build(holder).unwrap();
+    let waiters = cadenas::Locks::builder().ttl(ttl).build(other).unwrap();
+    let slow_poll = cadenas::Retry::default()
+        .delay(Duration::from_secs(300))
+        .timeout(Duration::from_secs(300));
+    for round in 0..4 {
+        let held = holder.lock("k").acquire().await.unwrap();
+        let lock = waiters.lock("k").with_retry(slow_poll.clone());
+        let waiting = tokio::spawn(async move { lock.acquire().await });
+        // The waiter's second try writes it into the row.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while waiters_column(table).await.is_none() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the waiter never wrote itself into the row"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        if round == 3 {
+            assert!(holder.store().force_release("k").await.unwrap());
+            drop(held);
+        } else {
+            held.release().await.unwrap();
+        }
+        let got = tokio::time::timeout(Duration::from_secs(20), waiting)
+            .await
+            .unwrap_or_else(|_| {
+                panic!("round {round}: the waiter of the other store was not woken (it polls every 300 s)")
+            })
+            .unwrap()
+            .unwrap();
+        got.release().await.unwrap();
+    }
+}
+
+/// The `waiters` column of key `k` in `table`, if the row is there and has any.
+async fn waiters_column(table: &str) -> Option<String> {
+    let admin = admin().await;
+    let w: Option<Option<String>> = sqlx::query_scalar(&format!(
+        "SELECT CAST(waiters AS CHAR) FROM `{table}` WHERE `key` = 'k'"
+    ))
+    .fetch_optional(&admin)
+    .await
+    .unwrap();
+    admin.close().await;
+    w.flatten()
+}
+
+/// What a row says waits is only a name: a release looks up which connection holds that
+/// name's user lock and ends the query of that one only. A connection whose id is written
+/// into the row sleeps on undisturbed, and names nobody holds are skipped.
+#[tokio::test]
+async fn a_release_wakes_only_a_store_that_waits() {
+    let (s, table, _c) = store_with("").await;
+    fence_of(
+        s.try_acquire(AcquireRequest::new("k", "o", LONG))
+            .await
+            .unwrap(),
+    );
+    let admin = admin().await;
+    let mut bystander = admin.acquire().await.unwrap();
+    let id: u64 = sqlx::query_scalar("SELECT CONNECTION_ID()")
+        .fetch_one(&mut *bystander)
+        .await
+        .unwrap();
+    sqlx::query(&format!(
+        "UPDATE `{table}` SET waiters = ? WHERE `key` = 'k'"
+    ))
+    .bind(format!("{id},ffffffffffffffff,,x'); KILL 1; --"))
+    .execute(&admin)
+    .await
+    .unwrap();
+    let sleeping = tokio::spawn(async move {
+        let slept: i64 = sqlx::query_scalar("SELECT SLEEP(2)")
+            .fetch_one(&mut *bystander)
+            .await
+            .expect("the bystander's query was not interrupted");
+        slept
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(s.release("k", "o").await.unwrap());
+    assert_eq!(
+        sleeping.await.unwrap(),
+        0,
+        "the bystander's sleep ran to its end"
+    );
+    assert!(s.inspect("k").await.unwrap().is_none());
 }

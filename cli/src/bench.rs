@@ -6,7 +6,8 @@
 //!    on its own keys;
 //! 2. contended: `--tasks` tasks on one key;
 //! 3. hand-off: one holder, one waiter blocked on the key; the time from the holder's release
-//!    to the waiter holding the lock.
+//!    to the waiter holding the lock. The waiter shares the holder's store connection, or
+//!    with `--handoff-across` has one of its own, as a waiter in another process would.
 //!
 //! With `--held N`, N other locks are taken first and held through the three phases (how the
 //! store copes with many live locks), then released.
@@ -51,6 +52,8 @@ pub struct BenchReport {
     pub uncontended_cycles_per_sec: f64,
     /// Contended (one key, all tasks) acquire+release cycles per second.
     pub contended_cycles_per_sec: f64,
+    /// The hand-off waiter had a store connection of its own (`--handoff-across`).
+    pub handoff_across: bool,
     /// Hand-off samples taken.
     pub handoff_samples: usize,
     /// Hand-off latency percentiles, microseconds.
@@ -79,6 +82,8 @@ pub struct BenchOptions {
     pub duration: Duration,
     /// Other locks to hold during the run.
     pub held: usize,
+    /// The hand-off waiter connects to the store on its own.
+    pub handoff_across: bool,
 }
 
 impl BenchOptions {
@@ -90,6 +95,7 @@ impl BenchOptions {
             keys: 1000,
             duration: Duration::from_secs(3),
             held: 0,
+            handoff_across: false,
         }
     }
 }
@@ -127,7 +133,14 @@ pub async fn run(opts: &BenchOptions) -> Result<BenchReport, Error> {
         .ttl(Some(Duration::from_secs(30)))
         .connect(&opts.store)
         .await?;
-    let result = measure(&locks, opts, progress).await;
+    let waiter = match opts.handoff_across {
+        true => Some(across(&locks, &ns, opts).await?),
+        false => None,
+    };
+    let result = measure(&locks, waiter.as_ref().unwrap_or(&locks), opts, progress).await;
+    if let Some(w) = waiter {
+        let _ = w.disconnect().await;
+    }
     progress.show("cleaning up");
     for info in locks.list("").await.unwrap_or_default() {
         let _ = locks.lock(&info.key).force_release().await;
@@ -139,8 +152,27 @@ pub async fn run(opts: &BenchOptions) -> Result<BenchReport, Error> {
     Ok(report)
 }
 
+/// The hand-off waiter's own connection to the store of `locks`, in namespace `ns`.
+async fn across(locks: &Locks, ns: &str, opts: &BenchOptions) -> Result<Locks, Error> {
+    if !locks.store().capabilities().shared {
+        return Err(crate::invalid(
+            "bench",
+            format!(
+                "--handoff-across needs a store that processes share; {} is this process's own",
+                locks.describe()
+            ),
+        ));
+    }
+    Locks::builder()
+        .namespace(ns)
+        .ttl(Some(Duration::from_secs(30)))
+        .connect(&opts.store)
+        .await
+}
+
 async fn measure(
     locks: &Locks,
+    waiter: &Locks,
     opts: &BenchOptions,
     progress: Progress,
 ) -> Result<BenchReport, Error> {
@@ -155,7 +187,7 @@ async fn measure(
         _ => None,
     };
     let phases = match held {
-        Ok(()) => phases(locks, opts, progress).await,
+        Ok(()) => phases(locks, waiter, opts, progress).await,
         Err(e) => Err(e),
     };
     // Release the held locks even when a phase failed.
@@ -181,6 +213,7 @@ async fn measure(
         duration_secs: opts.duration.as_secs_f64(),
         uncontended_cycles_per_sec: uncontended,
         contended_cycles_per_sec: contended,
+        handoff_across: opts.handoff_across,
         handoff_samples: samples.len(),
         handoff_p50_us: pct(0.50),
         handoff_p95_us: pct(0.95),
@@ -190,9 +223,11 @@ async fn measure(
     })
 }
 
-/// The three phases: uncontended and contended cycles/s, hand-off samples (ns).
+/// The three phases: uncontended and contended cycles/s, hand-off samples (ns); the
+/// hand-off's waiter uses `waiter`.
 async fn phases(
     locks: &Locks,
+    waiter: &Locks,
     opts: &BenchOptions,
     progress: Progress,
 ) -> Result<(f64, f64, Vec<u64>), Error> {
@@ -219,7 +254,7 @@ async fn phases(
     )
     .await?;
     progress.show("hand-off");
-    let samples = handoff(locks, phase).await?;
+    let samples = handoff(locks, waiter, phase).await?;
     Ok((uncontended, contended, samples))
 }
 
@@ -358,11 +393,12 @@ async fn cycles(
     Ok(counted as f64 / elapsed)
 }
 
-/// Hand-off latencies in nanoseconds for `time`.
-async fn handoff(locks: &Locks, time: Duration) -> Result<Vec<u64>, Error> {
+/// Hand-off latencies in nanoseconds for `time`, from a holder on `locks` to a waiter on
+/// `waiter` (the same, or another connection to the store).
+async fn handoff(locks: &Locks, waiter: &Locks, time: Duration) -> Result<Vec<u64>, Error> {
     let key = "handoff";
     // The waiter's poll delay is long, so a missed notification shows as a large sample.
-    let waiter_lock = locks.lock(key).with_retry(
+    let waiter_lock = waiter.lock(key).with_retry(
         Retry::default()
             .delay(Duration::from_millis(250))
             .timeout(Duration::from_secs(30)),

@@ -192,6 +192,10 @@ enum Command {
         /// live locks)
         #[arg(long, default_value_t = 0, value_name = "N")]
         held: usize,
+        /// The hand-off waiter uses a store connection of its own, as a waiter in another
+        /// process would (stores shared between processes only)
+        #[arg(long)]
+        handoff_across: bool,
         /// Worker threads of the async runtime (default: one per CPU; 1 = single-threaded)
         #[arg(long, value_name = "N")]
         threads: Option<usize>,
@@ -307,9 +311,25 @@ async fn dispatch(cli: Cli) -> (Result<u8, Error>, u8) {
             keys,
             duration,
             held,
+            handoff_across,
             threads: _,
             json,
-        } => bench_command(store, tasks, keys, held, &duration, json).await,
+        } => {
+            let opts = || -> Result<bench::BenchOptions, Error> {
+                Ok(bench::BenchOptions {
+                    store: store_url(store)?,
+                    tasks,
+                    keys,
+                    duration: cadenas::parse_duration("duration", &duration)?,
+                    held,
+                    handoff_across,
+                })
+            };
+            match opts() {
+                Ok(opts) => bench_command(&opts, json).await,
+                Err(e) => Err(e),
+            }
+        }
     };
     (result, conflict)
 }
@@ -499,22 +519,8 @@ async fn extend(store: StoreArg, ttl: Option<String>, token: String) -> Result<u
     Ok(0)
 }
 
-async fn bench_command(
-    store: StoreArg,
-    tasks: usize,
-    keys: usize,
-    held: usize,
-    duration: &str,
-    json: bool,
-) -> Result<u8, Error> {
-    let opts = bench::BenchOptions {
-        store: store_url(store)?,
-        tasks,
-        keys,
-        duration: cadenas::parse_duration("duration", duration)?,
-        held,
-    };
-    let r = bench::run(&opts).await?;
+async fn bench_command(opts: &bench::BenchOptions, json: bool) -> Result<u8, Error> {
+    let r = bench::run(opts).await?;
     if json {
         println!("{}", serde_json::to_string(&r).unwrap_or_default());
     } else {
@@ -542,7 +548,12 @@ async fn bench_command(
             r.contended_cycles_per_sec
         );
         println!(
-            "hand-off         p50 {:.0} µs  p95 {:.0} µs  p99 {:.0} µs  max {:.0} µs  ({} samples)",
+            "hand-off{}p50 {:.0} µs  p95 {:.0} µs  p99 {:.0} µs  max {:.0} µs  ({} samples)",
+            if r.handoff_across {
+                " across  "
+            } else {
+                "         "
+            },
             r.handoff_p50_us,
             r.handoff_p95_us,
             r.handoff_p99_us,

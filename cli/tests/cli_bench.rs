@@ -167,22 +167,39 @@ fn redis_store_leaves_no_lock() {
     assert!(locks.is_empty(), "locks left after the run: {locks:?}");
 }
 
-/// Benches the SQL store at `base` on a fresh table; `count_and_drop(table)` then counts the
-/// rows left in it and drops what the store made.
+/// Benches the SQL store at `base` on a fresh table with 4 tasks and `extra` options;
+/// `count_and_drop(table)` then counts the rows left in it and drops what the store made.
 #[cfg(any(feature = "postgres", feature = "mysql"))]
-fn sql_store(base: &str, count_and_drop: impl FnOnce(&str) -> Option<i64>) {
+fn sql_store(
+    base: &str,
+    extra: &[&str],
+    count_and_drop: impl FnOnce(&str) -> Option<i64>,
+) -> Value {
     let table = format!("cadenas_bench_{:016x}", rand::random::<u64>());
-    let v = try_bench(&format!("{base}?table={table}"), &["--tasks", "4"]);
+    let args = [&["--tasks", "4"], extra].concat();
+    let v = try_bench(&format!("{base}?table={table}"), &args);
     let left = count_and_drop(&table);
-    check_sane(&v.unwrap_or_else(|e| panic!("{e}")), 4);
+    let v = v.unwrap_or_else(|e| panic!("{e}"));
+    check_sane(&v, 4);
     assert_eq!(left, Some(0), "rows left in {table} after the run");
+    v
+}
+
+/// A store of this process only has no other process to hand off to.
+#[test]
+fn handoff_across_needs_a_shared_store() {
+    let e = try_bench("memory:", &["--handoff-across"]).unwrap_err();
+    assert!(
+        e.contains("--handoff-across") && e.contains("memory:"),
+        "{e}"
+    );
 }
 
 #[cfg(feature = "postgres")]
 #[test]
 fn postgres_store() {
     use cadenas_test_support::postgres::{admin, base_url};
-    sql_store(&base_url(), |table| {
+    sql_store(&base_url(), &[], |table| {
         block_on(async {
             let pool = admin().await;
             let count = format!("SELECT count(*) FROM \"{table}\"");
@@ -196,11 +213,13 @@ fn postgres_store() {
     });
 }
 
+/// With the hand-off's waiter on a connection of its own, as in another process: the
+/// server wakes it (its poll delay is 250 ms).
 #[cfg(feature = "mysql")]
 #[test]
 fn mysql_store() {
     use cadenas_test_support::mysql::{admin, base_url};
-    sql_store(&base_url(), |table| {
+    let v = sql_store(&base_url(), &["--handoff-across"], |table| {
         block_on(async {
             let pool = admin().await;
             let count = format!("SELECT count(*) FROM `{table}`");
@@ -210,4 +229,9 @@ fn mysql_store() {
             left
         })
     });
+    assert_eq!(v["handoff_across"], true, "{v}");
+    assert!(
+        num(&v, "handoff_p50_us") < 100_000.0,
+        "the waiter in another connection was polled, not woken: {v}"
+    );
 }

@@ -1,8 +1,8 @@
 //! The lease row, the MySQL store's way of holding a lock: one row per held lock whose
 //! `expiration` the database's clock judges, with a per-key fence counter beside it (the
 //! statements are in `statements.rs`). Another locking mode would sit beside this one, on
-//! the same pool. MySQL has no notification channel: a release wakes this process's
-//! waiters only.
+//! the same pool. A release wakes this store's waiters, and those of other stores that
+//! wrote themselves into the row's `waiters` (`wake.rs`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,6 +11,7 @@ use sqlx::{MySql, MySqlPool};
 
 use super::errors::{error_number, my_error, DEADLOCK};
 use super::statements::{self, Names, Sql};
+use super::wake::Wakeups;
 use crate::notify::ReleaseNotifier;
 use crate::store::{Acquire, AcquireRequest, Lease, LockInfo, StoreError};
 use crate::stores::sql::lease::Table;
@@ -26,17 +27,26 @@ pub(super) struct Leases {
     table: Table<MySql>,
     pub(super) sql: Sql,
     notifier: Arc<ReleaseNotifier>,
+    pub(super) wakeups: Wakeups,
 }
 
 impl Leases {
-    /// The operations on the (ready) tables `names` through `pool`; releases wake the
-    /// waiters of `notifier`.
-    pub(super) fn new(pool: MySqlPool, names: Names, notifier: Arc<ReleaseNotifier>) -> Leases {
+    /// The operations on the (ready) tables `names` through `pool` (releasing with
+    /// `DELETE … RETURNING` if `returning`); releases wake the waiters of `notifier`, and
+    /// the other stores `wakeups` names.
+    pub(super) fn new(
+        pool: MySqlPool,
+        names: Names,
+        returning: bool,
+        notifier: Arc<ReleaseNotifier>,
+        wakeups: Wakeups,
+    ) -> Leases {
         let common = statements::common(&names);
         Leases {
             table: Table::new(pool, names.display.clone(), my_error, common),
-            sql: Sql::new(&names),
+            sql: Sql::new(&names, returning),
             notifier,
+            wakeups,
         }
     }
 
@@ -101,8 +111,22 @@ impl Leases {
             .bind(r.metadata)
             .execute(&mut *tx)
             .await?;
+        let taken = fence > 0 && took.last_insert_id() == fence;
+        if !taken {
+            if let Some(token) = self.wakeups.token_for(r.key) {
+                // A task of this store waits: have the holder's release wake it.
+                sqlx::query(&self.sql.register)
+                    .bind(token)
+                    .bind(token)
+                    .bind(token)
+                    .bind(r.key)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
         tx.commit().await?;
-        if fence > 0 && took.last_insert_id() == fence {
+        if taken {
+            self.wakeups.taken(r.key);
             return Ok(Acquire::Acquired(Lease {
                 fence: Some(fence),
                 ttl: r.ttl,
@@ -116,15 +140,80 @@ impl Leases {
         Ok(Acquire::Held(rows::holder(row)))
     }
 
-    /// Deletes our live row.
+    /// Deletes our live row, and wakes the stores that wait for it.
     pub(super) async fn release(&self, key: &str, owner: &str) -> Result<bool, StoreError> {
+        self.wakeups.given_up(key);
+        if let Some(returning) = &self.sql.release_returning {
+            let query = sqlx::query_scalar(returning).bind(key).bind(owner);
+            return self.delete_returning(query, key, "releasing").await;
+        }
         let done = sqlx::query(&self.sql.release)
             .bind(key)
             .bind(owner)
             .execute(&self.table.pool)
             .await
             .map_err(|e| self.table.err(e, "releasing", key))?;
-        Ok(self.released(key, done))
+        if self.released(key, done) {
+            return Ok(true);
+        }
+        // Not ours, or others wait for it.
+        let (read, delete) = (&self.sql.waiters_of_ours, &self.sql.release_any);
+        self.release_waited(key, Some(owner), read, delete)
+            .await
+            .map_err(|e| self.table.err(e, "releasing", key))
+    }
+
+    /// Runs a `DELETE … RETURNING waiters` (MariaDB): released if it returned a row; then
+    /// the waiters are woken.
+    async fn delete_returning<'q>(
+        &self,
+        query: sqlx::query::QueryScalar<'q, MySql, Option<String>, sqlx::mysql::MySqlArguments>,
+        key: &str,
+        doing: &str,
+    ) -> Result<bool, StoreError> {
+        let deleted = query
+            .fetch_optional(&self.table.pool)
+            .await
+            .map_err(|e| self.table.err(e, doing, key))?;
+        let Some(waiters) = deleted else {
+            return Ok(false);
+        };
+        self.notifier.notify(key);
+        if let Some(waiters) = waiters {
+            self.wakeups.wake(&self.table.pool, &waiters).await;
+        }
+        Ok(true)
+    }
+
+    /// One transaction: the live row's `waiters` (of `owner`'s row, if given), row-locked so
+    /// that no store writes itself in unseen, then `delete`; then the waiters are woken.
+    async fn release_waited(
+        &self,
+        key: &str,
+        owner: Option<&str>,
+        read: &str,
+        delete: &str,
+    ) -> Result<bool, sqlx::Error> {
+        let mut tx = self.table.pool.begin().await?;
+        let mut query = sqlx::query_scalar(read).bind(key);
+        if let Some(o) = owner {
+            query = query.bind(o);
+        }
+        let waiters: Option<Option<String>> = query.fetch_optional(&mut *tx).await?;
+        let Some(waiters) = waiters else {
+            return Ok(false); // no such live row: the transaction rolls back on drop
+        };
+        let mut query = sqlx::query(delete).bind(key);
+        if let Some(o) = owner {
+            query = query.bind(o);
+        }
+        let done = query.execute(&mut *tx).await?;
+        tx.commit().await?;
+        let released = self.released(key, done);
+        if let (true, Some(waiters)) = (released, waiters) {
+            self.wakeups.wake(&self.table.pool, &waiters).await;
+        }
+        Ok(released)
     }
 
     /// Moves our live row's expiration to now + `ttl`.
@@ -148,14 +237,25 @@ impl Leases {
         }))
     }
 
-    /// Deletes the live row whoever holds it.
+    /// Deletes the live row whoever holds it, and wakes the stores that wait for it.
     pub(super) async fn force_release(&self, key: &str) -> Result<bool, StoreError> {
+        self.wakeups.given_up(key);
+        if let Some(returning) = &self.sql.force_returning {
+            let query = sqlx::query_scalar(returning).bind(key);
+            return self.delete_returning(query, key, "force-releasing").await;
+        }
         let done = sqlx::query(&self.sql.force_release)
             .bind(key)
             .execute(&self.table.pool)
             .await
             .map_err(|e| self.table.err(e, "force-releasing", key))?;
-        Ok(self.released(key, done))
+        if self.released(key, done) {
+            return Ok(true);
+        }
+        let (read, delete) = (&self.sql.waiters_of_any, &self.sql.force_any);
+        self.release_waited(key, None, read, delete)
+            .await
+            .map_err(|e| self.table.err(e, "force-releasing", key))
     }
 
     /// Candidates, then a conditional `DELETE` each: a row is returned by the caller whose

@@ -5,9 +5,10 @@
 //!
 //! One row per held lock in a table (default `cadenas_locks`) with Verrou's columns —
 //! `` `key` varchar(255) primary key, `owner` varchar(255) not null, `expiration` bigint null ``
-//! (epoch milliseconds, `NULL` = never) — plus nullable `fence bigint` and
-//! `metadata mediumtext` of ours, so a Verrou process (`?table=verrou`) shares it. A table
-//! Verrou created first gets our two columns added; one lacking a Verrou column is refused,
+//! (epoch milliseconds, `NULL` = never) — plus nullable `fence bigint`,
+//! `metadata mediumtext` and `waiters text` (the stores to wake on release, see *Hand-off*)
+//! of ours, so a Verrou process (`?table=verrou`) shares it. A table Verrou or an earlier
+//! cadenas created gets the columns it lacks added; one lacking a Verrou column is refused,
 //! naming it. Tables cadenas creates use a binary no-pad collation (`utf8mb4_nopad_bin` on
 //! MariaDB, `utf8mb4_0900_bin` on MySQL 8), so keys compare byte for byte; a table created by
 //! someone else keeps its collation (a case-insensitive one makes `A` and `a` one lock).
@@ -49,9 +50,26 @@
 //!
 //! # Hand-off
 //!
-//! MySQL has no notification channel, so [`Capabilities::notify`] is `false` and waiters in
-//! other processes poll at the lock layer's delay. Waiters in *this* process are woken at
-//! once when this store releases a key (through [`Store::subscribe`](crate::Store::subscribe)).
+//! MySQL has no notification channel; lease mode makes one from the server's user locks
+//! (`wake.rs` has the details). A store whose tasks wait keeps one connection of its own
+//! sleeping in `SELECT SLEEP(60)` while it holds the user lock `cadenas-waiter:TOKEN`
+//! (random per store). A try that finds a key held by another process, while a task of this
+//! store waits for it, writes the token into the row's `waiters` column; a release or force
+//! release of that row looks up, for each token, which connection holds its user lock
+//! (`IS_USED_LOCK`) and ends that connection's sleep (`KILL QUERY`), and the woken store's
+//! waiters try again. So [`Capabilities::notify`] is `true`: hand-off across processes
+//! takes a millisecond or two, not a poll delay (BENCHMARKS.md). Waiters in this process are
+//! woken by its releases without the server.
+//!
+//! What it costs: nothing on a release nobody waits for (the `DELETE` has `AND waiters IS
+//! NULL`; on MariaDB it is one `DELETE … RETURNING waiters`), one connection per waiting
+//! store, and on a release others wait for, a transaction that reads `waiters` (MySQL 8)
+//! and two short statements per waiting store. Only a connection holding a store's user
+//! lock is ever sent `KILL QUERY`: a name nobody holds is skipped, and the server does not
+//! reuse connection ids while it runs. It is best effort, and a waiter polls at the lock
+//! layer's delay when it is not woken: when a Verrou process releases, when the releasing
+//! user may not end another user's query (that needs `CONNECTION_ADMIN` or `SUPER`; the
+//! same user always may), or when a release comes while the sleeper is between two sleeps.
 //!
 //! # Speed
 //!
@@ -102,6 +120,7 @@ mod schema;
 mod session;
 mod statements;
 mod take_over;
+mod wake;
 
 use std::sync::Arc;
 
@@ -122,6 +141,7 @@ use errors::my_error;
 use lease::Leases;
 use session::MySession;
 use statements::Names;
+use wake::Wakeups;
 
 /// Connection parameters passed through to the driver.
 const DRIVER_PARAMS: &[&str] = &[
@@ -144,6 +164,7 @@ const DRIVER_PARAMS: &[&str] = &[
 pub struct MySqlOptions {
     table: String,
     mode: Mode,
+    delete_returning: bool,
 }
 
 impl Default for MySqlOptions {
@@ -151,6 +172,7 @@ impl Default for MySqlOptions {
         MySqlOptions {
             table: DEFAULT_TABLE.to_owned(),
             mode: Mode::Lease,
+            delete_returning: true,
         }
     }
 }
@@ -168,6 +190,14 @@ impl MySqlOptions {
         self
     }
 
+    /// Whether releases use `DELETE … RETURNING` where the server has it (MariaDB; the
+    /// default): `false` runs MySQL 8's statements on MariaDB, for testing them.
+    #[doc(hidden)]
+    pub fn delete_returning(mut self, on: bool) -> Self {
+        self.delete_returning = on;
+        self
+    }
+
     /// Session mode (`?mode=session`): locks are `GET_LOCK` locks on connections the store
     /// keeps open (see the module docs, *Session mode*).
     pub fn session_mode(mut self, on: bool) -> Self {
@@ -181,7 +211,7 @@ impl MySqlOptions {
 pub struct MySqlStore {
     pool: MySqlPool,
     owns_pool: bool,
-    leases: std::sync::Arc<Leases>,
+    leases: Arc<Leases>,
     session: Option<Arc<SessionLocks<MySession>>>,
     describe: String,
     notifier: Arc<ReleaseNotifier>,
@@ -242,7 +272,7 @@ impl MySqlStore {
         describe: String,
         owns_pool: bool,
     ) -> Result<Self> {
-        let database: Option<String> = sqlx::query_scalar(statements::DATABASE)
+        let (database, version): (Option<String>, String) = sqlx::query_as(statements::DATABASE)
             .fetch_one(&pool)
             .await
             .map_err(|e| {
@@ -271,7 +301,15 @@ impl MySqlStore {
             }
         };
         let notifier = ReleaseNotifier::new();
-        let leases = std::sync::Arc::new(Leases::new(pool.clone(), names, notifier.clone()));
+        let wakeups = Wakeups::new((*pool.connect_options()).clone(), notifier.clone());
+        let returning = options.delete_returning && version.contains("MariaDB");
+        let leases = Arc::new(Leases::new(
+            pool.clone(),
+            names,
+            returning,
+            notifier.clone(),
+            wakeups,
+        ));
         Ok(MySqlStore {
             pool,
             owns_pool,
@@ -301,7 +339,7 @@ impl MySqlStore {
         self.session.is_none().then_some(LeaseStatements {
             draw_fence: &sql.draw_fence,
             take: &sql.take,
-            release: &sql.release,
+            release: sql.release_returning.as_deref().unwrap_or(&sql.release),
         })
     }
 }
@@ -317,7 +355,8 @@ pub struct LeaseStatements<'a> {
     /// Binds key, owner, ttl in ms, fence, metadata; the key was taken when its
     /// `LAST_INSERT_ID()` is the drawn fence.
     pub take: &'a str,
-    /// Binds key, owner; one row affected when released.
+    /// Binds key, owner; one row affected when released (on MariaDB it also returns the
+    /// row's waiters).
     pub release: &'a str,
 }
 
@@ -325,10 +364,7 @@ server_store!(MySqlStore, crate::scheme::MYSQL {
     fn capabilities(&self) -> Capabilities {
         match self.session {
             Some(_) => SESSION_CAPABILITIES,
-            None => Capabilities {
-                notify: false,
-                ..Capabilities::ALL.exclusive_only()
-            },
+            None => Capabilities::ALL.exclusive_only(),
         }
     }
 
@@ -336,14 +372,18 @@ server_store!(MySqlStore, crate::scheme::MYSQL {
         if let Some(s) = &self.session {
             return Ok(Some(s.subscribe(key)));
         }
-        // Releases by this process only; the lock layer keeps polling for the others.
-        Ok(Some(self.notifier.subscribe(key)))
+        // This store's releases wake it; others', once its sleeper is up and its next try
+        // of the key has written it into the row (`wake.rs`).
+        let subscription = self.notifier.subscribe(key);
+        self.leases.wakeups.listen().await;
+        Ok(Some(subscription))
     }
 
     async fn close(&self) -> Result<(), StoreError> {
         if let Some(s) = &self.session {
             s.close().await;
         }
+        self.leases.wakeups.stop();
         if self.owns_pool {
             self.pool.close().await;
         }

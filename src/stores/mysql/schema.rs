@@ -44,7 +44,8 @@ pub(super) async fn ensure(pool: &MySqlPool, names: &Names) -> Result<(), Schema
     if !cols.is_empty() {
         check_columns(&names.display, &cols, '`', expiration_ok)?;
         let fences = columns(&mut conn, &names.fences).await.map_err(fail)?;
-        if has(&cols, "fence") && has(&cols, "metadata") && has(&fences, "fence") {
+        let ours = ["fence", "metadata", "waiters"];
+        if ours.iter().all(|c| has(&cols, c)) && has(&fences, "fence") {
             return Ok(());
         }
     }
@@ -105,8 +106,13 @@ async fn create(conn: &mut PoolConnection<MySql>, names: &Names) -> Result<(), S
         run(conn, &sql::create_table(names, &text), &what).await?;
     } else {
         check_columns(&names.display, &cols, '`', expiration_ok)?;
-        let metadata = format!("mediumtext {text}");
-        for (column, ty) in missing(&cols, &[("fence", "bigint"), ("metadata", &metadata)]) {
+        let (metadata, waiters) = (format!("mediumtext {text}"), format!("text {text}"));
+        let ours = [
+            ("fence", "bigint"),
+            ("metadata", &metadata),
+            ("waiters", &waiters),
+        ];
+        for (column, ty) in missing(&cols, &ours) {
             run(conn, &sql::add_column(names, column, ty), &what).await?;
         }
     }

@@ -9,8 +9,12 @@ use crate::stores::sql::lease::Common;
 const NOW_MS: &str =
     "CAST(TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', UTC_TIMESTAMP(6)) DIV 1000 AS SIGNED)";
 
-/// The connection's database.
-pub(super) const DATABASE: &str = "SELECT CAST(DATABASE() AS CHAR)";
+/// The length past which a row's list of waiting stores is started again: about 60
+/// stores' tokens. A store dropped from it polls until its next try writes it back.
+const MOST_WAITERS_CHARS: usize = 1000;
+
+/// The connection's database, and the server's version (MariaDB's names itself).
+pub(super) const DATABASE: &str = "SELECT CAST(DATABASE() AS CHAR), CAST(VERSION() AS CHAR)";
 
 /// `?` table: its `(column, data type)`s in the connection's database; none if it does not
 /// exist.
@@ -68,7 +72,8 @@ pub(super) fn create_table(n: &Names, text: &str) -> String {
          `owner` varchar(255) {text} NOT NULL, \
          `expiration` bigint NULL, \
          `fence` bigint NULL, \
-         `metadata` mediumtext {text} NULL) ENGINE=InnoDB",
+         `metadata` mediumtext {text} NULL, \
+         `waiters` text {text} NULL) ENGINE=InnoDB",
         n.quoted
     )
 }
@@ -122,9 +127,27 @@ pub(super) struct Sql {
     pub(super) draw_fence: String,
     pub(super) take: String,
     pub(super) read_back: String,
+    /// Deletes our live row if nobody waits for it (the common case: one statement).
     pub(super) release: String,
+    /// On MariaDB: deletes our live row and returns its `waiters` (one statement whoever
+    /// waits, instead of [`release`](Self::release) and the transaction after it).
+    pub(super) release_returning: Option<String>,
+    /// A release of a row with waiters: the row's `waiters`, row-locked, then
+    /// [`release_any`](Self::release_any), in one transaction.
+    pub(super) waiters_of_ours: String,
+    /// Deletes our live row whoever waits.
+    pub(super) release_any: String,
     pub(super) extend: String,
+    /// Deletes the live row whoever holds it, if nobody waits.
     pub(super) force_release: String,
+    /// On MariaDB: deletes the live row whoever holds it and returns its `waiters`.
+    pub(super) force_returning: Option<String>,
+    /// The live row's `waiters`, row-locked, then [`force_any`](Self::force_any).
+    pub(super) waiters_of_any: String,
+    /// Deletes the live row whoever holds it and whoever waits.
+    pub(super) force_any: String,
+    /// Token ×3, key: adds a store's token to the live row's `waiters` (`wake.rs`).
+    pub(super) register: String,
     pub(super) expired: String,
     pub(super) reap_one: String,
     /// A take-over's read of the live holder, row-locked so that a release or extend waits
@@ -135,7 +158,9 @@ pub(super) struct Sql {
 }
 
 impl Sql {
-    pub(super) fn new(n: &Names) -> Sql {
+    /// The statements on the tables `n`; `returning` on a server with `DELETE … RETURNING`
+    /// (MariaDB).
+    pub(super) fn new(n: &Names, returning: bool) -> Sql {
         let (t, live, remaining) = (&n.quoted, live(), remaining());
         let expired = format!("(expiration IS NOT NULL AND expiration <= {NOW_MS})");
         Sql {
@@ -159,13 +184,42 @@ impl Sql {
             read_back: format!(
                 "SELECT CAST(owner AS CHAR), {remaining} FROM {t} WHERE `key` = ? AND {live}"
             ),
-            release: format!("DELETE FROM {t} WHERE `key` = ? AND owner = ? AND {live}"),
+            release: format!(
+                "DELETE FROM {t} WHERE `key` = ? AND owner = ? AND {live} AND waiters IS NULL"
+            ),
+            waiters_of_ours: format!(
+                "SELECT CAST(waiters AS CHAR) FROM {t} WHERE `key` = ? AND owner = ? AND {live} FOR UPDATE"
+            ),
+            release_any: format!("DELETE FROM {t} WHERE `key` = ? AND owner = ? AND {live}"),
+            release_returning: returning.then(|| {
+                format!(
+                    "DELETE FROM {t} WHERE `key` = ? AND owner = ? AND {live} \
+                     RETURNING CAST(waiters AS CHAR)"
+                )
+            }),
             // ttl ms, key, owner. `LAST_INSERT_ID(expr)` hands the fence back in the reply.
             extend: format!(
                 "UPDATE {t} SET expiration = {NOW_MS} + ?, fence = LAST_INSERT_ID(COALESCE(fence, 0)) \
                  WHERE `key` = ? AND owner = ? AND {live}"
             ),
-            force_release: format!("DELETE FROM {t} WHERE `key` = ? AND {live}"),
+            force_release: format!(
+                "DELETE FROM {t} WHERE `key` = ? AND {live} AND waiters IS NULL"
+            ),
+            waiters_of_any: format!(
+                "SELECT CAST(waiters AS CHAR) FROM {t} WHERE `key` = ? AND {live} FOR UPDATE"
+            ),
+            force_any: format!("DELETE FROM {t} WHERE `key` = ? AND {live}"),
+            force_returning: returning.then(|| {
+                format!("DELETE FROM {t} WHERE `key` = ? AND {live} RETURNING CAST(waiters AS CHAR)")
+            }),
+            // A list grown past its bound (stores that waited and went) starts again.
+            register: format!(
+                "UPDATE {t} SET waiters = CASE \
+                 WHEN waiters IS NULL OR CHAR_LENGTH(waiters) > {MOST_WAITERS_CHARS} THEN ? \
+                 WHEN FIND_IN_SET(?, waiters) > 0 THEN waiters \
+                 ELSE CONCAT(waiters, ',', ?) END \
+                 WHERE `key` = ? AND {live}"
+            ),
             // The expiry watcher: candidates (with their raw expiration), then one conditional
             // DELETE per candidate. Only one caller's DELETE finds the row, and a takeover
             // makes it live (and changes owner and expiration) so it no longer matches.

@@ -33,6 +33,7 @@ impl Leases {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
+        self.wakeups.taken(r.key);
         Ok(TakeOver {
             lease: Lease {
                 fence: Some(fence),
