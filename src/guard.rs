@@ -20,7 +20,8 @@ pub(crate) struct Holding {
     lock: Lock,
     fence: Option<u64>,
     /// When our lease ends by our own clock (`None` = never). Measured from before the request
-    /// that set it was sent, so it is never later than the store's expiry.
+    /// that set it was sent, less [`CLOCK_GRAIN`], so it is never later than the store's
+    /// expiry.
     deadline: Mutex<Option<Instant>>,
     /// Why the lease is gone, once it is.
     lost: Mutex<Option<String>>,
@@ -136,9 +137,19 @@ pub struct Guard {
     done: bool,
 }
 
+/// How much earlier than `sent + ttl` a store's expiry may fall: stores count time in whole
+/// milliseconds (SQLite's `julianday('now')` rounds to one), so a lease written within a
+/// millisecond of `sent` can end up to that grain sooner. Our view ends this much earlier.
+const CLOCK_GRAIN: Duration = Duration::from_millis(2);
+
+/// Our deadline for a lease of `ttl` whose request was sent at `sent`.
+fn deadline(sent: Instant, ttl: Option<Duration>) -> Option<Instant> {
+    ttl.map(|t| sent + t.saturating_sub(CLOCK_GRAIN))
+}
+
 impl Guard {
     pub(crate) fn new(lock: Lock, lease: Lease, sent: Instant) -> Guard {
-        let deadline = lease.ttl.map(|t| sent + t);
+        let deadline = deadline(sent, lease.ttl);
         let watchdog = lock.auto_extend && lease.ttl.is_some();
         let holding = Arc::new(Holding {
             lock,
@@ -416,7 +427,7 @@ async fn extend_once(holding: &Holding, ttl: Option<Duration>) -> Result<()> {
         .map_err(|e| lock.store_error("extend", e))?;
     match answer {
         Some(lease) => {
-            holding.set_deadline(lease.ttl.map(|t| sent + t));
+            holding.set_deadline(deadline(sent, lease.ttl));
             lock.locks.inner.metrics.extended();
             holding.emit(EventKind::Extended, lease.ttl);
             Ok(())

@@ -136,6 +136,6 @@ impl Lock {
             async move { gone.release(&k, &o).await }
         };
         let describe = self.store().describe();
-        crate::stores::detach::run(&self.stored, describe, request, |_| true, release).await?
+        crate::stores::detach::run(&self.stored, describe, request, |_| true, release).await
     }
 }

@@ -2,29 +2,24 @@
 //! must not be abandoned half-way (SQLite, PostgreSQL, MySQL, DynamoDB).
 //!
 //! A SQL statement whose future is dropped may still run and commit on the server, and a
-//! transaction cut short leaves its connection in doubt. So the request runs in a task of its
-//! own, to completion, and the store's future only waits for the answer. The task keeps a lock
-//! it took only once the caller has the answer in hand: a caller that went away first —
-//! before the answer came, or after it was sent but before it was polled (a `select!` or
-//! `timeout` branch winning in the same poll) — drops the hand-over token with the unread
-//! answer, and the task gives the lock back itself.
+//! transaction cut short leaves its connection in doubt. So a request is never dropped
+//! unfinished: it runs in the caller's task while the caller waits for it (no task of its
+//! own, no hand-over between tasks: an answer the caller gets is in its hands at once), and
+//! a caller that goes away before the answer hands the unfinished request to a task of its
+//! own, which runs it to its end and gives back a lock it took.
 
 use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
-use tokio::sync::oneshot;
+use crate::store::StoreError;
 
-use crate::store::{StoreError, StoreErrorKind};
-
-/// An answer on its way to the caller, with the token the caller sends back once it has it.
-type Delivery<T, E> = (Result<T, E>, Option<oneshot::Sender<()>>);
-
-/// Runs `request` in a task of its own and returns its answer (`Err` only when the task
-/// ended without one: the runtime is shutting down). If this future is dropped at any point
-/// before it returns, a lock `request` took is given back with `release`, run in that task.
-/// A release that fails with a retryable error (a timeout, a lost connection) is tried again,
-/// up to [`RELEASE_TRIES`] times in all with a growing pause; a failure that remains is
-/// logged at `warn` naming `key` and `store`, and the lock then ends with its ttl. A lock
-/// this future returned is never released by it.
+/// Runs `request` and returns its answer. If this future is dropped before it returns, the
+/// request is finished in a task of its own, and a lock it took is given back with
+/// `release`. A release that fails with a retryable error (a timeout, a lost connection) is
+/// tried again, up to [`RELEASE_TRIES`] times in all with a growing pause; a failure that
+/// remains is logged at `warn` naming `key` and `store`, and the lock then ends with its
+/// ttl. A lock this future returned is never released by it.
 ///
 /// `release` must release exactly what `request` took (the key, by its owner). It runs at
 /// once after the answer, so it could only meet a later holding if that lease had already
@@ -40,7 +35,7 @@ pub(crate) async fn acquire<Req, Rel, RelFut>(
     store: &str,
     request: Req,
     release: Rel,
-) -> Result<Result<crate::store::Acquire, StoreError>, StoreError>
+) -> Result<crate::store::Acquire, StoreError>
 where
     Req: Future<Output = Result<crate::store::Acquire, StoreError>> + Send + 'static,
     Rel: Fn() -> RelFut + Send + 'static,
@@ -64,7 +59,7 @@ pub(crate) async fn run<T, Req, Took, Rel, RelFut>(
     request: Req,
     took: Took,
     release: Rel,
-) -> Result<Result<T, StoreError>, StoreError>
+) -> Result<T, StoreError>
 where
     T: Send + 'static,
     Req: Future<Output = Result<T, StoreError>> + Send + 'static,
@@ -72,35 +67,52 @@ where
     Rel: Fn() -> RelFut + Send + 'static,
     RelFut: Future<Output = Result<bool, StoreError>> + Send,
 {
-    let (deliver, delivered) = oneshot::channel::<Delivery<T, StoreError>>();
-    let (key, store) = (key.to_owned(), store.to_owned());
-    tokio::spawn(async move {
-        let answer = request.await;
-        if !matches!(&answer, Ok(t) if took(t)) {
-            let _ = deliver.send((answer, None));
-            return;
+    let finish = move |request: Pin<Box<Req>>| {
+        let (k, s) = (key.to_owned(), store.to_owned());
+        let finish = async move {
+            if matches!(&request.await, Ok(t) if took(t)) {
+                release_in_background(&k, &s, release).await;
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn(finish)),
+            // Dropped outside any runtime: nothing can run the request any more.
+            Err(_) => tracing::warn!(key = %key, store = %store,
+                "an acquire was dropped outside a runtime; a lock it took ends with its ttl"),
         }
-        let (kept, is_kept) = oneshot::channel();
-        // If the caller is gone, or goes before it reads the answer, the token is dropped
-        // unsent with it.
-        let _ = deliver.send((answer, Some(kept)));
-        if is_kept.await.is_ok() {
-            return;
-        }
-        release_in_background(&key, &store, release).await;
-    });
-    // No await between reading the answer and keeping it: the caller cannot be dropped
-    // in between.
-    let (answer, kept) = delivered.await.map_err(|_| {
-        StoreError::new(
-            StoreErrorKind::Transient,
-            "the acquire task stopped before answering (is the runtime shutting down?)",
-        )
-    })?;
-    if let Some(kept) = kept {
-        let _ = kept.send(());
+    };
+    let mut pending = Unfinished {
+        request: Some(Box::pin(request)),
+        finish: Some(finish),
+    };
+    std::future::poll_fn(|cx| pending.poll(cx)).await
+}
+
+/// A request while its caller waits for it; dropped unfinished, it is handed to `finish`.
+struct Unfinished<Req: Future, F: FnOnce(Pin<Box<Req>>)> {
+    /// `None` once it answered.
+    request: Option<Pin<Box<Req>>>,
+    finish: Option<F>,
+}
+
+impl<Req: Future, F: FnOnce(Pin<Box<Req>>)> Unfinished<Req, F> {
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Req::Output> {
+        let Some(request) = self.request.as_mut() else {
+            return Poll::Pending; // answered already; not polled again
+        };
+        let answer = std::task::ready!(request.as_mut().poll(cx));
+        // In the same poll as the answer is returned: nothing is left to finish.
+        self.request = None;
+        Poll::Ready(answer)
     }
-    Ok(answer)
+}
+
+impl<Req: Future, F: FnOnce(Pin<Box<Req>>)> Drop for Unfinished<Req, F> {
+    fn drop(&mut self) {
+        if let (Some(request), Some(finish)) = (self.request.take(), self.finish.take()) {
+            finish(request);
+        }
+    }
 }
 
 /// How many times in all a release after a cancelled acquire is tried while its errors are
@@ -146,40 +158,47 @@ mod tests {
     use futures_util::FutureExt;
     use tokio::sync::{Notify, Semaphore};
 
-    use crate::store::{Acquire, AcquireRequest, Store};
+    use crate::store::{Acquire, AcquireRequest, Store, StoreErrorKind};
     use crate::stores::memory::MemoryStore;
 
     use super::*;
 
-    /// What the test controls of a request: when it may run, and word that it answered.
+    /// What the test controls of a request: when it may take the lock, when it may answer
+    /// after that, and word that it took it.
     struct Gate {
-        open: Semaphore,
-        answered: Notify,
+        take: Semaphore,
+        answer: Semaphore,
+        took: Notify,
     }
 
     fn gate() -> Arc<Gate> {
         Arc::new(Gate {
-            open: Semaphore::new(0),
-            answered: Notify::new(),
+            take: Semaphore::new(0),
+            answer: Semaphore::new(0),
+            took: Notify::new(),
         })
     }
 
     /// An acquire of `k` on `memory` through the helper, whose request waits for `gate` to
-    /// open and signals once its answer is on its way.
+    /// let it take the lock, then to let it answer.
     fn gated(
         memory: &Arc<MemoryStore>,
         gate: &Arc<Gate>,
-    ) -> impl Future<Output = Result<Result<Acquire, StoreError>, StoreError>> {
+    ) -> impl Future<Output = Result<Acquire, StoreError>> {
         let (m, g) = (memory.clone(), gate.clone());
         let request = async move {
-            g.open
+            g.take
                 .acquire()
                 .await
                 .expect("the gate stays open")
                 .forget();
             let answer = m.try_acquire(AcquireRequest::new("k", "me", None)).await;
-            // On one thread the test runs again only after the task sent the answer.
-            g.answered.notify_one();
+            g.took.notify_one();
+            g.answer
+                .acquire()
+                .await
+                .expect("the gate stays open")
+                .forget();
             answer
         };
         let m = memory.clone();
@@ -203,31 +222,32 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn an_answer_sent_but_never_polled_is_released() {
+    async fn a_caller_gone_after_the_take_but_before_the_answer_leaves_nothing_held() {
         let memory = Arc::new(MemoryStore::new());
         let gate = gate();
         let mut acquire = Box::pin(gated(&memory, &gate));
-        assert!((&mut acquire).now_or_never().is_none(), "waits at the gate");
-        gate.open.add_permits(1);
-        gate.answered.notified().await;
+        assert!((&mut acquire).now_or_never().is_none(), "waits to take");
+        gate.take.add_permits(1);
+        assert!((&mut acquire).now_or_never().is_none(), "waits to answer");
         assert!(
             memory.inspect("k").await.unwrap().is_some(),
             "the request took it"
         );
-        // The answer is in the channel; the caller is dropped without reading it.
         drop(acquire);
+        gate.answer.add_permits(1);
         until_free(&memory).await;
     }
 
     #[tokio::test]
-    async fn a_request_answering_after_its_caller_left_is_released() {
+    async fn a_request_that_takes_after_its_caller_left_is_released() {
         let memory = Arc::new(MemoryStore::new());
         let gate = gate();
         let mut acquire = Box::pin(gated(&memory, &gate));
-        assert!((&mut acquire).now_or_never().is_none(), "waits at the gate");
+        assert!((&mut acquire).now_or_never().is_none(), "waits to take");
         drop(acquire);
-        gate.open.add_permits(1);
-        gate.answered.notified().await;
+        gate.take.add_permits(1);
+        gate.answer.add_permits(1);
+        gate.took.notified().await;
         until_free(&memory).await;
     }
 
@@ -235,10 +255,10 @@ mod tests {
     async fn a_returned_lock_stays_held() {
         let memory = Arc::new(MemoryStore::new());
         let gate = gate();
-        gate.open.add_permits(1);
-        let answer = gated(&memory, &gate).await.unwrap().unwrap();
+        gate.take.add_permits(1);
+        gate.answer.add_permits(1);
+        let answer = gated(&memory, &gate).await.unwrap();
         assert!(matches!(answer, Acquire::Acquired(_)));
-        // The task ends once the answer was taken: let it run to its end.
         for _ in 0..10 {
             tokio::task::yield_now().await;
         }

@@ -371,6 +371,7 @@ async fn mysql_lease_cycles(url: &str, prefix: &str, tasks: usize, time: Duratio
     let pool = store.pool().clone();
     let s = store.lease_statements().expect("a lease-mode store");
     let sql: Arc<[String; 3]> = Arc::new([s.draw_fence, s.take, s.release].map(str::to_owned));
+    let returns_row = s.release_returns_row;
     let rate = cycles(tasks, time, move |t, n| {
         let (pool, sql) = (pool.clone(), sql.clone());
         let (key, owner) = (format!("k{t}-{}", n % 1000), format!("peer-{t:022}"));
@@ -393,13 +394,12 @@ async fn mysql_lease_cycles(url: &str, prefix: &str, tasks: usize, time: Duratio
                 .unwrap();
             tx.commit().await.unwrap();
             assert_eq!(took.last_insert_id(), fence, "{key} was not free");
-            let released = sqlx::query(&sql[2])
-                .bind(&key)
-                .bind(&owner)
-                .execute(&pool)
-                .await
-                .unwrap();
-            assert_eq!(released.rows_affected(), 1, "{key} was not released");
+            let release = sqlx::query(&sql[2]).bind(&key).bind(&owner);
+            let released = match returns_row {
+                true => release.fetch_optional(&pool).await.unwrap().is_some(),
+                false => release.execute(&pool).await.unwrap().rows_affected() == 1,
+            };
+            assert!(released, "{key} was not released");
         }
     })
     .await;

@@ -296,7 +296,7 @@ impl Store for DynamoDbStore {
             let (gone, k, o, mine) = (gone.clone(), k.clone(), o.clone(), mine.clone());
             async move { gone.release(&k, &o, Some(&mine)).await }
         };
-        crate::stores::detach::acquire(request.key, &self.inner.describe, write, release).await?
+        crate::stores::detach::acquire(request.key, &self.inner.describe, write, release).await
     }
 
     async fn release(&self, key: &str, owner: &str) -> std::result::Result<bool, StoreError> {

@@ -340,6 +340,7 @@ impl MySqlStore {
             draw_fence: &sql.draw_fence,
             take: &sql.take,
             release: sql.release_returning.as_deref().unwrap_or(&sql.release),
+            release_returns_row: sql.release_returning.is_some(),
         })
     }
 }
@@ -355,9 +356,11 @@ pub struct LeaseStatements<'a> {
     /// Binds key, owner, ttl in ms, fence, metadata; the key was taken when its
     /// `LAST_INSERT_ID()` is the drawn fence.
     pub take: &'a str,
-    /// Binds key, owner; one row affected when released (on MariaDB it also returns the
-    /// row's waiters).
+    /// Binds key, owner; one row affected when released, or with
+    /// [`release_returns_row`](Self::release_returns_row) one row returned (its waiters).
     pub release: &'a str,
+    /// [`release`](Self::release) is a `DELETE … RETURNING` (MariaDB).
+    pub release_returns_row: bool,
 }
 
 server_store!(MySqlStore, crate::scheme::MYSQL {

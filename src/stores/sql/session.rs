@@ -288,7 +288,7 @@ impl<D: Dialect> SessionLocks<D> {
             let (gone, k, o) = (gone.clone(), k.clone(), o.clone());
             async move { gone.release(&k, &o).await }
         };
-        crate::stores::detach::acquire(request.key, &self.describe, statement, release).await?
+        crate::stores::detach::acquire(request.key, &self.describe, statement, release).await
     }
 
     async fn take(

@@ -53,7 +53,7 @@ macro_rules! server_store {
                     async move { gone.release(&k, &o).await }
                 };
                 $crate::stores::detach::acquire(request.key, &self.describe, statement, release)
-                    .await?
+                    .await
             }
 
             async fn take_over(

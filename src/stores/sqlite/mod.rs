@@ -385,8 +385,7 @@ impl Store for SqliteStore {
             let (gone, k, o) = (gone.clone(), k.clone(), o.clone());
             async move { gone.release(&k, &o).await }
         };
-        crate::stores::detach::acquire(request.key, &self.inner.describe, statement, release)
-            .await?
+        crate::stores::detach::acquire(request.key, &self.inner.describe, statement, release).await
     }
 
     async fn release(&self, key: &str, owner: &str) -> std::result::Result<bool, StoreError> {
