@@ -493,8 +493,9 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// lock held — whatever its request took is given back, in the background if need be —
     /// and that clean-up never releases a later holding of the key. The lock layer relies on
     /// it and calls this method directly. A store that answers without suspending has nothing
-    /// to clean up; one whose request must not be abandoned half-way (a SQL statement) runs
-    /// it in a task of its own and releases a lock taken for a caller that went away.
+    /// to clean up; one whose request must not be abandoned half-way (a SQL statement) hands
+    /// a request its caller dropped to a task of its own, which finishes it and releases a
+    /// lock it took.
     async fn try_acquire(&self, request: AcquireRequest<'_>) -> Result<Acquire, StoreError>;
 
     /// Releases `key` if `owner` holds a live lease on it. `Ok(false)` when it did not.

@@ -104,6 +104,32 @@ async fn waiter_is_woken_by_the_server(server: Server) {
     assert!(latencies[2] < Duration::from_millis(100), "{latencies:?}");
 }
 
+/// The waiters of one key in a process queue in the order they subscribed, and only the
+/// first polls (`ahead` is 0 for it alone): 256 tasks on one key do not flood the session
+/// connections with tries.
+async fn waiters_queue_in_order(server: Server) {
+    let locks = Locks::connect(&server.url).await.unwrap();
+    let key = random("queue-");
+    let store = locks.store();
+    let mut subs = Vec::new();
+    for _ in 0..3 {
+        subs.push(
+            store
+                .subscribe(&key)
+                .await
+                .unwrap()
+                .expect("a subscription"),
+        );
+    }
+    let ahead: Vec<usize> = subs.iter().map(|s| s.ahead()).collect();
+    assert_eq!(ahead, [0, 1, 2]);
+    subs.remove(0);
+    let ahead: Vec<usize> = subs.iter().map(|s| s.ahead()).collect();
+    assert_eq!(ahead, [0, 1], "the first gone, the next is first");
+    drop(subs);
+    locks.disconnect().await.unwrap();
+}
+
 #[cfg(feature = "postgres")]
 mod postgres {
     use super::*;
@@ -151,6 +177,12 @@ mod postgres {
     }
 
     #[tokio::test]
+    async fn postgres_waiters_queue_in_order() {
+        let table = random("cadenas_ss_");
+        with_table(waiters_queue_in_order(server(&table)), &table).await;
+    }
+
+    #[tokio::test]
     async fn lease_mode_options_are_refused_in_session_mode() {
         for option in ["unlogged=true", "synchronous_commit=off"] {
             let url = format!("{}?mode=session&{option}", base_url());
@@ -191,5 +223,10 @@ mod mysql {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn mariadb_waiter_is_woken_by_the_server() {
         waiter_is_woken_by_the_server(server()).await;
+    }
+
+    #[tokio::test]
+    async fn mariadb_waiters_queue_in_order() {
+        waiters_queue_in_order(server()).await;
     }
 }

@@ -100,8 +100,9 @@
 //!
 //! # Cancellation
 //!
-//! [`Store::try_acquire`] runs its request in a task of its own: if the caller's future is
-//! dropped before it returned, a lock the request took is released in the background,
+//! [`Store::try_acquire`] never abandons its request: if the caller's future is dropped
+//! before it returned, the request is finished in a task of its own and a lock it took is
+//! released in the background,
 //! conditioned on the request's attempt id, so a cancelled acquire never leaves a lock
 //! held and never releases a later holding. The attempt id also recognizes an SDK retry of
 //! an acquire whose first try had succeeded (its lease is reported as acquired).
@@ -276,8 +277,8 @@ impl Store for DynamoDbStore {
         Capabilities::ALL.exclusive_only()
     }
 
-    /// One conditional write, run in a task of its own: if the future is dropped, a lock it
-    /// took is released in the background (conditioned on its attempt id).
+    /// One conditional write: if the future is dropped, it is finished in a task of its own
+    /// and a lock it took is released in the background (conditioned on its attempt id).
     async fn try_acquire(
         &self,
         request: AcquireRequest<'_>,

@@ -21,8 +21,9 @@
 //! - **Waits.** A waiter's [`Subscription`] shares one waiting connection per key with the
 //!   process's other waiters of the key; it blocks in the server's own wait (`Dialect::wait`),
 //!   which holds the lock for no longer than the statement, and wakes one waiter, which then
-//!   tries. A waiting statement lasts at most a second, so a wait nobody wants any more ends
-//!   by itself.
+//!   tries. The waiters queue in the order they subscribed, and only the first polls when
+//!   its pause runs out (`wait.rs`). A waiting statement lasts at most a second, so a wait
+//!   nobody wants any more ends by itself.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -37,9 +38,11 @@ use tokio::time::Instant;
 
 use sqlx::Connection as _;
 
+mod wait;
+use wait::{wait_for, KeyWait, WaitShared, Waiter};
+
 use crate::store::{
-    Acquire, AcquireRequest, Holder, Lease, LockInfo, ReleaseWait, StoreError, StoreErrorKind,
-    Subscription,
+    Acquire, AcquireRequest, Holder, Lease, LockInfo, StoreError, StoreErrorKind, Subscription,
 };
 
 /// What a server does for session mode: its statements on one connection.
@@ -274,7 +277,8 @@ impl<D: Dialect> SessionLocks<D> {
         })
     }
 
-    /// Takes `key` without waiting, cancel safe: run to completion in a task of its own.
+    /// Takes `key` without waiting, cancel safe: a request its caller dropped is run to
+    /// completion in a task of its own (`stores::detach`).
     pub(crate) async fn try_acquire(
         &self,
         request: &AcquireRequest<'_>,
@@ -530,7 +534,7 @@ impl<D: Dialect> SessionLocks<D> {
         let mut waits = self.waits.lock().unwrap();
         waits.retain(|_, w| w.strong_count() > 0);
         if let Some(w) = waits.get(key).and_then(Weak::upgrade) {
-            return Subscription::new(Waiter(w));
+            return Subscription::new(Waiter::new(w));
         }
         let shared = Arc::new(WaitShared::default());
         let w = Arc::new(KeyWait {
@@ -539,7 +543,7 @@ impl<D: Dialect> SessionLocks<D> {
         waits.insert(key.to_owned(), Arc::downgrade(&w));
         let (me, key) = (self.me.clone(), key.to_owned());
         self.runtime.spawn(wait_for(me, key, shared));
-        Subscription::new(Waiter(w))
+        Subscription::new(Waiter::new(w))
     }
 
     /// Closes every connection: every lock held here is released by the server.
@@ -557,120 +561,5 @@ impl<D: Dialect> SessionLocks<D> {
                 let _ = sqlx::Connection::close(c).await;
             }
         }
-    }
-}
-
-/// What the waiters of one key share with the task waiting on the server for them.
-#[derive(Debug, Default)]
-struct WaitShared {
-    /// The task to one waiter: the key was free.
-    wake: Notify,
-    /// A waiter to the task: I am waiting (again), or gone.
-    want: Notify,
-    /// Waiters inside `released`.
-    wanting: AtomicUsize,
-    /// Every subscription is gone.
-    stopped: AtomicBool,
-}
-
-/// The waiters of one key in this process; the waiting task stops when the last goes.
-#[derive(Debug)]
-struct KeyWait {
-    shared: Arc<WaitShared>,
-}
-
-impl Drop for KeyWait {
-    fn drop(&mut self) {
-        self.shared.stopped.store(true, Ordering::SeqCst);
-        self.shared.want.notify_one();
-    }
-}
-
-/// One waiter's subscription.
-struct Waiter(Arc<KeyWait>);
-
-/// Counts a waiter inside `released` while it is there.
-struct Wanting<'a>(&'a AtomicUsize);
-
-impl Drop for Wanting<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
-#[async_trait]
-impl ReleaseWait for Waiter {
-    async fn released(&mut self) {
-        let s = &self.0.shared;
-        s.wanting.fetch_add(1, Ordering::SeqCst);
-        let _wanting = Wanting(&s.wanting);
-        s.want.notify_one();
-        s.wake.notified().await;
-    }
-
-    fn pass_on(&mut self) {
-        self.0.shared.wake.notify_one();
-    }
-}
-
-impl Drop for Waiter {
-    fn drop(&mut self) {
-        // Whoever was woken is done: the task may wait again for the others.
-        self.0.shared.want.notify_one();
-    }
-}
-
-/// The task waiting on the server for the waiters of `key`: while one wants, it blocks in
-/// the server's wait on a connection of its own, then wakes one waiter and gives it a moment
-/// to try before waiting again.
-async fn wait_for<D: Dialect>(me: Weak<SessionLocks<D>>, key: String, shared: Arc<WaitShared>) {
-    let mut conn: Option<(D::Conn, OwnedSemaphorePermit)> = None;
-    let mut backoff = Duration::from_millis(20);
-    loop {
-        if shared.stopped.load(Ordering::SeqCst) {
-            break;
-        }
-        if shared.wanting.load(Ordering::SeqCst) == 0 {
-            shared.want.notified().await;
-            continue;
-        }
-        let Some(store) = me.upgrade() else { break };
-        if conn.is_none() {
-            // Without a connection (none free, or the server is down) waiters poll.
-            let Ok(slot) = store.wait_slots.clone().acquire_owned().await else {
-                break;
-            };
-            match store.dialect.connect().await {
-                Ok((c, _)) => conn = Some((c, slot)),
-                Err(e) => {
-                    tracing::debug!(store = %store.describe, error = %e, "cadenas: no waiting connection; waiters poll");
-                    drop(store);
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(2));
-                    continue;
-                }
-            }
-        }
-        let c = &mut conn.as_mut().expect("connected").0;
-        let dialect = store.dialect.clone();
-        drop(store);
-        match dialect.wait(c, &key).await {
-            Ok(true) => {
-                backoff = Duration::from_millis(20);
-                shared.wake.notify_one();
-                // The woken waiter tries, then waits again or goes: either says so.
-                let _ =
-                    tokio::time::timeout(Duration::from_millis(200), shared.want.notified()).await;
-            }
-            Ok(false) => {}
-            Err(_) => {
-                conn = None;
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(2));
-            }
-        }
-    }
-    if let Some((c, _)) = conn {
-        let _ = sqlx::Connection::close(c).await;
     }
 }

@@ -29,9 +29,9 @@ macro_rules! server_store {
                 $scheme.kind
             }
 
-            /// One statement or transaction, run in a task of its own
-            /// (`stores::detach`) so that a cancelled caller never leaves a
-            /// lock held.
+            /// One statement or transaction, finished in a task of its own if
+            /// the caller goes away first (`stores::detach`), so that a cancelled
+            /// caller never leaves a lock held.
             async fn try_acquire(
                 &self,
                 request: $crate::store::AcquireRequest<'_>,

@@ -47,9 +47,10 @@
 //!
 //! # Cancellation
 //!
-//! [`Store::try_acquire`] runs its statement in a task of its own: if the caller's future is
-//! dropped before it returned, a lock the statement took is released in the background, so
-//! a cancelled acquire never leaves a lock held. Other operations, cancelled, may or may not have happened.
+//! [`Store::try_acquire`] never abandons its statement: if the caller's future is dropped
+//! before it returned, the statement is finished in a task of its own and a lock it took is
+//! released in the background, so a cancelled acquire never leaves a lock held. Other
+//! operations, cancelled, may or may not have happened.
 //!
 //! # Across processes
 //!
@@ -370,8 +371,8 @@ impl Store for SqliteStore {
         Capabilities::ALL.exclusive_only()
     }
 
-    /// One statement, run in a task of its own (`stores::detach`): if the
-    /// future is dropped, a lock the statement took is released in the background.
+    /// One statement (`stores::detach`): if the future is dropped, the statement is
+    /// finished in a task of its own and a lock it took is released in the background.
     async fn try_acquire(
         &self,
         request: AcquireRequest<'_>,
