@@ -7,7 +7,9 @@
 //! 2. contended: `--tasks` tasks on one key;
 //! 3. hand-off: one holder, one waiter blocked on the key; the time from the holder's release
 //!    to the waiter holding the lock. The waiter shares the holder's store connection, or
-//!    with `--handoff-across` has one of its own, as a waiter in another process would.
+//!    with `--handoff-across` has one of its own (a second store on the URL). On SQLite and
+//!    DynamoDB a process's stores share their release notification, so there it does not
+//!    show how a waiter in another process, which polls, fares.
 //!
 //! With `--held N`, N other locks are taken first and held through the three phases (how the
 //! store copes with many live locks), then released.

@@ -193,7 +193,8 @@ enum Command {
         #[arg(long, default_value_t = 0, value_name = "N")]
         held: usize,
         /// The hand-off waiter uses a store connection of its own, as a waiter in another
-        /// process would (stores shared between processes only)
+        /// process would (stores shared between processes only; SQLite and DynamoDB share
+        /// notification among a process's stores)
         #[arg(long)]
         handoff_across: bool,
         /// Worker threads of the async runtime (default: one per CPU; 1 = single-threaded)
