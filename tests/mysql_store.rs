@@ -318,13 +318,14 @@ async fn woken_across(holder: MySqlStore, other: MySqlStore, table: &str) {
     let slow_poll = cadenas::Retry::default()
         .delay(Duration::from_secs(300))
         .timeout(Duration::from_secs(300));
+    let admin = admin().await;
     for round in 0..4 {
         let held = holder.lock("k").acquire().await.unwrap();
         let lock = waiters.lock("k").with_retry(slow_poll.clone());
         let waiting = tokio::spawn(async move { lock.acquire().await });
         // The waiter's second try writes it into the row.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        while waiters_column(table).await.is_none() {
+        while waiters_column(&admin, table).await.is_none() {
             assert!(
                 tokio::time::Instant::now() < deadline,
                 "the waiter never wrote itself into the row"
@@ -348,16 +349,15 @@ async fn woken_across(holder: MySqlStore, other: MySqlStore, table: &str) {
     }
 }
 
-/// The `waiters` column of key `k` in `table`, if the row is there and has any.
-async fn waiters_column(table: &str) -> Option<String> {
-    let admin = admin().await;
+/// The `waiters` column of key `k` in `table`, read through `admin`, if the row is there
+/// and has any.
+async fn waiters_column(admin: &sqlx::MySqlPool, table: &str) -> Option<String> {
     let w: Option<Option<String>> = sqlx::query_scalar(&format!(
         "SELECT CAST(waiters AS CHAR) FROM `{table}` WHERE `key` = 'k'"
     ))
-    .fetch_optional(&admin)
+    .fetch_optional(admin)
     .await
     .unwrap();
-    admin.close().await;
     w.flatten()
 }
 
@@ -392,7 +392,25 @@ async fn a_release_wakes_only_a_store_that_waits() {
             .expect("the bystander's query was not interrupted");
         slept
     });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The release must come while the bystander sleeps, or a wrong KILL would go unseen.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let asleep: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE ID = ? AND INFO LIKE 'SELECT SLEEP%'",
+        )
+        .bind(id)
+        .fetch_one(&admin)
+        .await
+        .unwrap();
+        if asleep > 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the bystander never began its sleep"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     assert!(s.release("k", "o").await.unwrap());
     assert_eq!(
         sleeping.await.unwrap(),
