@@ -11,6 +11,12 @@
 //!    DynamoDB a process's stores share their release notification, so there it does not
 //!    show how a waiter in another process, which polls, fares.
 //!
+//! With `--permits N` every lock of the three phases is one permit of a semaphore of N (the
+//! hand-off waits for the last permit: the other N − 1 are held by other owners meanwhile);
+//! with `--shared` every lock is a reader of a read-write lock (in the hand-off a writer
+//! holds the key and the waiter is a reader). Without either, the locks are exclusive: on a
+//! store with read-write locks that is the writer's cycle.
+//!
 //! With `--held N`, N other locks are taken first and held through the three phases (how the
 //! store copes with many live locks), then released.
 //!
@@ -26,7 +32,7 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio::time::Instant;
 
-use cadenas::{Error, Locks, Retry};
+use cadenas::{Error, Lock, LockKind, Locks, Retry};
 
 /// What `cadenas bench` measured.
 #[derive(Debug, Clone, Serialize)]
@@ -41,6 +47,10 @@ pub struct BenchReport {
     pub tasks: usize,
     /// Distinct keys in the uncontended phase.
     pub keys: usize,
+    /// How the run's locks hold their keys: `exclusive`, `shared` or `permits`.
+    pub kind: &'static str,
+    /// The semaphore's permit count (`--permits`).
+    pub permits: Option<u32>,
     /// Other locks held during the three phases.
     pub held: usize,
     /// Seconds it took to take the `held` locks.
@@ -86,6 +96,8 @@ pub struct BenchOptions {
     pub held: usize,
     /// The hand-off waiter connects to the store on its own.
     pub handoff_across: bool,
+    /// How the measured locks hold their keys (`--permits`, `--shared`).
+    pub kind: LockKind,
 }
 
 impl BenchOptions {
@@ -98,6 +110,7 @@ impl BenchOptions {
             duration: Duration::from_secs(3),
             held: 0,
             handoff_across: false,
+            kind: LockKind::Exclusive,
         }
     }
 }
@@ -209,6 +222,11 @@ async fn measure(
         threads: tokio::runtime::Handle::current().metrics().num_workers(),
         tasks: opts.tasks,
         keys: opts.keys,
+        kind: opts.kind.name(),
+        permits: match opts.kind {
+            LockKind::Permits(n) => Some(n),
+            _ => None,
+        },
         held: opts.held,
         held_fill_secs,
         held_rss_bytes_per_lock,
@@ -237,6 +255,7 @@ async fn phases(
     let per_task = opts.keys.div_ceil(opts.tasks).max(1);
     let uncontended = cycles(
         locks,
+        opts.kind,
         opts.tasks,
         per_task,
         phase,
@@ -247,6 +266,7 @@ async fn phases(
     .await?;
     let contended = cycles(
         locks,
+        opts.kind,
         opts.tasks,
         1,
         phase,
@@ -256,7 +276,7 @@ async fn phases(
     )
     .await?;
     progress.show("hand-off");
-    let samples = handoff(locks, waiter, phase).await?;
+    let samples = handoff(locks, waiter, opts.kind, phase).await?;
     Ok((uncontended, contended, samples))
 }
 
@@ -334,8 +354,10 @@ async fn release_held(locks: &Locks, n: usize, progress: Progress) {
 
 /// Acquire+release cycles per second of `tasks` tasks for `time`, each task cycling over its
 /// keys `key(t, 0..per_task)`.
+#[allow(clippy::too_many_arguments)]
 async fn cycles(
     locks: &Locks,
+    kind: LockKind,
     tasks: usize,
     per_task: usize,
     time: Duration,
@@ -355,7 +377,7 @@ async fn cycles(
         handles.push(tokio::spawn(async move {
             let lock_handles: Vec<_> = keys
                 .iter()
-                .map(|k| locks.lock(k).with_retry(retry.clone()))
+                .map(|k| lock_of(&locks, k, kind).with_retry(retry.clone()))
                 .collect();
             let mut i = 0;
             while !stop.load(Ordering::Relaxed) {
@@ -395,17 +417,43 @@ async fn cycles(
     Ok(counted as f64 / elapsed)
 }
 
+/// `key` of `locks`, held as `kind`.
+fn lock_of(locks: &Locks, key: &str, kind: LockKind) -> Lock {
+    match kind {
+        LockKind::Exclusive => locks.lock(key),
+        LockKind::Shared => locks.read(key),
+        LockKind::Permits(n) => locks.semaphore(key, n),
+    }
+}
+
 /// Hand-off latencies in nanoseconds for `time`, from a holder on `locks` to a waiter on
-/// `waiter` (the same, or another connection to the store).
-async fn handoff(locks: &Locks, waiter: &Locks, time: Duration) -> Result<Vec<u64>, Error> {
+/// `waiter` (the same, or another connection to the store) that holds the key as `kind`.
+/// For a semaphore of N the other N − 1 permits are held meanwhile; for a reader the holder
+/// is a writer.
+async fn handoff(
+    locks: &Locks,
+    waiter: &Locks,
+    kind: LockKind,
+    time: Duration,
+) -> Result<Vec<u64>, Error> {
     let key = "handoff";
     // The waiter's poll delay is long, so a missed notification shows as a large sample.
-    let waiter_lock = waiter.lock(key).with_retry(
+    let waiter_lock = lock_of(waiter, key, kind).with_retry(
         Retry::default()
             .delay(Duration::from_millis(250))
             .timeout(Duration::from_secs(30)),
     );
-    let holder_lock = locks.lock(key);
+    let holder_lock = match kind {
+        LockKind::Shared => locks.lock(key),
+        _ => lock_of(locks, key, kind),
+    };
+    let mut others = Vec::new();
+    if let LockKind::Permits(n) = kind {
+        for _ in 1..n {
+            let other = lock_of(locks, key, kind).with_ttl(Some(Duration::from_secs(3600)));
+            others.push(other.try_acquire().await?);
+        }
+    }
     let mut samples = Vec::new();
     let until = Instant::now() + time;
     while Instant::now() < until || samples.len() < 5 {
@@ -428,6 +476,9 @@ async fn handoff(locks: &Locks, waiter: &Locks, time: Duration) -> Result<Vec<u6
         if samples.len() >= 100_000 {
             break;
         }
+    }
+    for g in others {
+        g.release().await?;
     }
     Ok(samples)
 }

@@ -197,6 +197,13 @@ enum Command {
         /// notification among a process's stores)
         #[arg(long)]
         handoff_across: bool,
+        /// Measure permits of a semaphore of N instead of exclusive locks
+        #[arg(long, value_name = "N", conflicts_with = "shared")]
+        permits: Option<u32>,
+        /// Measure readers of a read-write lock instead of exclusive locks (in the hand-off,
+        /// a writer holds the key and the waiter is a reader)
+        #[arg(long)]
+        shared: bool,
         /// Worker threads of the async runtime (default: one per CPU; 1 = single-threaded)
         #[arg(long, value_name = "N")]
         threads: Option<usize>,
@@ -313,6 +320,8 @@ async fn dispatch(cli: Cli) -> (Result<u8, Error>, u8) {
             duration,
             held,
             handoff_across,
+            permits,
+            shared,
             threads: _,
             json,
         } => {
@@ -324,6 +333,11 @@ async fn dispatch(cli: Cli) -> (Result<u8, Error>, u8) {
                     duration: cadenas::parse_duration("duration", &duration)?,
                     held,
                     handoff_across,
+                    kind: match (permits, shared) {
+                        (Some(n), _) => cadenas::LockKind::Permits(n),
+                        (None, true) => cadenas::LockKind::Shared,
+                        (None, false) => cadenas::LockKind::Exclusive,
+                    },
                 })
             };
             match opts() {
@@ -530,6 +544,10 @@ async fn bench_command(opts: &bench::BenchOptions, json: bool) -> Result<u8, Err
             "tasks            {}   keys {}   threads {}",
             r.tasks, r.keys, r.threads
         );
+        match r.permits {
+            Some(n) => println!("locks            permits of a semaphore of {n}"),
+            None => println!("locks            {}", r.kind),
+        }
         if r.held > 0 {
             print!(
                 "held             {} locks, taken in {:.1} s",

@@ -104,6 +104,32 @@ fn memory_store_with_held_locks_and_one_thread() {
     );
 }
 
+/// `--permits N` measures permits of a semaphore (a bad count is the library's error, so the
+/// flag reaches the locks), `--shared` readers; the report says which.
+#[test]
+fn permits_and_readers() {
+    let v = bench("memory:", &["--tasks", "4", "--permits", "3"]);
+    check_sane(&v, 4);
+    assert_eq!(
+        (v["kind"].as_str(), v["permits"].as_u64()),
+        (Some("permits"), Some(3)),
+        "{v}"
+    );
+    let v = bench("memory:", &["--shared"]);
+    check_sane(&v, 1);
+    assert_eq!(
+        (v["kind"].as_str(), v["permits"].as_u64()),
+        (Some("shared"), None),
+        "{v}"
+    );
+    let v = bench("memory:", &[]);
+    assert_eq!(v["kind"], "exclusive", "{v}");
+    let e = try_bench("memory:", &["--permits", "0"]).unwrap_err();
+    assert!(e.contains("0 permits") && e.contains("choose 1 to"), "{e}");
+    let e = try_bench("memory:", &["--permits", "2", "--shared"]).unwrap_err();
+    assert!(e.contains("--shared"), "{e}");
+}
+
 #[cfg(feature = "sqlite")]
 #[test]
 fn sqlite_store_leaves_no_lock() {
