@@ -265,3 +265,13 @@ fn semaphore_memory() {
 fn rwlock_memory() {
     kinds("memory", "rwlock");
 }
+
+#[test]
+fn semaphore_redis() {
+    kinds("redis", "semaphore");
+}
+
+#[test]
+fn rwlock_redis() {
+    kinds("redis", "rwlock");
+}
