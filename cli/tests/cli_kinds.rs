@@ -98,10 +98,20 @@ impl Env {
             .unwrap()
     }
 
-    /// Waits until the holder `name` runs its command; returns its fence.
-    fn running(&self, name: &str) -> u64 {
+    /// Waits until the holder `name` runs its command; returns its fence. Fails at once if
+    /// it exited instead.
+    fn running(&self, name: &str, child: &mut Child) -> u64 {
         let marker = self.path(name);
-        wait_until(&format!("holder {name} runs"), LIMIT, || marker.exists());
+        wait_until(&format!("holder {name} runs"), LIMIT, || {
+            if let Some(status) = child.try_wait().unwrap() {
+                let mut stderr = String::new();
+                if let Some(mut e) = child.stderr.take() {
+                    let _ = std::io::Read::read_to_string(&mut e, &mut stderr);
+                }
+                panic!("holder {name} exited ({status}) instead of running: {stderr}");
+            }
+            marker.exists()
+        });
         fence_in(&marker)
     }
 
@@ -151,9 +161,9 @@ fn owners(v: &Value) -> Vec<String> {
 /// gets a permit once one of them ends.
 fn two_permits_and_a_third_waits(env: &Env) {
     let flags = ["--permits", "2", "--ttl", "5s"];
-    let a = env.hold(&[&flags[..], &["--owner", "a"]].concat(), "sem", "a");
-    let b = env.hold(&[&flags[..], &["--owner", "b"]].concat(), "sem", "b");
-    let (fa, fb) = (env.running("a"), env.running("b"));
+    let mut a = env.hold(&[&flags[..], &["--owner", "a"]].concat(), "sem", "a");
+    let mut b = env.hold(&[&flags[..], &["--owner", "b"]].concat(), "sem", "b");
+    let (fa, fb) = (env.running("a", &mut a), env.running("b", &mut b));
     assert_ne!(fa, fb, "each permit has its own fence");
     let v = env.status("sem");
     assert_eq!(v["kind"], "permits", "{v}");
@@ -177,10 +187,10 @@ fn two_permits_and_a_third_waits(env: &Env) {
     );
 
     // A third that waits gets the permit `a` gives back, beside `b`.
-    let c = env.hold(&[&flags[..], &["--owner", "c"]].concat(), "sem", "c");
+    let mut c = env.hold(&[&flags[..], &["--owner", "c"]].concat(), "sem", "c");
     env.stop("a");
     finished(a);
-    let fc = env.running("c");
+    let fc = env.running("c", &mut c);
     assert!(fc > fa.max(fb), "fence {fc} after {fa} and {fb}");
     let mut held = owners(&env.status("sem"));
     held.sort();
@@ -195,9 +205,9 @@ fn two_permits_and_a_third_waits(env: &Env) {
 /// Two readers hold at once; a writer waits for both (and, once it waits, holds a new reader
 /// back), and gets the key after them: its command sees itself the only holder.
 fn readers_overlap_and_the_writer_follows(env: &Env) {
-    let r1 = env.hold(&["--shared", "--owner", "r1"], "rw", "r1");
-    let r2 = env.hold(&["--shared", "--owner", "r2"], "rw", "r2");
-    let (f1, f2) = (env.running("r1"), env.running("r2"));
+    let mut r1 = env.hold(&["--shared", "--owner", "r1"], "rw", "r1");
+    let mut r2 = env.hold(&["--shared", "--owner", "r2"], "rw", "r2");
+    let (f1, f2) = (env.running("r1", &mut r1), env.running("r2", &mut r2));
     // Both commands run now: the readers overlap.
     let v = env.status("rw");
     assert_eq!(v["kind"], "shared", "{v}");
