@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use cadenas::stores::sqlite::SqliteStore;
-use cadenas::{Acquire, AcquireRequest, Error, Holder, Lease, Store, StoreErrorKind};
+use cadenas::{Acquire, AcquireRequest, Error, Holder, Lease, LockKind, Store, StoreErrorKind};
 use futures_util::FutureExt;
 use tokio::time::{timeout, Instant};
 
@@ -372,4 +372,184 @@ async fn an_in_memory_store_outlives_its_pooled_connection() {
         .expect("the lock is still held");
     assert_eq!(info.owner, "a");
     assert!(store.release("k", "a").await.unwrap());
+}
+
+/// A shared or permit request on the bare store.
+fn group_request<'a>(
+    key: &'a str,
+    owner: &'a str,
+    kind: LockKind,
+    ttl: Duration,
+) -> AcquireRequest<'a> {
+    AcquireRequest::new(key, owner, Some(ttl)).with_kind(kind)
+}
+
+async fn joined(
+    store: &SqliteStore,
+    key: &str,
+    owner: &str,
+    kind: LockKind,
+    ttl: Duration,
+) -> Lease {
+    match store
+        .try_acquire(group_request(key, owner, kind, ttl))
+        .await
+        .unwrap()
+    {
+        Acquire::Acquired(lease) => lease,
+        Acquire::Held(h) => panic!("{owner} could not join {key}: held by {h:?}"),
+    }
+}
+
+/// The key's row as the table stores it: owner, kind, permits, whether it is live.
+async fn group_row(
+    pool: &sqlx::SqlitePool,
+    table: &str,
+    key: &str,
+) -> Option<(String, Option<String>, Option<i64>, bool)> {
+    let now = "CAST(ROUND((julianday('now') - 2440587.5) * 86400000.0) AS INTEGER)";
+    sqlx::query_as(&format!(
+        "SELECT owner, kind, permits, expiration IS NULL OR expiration > {now} FROM {table} WHERE key = ?"
+    ))
+    .bind(key)
+    .fetch_optional(pool)
+    .await
+    .unwrap()
+}
+
+/// A table made by an earlier cadenas (its five columns) gets the group columns; a group's
+/// row marks the key held for a Verrou-style upsert exactly while a holder lives; the expiry
+/// watcher reports an expired holder once; the last release removes the row and the holders.
+#[tokio::test]
+async fn groups_live_in_the_lock_table_and_its_holders_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let pool = raw_pool(dir.path()).await;
+    sqlx::query(
+        "CREATE TABLE older (key TEXT PRIMARY KEY NOT NULL, owner TEXT NOT NULL, \
+         expiration INTEGER NULL, fence INTEGER NULL, metadata TEXT NULL)",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let store = SqliteStore::connect(&format!("{}?table=older", url(dir.path())))
+        .await
+        .unwrap();
+    let sem = LockKind::Permits(2);
+    let a = joined(&store, "api", "a", sem, LONG).await;
+    let b = joined(&store, "api", "b", sem, Duration::from_millis(200)).await;
+    assert!(a.fence < b.fence, "{a:?} {b:?}");
+    assert_eq!(
+        group_row(&pool, "older", "api").await,
+        Some((String::new(), Some("permits".into()), Some(2), true))
+    );
+    let members: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM older_holders WHERE key = 'api'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(members, 2);
+    // Verrou's acquire: an upsert that takes only an expired row.
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let verrou = sqlx::query(
+        "INSERT INTO older (key, owner, expiration) VALUES ('api', 'v', ?1) \
+         ON CONFLICT(key) DO UPDATE SET owner = excluded.owner, expiration = excluded.expiration \
+         WHERE older.expiration IS NOT NULL AND older.expiration <= ?2",
+    )
+    .bind(now_ms + 60_000)
+    .bind(now_ms)
+    .execute(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        verrou.rows_affected(),
+        0,
+        "a Verrou process took a key held by permits"
+    );
+    // A mutex of the key is told who holds it, by name.
+    let h = held(&store, "api", "m").await;
+    assert!(matches!(h.owner.as_deref(), Some("a" | "b")), "{h:?}");
+    // b's lease ends: the watcher reports it once; a keeps its permit.
+    let reaped = eventually("b's permit expires and is reaped", || async {
+        let r = store.reap_expired("").await.unwrap();
+        (!r.is_empty()).then_some(r)
+    })
+    .await;
+    assert_eq!(reaped.len(), 1, "{reaped:?}");
+    assert_eq!((reaped[0].owner.as_str(), reaped[0].fence), ("b", b.fence));
+    assert!(store.reap_expired("").await.unwrap().is_empty());
+    let info = store.inspect("api").await.unwrap().unwrap();
+    assert_eq!(info.holders.len(), 1);
+    assert_eq!(info.owner, "a");
+    assert!(store.release("api", "a").await.unwrap());
+    assert_eq!(
+        group_row(&pool, "older", "api").await,
+        None,
+        "the last release removes the row"
+    );
+    let members: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM older_holders")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(members, 0);
+    // The key is a plain mutex again, with a fence above the permits'.
+    assert!(take(&store, "api", "m", Some(LONG)).await.fence > b.fence);
+}
+
+/// A waiting writer's marker holds other owners' readers back, outlives the last reader (the
+/// row stays, expired, for the writer's plain acquire) and is cleared by the writer's take:
+/// once that holding ends, readers get in at once.
+#[tokio::test]
+async fn a_waiting_writers_marker_lives_until_its_take() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    let pool = raw_pool(dir.path()).await;
+    let read = LockKind::Shared;
+    joined(&store, "cfg", "r1", read, LONG).await;
+    let writer = AcquireRequest::new("cfg", "w", Some(Duration::from_millis(300)))
+        .with_writer_waiting(Some(LONG));
+    assert!(matches!(
+        store.try_acquire(writer).await.unwrap(),
+        Acquire::Held(_)
+    ));
+    // Another reader waits for the writer; the writer's own reads do not.
+    match store
+        .try_acquire(group_request("cfg", "r2", read, LONG))
+        .await
+        .unwrap()
+    {
+        Acquire::Held(h) => assert_eq!(h.owner.as_deref(), Some("w")),
+        Acquire::Acquired(l) => panic!("a reader got in past a waiting writer: {l:?}"),
+    }
+    assert!(store.release("cfg", "r1").await.unwrap());
+    assert_eq!(
+        group_row(&pool, "cadenas_locks", "cfg").await,
+        Some((String::new(), Some("shared".into()), None, false)),
+        "the row stays, expired, with the marker"
+    );
+    assert!(
+        matches!(
+            store
+                .try_acquire(group_request("cfg", "r2", read, LONG))
+                .await
+                .unwrap(),
+            Acquire::Held(_)
+        ),
+        "readers still wait for the writer"
+    );
+    let w = take(&store, "cfg", "w", Some(Duration::from_millis(100))).await;
+    // The writer's lease ends without a release: its marker went with its take.
+    let r = eventually("the writer's lease ends and a reader gets in", || async {
+        match store
+            .try_acquire(group_request("cfg", "r2", read, LONG))
+            .await
+            .unwrap()
+        {
+            Acquire::Acquired(l) => Some(l),
+            Acquire::Held(_) => None,
+        }
+    })
+    .await;
+    assert!(r.fence > w.fence);
 }

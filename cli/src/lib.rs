@@ -10,23 +10,26 @@
 //! `75` not acquired in time (`--conflict-exit-code`), `76` lock lost while the command ran
 //! (it expired, was force-released, or another `--force` took it over); `2` too for
 //! `--force` on a store that cannot take a lock over in one atomic step (Redlock);
-//! otherwise `exec` exits with the command's status (128 + signal if it was killed).
+//! otherwise `exec` exits with the command's status (128 + signal if it was killed). `2`
+//! also for `--permits` or `--shared` on a store that holds no semaphores or read-write locks.
 
 #![forbid(unsafe_code)]
 
 pub mod bench;
 mod exec;
 mod force;
+mod hold;
 mod leader;
 mod output;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use cadenas::{Error, Locks, Retry};
+use hold::{prepare, HoldArgs};
+
+use cadenas::{Error, Locks};
 
 /// Exit code: not acquired in time.
 pub const EXIT_CONFLICT: u8 = 75;
@@ -46,7 +49,8 @@ pub const EXIT_USAGE: u8 = 2;
         The store is --store, else $CADENAS_STORE, else a SQLite file under \
         $XDG_STATE_HOME/cadenas (~/.local/state/cadenas).",
     after_help = "Exit codes: 0 ok, 1 failed / free / no leader, 2 usage (also --force on a store \
-        that cannot take a lock over in one step), 69 store unreachable, \
+        that cannot take a lock over in one step, --permits or --shared on a store without \
+        them), 69 store unreachable, \
         75 not acquired in time, 76 lock lost while CMD ran (expired, released or taken over)"
 )]
 struct Cli {
@@ -67,42 +71,10 @@ struct StoreArg {
     store: Option<String>,
 }
 
-/// How `exec` and `acquire` take the lock.
-#[derive(Debug, Args)]
-struct HoldArgs {
-    #[command(flatten)]
-    store: StoreArg,
-    /// Lease length (or `none`); `exec` renews it every third of it while CMD runs
-    #[arg(
-        long,
-        default_value = "30s",
-        value_name = "DUR|none",
-        allow_hyphen_values = true
-    )]
-    ttl: String,
-    /// How long to wait for the lock: `0` tries once; default: forever
-    #[arg(long, value_name = "DUR", allow_hyphen_values = true)]
-    wait: Option<String>,
-    /// Owner id to hold the lock as (default: a random id)
-    #[arg(long, value_name = "S")]
-    owner: Option<String>,
-    /// Metadata stored with the lock, shown by `status`
-    #[arg(long, value_name = "S")]
-    metadata: Option<String>,
-    /// Exit code when the lock is not acquired in time
-    #[arg(long, default_value_t = EXIT_CONFLICT, value_name = "N")]
-    conflict_exit_code: u8,
-    /// Take KEY even if it is held, in one atomic step: the holder loses it at its next
-    /// check (its `exec` exits 76) and the new holding has a higher fence; whom it displaced
-    /// goes to stderr. Exit 2 on a store that cannot do it in one step (redlock://)
-    #[arg(long, conflicts_with = "wait")]
-    force: bool,
-}
-
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Hold KEY while CMD runs; extend it automatically; release when CMD ends (--force:
-    /// take KEY over even if held)
+    /// Hold KEY while CMD runs; extend it automatically; release when CMD ends (--permits N:
+    /// one of N permits; --shared: as a reader; --force: take KEY over even if held)
     Exec {
         #[command(flatten)]
         hold: HoldArgs,
@@ -119,24 +91,26 @@ enum Command {
         #[arg(last = true, required = true, value_name = "CMD")]
         command: Vec<String>,
     },
-    /// Take KEY and print a token for `release` and `extend` (--force: even if held)
+    /// Take KEY and print a token for `release` and `extend` (--permits N: one of N permits;
+    /// --shared: as a reader; --force: even if held)
     Acquire {
         #[command(flatten)]
         hold: HoldArgs,
         /// The lock's name
         key: String,
     },
-    /// Release the lock a token holds (or, with --force, KEY whoever holds it)
+    /// Release the holding a token holds (or, with --force, KEY whoever holds it: every
+    /// reader and every permit too)
     Release {
         #[command(flatten)]
         store: StoreArg,
-        /// Remove the lock whoever holds it; the argument is then a KEY
+        /// Remove the lock whoever holds it (all its holders); the argument is then a KEY
         #[arg(long)]
         force: bool,
         /// The token printed by `acquire` (or the KEY with --force)
         token: String,
     },
-    /// Renew the lease of the lock a token holds
+    /// Renew the lease of the holding a token holds (a permit or reader: that holder's own)
     Extend {
         #[command(flatten)]
         store: StoreArg,
@@ -146,7 +120,7 @@ enum Command {
         /// The token printed by `acquire`
         token: String,
     },
-    /// Show who holds KEY; exit 0 if locked, 1 if free
+    /// Show who holds KEY (every reader or permit holder); exit 0 if locked, 1 if free
     Status {
         #[command(flatten)]
         store: StoreArg,
@@ -211,7 +185,7 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// List held locks whose key starts with PREFIX
+    /// List held locks whose key starts with PREFIX, with every holder
     List {
         #[command(flatten)]
         store: StoreArg,
@@ -464,41 +438,6 @@ pub fn default_store_url() -> Result<String, Error> {
 
 async fn open(store: StoreArg) -> Result<Locks, Error> {
     Locks::connect(&store_url(store)?).await
-}
-
-/// `--wait`: absent = forever, `0` = once, else a duration.
-fn retry_for(wait: Option<&str>) -> Result<Retry, Error> {
-    let retry = Retry::default().delay(Duration::from_millis(100));
-    match wait.map(str::trim) {
-        None | Some("forever") => Ok(retry),
-        Some("0") | Some("0s") | Some("0ms") => Ok(Retry::once()),
-        Some(d) => Ok(retry.timeout(cadenas::parse_duration("wait", d)?)),
-    }
-}
-
-fn build_lock(
-    locks: &Locks,
-    key: &str,
-    ttl: &str,
-    owner: Option<String>,
-    metadata: Option<String>,
-) -> Result<cadenas::Lock, Error> {
-    let mut lock = locks.lock(key).with_ttl(cadenas::parse_ttl(ttl)?);
-    if let Some(o) = owner {
-        lock = lock.with_owner(o);
-    }
-    if let Some(m) = metadata {
-        lock = lock.with_metadata(m);
-    }
-    Ok(lock)
-}
-
-/// Opens the store and makes the lock and retry policy that `exec` and `acquire` share.
-async fn prepare(hold: HoldArgs, key: &str) -> Result<(cadenas::Lock, Retry), Error> {
-    let retry = retry_for(hold.wait.as_deref())?;
-    let locks = open(hold.store).await?;
-    let lock = build_lock(&locks, key, &hold.ttl, hold.owner, hold.metadata)?;
-    Ok((lock, retry))
 }
 
 async fn acquire(hold: HoldArgs, key: &str) -> Result<u8, Error> {

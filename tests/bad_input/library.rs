@@ -442,11 +442,31 @@ pub fn cases() -> Vec<Case> {
             },
         ),
         case(
-            "semaphore on a store without semaphores (Redis)",
+            "semaphore on a store without semaphores (Redlock)",
             Unsupported,
             &["semaphores", "k-sem"],
             Free(Redis, "k-sem"),
-            |c| async move { api(c.redis.semaphore("k-sem", 2).try_acquire().await) },
+            |c| async move {
+                // A Redlock of one node: the Redis of the table, in its namespace.
+                let node = redis_base().replacen("redis://", "redlock://", 1);
+                let url = with_query(&node, &format!("namespace={}", c.redis_ns));
+                let redlock = Locks::connect(&url).await.unwrap();
+                api(redlock.semaphore("k-sem", 2).try_acquire().await)
+            },
+        ),
+        case(
+            "Redis semaphore asked with 5 permits while its holders use 3",
+            Invalid("permits"),
+            &["k-sem5", "3 permits", "asks for 5", "redis://"],
+            Free(Redis, "k-sem5"),
+            |c| async move {
+                let held = c.redis.semaphore("k-sem5", 3).try_acquire().await.unwrap();
+                let got = c.redis.semaphore("k-sem5", 5).try_acquire().await;
+                let holders = c.redis.lock("k-sem5").holders().await.unwrap();
+                assert_eq!(holders.len(), 1, "the 3-permit holder still holds, alone");
+                held.release().await.unwrap();
+                api(got)
+            },
         ),
     ]
 }

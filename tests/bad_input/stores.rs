@@ -390,5 +390,33 @@ pub fn cases() -> Vec<Case> {
                 api(c.redis.lock("k-hash").inspect().await)
             },
         ),
+        case(
+            "a Redis sorted set under the lock key (reader)",
+            Store(StoreErrorKind::Rejected),
+            &["k-zset", "zset"],
+            Nothing,
+            |c| async move {
+                let mut con = c.raw().await;
+                let key = format!("{}:k-zset", c.redis_ns);
+                let _: () = redis::cmd("ZADD")
+                    .arg(&key)
+                    .arg(1)
+                    .arg("m")
+                    .query_async(&mut con)
+                    .await
+                    .unwrap();
+                // Not a group of readers (it has no group record): someone else's data.
+                let r = c.redis.read("k-zset").try_acquire().await;
+                let members: Vec<String> = redis::cmd("ZRANGE")
+                    .arg(&key)
+                    .arg(0)
+                    .arg(-1)
+                    .query_async(&mut con)
+                    .await
+                    .unwrap();
+                assert_eq!(members, ["m"], "the sorted set under {key} was touched");
+                api(r)
+            },
+        ),
     ]
 }

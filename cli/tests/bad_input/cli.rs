@@ -261,5 +261,85 @@ pub fn cases() -> Vec<Case> {
                     .await
             },
         ),
+        // ---- --permits and --shared ----
+        case(
+            "cadenas: --permits 0",
+            Exit(2),
+            &["--permits", "'0'", "1 to 10000"],
+            Free(Sqlite, "k-cli"),
+            |c| async move { c.cli(&["acquire", "--permits", "0", "k-cli"]).await },
+        ),
+        case(
+            "cadenas: --permits 10001 (over the most, 10000)",
+            Exit(2),
+            &["'10001'", "1 to 10000"],
+            Free(Sqlite, "k-cli"),
+            |c| async move {
+                c.cli(&["exec", "--permits", "10001", "k-cli", "--", "true"])
+                    .await
+            },
+        ),
+        case(
+            "cadenas: --permits with --shared",
+            Exit(2),
+            &["--permits", "--shared"],
+            Free(Sqlite, "k-cli"),
+            |c| async move {
+                c.cli(&["acquire", "--permits", "2", "--shared", "k-cli"])
+                    .await
+            },
+        ),
+        case(
+            "cadenas: --force with --shared",
+            Exit(2),
+            &["--force", "--shared"],
+            Held(Sqlite, "k-cli5"),
+            |c| async move {
+                hold(&c, Sqlite, "k-cli5").await;
+                c.cli(&["acquire", "--force", "--shared", "k-cli5"]).await
+            },
+        ),
+        case(
+            "cadenas: --force with --permits",
+            Exit(2),
+            &["--force", "--permits"],
+            Held(Sqlite, "k-cli5"),
+            |c| async move {
+                hold(&c, Sqlite, "k-cli5").await;
+                c.cli(&["exec", "--force", "--permits", "3", "k-cli5", "--", "true"])
+                    .await
+            },
+        ),
+        case(
+            "cadenas: --shared on a store without read-write locks (PostgreSQL session mode)",
+            Exit(2),
+            &["read-write locks", "k-cli6", "--shared needs a store"],
+            Nothing,
+            |c| async move {
+                let url = with_query(&postgres_base(), "mode=session");
+                c.cli(&["acquire", "--store", &url, "--shared", "k-cli6"])
+                    .await
+            },
+        ),
+        case(
+            "cadenas: --permits on a store without semaphores (PostgreSQL session mode)",
+            Exit(2),
+            &["semaphores", "k-cli6", "--permits needs a store"],
+            Nothing,
+            |c| async move {
+                let url = with_query(&postgres_base(), "mode=session");
+                c.cli(&[
+                    "exec",
+                    "--store",
+                    &url,
+                    "--permits",
+                    "2",
+                    "k-cli6",
+                    "--",
+                    "true",
+                ])
+                .await
+            },
+        ),
     ]
 }

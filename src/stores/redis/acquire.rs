@@ -31,9 +31,9 @@ use std::sync::atomic::Ordering;
 use redis::{FromRedisValue, RedisResult, Value};
 
 use super::cancel::InFlight;
-use super::conn::{bad_reply, op_error, wrong_type};
+use super::conn::{bad_reply, op_error};
 use super::{check_type, int, keys, opt_fence, opt_string, remaining, scripts, ttl_ms, RedisStore};
-use crate::store::{Acquire, AcquireRequest, Holder, Lease, StoreError};
+use crate::store::{Acquire, AcquireRequest, Holder, Lease, LockKind, StoreError};
 
 /// Fences below this (10^15, a time in microseconds in 2001) come from a counter that was
 /// created without the time start: the holder moves the counter up to the server's time
@@ -63,11 +63,30 @@ impl RedisStore {
     /// [`Store::try_acquire`](crate::Store::try_acquire): the native path unless the
     /// request has metadata or asks to be recorded, the store writes records or takes its
     /// fences from the server's time (Sentinel), or the server lacks `SET NX GET`.
+    /// Readers and permit holders take the group script ([`super::group`]).
     pub(super) async fn acquire(&self, request: AcquireRequest<'_>) -> Result<Acquire, StoreError> {
+        let mut answer = self.acquire_once(&request).await;
+        if matches!(&answer, Ok(Acquire::Held(h)) if h.owner.is_none()) {
+            // The group that held the key lost its last holder between two steps: free now.
+            answer = self.acquire_once(&request).await;
+        }
+        if matches!(answer, Ok(Acquire::Acquired(_)))
+            && request.writer_waiting.is_some()
+            && request.kind == LockKind::Exclusive
+        {
+            self.writer_took(request.key, request.owner).await;
+        }
+        answer
+    }
+
+    async fn acquire_once(&self, request: &AcquireRequest<'_>) -> Result<Acquire, StoreError> {
+        let request = *request;
         let attempt = attempt_id();
         let value = holding_value(request.owner, &attempt);
         let mut in_flight = InFlight::new(self, request.key, &value);
-        let answer = if request.metadata.is_none()
+        let answer = if request.kind != LockKind::Exclusive {
+            self.acquire_group(&request, &attempt).await
+        } else if request.metadata.is_none()
             && !request.recorded
             && !self.records
             && self.native.load(Ordering::Relaxed)
@@ -132,15 +151,8 @@ impl RedisStore {
         let time = replies.next();
         match set {
             Err(e) if refuses_nx_get(&e) => Err(Native::Unsupported),
-            Err(e) if e.code() == Some("WRONGTYPE") => {
-                // Someone else's data: name its type (the rare path pays for it).
-                let found: String = redis::cmd("TYPE")
-                    .arg(key)
-                    .query_async(&mut self.conn())
-                    .await
-                    .unwrap_or_else(|_| "value of another type".into());
-                Err(wrong_type(key, &found).into())
-            }
+            // Readers or permit holders (or someone else's data): the rare path asks who.
+            Err(e) if e.code() == Some("WRONGTYPE") => Ok(self.group_held(request).await?),
             Err(e) => Err(op_error(Some(key), e).into()),
             Ok(Value::Nil) => {
                 let fence = match fence {
@@ -235,6 +247,11 @@ impl RedisStore {
             .invoke_async::<Vec<Value>>(&mut self.conn())
             .await
             .map_err(|e| op_error(Some(key), e))?;
+        if reply.first().map(|v| int(key, v)).transpose()? == Some(-1)
+            && opt_string(key, reply.get(1))?.as_deref() == Some("zset")
+        {
+            return self.group_held(request).await;
+        }
         check_type(key, &reply)?;
         match reply.first().map(|v| int(key, v)).transpose()? {
             Some(1) => Ok(Acquire::Acquired(Lease {

@@ -64,7 +64,10 @@ async fn release_attempt(
 ) {
     {
         let mut script = scripts::RELEASE_ATTEMPT.key(key);
-        script.key(keys::state_key(key)).arg(value);
+        script
+            .key(keys::state_key(key))
+            .key(keys::group_key(key))
+            .arg(value);
         if let Some(channel) = keys::release_channel_arg(key) {
             script.arg(channel);
         }

@@ -390,7 +390,7 @@ pub(super) fn wrong_type(key: &str, found: &str) -> StoreError {
     StoreError::new(
         StoreErrorKind::Rejected,
         format!(
-            "the Redis key '{key}' holds a {found}, not a lock (a string); it is someone else's data and was left untouched: choose another key or namespace"
+            "the Redis key '{key}' holds a {found}, not a lock (a string, or a sorted set of readers or permit holders beside its group record); it is someone else's data and was left untouched: choose another key or namespace"
         ),
     )
 }

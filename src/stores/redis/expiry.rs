@@ -24,9 +24,12 @@ use futures_util::StreamExt;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use super::conn::{op_error, Conn, Target};
-use super::{keys, scan};
-use crate::store::{StoreError, StoreErrorKind};
+use redis::Value;
+
+use super::conn::{bad_reply, op_error, Conn, Target};
+use super::reply::{opt_fence, opt_string};
+use super::{keys, scan, scripts, RedisStore};
+use crate::store::{LockInfo, StoreError, StoreErrorKind};
 
 /// Keys kept between two sweeps at most; the oldest are dropped beyond (and found again by
 /// the next catch-up scan, which a drop triggers).
@@ -257,4 +260,60 @@ pub(super) async fn scan_records(conn: &Conn, prefix: &str) -> Result<Vec<String
         }
     }
     Ok(found)
+}
+
+impl RedisStore {
+    /// [`Store::reap_expired`](crate::Store::reap_expired): claims the records of expired
+    /// holdings under `prefix`: those whose `expired` events arrived since the last sweep,
+    /// and on a first sweep (or after the event connection dropped) those a `SCAN` finds.
+    /// The holders of groups (readers, permits) leave no such record and are not reported.
+    pub(super) async fn reap(&self, prefix: &str) -> Result<Vec<LockInfo>, StoreError> {
+        if !self.records {
+            return Err(StoreError::new(
+                crate::StoreErrorKind::Unsupported,
+                format!(
+                    "{}: the expiry watcher reads the records of holdings, which this store does not write; open it (and every client of these keys) with records=true in the URL",
+                    self.describe
+                ),
+            ));
+        }
+        let feed = self
+            .expiry
+            .get_or_try_init(|| async { ExpiryFeed::start(self.event_nodes().await?).await })
+            .await?;
+        let generation = feed.generation();
+        let mut candidates = feed.take(prefix);
+        let scanned = self.scanned_at(prefix);
+        if scanned != Some(generation) {
+            candidates.extend(scan_records(&self.conn, prefix).await?);
+            self.scanned
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(prefix.to_owned(), generation);
+        }
+        candidates.sort();
+        candidates.dedup();
+        let mut out = Vec::new();
+        for key in candidates {
+            let reply: Vec<Value> = scripts::CLAIM_EXPIRED
+                .key(&key)
+                .key(keys::state_key(&key))
+                .key(keys::expired_key(&key))
+                .invoke_async(&mut self.conn())
+                .await
+                .map_err(|e| op_error(Some(&key), e))?;
+            for record in reply.chunks(3) {
+                let owner =
+                    opt_string(&key, record.first())?.ok_or_else(|| bad_reply(&key, "no owner"))?;
+                out.push(LockInfo::new(
+                    key.as_str(),
+                    owner,
+                    Some(Duration::ZERO),
+                    opt_fence(&key, record.get(1))?,
+                    opt_string(&key, record.get(2))?,
+                ));
+            }
+        }
+        Ok(out)
+    }
 }

@@ -3,7 +3,8 @@
 //! The lock key itself is exactly the key the lock layer gives us (Verrou's layout). Derived
 //! names start with [`DERIVED_PREFIX`] so that one ACL pattern (`~__cadenas:*`) covers them,
 //! `list("app:")` never meets them, and they can never be confused with a lock key of the
-//! same shape. After the prefix and the kind (`fence`, `state`, `released`) comes one of three
+//! same shape. After the prefix and the kind (`fence`, `state`, `expired`, `group`, `writer`,
+//! `released`) comes one of three
 //! forms, chosen so that the derived name hashes to the lock key's slot:
 //!
 //! | lock key | derived name | why |
@@ -32,6 +33,19 @@ pub fn fence_key(key: &str) -> String {
 /// the lock).
 pub fn state_key(key: &str) -> String {
     derived(key, "state")
+}
+
+/// The group record of `key` while readers or permit holders hold it (a hash: the kind,
+/// the permit count, and each holder's fence, attempt id and metadata; expires with the
+/// lock key's sorted set of holders). See "Groups" in the [Redis store's docs](super).
+pub fn group_key(key: &str) -> String {
+    derived(key, "group")
+}
+
+/// The writer-waiting marker of `key`: a string holding the waiting writer's owner, expiring
+/// with the marker's lease. While it lives, other owners' readers find the key held.
+pub fn writer_key(key: &str) -> String {
+    derived(key, "writer")
 }
 
 /// The pub/sub channel on which releases of `key` are announced.
@@ -211,7 +225,13 @@ mod tests {
             "glob*?[x]\\",
         ];
         for key in keys {
-            for name in [fence_key(key), state_key(key), release_channel(key)] {
+            for name in [
+                fence_key(key),
+                state_key(key),
+                group_key(key),
+                writer_key(key),
+                release_channel(key),
+            ] {
                 assert_eq!(
                     slot(name.as_bytes()),
                     slot(key.as_bytes()),

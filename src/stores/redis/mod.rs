@@ -134,6 +134,8 @@ mod acquire;
 mod cancel;
 mod conn;
 mod expiry;
+mod group;
+mod group_scripts;
 pub mod keys;
 mod pubsub;
 mod release;
@@ -198,6 +200,9 @@ pub struct RedisStore {
     fence_recorded_later: bool,
     /// The server takes `SET … NX GET` (Redis ≥ 7.0): the native acquire path.
     native: std::sync::atomic::AtomicBool,
+    /// `key NUL owner` of the writer-waiting markers this store recorded for waiting
+    /// writers: the writer clears its marker once it takes the key ([`group`]).
+    markers: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 /// How long the record of a holding (its state hash: owner, fence, metadata) outlives a lock
@@ -284,6 +289,7 @@ impl RedisStore {
             time_fences,
             fence_recorded_later: false,
             native: true.into(),
+            markers: Default::default(),
         })
     }
 
@@ -323,6 +329,7 @@ impl RedisStore {
             time_fences: fences,
             fence_recorded_later: fences,
             native: true.into(),
+            markers: Default::default(),
         })
     }
 
@@ -368,12 +375,15 @@ impl RedisStore {
         let reply: Vec<Value> = scripts::INSPECT
             .key(key)
             .key(keys::state_key(key))
+            .key(keys::group_key(key))
             .invoke_async(&mut self.conn())
             .await
             .map_err(|e| op_error(Some(key), e))?;
         check_type(key, &reply)?;
-        if reply.first().map(|v| int(key, v)).transpose()? != Some(1) {
-            return Ok(None);
+        match reply.first().map(|v| int(key, v)).transpose()? {
+            Some(1) => {}
+            Some(2) => return group::group_info(key, &reply),
+            _ => return Ok(None),
         }
         let owner = opt_string(key, reply.get(1))?.ok_or_else(|| bad_reply(key, "no owner"))?;
         let pttl = reply.get(2).map(|v| int(key, v)).transpose()?.unwrap_or(-1);
@@ -402,12 +412,13 @@ impl Store for RedisStore {
     }
 
     /// Everything with `records=true`; without, no fences in inspect, list or a take-over's
-    /// displaced holder, and no expiry watcher (they read the holding's record).
+    /// displaced holder, and no expiry watcher (they read the holding's record). Semaphores
+    /// and read-write locks on every kind of deployment (single node, Cluster, Sentinel).
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             inspect_fence: self.records,
             expiry_watch: self.records,
-            ..Capabilities::ALL.exclusive_only()
+            ..Capabilities::ALL
         }
     }
 
@@ -436,6 +447,7 @@ impl Store for RedisStore {
         let reply: Vec<Value> = scripts::EXTEND
             .key(key)
             .key(keys::state_key(key))
+            .key(keys::group_key(key))
             .arg(owner)
             .arg(ttl_ms(ttl))
             .invoke_async(&mut self.conn())
@@ -460,6 +472,7 @@ impl Store for RedisStore {
         let status: i64 = scripts::SET_METADATA
             .key(key)
             .key(keys::state_key(key))
+            .key(keys::group_key(key))
             .arg(owner)
             .arg(u8::from(metadata.is_some()))
             .arg(metadata.unwrap_or_default())
@@ -476,6 +489,7 @@ impl Store for RedisStore {
         let status: i64 = scripts::FORCE_RELEASE
             .key(key)
             .key(keys::state_key(key))
+            .key(keys::group_key(key))
             .arg(keys::release_channel(key))
             .arg(key)
             .invoke_async(&mut self.conn())
@@ -515,55 +529,7 @@ impl Store for RedisStore {
     /// arrived since the last sweep, and on a first sweep (or after the event connection
     /// dropped) those a `SCAN` finds.
     async fn reap_expired(&self, prefix: &str) -> Result<Vec<LockInfo>, StoreError> {
-        if !self.records {
-            return Err(StoreError::new(
-                crate::StoreErrorKind::Unsupported,
-                format!(
-                    "{}: the expiry watcher reads the records of holdings, which this store does not write; open it (and every client of these keys) with records=true in the URL",
-                    self.describe
-                ),
-            ));
-        }
-        let feed = self
-            .expiry
-            .get_or_try_init(|| async {
-                expiry::ExpiryFeed::start(self.event_nodes().await?).await
-            })
-            .await?;
-        let generation = feed.generation();
-        let mut candidates = feed.take(prefix);
-        let scanned = self.scanned_at(prefix);
-        if scanned != Some(generation) {
-            candidates.extend(expiry::scan_records(&self.conn, prefix).await?);
-            self.scanned
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(prefix.to_owned(), generation);
-        }
-        candidates.sort();
-        candidates.dedup();
-        let mut out = Vec::new();
-        for key in candidates {
-            let reply: Vec<Value> = scripts::CLAIM_EXPIRED
-                .key(&key)
-                .key(keys::state_key(&key))
-                .key(keys::expired_key(&key))
-                .invoke_async(&mut self.conn())
-                .await
-                .map_err(|e| op_error(Some(&key), e))?;
-            for record in reply.chunks(3) {
-                let owner =
-                    opt_string(&key, record.first())?.ok_or_else(|| bad_reply(&key, "no owner"))?;
-                out.push(LockInfo::new(
-                    key.as_str(),
-                    owner,
-                    Some(Duration::ZERO),
-                    opt_fence(&key, record.get(1))?,
-                    opt_string(&key, record.get(2))?,
-                ));
-            }
-        }
-        Ok(out)
+        self.reap(prefix).await
     }
 
     async fn subscribe(&self, key: &str) -> Result<Option<Subscription>, StoreError> {

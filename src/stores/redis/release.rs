@@ -51,14 +51,15 @@ impl RedisStore {
         } else if let Some(channel) = keys::release_channel_arg(key) {
             script.arg(channel);
         }
-        let status: i64 =
-            script
-                .invoke_async(&mut self.conn())
-                .await
-                .map_err(|e| match e.code() {
-                    Some("WRONGTYPE") => wrong_type(key, "non-string"),
-                    _ => op_error(Some(key), e),
-                })?;
+        let status: i64 = match script.invoke_async(&mut self.conn()).await {
+            Ok(status) => status,
+            // Readers or permit holders hold the key (or someone else's data is there).
+            Err(e) if e.code() == Some("WRONGTYPE") && raise_to.is_none() => {
+                return self.group_release(key, owner).await
+            }
+            Err(e) if e.code() == Some("WRONGTYPE") => return Err(wrong_type(key, "non-string")),
+            Err(e) => return Err(op_error(Some(key), e)),
+        };
         if status == 1 {
             // Waiters in this process need not wait for the message to come back.
             self.notifier.notify(key);

@@ -14,11 +14,14 @@ use crate::store::StoreError;
 /// enough not to block the server noticeably.
 const SCAN_COUNT: u32 = 1000;
 
-/// The string keys that start with `prefix`, derived keys left out, in no particular order.
+/// The string keys (exclusive holdings) and sorted sets (groups of readers or permit
+/// holders, or someone else's data, which `inspect` tells apart) that start with `prefix`,
+/// derived keys left out, sorted.
 pub(super) async fn lock_keys(conn: &Conn, prefix: &str) -> Result<Vec<String>, StoreError> {
     let pattern = keys::match_pattern(prefix);
-    let mut found: Vec<String> = scan_all(conn, &pattern, "string")
-        .await?
+    let mut names = scan_all(conn, &pattern, "string").await?;
+    names.extend(scan_all(conn, &pattern, "zset").await?);
+    let mut found: Vec<String> = names
         .into_iter()
         .filter(|name| !keys::is_derived(name))
         // Lock keys are UTF-8; anything else is not ours to list.

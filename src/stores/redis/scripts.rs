@@ -53,11 +53,7 @@ end
 if not taken then
   local t = redis.call('TYPE', KEYS[1]).ok
   if t ~= 'string' then return {-1, t} end
-  local v = redis.call('GET', KEYS[1])
-  if string.find(v, '\0', 1, true) and string.byte(v, -1) ~= 1 then
-    redis.call('SET', KEYS[1], v .. '\1', 'KEEPTTL')
-  end
-  return {0, owner_of(v), redis.call('PTTL', KEYS[1])}
+  return held_string(KEYS[1])
 end
 local fence = redis.pcall('INCR', KEYS[3])
 if type(fence) == 'table' then
@@ -117,8 +113,11 @@ return string.format('%d', n)
     )
 });
 
-/// `ARGV` and `KEYS` as [`ACQUIRE`]. Always writes the record (a take-over is rare). Takes the key whatever its state (a string held by
-/// anyone, or none). Answers `{1, fence, displaced owner or nil, displaced fence or nil}` or
+/// `ARGV` and `KEYS` as [`ACQUIRE`], and `KEYS[5]` the group record, `KEYS[6]` the
+/// writer-waiting marker. Always writes the record (a take-over is rare). Takes the key
+/// whatever its state (a string held by anyone, a group — every holder goes, the one with
+/// the lowest fence is reported displaced —, or none); a writer-waiting marker of the new
+/// holder goes. Answers `{1, fence, displaced owner or nil, displaced fence or nil}` or
 /// `{-1, type}`. A live holding is displaced, not expired: its state hash is deleted, so the
 /// expiry watcher never reports it; a holding that had already expired (its key gone, its
 /// state still there) goes to the expired-holding record as in [`ACQUIRE`]. A counter that
@@ -127,8 +126,22 @@ pub static TAKE_OVER: LazyLock<Script> = LazyLock::new(|| {
     script(
         r#"
 local t = redis.call('TYPE', KEYS[1]).ok
-if t ~= 'none' and t ~= 'string' then return {-1, t} end
+local group = group_kind(t, KEYS[5])
+if t ~= 'none' and t ~= 'string' and not group then return {-1, t} end
 local old_owner, old_fence, value = false, false, ARGV[1]
+if group then
+  -- A group: its live holder with the lowest fence is the one displaced.
+  local hs = group_holders(KEYS[1], KEYS[5], clock_ms())
+  for i = 1, #hs, 4 do
+    if hs[i + 2] and (not old_fence or tonumber(hs[i + 2]) < tonumber(old_fence)) then
+      old_owner, old_fence = hs[i], hs[i + 2]
+    end
+  end
+  redis.call('DEL', KEYS[1], KEYS[5])
+  -- Its waiters wait on, for the new holding: its release announces itself.
+  value = value .. '\1'
+end
+if redis.call('GET', KEYS[6]) == ARGV[6] then redis.call('DEL', KEYS[6]) end
 if t == 'string' then
   local v = redis.call('GET', KEYS[1])
   -- Waiters marked the displaced holding: they wait on, for the new one.
@@ -214,14 +227,25 @@ end
 return 1
 "#;
 
-/// `ARGV`: value (owner, NUL, attempt id), and the channel as in [`RELEASE`]. Releases the
-/// lock only if it is still the holding that acquire request took (the clean-up of a
-/// cancelled acquire, which must never release another holding of the same owner, earlier
-/// or later). Answers `1` released, `0` otherwise.
+/// `KEYS[3]`: the group record. `ARGV`: value (owner, NUL, attempt id), and the channel as
+/// in [`RELEASE`]. Releases the lock only if it is still the holding that acquire request
+/// took (the clean-up of a cancelled acquire, which must never release another holding of
+/// the same owner, earlier or later): the lock key's value, or, in a group, the holder
+/// whose attempt id is the request's. Answers `1` released, `0` otherwise.
 pub static RELEASE_ATTEMPT: LazyLock<Script> = LazyLock::new(|| {
     script(
         r#"
 local v = redis.pcall('GET', KEYS[1])
+if type(v) == 'table' then
+  local i = string.find(ARGV[1], '\0', 1, true)
+  local o = string.sub(ARGV[1], 1, i - 1)
+  if not group_kind(redis.call('TYPE', KEYS[1]).ok, KEYS[3]) then return 0 end
+  if redis.call('HGET', KEYS[3], 'a:' .. o) ~= string.sub(ARGV[1], i + 1) then return 0 end
+  if not redis.call('ZSCORE', KEYS[1], o) then return 0 end
+  group_remove(KEYS[1], KEYS[3], o, clock_ms())
+  redis.call('PUBLISH', channel_of(KEYS[1], ARGV[2]), KEYS[1])
+  return 1
+end
 if v ~= ARGV[1] and v ~= ARGV[1] .. '\1' then return 0 end
 redis.call('DEL', KEYS[1], KEYS[2])
 if v ~= ARGV[1] then redis.call('PUBLISH', channel_of(KEYS[1], ARGV[2]), KEYS[1]) end
@@ -248,13 +272,24 @@ return redis.call('PTTL', KEYS[1])
     )
 });
 
-/// `ARGV`: owner, ttl ms (0 = none). Answers `{1, fence or nil}`, `{0}` or `{-1}`.
+/// `KEYS[3]`: the group record. `ARGV`: owner, ttl ms (0 = none). Answers
+/// `{1, fence or nil}`, `{0}` or `{-1}`. In a group, extends the owner's live holding.
 pub static EXTEND: LazyLock<Script> = LazyLock::new(|| {
     script(
         r#"
 local t = redis.call('TYPE', KEYS[1]).ok
 if t == 'none' then return {0} end
-if t ~= 'string' then return {-1} end
+if t ~= 'string' then
+  if not group_kind(t, KEYS[3]) then return {-1} end
+  local now = clock_ms()
+  if not group_live(redis.call('ZSCORE', KEYS[1], ARGV[1]), now) then return {0} end
+  local ttl = tonumber(ARGV[2])
+  local score = '+inf'
+  if ttl > 0 then score = string.format('%d', now + ttl) end
+  redis.call('ZADD', KEYS[1], 'XX', score, ARGV[1])
+  group_expire(KEYS[1], KEYS[3])
+  return {1, redis.call('HGET', KEYS[3], 'f:' .. ARGV[1])}
+end
 if owner_of(redis.call('GET', KEYS[1])) ~= ARGV[1] then return {0} end
 local ttl = tonumber(ARGV[2])
 if ttl > 0 then
@@ -288,13 +323,23 @@ return 1
     )
 });
 
-/// `ARGV`: owner, has metadata (`0`/`1`), metadata. Answers `1`, `0` or `-1`.
+/// `KEYS[3]`: the group record. `ARGV`: owner, has metadata (`0`/`1`), metadata. Answers
+/// `1`, `0` or `-1`.
 pub static SET_METADATA: LazyLock<Script> = LazyLock::new(|| {
     script(
         r#"
 local t = redis.call('TYPE', KEYS[1]).ok
 if t == 'none' then return 0 end
-if t ~= 'string' then return -1 end
+if t ~= 'string' then
+  if not group_kind(t, KEYS[3]) then return -1 end
+  if not group_live(redis.call('ZSCORE', KEYS[1], ARGV[1]), clock_ms()) then return 0 end
+  if ARGV[2] == '1' then
+    redis.call('HSET', KEYS[3], 'm:' .. ARGV[1], ARGV[3])
+  else
+    redis.call('HDEL', KEYS[3], 'm:' .. ARGV[1])
+  end
+  return 1
+end
 if owner_of(redis.call('GET', KEYS[1])) ~= ARGV[1] then return 0 end
 if redis.call('HGET', KEYS[2], 'owner') ~= ARGV[1] then
   redis.call('DEL', KEYS[2])
@@ -312,13 +357,21 @@ return 1
     )
 });
 
-/// `ARGV`: channel, key. Answers `1` removed, `0` nothing there, `-1` wrong type.
+/// `KEYS[3]`: the group record. `ARGV`: channel, key. Answers `1` removed, `0` nothing
+/// live there, `-1` wrong type. A group goes with every holder.
 pub static FORCE_RELEASE: LazyLock<Script> = LazyLock::new(|| {
     script(
         r#"
 local t = redis.call('TYPE', KEYS[1]).ok
 if t == 'none' then return 0 end
-if t ~= 'string' then return -1 end
+if t ~= 'string' then
+  if not group_kind(t, KEYS[3]) then return -1 end
+  local live = redis.call('ZCOUNT', KEYS[1], '(' .. string.format('%d', clock_ms()), '+inf')
+  redis.call('DEL', KEYS[1], KEYS[3])
+  redis.call('PUBLISH', ARGV[1], ARGV[2])
+  if live > 0 then return 1 end
+  return 0
+end
 redis.call('DEL', KEYS[1], KEYS[2])
 redis.call('PUBLISH', ARGV[1], ARGV[2])
 return 1
@@ -326,15 +379,24 @@ return 1
     )
 });
 
-/// No `ARGV`. Answers `{1, owner, pttl, fence or nil, metadata or nil}`, `{0}` or
-/// `{-1, type}`. Fence and metadata count only when the state belongs to the current owner
-/// (a Verrou process may hold the key without writing state).
+/// `KEYS[3]`: the group record. No `ARGV`. Answers `{1, owner, pttl, fence or nil, metadata
+/// or nil}`, `{2, kind, n, owner, pttl, fence, metadata, …}` (a group: its live holders),
+/// `{0}` or `{-1, type}`. Fence and metadata count only when the state belongs to the
+/// current owner (a Verrou process may hold the key without writing state).
 pub static INSPECT: LazyLock<Script> = LazyLock::new(|| {
     script(
         r#"
 local t = redis.call('TYPE', KEYS[1]).ok
 if t == 'none' then return {0} end
-if t ~= 'string' then return {-1, t} end
+if t ~= 'string' then
+  local kind = group_kind(t, KEYS[3])
+  if not kind then return {-1, t} end
+  local hs = group_holders(KEYS[1], KEYS[3], clock_ms())
+  if #hs == 0 then return {0} end
+  local out = {2, kind, redis.call('HGET', KEYS[3], 'n')}
+  for i = 1, #hs do out[#out + 1] = hs[i] end
+  return out
+end
 local owner = owner_of(redis.call('GET', KEYS[1]))
 local pttl = redis.call('PTTL', KEYS[1])
 local s = redis.call('HMGET', KEYS[2], 'owner', 'fence', 'metadata')
@@ -380,6 +442,18 @@ const OWNER_OF: &str = r"local function owner_of(v)
 end
 ";
 
+/// The Lua function that answers an acquire finding the lock key `k` held by a string
+/// (`{0, owner, pttl}`), marking a holding of cadenas as waited for (a `\1` after its value,
+/// as [`MARK_WAITING`] does) so that its release announces itself.
+const HELD_STRING: &str = r"local function held_string(k)
+  local v = redis.call('GET', k)
+  if string.find(v, '\0', 1, true) and string.byte(v, -1) ~= 1 then
+    redis.call('SET', k, v .. '\1', 'KEEPTTL')
+  end
+  return {0, owner_of(v), redis.call('PTTL', k)}
+end
+";
+
 /// The Lua function that names a lock key's release channel as
 /// [`keys::release_channel`](super::keys::release_channel) does, for the two forms that need no slot table; the third comes as `given`.
 const CHANNEL_OF: &str = r"local function channel_of(k, given)
@@ -393,16 +467,23 @@ const CHANNEL_OF: &str = r"local function channel_of(k, given)
 end
 ";
 
-/// A script: its text may call `owner_of` and `channel_of` ([`OWNER_OF`] and [`CHANNEL_OF`]
-/// are put in front of it as needed) and say `GRACE` for [`EXPIRY_GRACE_MS`] and `FLOOR` for
+/// A script: its text may call `owner_of`, `held_string` and `channel_of` ([`OWNER_OF`],
+/// [`HELD_STRING`] and [`CHANNEL_OF`] are put in front of it as needed) and the group functions
+/// ([`HELPERS`](super::group_scripts::HELPERS)) and say `GRACE` for [`EXPIRY_GRACE_MS`] and `FLOOR` for
 /// [`FENCE_FLOOR`].
-fn script(text: &str) -> Script {
+pub(super) fn script(text: &str) -> Script {
     let mut full = String::new();
-    if text.contains("owner_of(") {
+    if text.contains("owner_of(") || text.contains("held_string(") {
         full.push_str(OWNER_OF);
+    }
+    if text.contains("held_string(") {
+        full.push_str(HELD_STRING);
     }
     if text.contains("channel_of(") {
         full.push_str(CHANNEL_OF);
+    }
+    if text.contains("group_") || text.contains("clock_ms(") {
+        full.push_str(super::group_scripts::HELPERS);
     }
     full.push_str(
         &text

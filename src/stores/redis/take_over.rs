@@ -21,6 +21,8 @@ impl RedisStore {
             .key(keys::state_key(key))
             .key(keys::fence_key(key))
             .key(keys::expired_key(key))
+            .key(keys::group_key(key))
+            .key(keys::writer_key(key))
             .arg(holding_value(r.owner, &attempt))
             .arg(ttl_ms(r.ttl))
             .arg(u8::from(r.metadata.is_some()))

@@ -6,6 +6,7 @@
 //! - [`pool`]: building a server store's pool (a direct probe first, then a lazy pool);
 //! - [`rows`]: a row of the lock table into a [`LockInfo`](crate::LockInfo), a ttl into the
 //!   table's milliseconds;
+//! - [`group`]: keys held by readers or permits: the group's row and its holders;
 //! - [`lease`]: the lease-row operations alike in every server dialect;
 //! - [`errors`]: driver errors into [`StoreError`](crate::StoreError) kinds, and the one
 //!   [`SchemaError`](errors::SchemaError) of table setup;
@@ -21,6 +22,8 @@
 //! can sit.
 
 pub(crate) mod errors;
+#[cfg(feature = "sqlite")]
+pub(crate) mod group;
 #[cfg(any(feature = "postgres", feature = "mysql"))]
 pub(crate) mod lease;
 pub(crate) mod options;

@@ -13,12 +13,43 @@
 //! | `expiration` | `INTEGER NULL` | epoch milliseconds by SQLite's clock; `NULL` = never |
 //! | `fence` | `INTEGER NULL` | the holder's fence (cadenas only) |
 //! | `metadata` | `TEXT NULL` | the holder's metadata (cadenas only) |
+//! | `kind`, `permits` | `TEXT NULL`, `INTEGER NULL` | a group's row: `shared`, or `permits` and N |
+//! | `waiter`, `waiter_expiration` | `TEXT NULL`, `INTEGER NULL` | a waiting writer's marker |
 //!
 //! A row whose `expiration` has passed is not a lock: it is never reported and the next
 //! acquire takes it over. The table, and what fencing needs, is created on connect inside one
 //! `BEGIN IMMEDIATE` transaction, so two processes starting at once take turns. An existing
-//! Verrou table gets the two nullable columns added; a table without `key`, `owner` or
-//! `expiration` is refused with an error naming the missing column.
+//! table (Verrou's, or an earlier cadenas's) gets the nullable columns it lacks added; a table
+//! without `key`, `owner` or `expiration` is refused with an error naming the missing column.
+//!
+//! # Semaphores and read-write locks
+//!
+//! The store holds semaphores ([`LockKind::Permits`]) and readers ([`LockKind::Shared`]) as
+//! well as mutexes. A mutex is one row, as above, and its acquire is the one statement below
+//! whether or not groups exist. A key held by readers or permits (a group) is one row of the
+//! lock table whose `owner` is the empty string (no owner can be), with `kind` and `permits`
+//! saying how it is held and an `expiration` that is its latest holder's; its holders are rows
+//! of `{table}_holders` (`key`, `owner`, `expiration`, `fence`, `metadata`, primary key
+//! `(key, owner)`), each with its own lease by SQLite's clock, owner, metadata and a fence from
+//! the same sequence as a mutex's. So a plain acquire — and a Verrou process — finds the key
+//! held exactly while one of its holders lives. Every group operation is one `BEGIN IMMEDIATE`
+//! transaction; a permit count other than the one stored with the key is refused
+//! ([`StoreErrorKind::InvalidInput`]), and an acquire costs the same few statements whatever
+//! N is. `release`, `extend` and `set_metadata` try the owner's own row first (one statement,
+//! as for a mutex), then its place in the key's group.
+//!
+//! A writer that waits for a held key records its marker on the key's row (`waiter`,
+//! `waiter_expiration`, by SQLite's clock); while it lives, readers of other owners find the
+//! key held. When the last reader leaves, a key with a live marker keeps its row, expired, so
+//! the writer's plain acquire takes it (and readers still wait); a marker whose waiter is the
+//! row's own owner has done its work and counts for nothing. The expiry watcher reports
+//! expired holders of groups as it reports expired mutexes.
+//!
+//! **Verrou limit**: a Verrou process that takes a key while cadenas readers or permits hold
+//! it finds it held (by an owner with an empty name) until the latest holder's lease ends, as
+//! it would a mutex; but it cannot see the holders themselves, and if it deletes the key's row
+//! (a force release) while they hold it, the key is free for anyone beside them: they find out
+//! at their next extend or release, which finds them gone.
 //!
 //! The database runs in WAL mode with a 5 s busy timeout and `synchronous=NORMAL`: a commit
 //! survives the crash of any process (one fsync per checkpoint rather than per operation);
@@ -41,9 +72,10 @@
 //! # Clock
 //!
 //! "Now" is computed inside each statement by SQLite (`julianday('now')`), so every process
-//! on the host agrees on expiry. Every operation is one statement, but the take-over
-//! ([`Store::take_over`]): one `BEGIN IMMEDIATE` transaction that reads the holder it
-//! displaces and overwrites the row, with a fence from the same sequence.
+//! on the host agrees on expiry. Every operation on a mutex is one statement, but the
+//! take-over ([`Store::take_over`]) and the force release (one `BEGIN IMMEDIATE`
+//! transaction each, which also remove a group's holders); every operation on a group is one
+//! `BEGIN IMMEDIATE` transaction.
 //!
 //! # Cancellation
 //!
@@ -54,8 +86,9 @@
 //!
 //! # Across processes
 //!
-//! Waiters in this process wake the moment a lock is released through any `SqliteStore` of
-//! this process on the same file and table ([`Store::subscribe`]). Releases by other
+//! Waiters in this process wake the moment a lock (a reader, a permit) is released through
+//! any `SqliteStore` of this process on the same file and table ([`Store::subscribe`]); a
+//! reader or permit holder that gets in while room is left wakes the next waiter. Releases by other
 //! processes are not signalled: waiters find them by polling at their retry delay.
 //!
 //! # Example
@@ -78,6 +111,7 @@
 //! ```
 
 mod errors;
+mod group;
 mod schema;
 mod statements;
 mod take_over;
@@ -96,12 +130,13 @@ use sqlx::SqlitePool;
 use crate::error::{Error, Result};
 use crate::notify::ReleaseNotifier;
 use crate::store::{
-    Acquire, AcquireRequest, Capabilities, Lease, LockInfo, Store, StoreError, StoreErrorKind,
-    Subscription,
+    Acquire, AcquireRequest, Capabilities, Holder, Lease, LockInfo, LockKind, Store, StoreError,
+    StoreErrorKind, Subscription,
 };
 use crate::stores::sql::errors::connect_error;
+use crate::stores::sql::group::{lock_infos, JoinedRow, GROUP_OWNER};
 use crate::stores::sql::options::take_table;
-use crate::stores::sql::rows::{self, Row};
+use crate::stores::sql::rows;
 use crate::stores::sql::{self as core, check_identifier};
 use crate::url::{StoreUrl, COMMON_OPTIONS};
 
@@ -301,39 +336,78 @@ fn ttl_millis(ttl: Option<Duration>) -> Option<i64> {
     })
 }
 
+/// A `try_acquire` request, owned so that a dropped acquire finishes it in a task of its own.
+struct Request {
+    key: String,
+    owner: String,
+    ttl: Option<Duration>,
+    metadata: Option<String>,
+    kind: LockKind,
+    writer_waiting: Option<Duration>,
+}
+
 impl Inner {
     fn error(&self, e: sqlx::Error) -> StoreError {
         map_error(e, &self.describe, self.path.as_deref())
     }
 
-    async fn acquire(
-        &self,
-        key: &str,
-        owner: &str,
-        ttl: Option<Duration>,
-        metadata: Option<&str>,
-    ) -> std::result::Result<Acquire, StoreError> {
+    /// One try: the plain statement for an exclusive request (then, when the key is held, an
+    /// informational read of the holder, and a waiting writer's marker when readers or
+    /// permits hold it); one transaction for a reader or a permit.
+    async fn acquire(&self, r: &Request) -> std::result::Result<Acquire, StoreError> {
+        if r.kind != LockKind::Exclusive {
+            let join = group::Join {
+                key: &r.key,
+                owner: &r.owner,
+                ttl: r.ttl,
+                metadata: r.metadata.as_deref(),
+                kind: r.kind,
+            };
+            let (answer, room_left) = self.join(&join).await?;
+            if room_left && matches!(answer, Acquire::Acquired(_)) {
+                // Let the next waiter in too: a release woke only this one.
+                self.notifier.notify(&r.key);
+            }
+            return Ok(answer);
+        }
         let took: Option<Option<i64>> = sqlx::query_scalar(&self.sql.acquire)
-            .bind(key)
-            .bind(owner)
-            .bind(ttl_millis(ttl))
-            .bind(metadata)
+            .bind(&r.key)
+            .bind(&r.owner)
+            .bind(ttl_millis(r.ttl))
+            .bind(r.metadata.as_deref())
             .fetch_optional(&self.pool)
             .await
             .map_err(|e| self.error(e))?;
         if let Some(fence) = took {
             let fence = rows::fence(fence);
-            return Ok(Acquire::Acquired(Lease { fence, ttl }));
+            return Ok(Acquire::Acquired(Lease { fence, ttl: r.ttl }));
         }
         // Informational, so a separate read: the holder may have left meanwhile.
-        let row = sqlx::query_as(&self.sql.holder)
-            .bind(key)
+        let row: Option<(Option<String>, Option<i64>)> = sqlx::query_as(&self.sql.holder)
+            .bind(&r.key)
             .fetch_optional(&self.pool)
             .await
             .map_err(|e| self.error(e))?;
-        Ok(Acquire::Held(rows::holder(row)))
+        let Some((owner, remaining_ms)) = row else {
+            return Ok(Acquire::Held(Holder::default()));
+        };
+        if let Some(lease) = r
+            .writer_waiting
+            .filter(|_| owner.as_deref() == Some(GROUP_OWNER))
+        {
+            // Readers or permits hold the key: hold new readers back. (A mutex's row would
+            // take the marker with it when released, so a mutex's waiters write nothing.)
+            if let Some(holder) = self.mark_writer(&r.key, &r.owner, lease).await? {
+                return Ok(Acquire::Held(holder));
+            }
+        }
+        Ok(Acquire::Held(
+            self.held_by(&r.key, owner, remaining_ms).await?,
+        ))
     }
 
+    /// The plain statement; when `owner` holds no row of its own, its place in the key's
+    /// group, if any.
     async fn release(&self, key: &str, owner: &str) -> std::result::Result<bool, StoreError> {
         let live = sqlx::query_scalar(&self.sql.release)
             .bind(key)
@@ -341,6 +415,10 @@ impl Inner {
             .fetch_optional(&self.pool)
             .await
             .map_err(|e| self.error(e))?;
+        let live = match live {
+            Some(live) => Some(live),
+            None => self.leave(key, owner).await?,
+        };
         Ok(self.released(key, live))
     }
 
@@ -366,22 +444,30 @@ impl Store for SqliteStore {
     }
 
     /// Everything: fencing, notification (same process only; other processes are found by
-    /// polling), ttl none, list, sharing between processes, and the expiry watcher.
+    /// polling), ttl none, list, sharing between processes, the expiry watcher, semaphores
+    /// and read-write locks.
     fn capabilities(&self) -> Capabilities {
-        Capabilities::ALL.exclusive_only()
+        Capabilities::ALL
     }
 
-    /// One statement (`stores::detach`): if the future is dropped, the statement is
-    /// finished in a task of its own and a lock it took is released in the background.
+    /// One statement for a mutex, one transaction for a reader or a permit
+    /// (`stores::detach`): if the future is dropped, the request is finished in a task of its
+    /// own and a lock it took is released in the background.
     async fn try_acquire(
         &self,
         request: AcquireRequest<'_>,
     ) -> std::result::Result<Acquire, StoreError> {
         let (inner, gone) = (self.inner.clone(), self.inner.clone());
-        let (key, owner) = (request.key.to_owned(), request.owner.to_owned());
-        let (k, o) = (key.clone(), owner.clone());
-        let (ttl, metadata) = (request.ttl, request.metadata.map(str::to_owned));
-        let statement = async move { inner.acquire(&key, &owner, ttl, metadata.as_deref()).await };
+        let r = Request {
+            key: request.key.to_owned(),
+            owner: request.owner.to_owned(),
+            ttl: request.ttl,
+            metadata: request.metadata.map(str::to_owned),
+            kind: request.kind,
+            writer_waiting: request.writer_waiting,
+        };
+        let (k, o) = (r.key.clone(), r.owner.clone());
+        let statement = async move { inner.acquire(&r).await };
         let release = move || {
             let (gone, k, o) = (gone.clone(), k.clone(), o.clone());
             async move { gone.release(&k, &o).await }
@@ -401,6 +487,8 @@ impl Store for SqliteStore {
         self.inner.take_over(&request).await
     }
 
+    /// The plain statement; when `owner` holds no row of its own, its place in the key's
+    /// group (one transaction).
     async fn extend(
         &self,
         key: &str,
@@ -415,12 +503,17 @@ impl Store for SqliteStore {
             .fetch_optional(&inner.pool)
             .await
             .map_err(|e| inner.error(e))?;
-        Ok(extended.map(|fence| Lease {
-            fence: rows::fence(fence),
-            ttl,
-        }))
+        match extended {
+            Some(fence) => Ok(Some(Lease {
+                fence: rows::fence(fence),
+                ttl,
+            })),
+            None => inner.extend_in_group(key, owner, ttl).await,
+        }
     }
 
+    /// The plain statement; when `owner` holds no row of its own, its place in the key's
+    /// group.
     async fn set_metadata(
         &self,
         key: &str,
@@ -435,49 +528,45 @@ impl Store for SqliteStore {
             .execute(&inner.pool)
             .await
             .map_err(|e| inner.error(e))?;
-        Ok(done.rows_affected() > 0)
+        if done.rows_affected() > 0 {
+            return Ok(true);
+        }
+        inner.set_metadata_in_group(key, owner, metadata).await
     }
 
+    /// One transaction: the key's row and every holder of its group.
     async fn force_release(&self, key: &str) -> std::result::Result<bool, StoreError> {
-        let inner = &self.inner;
-        let live = sqlx::query_scalar(&inner.sql.force_release)
-            .bind(key)
-            .fetch_optional(&inner.pool)
-            .await
-            .map_err(|e| inner.error(e))?;
-        Ok(inner.released(key, live))
+        let live = self.inner.force_release(key).await?;
+        Ok(self.inner.released(key, live))
     }
 
+    /// One statement: the key's row joined with its group's live holders.
     async fn inspect(&self, key: &str) -> std::result::Result<Option<LockInfo>, StoreError> {
         let inner = &self.inner;
-        let row: Option<Row> = sqlx::query_as(&inner.sql.inspect)
+        let found: Vec<JoinedRow> = sqlx::query_as(&inner.sql.inspect)
             .bind(key)
-            .fetch_optional(&inner.pool)
+            .fetch_all(&inner.pool)
             .await
             .map_err(|e| inner.error(e))?;
-        Ok(row.map(rows::lock_info))
+        Ok(lock_infos(found).into_iter().next())
     }
 
+    /// One statement, as [`inspect`](Store::inspect).
     async fn list(&self, prefix: &str) -> std::result::Result<Vec<LockInfo>, StoreError> {
         let inner = &self.inner;
-        let found: Vec<Row> = sqlx::query_as(&inner.sql.list)
+        let found: Vec<JoinedRow> = sqlx::query_as(&inner.sql.list)
             .bind(prefix)
             .fetch_all(&inner.pool)
             .await
             .map_err(|e| inner.error(e))?;
-        Ok(found.into_iter().map(rows::lock_info).collect())
+        Ok(lock_infos(found))
     }
 
-    /// One `DELETE … RETURNING` of the expired rows under `prefix`.
+    /// One transaction: `DELETE … RETURNING` of the expired rows and group holders under
+    /// `prefix` (and of the rows of groups left with no holder and no waiting writer).
     async fn reap_expired(&self, prefix: &str) -> std::result::Result<Vec<LockInfo>, StoreError> {
-        let inner = &self.inner;
-        let reaped: Vec<Row> = sqlx::query_as(&inner.sql.reap)
-            .bind(prefix)
-            .fetch_all(&inner.pool)
-            .await
-            .map_err(|e| inner.error(e))?;
-        let mut infos: Vec<LockInfo> = reaped.into_iter().map(rows::lock_info).collect();
-        infos.sort_by(|a, b| a.key.cmp(&b.key));
+        let mut infos = self.inner.reap(prefix).await?;
+        infos.sort_by(|a, b| a.key.cmp(&b.key).then(a.fence.cmp(&b.fence)));
         Ok(infos)
     }
 

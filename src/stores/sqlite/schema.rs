@@ -1,4 +1,5 @@
-//! Creating and checking the SQLite lock table, its fence sequence and triggers.
+//! Creating and checking the SQLite lock table, its holders table (keys held by readers or
+//! permits), its fence sequence and triggers.
 //!
 //! Everything runs in one `BEGIN IMMEDIATE` transaction, so two processes starting at once
 //! take turns (the busy timeout makes the second wait) and the second finds the work done.
@@ -11,7 +12,14 @@ use crate::stores::sql::errors::SchemaError;
 use crate::stores::sql::schema::{check_columns, missing, Column};
 
 /// Nullable columns of ours, added to a table that lacks them (e.g. one Verrou created).
-const OURS: &[(&str, &str)] = &[("fence", "INTEGER"), ("metadata", "TEXT")];
+const OURS: &[(&str, &str)] = &[
+    ("fence", "INTEGER"),
+    ("metadata", "TEXT"),
+    ("kind", "TEXT"),
+    ("permits", "INTEGER"),
+    ("waiter", "TEXT"),
+    ("waiter_expiration", "INTEGER"),
+];
 
 /// Creates the table, the fence sequence and the triggers if missing, adds our nullable
 /// columns to a Verrou table, and checks the columns. Driver errors are mapped with `map`.
@@ -56,6 +64,10 @@ pub(super) async fn ensure(
             .await
             .map_err(fail)?;
     }
+    sqlx::query(&sql::create_holders(table))
+        .execute(&mut *tx)
+        .await
+        .map_err(fail)?;
     for statement in sql::fencing(table) {
         sqlx::query(&statement)
             .execute(&mut *tx)

@@ -4,10 +4,12 @@ use sqlx::Row;
 
 use super::{ttl_millis, Inner};
 use crate::store::{AcquireRequest, Displaced, Lease, StoreError, TakeOver};
+use crate::stores::sql::group::GROUP_OWNER;
 use crate::stores::sql::rows;
 
 impl Inner {
-    /// Reads the live holder and overwrites the row in one `BEGIN IMMEDIATE` transaction:
+    /// Reads the live holder (a group's first holder), removes a group's holders and
+    /// overwrites the row in one `BEGIN IMMEDIATE` transaction:
     /// SQLite runs one writer at a time, so nothing changes the row between the two
     /// statements. The fence comes from the acquire's sequence. An expired row is simply
     /// overwritten, as an acquire would.
@@ -17,9 +19,24 @@ impl Inner {
     ) -> std::result::Result<TakeOver, StoreError> {
         let run = async {
             let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-            let old = sqlx::query(&self.sql.displaced)
+            let mut old = sqlx::query(&self.sql.displaced)
                 .bind(r.key)
                 .fetch_optional(&mut *tx)
+                .await?;
+            let grouped = match &old {
+                Some(row) => row.try_get::<String, _>("owner")? == GROUP_OWNER,
+                None => false,
+            };
+            if grouped {
+                // A group's row: the displaced holder is its first.
+                old = sqlx::query(&self.sql.displaced_member)
+                    .bind(r.key)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            }
+            sqlx::query(&self.sql.drop_members)
+                .bind(r.key)
+                .execute(&mut *tx)
                 .await?;
             let row = sqlx::query(&self.sql.take_over)
                 .bind(r.key)

@@ -3,7 +3,9 @@
 //!
 //! What it checks, per key:
 //! - **leases**: two sections whose release the store confirmed (so each held its lease
-//!   from acquire to release) never overlap in time;
+//!   from acquire to release) never overlap in time; in semaphore runs at most N of them
+//!   overlap and N do, in read-write runs readers overlap and a writer overlaps nobody
+//!   (`groups.rs`);
 //! - **fences**: a section that began acquiring after another had acquired got a higher
 //!   fence (a store restart without persistence is reported apart: documented);
 //! - **resource**: the counter's accepted sections (register → commit) never overlap, their
@@ -20,7 +22,9 @@ use anyhow::Result;
 use serde::Serialize;
 
 use crate::counter::{read_journal, Kind};
-use crate::record::{read_jsonl, Exit, ExitHow, Fault, Outcome, Rec, Release, RunDir, StoreKind};
+use crate::record::{
+    read_jsonl, Exit, ExitHow, Fault, Mode, Outcome, Rec, Release, RunDir, StoreKind,
+};
 
 /// At most this many violations are listed (all are counted).
 const LISTED: usize = 30;
@@ -58,6 +62,14 @@ pub struct Summary {
     pub partitioned_lost: u64,
     pub partitioned_refused: u64,
     pub lost_updates: u64,
+    /// What the workers held (`mutex`, `semaphore`, `rwlock`) and the semaphore's count.
+    pub mode: Mode,
+    pub permits: u32,
+    /// Sections that wrote nothing: permit holders and readers.
+    pub no_write_sections: u64,
+    /// The most holders of one key at once among the sections whose release the store
+    /// confirmed: permit holders (semaphore runs, at most `permits`) or readers (rwlock).
+    pub max_holders: u64,
     pub violations: u64,
     pub violation_list: Vec<String>,
 }
@@ -111,6 +123,17 @@ impl Summary {
                 s.partitioned_holders, s.partitioned_lost, s.partitioned_refused
             );
         }
+        match s.mode {
+            Mode::Mutex => {}
+            Mode::Semaphore => println!(
+                "  semaphore of {} permits: most holders of a key at once {} (sections {})",
+                s.permits, s.max_holders, s.no_write_sections
+            ),
+            Mode::Rwlock => println!(
+                "  read-write: most readers of a key at once {} (reader sections {})",
+                s.max_holders, s.no_write_sections
+            ),
+        }
         if s.fence_regressions_after_restart > 0 {
             println!(
                 "  fences that went back after a store restart (no persistence; documented): {}",
@@ -133,6 +156,8 @@ struct Sec {
     key: String,
     owner: String,
     fence: Option<u64>,
+    /// A reader (rwlock runs).
+    shared: bool,
     t_start: u64,
     t_acq: u64,
     end: Option<EndRec>,
@@ -169,6 +194,8 @@ pub fn check(dir: &RunDir) -> Result<Summary> {
     let mut s = Summary {
         store: config.describe.clone(),
         kind: Some(config.store),
+        mode: config.mode,
+        permits: config.permits,
         ..Summary::default()
     };
     let faults: Vec<Fault> = read_jsonl(&dir.faults())?;
@@ -202,9 +229,13 @@ pub fn check(dir: &RunDir) -> Result<Summary> {
         by_key.entry(&sec.key).or_default().push(sec);
     }
     for (key, list) in &by_key {
-        check_leases(key, list, &mut s);
+        match config.mode {
+            Mode::Mutex => check_leases(key, list, &mut s),
+            Mode::Semaphore | Mode::Rwlock => groups::check_holders(&config, key, list, &mut s),
+        }
         check_fences(key, list, &restarts, &mut s);
     }
+    groups::check_reached(&config, &mut s);
     holders::check_rejections(&config, &secs, &restarts, &mut s);
     // Workers start no acquire after the run's deadline: a key free after it is taken by
     // nobody, however late a straggler's section ends.
@@ -212,7 +243,12 @@ pub fn check(dir: &RunDir) -> Result<Summary> {
     holders::check_takeovers(&config, &secs, &faults, acquiring_until, &mut s);
     holders::check_partitions(&config, &secs, &faults, &mut s);
     holders::check_leases_kept(&config, &secs, &mut s);
-    for key in &config.keys {
+    // A semaphore's holders write nothing: no counter to check.
+    for key in config
+        .keys
+        .iter()
+        .filter(|_| config.mode != Mode::Semaphore)
+    {
         let list = by_key.get(key.as_str()).cloned().unwrap_or_default();
         check_counter(dir, key, &list, &mut s)?;
     }
@@ -255,6 +291,7 @@ fn read_sections(dir: &RunDir, exits: &HashMap<u32, Exit>, s: &mut Summary) -> R
                     key,
                     owner,
                     fence,
+                    shared,
                     t_start,
                     t_acq,
                     skew_ms,
@@ -269,6 +306,7 @@ fn read_sections(dir: &RunDir, exits: &HashMap<u32, Exit>, s: &mut Summary) -> R
                             key,
                             owner,
                             fence,
+                            shared,
                             t_start,
                             t_acq,
                             end: None,
@@ -303,6 +341,7 @@ fn read_sections(dir: &RunDir, exits: &HashMap<u32, Exit>, s: &mut Summary) -> R
                         Outcome::RejectedCommit { .. } => s.rejected_commit += 1,
                         Outcome::NotHolder => s.not_holder += 1,
                         Outcome::HolderUnknown(_) => s.holder_unknown += 1,
+                        Outcome::NoWrite => s.no_write_sections += 1,
                     }
                     match &release {
                         Release::Ok => {}
@@ -528,6 +567,9 @@ fn check_counter(dir: &RunDir, key: &str, secs: &[&Sec], s: &mut Summary) -> Res
     Ok(())
 }
 
+mod groups;
 mod holders;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_groups;

@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 use crate::checker::{self, Summary};
 use crate::env::StoreEnv;
 use crate::orchestrator::Orchestrator;
-use crate::record::{now_ns, RunConfig, RunDir};
+use crate::record::{now_ns, Mode, RunConfig, RunDir};
 use crate::worker::{self, Worker};
 
 /// Exit code when the checker found a violation.
@@ -97,6 +97,18 @@ pub struct RunArgs {
     /// Print the summary as JSON.
     #[arg(long)]
     pub json: bool,
+    /// What the workers hold: mutex (every section writes the counter), semaphore (one of
+    /// --permits permits: at most that many in the section at once, and that many reached)
+    /// or rwlock (readers, which overlap, and writers, which overlap nobody and write the
+    /// counter). Semaphore and rwlock runs need a store that declares the primitive.
+    #[arg(long, value_enum, default_value_t = Mode::Mutex)]
+    pub mode: Mode,
+    /// The semaphore's permit count (--mode semaphore): below --procs, so workers contend.
+    #[arg(long, default_value_t = 3)]
+    pub permits: u32,
+    /// The share of sections that read, in percent (--mode rwlock).
+    #[arg(long, default_value_t = 75, value_parser = clap::value_parser!(u32).range(1..100))]
+    pub readers_pct: u32,
 }
 
 pub fn main() -> u8 {
@@ -173,6 +185,17 @@ pub async fn run_once(args: RunArgs) -> Result<(Summary, Option<PathBuf>)> {
     if args.procs == 0 || args.keys == 0 {
         bail!("--procs and --keys must be at least 1");
     }
+    if args.mode == Mode::Semaphore && (args.permits == 0 || args.permits as usize >= args.procs) {
+        bail!(
+            "--permits {} with --procs {}: a semaphore run needs 1 <= permits < procs, so that \
+             its workers contend for the permits",
+            args.permits,
+            args.procs
+        );
+    }
+    if args.mode == Mode::Rwlock && args.procs < 2 {
+        bail!("--mode rwlock needs --procs 2 or more: readers must be able to overlap");
+    }
     if args.ttl < Duration::from_millis(100) {
         bail!("--ttl must be at least 100ms: shorter leases expire under normal scheduling delays");
     }
@@ -208,10 +231,26 @@ pub async fn run_once(args: RunArgs) -> Result<(Summary, Option<PathBuf>)> {
         seed,
         procs: args.procs,
         faults: faults.iter().map(|f| f.name().to_owned()).collect(),
+        mode: args.mode,
+        permits: if args.mode == Mode::Semaphore {
+            args.permits
+        } else {
+            0
+        },
+        readers_pct: if args.mode == Mode::Rwlock {
+            args.readers_pct
+        } else {
+            0
+        },
     };
     let fault_every = args.fault_every.unwrap_or(args.ttl / 2);
+    let mode = match args.mode {
+        Mode::Mutex => "mutex".to_owned(),
+        Mode::Semaphore => format!("semaphore of {} permits", args.permits),
+        Mode::Rwlock => format!("rwlock, {}% readers", args.readers_pct),
+    };
     eprintln!(
-        "cadenas-torture: {} with {} workers, faults [{}], seed {seed}, logs in {}",
+        "cadenas-torture: {} ({mode}) with {} workers, faults [{}], seed {seed}, logs in {}",
         env.describe,
         args.procs,
         config.faults.join(","),

@@ -149,6 +149,9 @@ async fn one_store(args: &LongArgs, store: &str) -> Result<StoreReport> {
             seed: None,
             dir: Some(dir.clone()),
             json: false,
+            mode: crate::record::Mode::Mutex,
+            permits: 0,
+            readers_pct: 0,
         };
         let (summary, _) = crate::cli::run_once(run).await?;
         report.add(&summary);

@@ -148,14 +148,16 @@ impl Orchestrator {
     async fn run_workers(&mut self) -> Result<()> {
         self.dir.write_config(&self.config)?;
         if self.env.kind == StoreKind::Memory {
-            self.memory = Some(worker::connect(&self.config, "memory:").await?);
+            let locks = worker::connect(&self.config, "memory:").await?;
+            worker::check_mode(&self.config, &locks)?;
+            self.memory = Some(locks);
         } else {
             // One connection first: creates the tables before the workers race to.
             let url = self.env.worker_url(0).await?;
-            worker::connect(&self.config, &url)
-                .await?
-                .disconnect()
-                .await?;
+            let locks = worker::connect(&self.config, &url).await?;
+            let declared = worker::check_mode(&self.config, &locks);
+            locks.disconnect().await?;
+            declared?;
         }
         for _ in 0..self.config.procs {
             self.spawn(self.config.iterations).await?;

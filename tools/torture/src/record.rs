@@ -46,6 +46,21 @@ pub enum StoreKind {
     Dynamodb,
 }
 
+/// What the workers hold: a mutex, one permit of a semaphore, or a read-write lock's read or
+/// write side.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// `Locks::lock`: every section writes the counter.
+    #[default]
+    Mutex,
+    /// `Locks::semaphore(KEY, permits)`: up to N sections at once, none writes the counter.
+    Semaphore,
+    /// `Locks::read` (sections that only read) and `Locks::write` (sections that write the
+    /// counter).
+    Rwlock,
+}
+
 /// The settings of one run, written to `run.json` and read by workers and the checker.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunConfig {
@@ -64,6 +79,15 @@ pub struct RunConfig {
     pub procs: usize,
     /// The fault kinds enabled, by name.
     pub faults: Vec<String>,
+    /// What the workers hold (absent in runs from before semaphores: a mutex).
+    #[serde(default)]
+    pub mode: Mode,
+    /// The semaphore's permit count (`Mode::Semaphore`).
+    #[serde(default)]
+    pub permits: u32,
+    /// The share of sections that read, in percent (`Mode::Rwlock`).
+    #[serde(default)]
+    pub readers_pct: u32,
 }
 
 /// How a section's lease ended at release.
@@ -92,6 +116,9 @@ pub enum Outcome {
     NotHolder,
     /// Unfenced stores: the holder check failed (store error): nothing committed.
     HolderUnknown(String),
+    /// A permit holder or a reader: it writes nothing (the checker judges its overlaps
+    /// with the other holders from the logs).
+    NoWrite,
 }
 
 impl Outcome {
@@ -118,6 +145,9 @@ pub enum Rec {
         key: String,
         owner: String,
         fence: Option<u64>,
+        /// A reader of a read-write lock (`Mode::Rwlock`).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        shared: bool,
         /// Before `acquire` was called.
         t_start: u64,
         /// After it returned.

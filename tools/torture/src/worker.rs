@@ -17,7 +17,7 @@ use rand::{Rng, SeedableRng};
 use tokio::sync::Notify;
 
 use crate::counter::{Commit, Counter, Register};
-use crate::record::{now_ns, Jsonl, Outcome, Rec, Release, RunConfig, RunDir};
+use crate::record::{now_ns, Jsonl, Mode, Outcome, Rec, Release, RunConfig, RunDir};
 
 /// How long one `acquire` may wait when the run has no deadline.
 const ACQUIRE_WAIT: Duration = Duration::from_secs(60);
@@ -123,8 +123,18 @@ impl Worker<'_> {
                 .delay(Duration::from_millis(25))
                 .jitter(Duration::from_millis(25))
                 .timeout(wait);
+            let (lock, shared) = match self.config.mode {
+                Mode::Mutex => (locks.lock(key), false),
+                Mode::Semaphore => (locks.semaphore(key, self.config.permits), false),
+                Mode::Rwlock if rng.random_range(0..100) < self.config.readers_pct => {
+                    (locks.read(key), true)
+                }
+                Mode::Rwlock => (locks.write(key), false),
+            };
+            // Mutexes and writers write the counter; permit holders and readers do not.
+            let writes = !shared && self.config.mode != Mode::Semaphore;
             let t_start = now_ns();
-            let guard = match locks.lock(key).acquire_with(&retry).await {
+            let guard = match lock.acquire_with(&retry).await {
                 Ok(g) => g,
                 // The deadline (checked above) or this key's bound: try another key.
                 Err(Error::Timeout { .. }) if self.config.deadline_ns.is_some() => continue,
@@ -144,22 +154,31 @@ impl Worker<'_> {
                 key: key.clone(),
                 owner: guard.owner().to_owned(),
                 fence: guard.fence(),
+                shared,
                 t_start,
                 t_acq: now_ns(),
                 skew_ms: self.wall_offset_ms.map(crate::clock::wall_skew_ms),
             })?;
-            let counter = match counters.get(key) {
-                Some(c) => c.clone(),
-                None => {
-                    let c = Arc::new(Mutex::new(Counter::open(&self.dir.counter(key), self.id)?));
-                    counters.insert(key.clone(), c.clone());
-                    c
-                }
-            };
             let work = Duration::from_millis(
                 rng.random_range(self.config.work_ms.0..=self.config.work_ms.1),
             );
-            let Some(section) = self.section(&guard, counter, work).await? else {
+            let section = if writes {
+                let counter = match counters.get(key) {
+                    Some(c) => c.clone(),
+                    None => {
+                        let c =
+                            Arc::new(Mutex::new(Counter::open(&self.dir.counter(key), self.id)?));
+                        counters.insert(key.clone(), c.clone());
+                        c
+                    }
+                };
+                self.section(&guard, counter, work).await?
+            } else {
+                self.work(work)
+                    .await?
+                    .then(|| Section::new(Outcome::NoWrite, &guard))
+            };
+            let Some(section) = section else {
                 guard.leak();
                 return Ok(End::Killed);
             };
@@ -207,22 +226,8 @@ impl Worker<'_> {
                 )))
             }
         };
-        match &self.kill {
-            Some(kill) => tokio::select! {
-                _ = tokio::time::sleep(work) => {}
-                _ = kill.notify.notified() => return Ok(None),
-            },
-            None => tokio::time::sleep(work).await,
-        }
-        if self.partitionable {
-            // Cut off by a `partition`: stay in the section until healed, then write late.
-            let give_up = now_ns() + HOLD_MAX.as_nanos() as u64;
-            if self.dir.hold(self.id).exists() {
-                std::fs::write(self.dir.held(self.id), b"")?;
-            }
-            while self.dir.hold(self.id).exists() && now_ns() < give_up {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
+        if !self.work(work).await? {
+            return Ok(None);
         }
         let (expired, lost) = expiry(guard);
         if fence.is_none() {
@@ -257,6 +262,56 @@ impl Worker<'_> {
             expired,
         }))
     }
+}
+
+impl Worker<'_> {
+    /// The work inside a section, and the wait of a partitioned worker in it. `false` when a
+    /// thread worker was killed meanwhile.
+    async fn work(&self, work: Duration) -> Result<bool> {
+        match &self.kill {
+            Some(kill) => tokio::select! {
+                _ = tokio::time::sleep(work) => {}
+                _ = kill.notify.notified() => return Ok(false),
+            },
+            None => tokio::time::sleep(work).await,
+        }
+        if self.partitionable {
+            // Cut off by a `partition`: stay in the section until healed, then write late.
+            let give_up = now_ns() + HOLD_MAX.as_nanos() as u64;
+            if self.dir.hold(self.id).exists() {
+                std::fs::write(self.dir.held(self.id), b"")?;
+            }
+            while self.dir.hold(self.id).exists() && now_ns() < give_up {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        Ok(true)
+    }
+}
+
+/// Refuses a semaphore or read-write run on a store that does not declare the primitive
+/// (`Capabilities::semaphores`, `Capabilities::shared_locks`).
+pub fn check_mode(config: &RunConfig, locks: &Locks) -> Result<()> {
+    let caps = locks.store().capabilities();
+    let (declared, what) = match config.mode {
+        Mode::Mutex => return Ok(()),
+        Mode::Semaphore => (caps.semaphores, "semaphores (Capabilities::semaphores)"),
+        Mode::Rwlock => (
+            caps.shared_locks,
+            "read-write locks (Capabilities::shared_locks)",
+        ),
+    };
+    if !declared {
+        anyhow::bail!(
+            "{} does not declare {what}: run --mode {} on a store that holds them, or --mode mutex",
+            config.describe,
+            match config.mode {
+                Mode::Semaphore => "semaphore",
+                _ => "rwlock",
+            }
+        );
+    }
+    Ok(())
 }
 
 struct Section {

@@ -5,29 +5,38 @@ use super::*;
 use crate::counter::Counter;
 use crate::record::{Jsonl, RunConfig};
 
-struct Run {
+pub(super) struct Run {
     _temp: tempfile::TempDir,
-    dir: RunDir,
+    pub(super) dir: RunDir,
     logs: HashMap<u32, Jsonl>,
 }
 
 /// One section as a worker would log it: acquired at `acq`, released at `rel` (ms).
-struct S {
+pub(super) struct S {
+    pub(super) worker: u32,
+    pub(super) seq: u64,
+    pub(super) owner: &'static str,
+    pub(super) fence: u64,
+    /// When it started acquiring, in ns (default: half a millisecond before `acq`).
+    pub(super) start: u64,
+    pub(super) acq: u64,
+    pub(super) rel: u64,
+    pub(super) outcome: Outcome,
+    pub(super) release: Release,
+    /// Whether the guard said lost at commit.
+    pub(super) lost: bool,
+    /// A reader (rwlock runs).
+    pub(super) shared: bool,
+}
+
+pub(super) fn accepted(
     worker: u32,
     seq: u64,
     owner: &'static str,
     fence: u64,
-    /// When it started acquiring, in ns (default: half a millisecond before `acq`).
-    start: u64,
     acq: u64,
     rel: u64,
-    outcome: Outcome,
-    release: Release,
-    /// Whether the guard said lost at commit.
-    lost: bool,
-}
-
-fn accepted(worker: u32, seq: u64, owner: &'static str, fence: u64, acq: u64, rel: u64) -> S {
+) -> S {
     S {
         worker,
         seq,
@@ -39,13 +48,14 @@ fn accepted(worker: u32, seq: u64, owner: &'static str, fence: u64, acq: u64, re
         outcome: Outcome::Accepted,
         release: Release::Ok,
         lost: false,
+        shared: false,
     }
 }
 
-const MS: u64 = 1_000_000;
+pub(super) const MS: u64 = 1_000_000;
 
 impl Run {
-    fn new(faults: &[&str]) -> Run {
+    pub(super) fn new(faults: &[&str]) -> Run {
         Self::on(StoreKind::Sqlite, faults)
     }
 
@@ -63,6 +73,9 @@ impl Run {
             seed: 0,
             procs: 2,
             faults: faults.iter().map(|f| f.to_string()).collect(),
+            mode: Mode::Mutex,
+            permits: 0,
+            readers_pct: 0,
         })
         .unwrap();
         Run {
@@ -86,13 +99,14 @@ impl Run {
         })
     }
 
-    fn section(&mut self, s: S) {
+    pub(super) fn section(&mut self, s: S) {
         let log = self.log(s.worker);
         log.write(&Rec::Begin {
             seq: s.seq,
             key: "k".into(),
             owner: s.owner.into(),
             fence: Some(s.fence),
+            shared: s.shared,
             t_start: s.start,
             t_acq: s.acq * MS,
             skew_ms: None,
@@ -110,7 +124,7 @@ impl Run {
     }
 
     /// Register and commit through the real counter, in this order.
-    fn count(&self, steps: &[(&str, Option<u64>, bool)]) {
+    pub(super) fn count(&self, steps: &[(&str, Option<u64>, bool)]) {
         let mut c = Counter::open(&self.dir.counter("k"), 1).unwrap();
         let mut read = HashMap::new();
         for (owner, fence, commit) in steps {
@@ -122,7 +136,7 @@ impl Run {
         }
     }
 
-    fn finish(&mut self, workers: &[(u32, ExitHow)]) {
+    pub(super) fn finish(&mut self, workers: &[(u32, ExitHow)]) {
         let mut exits = Jsonl::append(&self.dir.exits()).unwrap();
         for (w, how) in workers {
             if *how == ExitHow::Finished {
@@ -157,12 +171,12 @@ impl Run {
             .unwrap();
     }
 
-    fn check(&self) -> Summary {
+    pub(super) fn check(&self) -> Summary {
         check(&self.dir).unwrap()
     }
 }
 
-fn has(s: &Summary, text: &str) -> bool {
+pub(super) fn has(s: &Summary, text: &str) -> bool {
     s.violation_list.iter().any(|v| v.contains(text))
 }
 
@@ -313,6 +327,7 @@ fn workers_must_finish_or_be_killed_by_us() {
         key: "k".into(),
         owner: "a".into(),
         fence: Some(1),
+        shared: false,
         t_start: 1,
         t_acq: 2,
         skew_ms: None,
@@ -369,6 +384,7 @@ fn a_holder_killed_just_before_the_deadline_needs_no_successor() {
                 key: "k".into(),
                 owner: "a".into(),
                 fence: Some(3),
+                shared: false,
                 t_start: 949 * MS,
                 t_acq: 950 * MS,
                 skew_ms: None,
