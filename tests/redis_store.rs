@@ -37,6 +37,21 @@ async fn raw(server: &RedisServer) -> redis::aio::MultiplexedConnection {
         .unwrap()
 }
 
+/// Takes `key` as a Verrou process does (`SET NX PX`, the owner as the value); whether it
+/// got it.
+async fn verrou_takes(r: &mut redis::aio::MultiplexedConnection, key: &str) -> bool {
+    let taken: Option<String> = redis::cmd("SET")
+        .arg(key)
+        .arg("node-owner")
+        .arg("NX")
+        .arg("PX")
+        .arg(10_000)
+        .query_async(r)
+        .await
+        .unwrap();
+    taken.is_some()
+}
+
 #[tokio::test]
 async fn layout_is_verrous() {
     let server = RedisServer::start();
@@ -52,15 +67,7 @@ async fn layout_is_verrous() {
     let pttl: i64 = r.pttl("forever").await.unwrap();
     assert_eq!(pttl, -1);
     // A lock written the way Verrou writes it excludes cadenas, and shows its owner.
-    let _: () = redis::cmd("SET")
-        .arg("verrou-key")
-        .arg("node-owner")
-        .arg("NX")
-        .arg("PX")
-        .arg(10_000)
-        .query_async(&mut r)
-        .await
-        .unwrap();
+    assert!(verrou_takes(&mut r, "verrou-key").await);
     match s
         .try_acquire(AcquireRequest::new("verrou-key", "rust", secs(5)))
         .await
@@ -344,4 +351,91 @@ async fn only_a_release_someone_waits_for_is_announced() {
     assert!(s.extend("busy", "a", secs(10)).await.unwrap().is_some());
     assert!(s.release("busy", "a").await.unwrap());
     assert_eq!(publishes(&mut r).await, before + 1, "one PUBLISH");
+}
+
+/// Readers hold the lock key itself as a sorted set beside their group record: the plain
+/// `SET NX` (a writer's native acquire, a Verrou process's) finds it taken, a waiting writer
+/// records its marker, which holds new readers back and goes when the writer takes the key.
+#[tokio::test]
+async fn readers_hold_the_lock_key_as_a_sorted_set() {
+    use cadenas::LockKind;
+    let server = RedisServer::start();
+    let s = store(&server).await;
+    let mut r = raw(&server).await;
+    let read = |owner| AcquireRequest::new("g", owner, secs(10)).with_kind(LockKind::Shared);
+    let f1 = fence(&s, read("r1")).await;
+    let f2 = fence(&s, read("r2")).await;
+    assert!(f2 > f1, "{f1} {f2}");
+    let kind: String = redis::cmd("TYPE")
+        .arg("g")
+        .query_async(&mut r)
+        .await
+        .unwrap();
+    assert_eq!(kind, "zset");
+    let holders: Vec<String> = r.zrange("g", 0, -1).await.unwrap();
+    assert_eq!(holders, ["r1", "r2"]);
+    let recorded: String = r.hget(keys::group_key("g"), "kind").await.unwrap();
+    assert_eq!(recorded, "shared");
+    let pttl: i64 = r.pttl("g").await.unwrap();
+    assert!(pttl > 9_000 && pttl <= 10_000, "{pttl}");
+    // A Verrou process's SET NX finds the key taken.
+    assert!(!verrou_takes(&mut r, "g").await);
+    // A waiting writer finds readers, and records its marker.
+    let write = AcquireRequest::new("g", "w", secs(10)).with_writer_waiting(secs(5));
+    match s.try_acquire(write).await.unwrap() {
+        Acquire::Held(h) => assert_eq!(h.owner.as_deref(), Some("r1")),
+        other => panic!("a writer beside readers: {other:?}"),
+    }
+    let marker: Option<String> = r.get(keys::writer_key("g")).await.unwrap();
+    assert_eq!(marker.as_deref(), Some("w"));
+    match s.try_acquire(read("r3")).await.unwrap() {
+        Acquire::Held(h) => assert_eq!(h.owner.as_deref(), Some("w"), "held back by the writer"),
+        other => panic!("a reader got past a waiting writer: {other:?}"),
+    }
+    assert!(s.release("g", "r1").await.unwrap());
+    assert!(s.release("g", "r2").await.unwrap());
+    assert!(!s.release("g", "r2").await.unwrap(), "released twice");
+    for gone in ["g".to_owned(), keys::group_key("g")] {
+        let exists: bool = r.exists(&gone).await.unwrap();
+        assert!(!exists, "{gone} outlived the last reader");
+    }
+    let fw = fence(&s, write).await;
+    assert!(fw > f2, "{f2} {fw}");
+    let marker: Option<String> = r.get(keys::writer_key("g")).await.unwrap();
+    assert_eq!(marker, None, "the writer's marker outlived its take");
+}
+
+/// A reader that dies without releasing: the key (sorted set and record) expires with its
+/// lease, and the plain acquire takes it.
+#[tokio::test]
+async fn a_dead_readers_group_expires_with_its_lease() {
+    use cadenas::LockKind;
+    let server = RedisServer::start();
+    let s = store(&server).await;
+    let mut r = raw(&server).await;
+    let request = AcquireRequest::new("dead", "r", Some(Duration::from_millis(200)));
+    fence(&s, request.with_kind(LockKind::Shared)).await;
+    let started = Instant::now();
+    let fence = loop {
+        match s
+            .try_acquire(AcquireRequest::new("dead", "w", secs(10)))
+            .await
+            .unwrap()
+        {
+            Acquire::Acquired(lease) => break lease.fence,
+            Acquire::Held(h) => assert_eq!(h.owner.as_deref(), Some("r")),
+        }
+        assert!(
+            started.elapsed() < WAIT,
+            "the dead reader's key never expired"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(fence.is_some());
+    assert!(
+        started.elapsed() >= Duration::from_millis(150),
+        "taken before the lease ended"
+    );
+    let exists: bool = r.exists(keys::group_key("dead")).await.unwrap();
+    assert!(!exists, "the group record outlived its key");
 }

@@ -1,11 +1,15 @@
 //! Names of the keys and channels derived from a lock key, all in the lock key's Cluster slot.
 //!
-//! The lock key itself is exactly the key the lock layer gives us (Verrou's layout). Derived
+//! The lock key itself is exactly the key the lock layer gives us (Verrou's layout). It holds
+//! an exclusive holding as a string (owner, NUL, attempt id), or the holders of a group —
+//! readers, or the permit holders of a semaphore — as a sorted set of owners scored by the
+//! end of their leases, beside the group record [`group_key`] (see "Semaphores and
+//! read-write locks" in the [store's docs](super)). Derived
 //! names start with [`DERIVED_PREFIX`] so that one ACL pattern (`~__cadenas:*`) covers them,
 //! `list("app:")` never meets them, and they can never be confused with a lock key of the
 //! same shape. After the prefix and the kind (`fence`, `state`, `expired`, `group`, `writer`,
-//! `released`) comes one of three
-//! forms, chosen so that the derived name hashes to the lock key's slot:
+//! `released`) comes one of three forms, chosen so that the derived name hashes to the lock
+//! key's slot:
 //!
 //! | lock key | derived name | why |
 //! |---|---|---|

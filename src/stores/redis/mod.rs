@@ -21,14 +21,56 @@
 //!   by every acquire of a store opened with `records=true` (below);
 //! - `__cadenas:expired…K…` — the state of a holding that expired and whose key was taken
 //!   over before an expiry watcher claimed it (kept for the rest of its grace);
-//! - `__cadenas:released…K…` — the pub/sub channel on which releases are announced.
+//! - `__cadenas:released…K…` — the pub/sub channel on which releases are announced;
+//! - `__cadenas:group…K…` and `__cadenas:writer…K…` — the group record of readers or permit
+//!   holders, and a waiting writer's marker (below, "Semaphores and read-write locks").
 //!
 //! An acquire is one `MULTI`/`EXEC` of two native commands, `SET K value NX GET PX ttl` and
 //! `INCR` of the fence counter (or one script when it writes the record); every other
 //! operation is one Lua script (sent by `EVALSHA`, re-loaded transparently after `SCRIPT
-//! FLUSH`). A key holding another type than a string is someone else's data: every
-//! operation answers a `Rejected` error and writes nothing (an acquire may use up a fence
-//! number on it).
+//! FLUSH`). A key holding another type than a string — other than a group, a sorted set
+//! beside its group record — is someone else's data: every operation answers a `Rejected`
+//! error and writes nothing (an acquire may use up a fence number on it).
+//!
+//! # Semaphores and read-write locks
+//!
+//! The store holds semaphores ([`LockKind::Permits`](crate::LockKind::Permits)) and readers
+//! ([`LockKind::Shared`](crate::LockKind::Shared)) on a single node, a Cluster and a
+//! Sentinel service alike. Readers and the permit holders of a semaphore — a *group* — hold
+//! the lock key `K` itself, as another Redis type: a **sorted set** of owners, each scored
+//! by the millisecond (by the server's `TIME`) at which its own lease ends (`+inf`: never).
+//! Beside it, the group record `__cadenas:group…K…` (a hash, same slot) keeps the kind
+//! (`shared` or `permits`), the permit count N, and per holder its fence, the attempt id of
+//! the request that took it and its metadata. `K` and its record expire together, when the
+//! last lease ends. So the plain exclusive acquire stays the one `MULTI` above: its `SET NX
+//! GET` finds a group's key taken (`WRONGTYPE`), and only then does a script say who holds
+//! it. The details, script by script, are in `group_scripts`:
+//!
+//! - a reader's or permit holder's acquire is one script whatever N is (`ZCARD` counts the
+//!   holders): it prunes the holders whose lease ended, refuses another N while a semaphore
+//!   holds the key (`InvalidInput`, naming both counts), and takes the next fence from the
+//!   key's one counter, the exclusive lock's, so fences increase across kinds;
+//! - `release`, `extend` and `set_metadata` find the owner's holding in the sorted set;
+//!   `inspect` and `list` show every live holder; `force_release` removes them all; a
+//!   cancelled acquire's clean-up gives back only the holder with its own attempt id;
+//! - every release of a group's holder announces itself on the release channel, so waiters
+//!   (readers, permits, writers) are woken by notification; a holder that got in while room
+//!   was left wakes the next waiter of its process;
+//! - writers are preferred: an exclusive try with a writer-waiting lease that finds readers
+//!   or permit holders records `__cadenas:writer…K…` (the writer's owner, expiring with that
+//!   lease) unless another writer's live marker is there; a reader of another owner finds
+//!   the key held while it lives, and the writer clears it when it takes the key. A writer
+//!   that finds the key held by an exclusive holder records no marker, so that the plain
+//!   mutex's wait stays what it was: the readers and writers waiting for that holder race
+//!   for the key when it is released, and a writer that loses to readers records its marker
+//!   at its next try;
+//! - the expiry watcher reports the holdings of exclusive locks only: expired holders of a
+//!   group are pruned by the scripts (or vanish with the key) without a record.
+//!
+//! A Verrou process cannot take `K` while a group holds it (its `SET NX` finds the key
+//! taken), but anything else it does with the key then (its release, its extend) fails with
+//! `WRONGTYPE`; the version before this one sees a group as someone else's data (`Rejected`)
+//! the same way. Plain mutexes keep Verrou's layout exactly.
 //!
 //! # Records: `records=true`
 //!

@@ -6,8 +6,12 @@
 //! record. The lock key holds the owner, followed by a NUL and the attempt id when cadenas
 //! took it (see [`super::acquire`]); every script compares owners with `owner_of`, which reads
 //! the owner out of either form. The state hash outlives its lock by [`EXPIRY_GRACE_MS`] so that an expiry watcher
-//! can still report who held an expired lock. A key of another type than string under the lock key is someone
-//! else's data: every script answers `-1` (with the type) and writes nothing. A ttl of `0`
+//! can still report who held an expired lock. A sorted set under the lock key beside its group record (`KEYS[3]`
+//! of extend, metadata, force release, inspect and the clean-up of a cancelled acquire;
+//! `KEYS[5]` of the take-over) is a group of readers or permit holders, which those scripts
+//! handle too ([`super::group_scripts`] has its layout and its own scripts); a key of
+//! another type than string under the lock key is otherwise someone else's data: every
+//! script answers `-1` (with the type) and writes nothing. A ttl of `0`
 //! means "never expires". Sent by `EVALSHA`; after a `SCRIPT FLUSH` or a failover to a node
 //! that never saw them, redis-rs loads them again and retries (`NOSCRIPT` fallback).
 

@@ -96,6 +96,16 @@
 //! and answers `Unsupported`; `force_release` then `acquire` is the two-step substitute, and
 //! another client may take the key between the two.
 //!
+//! ## No semaphores or read-write locks
+//!
+//! A group's count cannot be kept across a quorum of independent nodes: each node counts
+//! only the holders it granted, so with 2 permits on three nodes, holders granted by nodes
+//! A and B, B and C, A and C each have a majority while no node sees more than two: three
+//! holders of two permits. Readers and a writer would exclude each other through their
+//! quorums' shared node, as mutexes do, but a group's per-holder fences and the
+//! writer-waiting marker are not reconciled across nodes. This store declares `semaphores`
+//! and `shared_locks` false (`Unsupported`); hold them on one Redis, Sentinel or Cluster.
+//!
 //! ## Persistence and restarts
 //!
 //! A node that restarts without the keys it had (no persistence, or AOF with `appendfsync
@@ -362,8 +372,7 @@ impl Store for RedlockStore {
             take_over: false,
             inspect_fence: false,
             shared_records: true,
-            // Permit counts and reader groups cannot be kept across a quorum of independent
-            // masters (a minority's view can grant more than N).
+            // See "No semaphores or read-write locks" above.
             semaphores: false,
             shared_locks: false,
         }
