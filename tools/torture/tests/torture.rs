@@ -275,3 +275,13 @@ fn semaphore_redis() {
 fn rwlock_redis() {
     kinds("redis", "rwlock");
 }
+
+#[test]
+fn semaphore_sqlite() {
+    kinds("sqlite", "semaphore");
+}
+
+#[test]
+fn rwlock_sqlite() {
+    kinds("sqlite", "rwlock");
+}
