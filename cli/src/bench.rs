@@ -32,7 +32,9 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio::time::Instant;
 
-use cadenas::{Error, Lock, LockKind, Locks, Retry};
+use cadenas::{Error, LockKind, Locks, Retry};
+
+use crate::hold::lock_of;
 
 /// What `cadenas bench` measured.
 #[derive(Debug, Clone, Serialize)]
@@ -415,15 +417,6 @@ async fn cycles(
             .map_err(|e| crate::invalid("bench", e.to_string()))??;
     }
     Ok(counted as f64 / elapsed)
-}
-
-/// `key` of `locks`, held as `kind`.
-fn lock_of(locks: &Locks, key: &str, kind: LockKind) -> Lock {
-    match kind {
-        LockKind::Exclusive => locks.lock(key),
-        LockKind::Shared => locks.read(key),
-        LockKind::Permits(n) => locks.semaphore(key, n),
-    }
 }
 
 /// Hand-off latencies in nanoseconds for `time`, from a holder on `locks` to a waiter on

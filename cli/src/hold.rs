@@ -50,19 +50,17 @@ pub(crate) struct HoldArgs {
     pub(crate) force: bool,
 }
 
-impl HoldArgs {
-    /// How the holding shares KEY: `--permits N`, `--shared`, else exclusive.
-    fn kind(&self) -> LockKind {
-        match (self.permits, self.shared) {
-            (Some(n), _) => LockKind::Permits(n),
-            (None, true) => LockKind::Shared,
-            (None, false) => LockKind::Exclusive,
-        }
+/// How a holding shares its key, from `--permits N` and `--shared` (else exclusive).
+pub(crate) fn kind_of(permits: Option<u32>, shared: bool) -> LockKind {
+    match (permits, shared) {
+        (Some(n), _) => LockKind::Permits(n),
+        (None, true) => LockKind::Shared,
+        (None, false) => LockKind::Exclusive,
     }
 }
 
 /// `--permits`: a count of 1 to [`MAX_PERMITS`](cadenas::MAX_PERMITS).
-fn parse_permits(text: &str) -> Result<u32, String> {
+pub(crate) fn parse_permits(text: &str) -> Result<u32, String> {
     let bad = || {
         format!(
             "'{text}' is not a permit count: a semaphore has 1 to {} permits",
@@ -86,7 +84,7 @@ fn retry_for(wait: Option<&str>) -> Result<Retry, Error> {
 }
 
 /// The lock of KEY of `kind`: a mutex, a reader, or a permit of a semaphore.
-fn lock_of(locks: &Locks, key: &str, kind: LockKind) -> cadenas::Lock {
+pub(crate) fn lock_of(locks: &Locks, key: &str, kind: LockKind) -> cadenas::Lock {
     match kind {
         LockKind::Exclusive => locks.lock(key),
         LockKind::Shared => locks.read(key),
@@ -115,7 +113,7 @@ fn build_lock(
 /// Opens the store and makes the lock and retry policy that `exec` and `acquire` share.
 pub(crate) async fn prepare(hold: HoldArgs, key: &str) -> Result<(cadenas::Lock, Retry), Error> {
     let retry = retry_for(hold.wait.as_deref())?;
-    let kind = hold.kind();
+    let kind = kind_of(hold.permits, hold.shared);
     let locks = open(hold.store).await?;
     let lock = build_lock(&locks, key, kind, &hold.ttl, hold.owner, hold.metadata)?;
     Ok((lock, retry))

@@ -172,7 +172,7 @@ enum Command {
         #[arg(long)]
         handoff_across: bool,
         /// Measure permits of a semaphore of N instead of exclusive locks
-        #[arg(long, value_name = "N", conflicts_with = "shared")]
+        #[arg(long, value_name = "N", value_parser = hold::parse_permits, conflicts_with = "shared")]
         permits: Option<u32>,
         /// Measure readers of a read-write lock instead of exclusive locks (in the hand-off,
         /// a writer holds the key and the waiter is a reader)
@@ -307,11 +307,7 @@ async fn dispatch(cli: Cli) -> (Result<u8, Error>, u8) {
                     duration: cadenas::parse_duration("duration", &duration)?,
                     held,
                     handoff_across,
-                    kind: match (permits, shared) {
-                        (Some(n), _) => cadenas::LockKind::Permits(n),
-                        (None, true) => cadenas::LockKind::Shared,
-                        (None, false) => cadenas::LockKind::Exclusive,
-                    },
+                    kind: hold::kind_of(permits, shared),
                 })
             };
             match opts() {
