@@ -217,6 +217,7 @@ mod postgres {
         let pool = sqlx::PgPool::connect(&base_url()).await.unwrap();
         for s in [
             format!("DROP TABLE IF EXISTS \"{table}\""),
+            format!("DROP TABLE IF EXISTS \"{table}_holders\""),
             format!("DROP SEQUENCE IF EXISTS \"{table}_fence_seq\""),
         ] {
             sqlx::query(&s).execute(&pool).await.unwrap();

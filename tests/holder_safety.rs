@@ -329,6 +329,7 @@ async fn expiry_watcher_in_three_processes_postgres() {
     let pool = sqlx::PgPool::connect(&base).await.unwrap();
     for s in [
         format!("DROP TABLE IF EXISTS \"{table}\""),
+        format!("DROP TABLE IF EXISTS \"{table}_holders\""),
         format!("DROP SEQUENCE IF EXISTS \"{table}_fence_seq\""),
     ] {
         sqlx::query(&s).execute(&pool).await.unwrap();

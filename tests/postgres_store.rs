@@ -439,3 +439,130 @@ async fn verrou_interop() {
 }
 
 const KNEX_CLIENT: &str = "pg";
+
+/// A table made by an earlier cadenas gets the group columns and the holders table; a
+/// group's row marks the key held for Verrou's acquire while a holder lives; a waiting
+/// writer's marker holds readers back past the last reader and is cleared by its take; the
+/// expiry watcher reports an expired holder once; the last release removes everything.
+#[tokio::test]
+async fn groups_live_in_the_lock_table_and_its_holders_table() {
+    use cadenas::LockKind;
+    let admin = admin().await;
+    let table = random_name("cadenas_g");
+    let _c = cleanup_table(&table);
+    sqlx::query(&format!(
+        "CREATE TABLE \"{table}\" (\"key\" varchar(255) primary key, \"owner\" varchar(255) not null, \
+         expiration bigint, fence bigint, metadata text, waiting boolean)"
+    ))
+    .execute(&admin)
+    .await
+    .unwrap();
+    let s = connect(&with_query(&base_url(), &format!("table={table}"))).await;
+    let join = |key: &'static str, owner: &'static str, kind: LockKind, ttl: Duration| {
+        let s = &s;
+        async move {
+            s.try_acquire(AcquireRequest::new(key, owner, Some(ttl)).with_kind(kind))
+                .await
+                .unwrap()
+        }
+    };
+    let sem = LockKind::Permits(2);
+    let a = fence_of(join("api", "a", sem, Duration::from_secs(60)).await);
+    let b = fence_of(join("api", "b", sem, Duration::from_millis(300)).await);
+    assert!(a < b);
+    let row: (String, Option<String>, Option<i32>) = sqlx::query_as(&format!(
+        "SELECT owner::text, kind, permits FROM \"{table}\" WHERE \"key\" = 'api'"
+    ))
+    .fetch_one(&admin)
+    .await
+    .unwrap();
+    assert_eq!(row, (String::new(), Some("permits".into()), Some(2)));
+    // Verrou's acquire takes only an expired row.
+    let verrou = sqlx::query(&format!(
+        "INSERT INTO \"{table}\" (\"key\", owner, expiration) \
+         VALUES ('api', 'v', (extract(epoch from now()) * 1000)::bigint + 60000) \
+         ON CONFLICT (\"key\") DO UPDATE SET owner = EXCLUDED.owner, expiration = EXCLUDED.expiration \
+         WHERE \"{table}\".expiration <= (extract(epoch from now()) * 1000)::bigint"
+    ))
+    .execute(&admin)
+    .await
+    .unwrap();
+    assert_eq!(
+        verrou.rows_affected(),
+        0,
+        "Verrou took a key held by permits"
+    );
+    match s
+        .try_acquire(AcquireRequest::new("api", "m", LONG))
+        .await
+        .unwrap()
+    {
+        Acquire::Held(h) => assert!(matches!(h.owner.as_deref(), Some("a" | "b")), "{h:?}"),
+        other => panic!("a mutex got in beside permits: {other:?}"),
+    }
+    // b's lease ends: reported once.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let reaped = loop {
+        let r = s.reap_expired("").await.unwrap();
+        if !r.is_empty() {
+            break r;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "b's permit was never reaped"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(reaped.len(), 1, "{reaped:?}");
+    assert_eq!((reaped[0].owner.as_str(), reaped[0].fence), ("b", Some(b)));
+    assert!(s.reap_expired("").await.unwrap().is_empty());
+    assert_eq!(s.inspect("api").await.unwrap().unwrap().holders.len(), 1);
+    assert!(s.release("api", "a").await.unwrap());
+    let left: i64 = sqlx::query_scalar(&format!(
+        "SELECT (SELECT count(*) FROM \"{table}\") + (SELECT count(*) FROM \"{table}_holders\")"
+    ))
+    .fetch_one(&admin)
+    .await
+    .unwrap();
+    assert_eq!(left, 0, "the last release removes the row and the holders");
+
+    // A waiting writer's marker.
+    fence_of(join("cfg", "r1", LockKind::Shared, Duration::from_secs(60)).await);
+    let writer = AcquireRequest::new("cfg", "w", LONG).with_writer_waiting(LONG);
+    assert!(matches!(
+        s.try_acquire(writer).await.unwrap(),
+        Acquire::Held(_)
+    ));
+    match join("cfg", "r2", LockKind::Shared, Duration::from_secs(60)).await {
+        Acquire::Held(h) => assert_eq!(h.owner.as_deref(), Some("w")),
+        other => panic!("a reader got in past a waiting writer: {other:?}"),
+    }
+    assert!(s.release("cfg", "r1").await.unwrap());
+    assert!(matches!(
+        join("cfg", "r2", LockKind::Shared, Duration::from_secs(60)).await,
+        Acquire::Held(_)
+    ));
+    let w = s
+        .try_acquire(AcquireRequest::new(
+            "cfg",
+            "w",
+            Some(Duration::from_millis(100)),
+        ))
+        .await
+        .unwrap();
+    let w = fence_of(w);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Acquire::Acquired(l) =
+            join("cfg", "r2", LockKind::Shared, Duration::from_secs(60)).await
+        {
+            assert!(l.fence.unwrap() > w);
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the writer's take did not clear its marker"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

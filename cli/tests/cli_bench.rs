@@ -232,7 +232,8 @@ fn postgres_store() {
             let count = format!("SELECT count(*) FROM \"{table}\"");
             let left = sqlx::query_scalar(&count).fetch_one(&pool).await.ok();
             let drop = format!(
-                "DROP TABLE IF EXISTS \"{table}\"; DROP SEQUENCE IF EXISTS \"{table}_fence_seq\""
+                "DROP TABLE IF EXISTS \"{table}\", \"{table}_holders\"; \
+                 DROP SEQUENCE IF EXISTS \"{table}_fence_seq\""
             );
             sqlx::raw_sql(&drop).execute(&pool).await.unwrap();
             left

@@ -40,6 +40,7 @@ pub async fn admin() -> PgPool {
 pub fn cleanup_table(table: &str) -> Cleanup {
     cleanup(vec![
         format!("DROP TABLE IF EXISTS \"{table}\""),
+        format!("DROP TABLE IF EXISTS \"{table}_holders\""),
         format!("DROP SEQUENCE IF EXISTS \"{table}_fence_seq\""),
     ])
 }

@@ -354,7 +354,7 @@ async fn pg_lease_cycles(url: &str, prefix: &str, tasks: usize, time: Duration) 
     })
     .await;
     let drop =
-        format!("DROP TABLE IF EXISTS \"{table}\"; DROP SEQUENCE IF EXISTS \"{table}_fence_seq\"");
+        format!("DROP TABLE IF EXISTS \"{table}\", \"{table}_holders\"; DROP SEQUENCE IF EXISTS \"{table}_fence_seq\"");
     sqlx::raw_sql(&drop).execute(store.pool()).await.unwrap();
     rate
 }

@@ -55,6 +55,26 @@ impl Leases {
         &self.table
     }
 
+    /// Replaces the metadata of the owner's live row.
+    pub(super) async fn set_metadata(
+        &self,
+        key: &str,
+        owner: &str,
+        metadata: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        self.table.set_metadata(key, owner, metadata).await
+    }
+
+    /// The live row of `key`.
+    pub(super) async fn inspect(&self, key: &str) -> Result<Option<LockInfo>, StoreError> {
+        self.table.inspect(key).await
+    }
+
+    /// The live rows under `prefix`.
+    pub(super) async fn list(&self, prefix: &str) -> Result<Vec<LockInfo>, StoreError> {
+        self.table.list(prefix).await
+    }
+
     /// Wakes this process's waiters for `key` if it was released.
     fn released(&self, key: &str, done: sqlx::mysql::MySqlQueryResult) -> bool {
         let released = done.rows_affected() > 0;

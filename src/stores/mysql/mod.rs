@@ -218,7 +218,10 @@ pub struct MySqlStore {
 }
 
 /// What session mode can do: no list (the server cannot name the keys of its locks), no
-/// take-over or reaping, and other clients see only the holder's connection.
+/// take-over or reaping, and other clients see only the holder's connection. Nor semaphores
+/// or read-write locks: `GET_LOCK` is exclusive only and keeps no count of holders, so N
+/// permits would be N locks and up to N tries per acquire, not O(1), and it has no shared
+/// mode and no writer preference for a read-write lock.
 const SESSION_CAPABILITIES: Capabilities = Capabilities {
     list: false,
     expiry_watch: false,

@@ -1,6 +1,6 @@
 //! The lease row, the PostgreSQL store's way of holding a lock: one row per held lock whose
-//! `expiration` the database's clock judges, each operation one statement of
-//! `statements.rs`. Another locking mode would sit beside this one, on the same pool.
+//! `expiration` the database's clock judges, each operation on a mutex one statement of
+//! `statements.rs` (those on readers and permits are in `group.rs`). Another locking mode would sit beside this one, on the same pool.
 
 use std::time::Duration;
 
@@ -8,10 +8,10 @@ use sqlx::{PgPool, Postgres};
 
 use super::errors::pg_error;
 use super::statements::{self, Names, Sql};
-use crate::store::{Acquire, AcquireRequest, Holder, Lease, LockInfo, StoreError};
+use crate::store::{Acquire, AcquireRequest, Lease, LockKind, StoreError};
+use crate::stores::sql::group::GROUP_OWNER;
 use crate::stores::sql::lease::Table;
-use crate::stores::sql::like_prefix;
-use crate::stores::sql::rows::{self, Row};
+use crate::stores::sql::rows;
 
 /// The lease-row operations on one table.
 #[derive(Debug)]
@@ -42,8 +42,14 @@ impl Leases {
         &self.table
     }
 
-    /// Takes a free or expired key, or names its holder (and marks the lease `waiting`).
+    /// Takes a free or expired key, or names its holder (and marks the lease `waiting`): the
+    /// one acquire statement for a mutex (then, for a waiting writer on a key held by readers
+    /// or permits, the statement that records its marker); one transaction for a reader or a
+    /// permit.
     pub(super) async fn try_acquire(&self, r: &AcquireRequest<'_>) -> Result<Acquire, StoreError> {
+        if r.kind != LockKind::Exclusive {
+            return self.join(r).await;
+        }
         let row: Option<(Option<i64>, Option<String>, Option<i64>)> =
             sqlx::query_as(&self.sql.acquire)
                 .bind(r.key)
@@ -54,18 +60,33 @@ impl Leases {
                 .fetch_optional(&self.table.pool)
                 .await
                 .map_err(|e| self.table.err(e, "acquiring", r.key))?;
-        Ok(match row {
-            Some((Some(fence), None, _)) => Acquire::Acquired(Lease {
-                fence: rows::fence(Some(fence)),
-                ttl: r.ttl,
-            }),
-            Some((_, owner, remaining)) => Acquire::Held(rows::holder(Some((owner, remaining)))),
+        let (owner, remaining) = match row {
+            Some((Some(fence), None, _)) => {
+                return Ok(Acquire::Acquired(Lease {
+                    fence: rows::fence(Some(fence)),
+                    ttl: r.ttl,
+                }))
+            }
+            Some((_, owner, remaining)) => (owner, remaining),
             // Held by a row committed after this statement's snapshot.
-            None => Acquire::Held(Holder::default()),
-        })
+            None => (None, None),
+        };
+        if owner.as_deref() == Some(GROUP_OWNER) {
+            // Readers or permits hold the key: a waiting writer holds new readers back. (A
+            // mutex's row would take the marker with it when released, so a mutex's waiters
+            // write nothing more.)
+            if let Some(lease) = r.writer_waiting {
+                if let Some(holder) = self.mark_writer(r.key, r.owner, lease).await? {
+                    return Ok(Acquire::Held(holder));
+                }
+            }
+            return Ok(Acquire::Held(self.held_by(r.key, owner, remaining).await?));
+        }
+        Ok(Acquire::Held(rows::holder(Some((owner, remaining)))))
     }
 
-    /// Deletes our live row; notifies the channel if someone waited for it.
+    /// Deletes our live row, notifying the channel if someone waited for it; when `owner`
+    /// holds no row of its own, releases its place in the key's group, if any.
     pub(super) async fn release(&self, key: &str, owner: &str) -> Result<bool, StoreError> {
         let deleted = sqlx::query(&self.sql.release)
             .bind(key)
@@ -74,10 +95,27 @@ impl Leases {
             .fetch_all(&self.table.pool)
             .await
             .map_err(|e| self.table.err(e, "releasing", key))?;
-        Ok(!deleted.is_empty())
+        if !deleted.is_empty() {
+            return Ok(true);
+        }
+        self.leave(key, owner).await
     }
 
-    /// Moves our live row's expiration to now + `ttl`.
+    /// Replaces the metadata of the owner's live row, or of its place in the key's group.
+    pub(super) async fn set_metadata(
+        &self,
+        key: &str,
+        owner: &str,
+        metadata: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        if self.table.set_metadata(key, owner, metadata).await? {
+            return Ok(true);
+        }
+        self.set_metadata_in_group(key, owner, metadata).await
+    }
+
+    /// Moves our live row's expiration to now + `ttl`, or that of the owner's place in the
+    /// key's group.
     pub(super) async fn extend(
         &self,
         key: &str,
@@ -91,32 +129,12 @@ impl Leases {
             .fetch_optional(&self.table.pool)
             .await
             .map_err(|e| self.table.err(e, "extending", key))?;
-        Ok(row.map(|(fence,)| Lease {
-            fence: rows::fence(fence),
-            ttl,
-        }))
-    }
-
-    /// Deletes the row whoever holds it; tells whether its lease was live.
-    pub(super) async fn force_release(&self, key: &str) -> Result<bool, StoreError> {
-        let row: Option<(bool, Option<String>)> = sqlx::query_as(&self.sql.force_release)
-            .bind(key)
-            .bind(&self.names.channel)
-            .fetch_optional(&self.table.pool)
-            .await
-            .map_err(|e| self.table.err(e, "force-releasing", key))?;
-        Ok(matches!(row, Some((true, _))))
-    }
-
-    /// Deletes the expired rows under `prefix` and returns them, each to one caller only.
-    pub(super) async fn reap_expired(&self, prefix: &str) -> Result<Vec<LockInfo>, StoreError> {
-        let reaped: Vec<Row> = sqlx::query_as(&self.sql.reap)
-            .bind(like_prefix(prefix, '!'))
-            .fetch_all(&self.table.pool)
-            .await
-            .map_err(|e| self.table.err(e, "reaping expired locks under", prefix))?;
-        let mut infos: Vec<LockInfo> = reaped.into_iter().map(rows::lock_info).collect();
-        infos.sort_by(|a, b| a.key.cmp(&b.key));
-        Ok(infos)
+        match row {
+            Some((fence,)) => Ok(Some(Lease {
+                fence: rows::fence(fence),
+                ttl,
+            })),
+            None => self.extend_in_group(key, owner, ttl).await,
+        }
     }
 }

@@ -4,9 +4,10 @@
 //!
 //! One row per held lock in a table (default `cadenas_locks`) whose first three columns
 //! are Verrou's — `"key" varchar(255) primary key, "owner" varchar(255) not null,
-//! "expiration" bigint null` (epoch milliseconds, `NULL` = never expires) — plus three
-//! nullable columns of ours, `"fence" bigint`, `"metadata" text` and `"waiting" boolean`
-//! (see *Hand-off*). A Verrou process inserting only its three columns shares the table
+//! "expiration" bigint null` (epoch milliseconds, `NULL` = never expires) — plus nullable
+//! columns of ours, `"fence" bigint`, `"metadata" text` and `"waiting" boolean` (see
+//! *Hand-off*), and `"kind" text`, `"permits" integer`, `"waiter" varchar(255)`,
+//! `"waiter_expiration" bigint` (see *Semaphores and read-write locks*). A Verrou process inserting only its three columns shares the table
 //! (`?table=verrou`); a table Verrou (or an older cadenas) created first gets our nullable
 //! columns added, which needs the `ALTER` privilege once. A table that lacks one of Verrou's
 //! columns is refused with an error naming it. The table and a sequence `<table>_fence_seq`
@@ -42,8 +43,10 @@
 //!
 //! # Operations
 //!
-//! Each operation is one SQL statement, and the **database's clock** (`clock_timestamp()` /
-//! `now()`) decides expiry; the client's clock is never used.
+//! Each operation on a mutex is one SQL statement (the take-over and the force release: one
+//! transaction), each operation on readers or permits one transaction (see *Semaphores and
+//! read-write locks*), and the **database's clock** (`clock_timestamp()` / `now()`) decides
+//! expiry; the client's clock is never used.
 //!
 //! - acquire: `INSERT … ON CONFLICT ("key") DO UPDATE … WHERE expired OR NOT waiting`, which
 //!   takes a free or expired key, with a fence from `nextval` of the table's sequence, and in
@@ -52,6 +55,36 @@
 //! - take-over ([`Store::take_over`](crate::Store::take_over)): one transaction, the
 //!   acquire's advisory lock then one statement that reads (and row-locks) the live holder and
 //!   overwrites the row with a fence from the sequence.
+//!
+//! # Semaphores and read-write locks
+//!
+//! Lease mode holds semaphores ([`LockKind::Permits`](crate::LockKind::Permits)) and readers
+//! ([`LockKind::Shared`](crate::LockKind::Shared)) beside mutexes; a mutex's acquire stays the
+//! one statement above. A key held by readers or permits (a group) is one row of the lock
+//! table whose `owner` is the empty string (no owner can be), with `kind` (`shared` or
+//! `permits`), `permits` (N) and an `expiration` that is its latest holder's; its holders are
+//! rows of `<table>_holders` (`"key"`, `"owner"`, `expiration`, `fence`, `metadata`, primary
+//! key `("key", "owner")`, created with the table, `UNLOGGED` with it), each with its own
+//! lease by the database's clock, owner, metadata and a fence from the table's sequence. A
+//! plain acquire — and a Verrou process — thus finds the key held exactly while one of its
+//! holders lives. Every group operation is one transaction that first takes the acquire's
+//! per-key advisory lock; a permit count other than the one stored with the key is refused
+//! (`InvalidInput`); an acquire costs the same statements whatever N is. `release`, `extend`
+//! and `set_metadata` try the owner's own row first (one statement, as for a mutex), then its
+//! place in the key's group. A group's releases `NOTIFY` like a mutex's once someone found
+//! the key held, and a holder that gets in while room is left notifies the next waiter.
+//!
+//! A writer that waits records its marker on the key's row (`waiter`, `waiter_expiration`);
+//! while it lives, readers of other owners find the key held. When the last reader leaves,
+//! a key with a live marker keeps its row, expired, for the writer's plain acquire; a marker
+//! whose waiter is the row's own owner has done its work. The expiry watcher reports expired
+//! holders as it reports expired mutexes. Session mode holds mutexes only (see
+//! *Session mode*).
+//!
+//! **Verrou limit**: a Verrou process that takes a key while cadenas readers or permits hold
+//! it finds it held (by an owner with an empty name) until the latest holder's lease ends;
+//! but it cannot see the holders, and if it deletes the key's row while they hold it the key
+//! is free for anyone beside them: they find out at their next extend or release.
 //!
 //! # Fences
 //!
@@ -150,6 +183,7 @@
 //!   Behind PgBouncer in transaction mode session locks do not work: connect directly.
 
 mod errors;
+mod group;
 mod lease;
 mod listener;
 mod schema;
@@ -262,7 +296,11 @@ impl PostgresOptions {
 }
 
 /// What session mode can do: no list (the server cannot name the keys of its advisory
-/// locks), no take-over or reaping, and other clients see only the holder's session.
+/// locks), no take-over or reaping, and other clients see only the holder's session. Nor
+/// semaphores or read-write locks: an advisory lock keeps no count of its holders, so N
+/// permits would be N locks and up to N tries per acquire, not O(1); and shared advisory
+/// locks carry no lease per holder and no writer-waiting marker with a bounded lease, which
+/// the store's read-write locks promise.
 const SESSION_CAPABILITIES: Capabilities = Capabilities {
     list: false,
     expiry_watch: false,
@@ -452,7 +490,7 @@ server_store!(PostgresStore, crate::scheme::POSTGRES {
     fn capabilities(&self) -> Capabilities {
         match self.session {
             Some(_) => SESSION_CAPABILITIES,
-            None => Capabilities::ALL.exclusive_only(),
+            None => Capabilities::ALL,
         }
     }
 

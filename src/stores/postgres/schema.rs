@@ -1,4 +1,5 @@
-//! Creating and checking the PostgreSQL lock table and its fence sequence.
+//! Creating and checking the PostgreSQL lock table, its holders table (keys held by readers
+//! or permits) and its fence sequence.
 //!
 //! Creation is race-free: the checks and `CREATE`s run in one transaction holding
 //! `pg_advisory_xact_lock(hashtext(table))` (the same lock Verrou's Knex adapter takes
@@ -18,6 +19,10 @@ const OURS: &[(&str, &str)] = &[
     ("fence", "bigint"),
     ("metadata", "text"),
     ("waiting", "boolean"),
+    ("kind", "text"),
+    ("permits", "integer"),
+    ("waiter", "varchar(255)"),
+    ("waiter_expiration", "bigint"),
 ];
 
 /// The types an `expiration` column may have: integers in epoch milliseconds.
@@ -55,9 +60,16 @@ pub(super) async fn ensure(
                 &format!("looking for sequence {}", names.sequence),
             ))
         })?;
+    let holders: bool = sqlx::query_scalar(sql::SEQUENCE_EXISTS)
+        .bind(&names.holders)
+        .fetch_one(pool)
+        .await
+        .map_err(|e| {
+            SchemaError::Store(pg_error(e, &format!("looking for table {}", names.holders)))
+        })?;
     if !found.is_empty() {
         check_columns(&names.display, &found, '"', expiration_ok)?;
-        if missing(&found, OURS).is_empty() && sequence {
+        if missing(&found, OURS).is_empty() && sequence && holders {
             return Ok(());
         }
     }
@@ -89,6 +101,8 @@ async fn create(pool: &PgPool, names: &Names, unlogged: bool) -> Result<(), Sche
             sqlx::query(&ddl).execute(&mut *tx).await.map_err(fail)?;
         }
     }
+    let ddl = sql::create_holders(names, unlogged);
+    sqlx::query(&ddl).execute(&mut *tx).await.map_err(fail)?;
     // The sequence stays logged even for an UNLOGGED table: after a crash the table is
     // emptied but fences keep growing.
     let ddl = sql::create_sequence(names);

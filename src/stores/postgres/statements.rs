@@ -16,7 +16,7 @@ pub(super) const COLUMNS: &str =
     "SELECT column_name::text, data_type::text FROM information_schema.columns \
      WHERE table_schema = $1 AND table_name = $2";
 
-/// `$1` the sequence's qualified name: whether it exists.
+/// `$1` a sequence's or table's qualified name: whether it exists.
 pub(super) const SEQUENCE_EXISTS: &str = "SELECT to_regclass($1) IS NOT NULL";
 
 /// `$1` table: serializes table setup within a transaction (the lock Verrou's Knex adapter
@@ -38,6 +38,9 @@ pub(crate) struct Names {
     pub(super) sequence_qualified: String,
     /// The NOTIFY channel.
     pub(super) channel: String,
+    /// `"schema"."table_holders"`: the holders of keys held by readers or permits (also
+    /// as text for `to_regclass`).
+    pub(super) holders: String,
 }
 
 impl Names {
@@ -50,7 +53,9 @@ impl Names {
         } else {
             format!("cadenas.{:016x}", sql::fnv1a(&display))
         };
+        let holders = sql::derived_name(table, "_holders", 63);
         Names {
+            holders: format!("\"{schema}\".\"{holders}\""),
             schema: schema.to_owned(),
             table: table.to_owned(),
             qualified: format!("\"{schema}\".\"{table}\""),
@@ -71,9 +76,28 @@ pub(super) fn create_table(n: &Names, unlogged: bool) -> String {
          \"expiration\" bigint NULL, \
          \"fence\" bigint NULL, \
          \"metadata\" text NULL, \
-         \"waiting\" boolean NULL)",
+         \"waiting\" boolean NULL, \
+         \"kind\" text NULL, \
+         \"permits\" integer NULL, \
+         \"waiter\" varchar(255) NULL, \
+         \"waiter_expiration\" bigint NULL)",
         if unlogged { "UNLOGGED " } else { "" },
         n.qualified
+    )
+}
+
+/// The holders of keys held by readers or permits (`crate::stores::sql::group`).
+pub(super) fn create_holders(n: &Names, unlogged: bool) -> String {
+    format!(
+        "CREATE {}TABLE IF NOT EXISTS {} (\
+         \"key\" varchar(255) NOT NULL, \
+         \"owner\" varchar(255) NOT NULL, \
+         \"expiration\" bigint NULL, \
+         \"fence\" bigint NULL, \
+         \"metadata\" text NULL, \
+         PRIMARY KEY (\"key\", \"owner\"))",
+        if unlogged { "UNLOGGED " } else { "" },
+        n.holders
     )
 }
 
@@ -102,6 +126,8 @@ pub(super) struct Sql {
     pub(super) take_over_gate: String,
     /// The second: read the live holder, then overwrite the row whatever its state.
     pub(super) take_over: String,
+    /// The statements of keys held by readers or permits.
+    pub(super) group: GroupSql,
 }
 
 /// The row's remaining milliseconds (`NULL`: never expires) by the statement's clock.
@@ -189,7 +215,7 @@ impl Sql {
             // first makes it live again: each expired row is returned to one caller only.
             reap: format!(
                 "DELETE FROM {t} WHERE \"key\" LIKE $1 ESCAPE '!' \
-                   AND expiration IS NOT NULL AND expiration <= {NOW_MS} \
+                   AND expiration IS NOT NULL AND expiration <= {NOW_MS} AND owner <> '{GROUP}' \
                  RETURNING \"key\"::text, owner::text, 0::bigint, fence, metadata"
             ),
             // $1 key, $2 lock class (schema.table): the advisory lock acquire takes, held
@@ -212,6 +238,192 @@ impl Sql {
                    RETURNING l.fence) \
                  SELECT i.fence, o.owner, o.fence FROM ins i LEFT JOIN old o ON true",
                 seq = n.sequence_qualified,
+            ),
+            group: GroupSql::new(n),
+        }
+    }
+}
+
+/// The database's clock now (not at the transaction's start), in epoch milliseconds: what
+/// the statements of a group's transactions judge expiry by.
+const CLOCK_MS: &str = "(extract(epoch FROM clock_timestamp()) * 1000)::bigint";
+
+/// The owner of a group's row (`crate::stores::sql::group`).
+const GROUP: &str = sql::group::GROUP_OWNER;
+
+/// The statements of keys held by a group (`crate::stores::sql::group`), run in one
+/// transaction per operation, after the acquire's per-key advisory lock where they change the
+/// key's row. Each statement numbers its own parameters, given in its comment.
+#[derive(Debug)]
+pub(super) struct GroupSql {
+    /// $1 key, $2 owner: the key's row, locked: owner, live, kind, permits, whether another
+    /// writer's marker lives, the marker's owner and remaining ms, the row's remaining ms.
+    pub(super) state: String,
+    /// $1 key: removes the key's expired holders.
+    pub(super) prune: String,
+    /// $1 key, $2 owner: how many holders live, and how many of them are `$2`.
+    pub(super) count: String,
+    /// $1 key, $2 owner, $3 ttl ms, $4 metadata: adds a holder with the next fence.
+    pub(super) join: String,
+    /// $1 key, $2 ttl ms, $3 kind, $4 permits: makes the key's row a group's, keeping the
+    /// `waiting` flag and another writer's marker.
+    pub(super) open: String,
+    /// $1 key, $2 ttl ms: pushes the group row's expiration to a new holder's.
+    pub(super) stretch: String,
+    /// $1 key: flags the row `waiting`, so that its releases notify.
+    pub(super) flag_waiting: String,
+    /// $1 key: the row's `waiting` flag.
+    pub(super) waiting: String,
+    /// $1 key: the holder that ends first (owner, remaining ms).
+    pub(super) first: String,
+    /// $1 key, $2 owner: removes the holder; whether its lease was live in a group, and the
+    /// group row's `waiting` flag.
+    pub(super) leave: String,
+    /// $1 key: removes the group row when no holder and no waiting writer's marker lives.
+    pub(super) close: String,
+    /// $1 key: sets the group row's expiration to its latest live holder's (now if none).
+    pub(super) refresh: String,
+    /// $1 key, $2 owner, $3 ttl ms: the holder's new lease; returns its fence.
+    pub(super) extend: String,
+    /// $1 metadata, $2 key, $3 owner: the holder's metadata.
+    pub(super) set_metadata: String,
+    /// $1 key, $2 owner, $3 lease ms: records a waiting writer's marker on a held key
+    /// (unless another writer's lives) and flags it `waiting`; returns the row's owner and
+    /// remaining ms.
+    pub(super) mark_writer: String,
+    /// $1 key: removes every holder; one row per holder, whether it was live.
+    pub(super) drop_members: String,
+    /// $1 key: a live group's first holder (owner, fence), for a take-over.
+    pub(super) displaced_member: String,
+    /// $1 channel, $2 key: wakes the key's waiters.
+    pub(super) notify: String,
+    /// $1 `LIKE` pattern: expired holders, removed and returned.
+    pub(super) reap_members: String,
+    /// $1 `LIKE` pattern: group rows with no live holder and no live marker, removed.
+    pub(super) reap_groups: String,
+    /// $1 key: the key's row joined with its live holders.
+    pub(super) inspect: String,
+    /// $1 `LIKE` pattern: every live row under it joined with its live holders.
+    pub(super) list: String,
+}
+
+impl GroupSql {
+    pub(super) fn new(n: &Names) -> GroupSql {
+        let (t, h, seq) = (&n.qualified, &n.holders, &n.sequence_qualified);
+        let live = format!("(expiration IS NULL OR expiration > {CLOCK_MS})");
+        let rem = format!(
+            "CASE WHEN expiration IS NULL THEN NULL ELSE GREATEST(expiration - {CLOCK_MS}, 0) END"
+        );
+        let marked = format!("COALESCE(waiter_expiration > {CLOCK_MS}, false)");
+        let in_group = |k: &str| {
+            format!("EXISTS (SELECT 1 FROM {t} WHERE \"key\" = {k} AND owner = '{GROUP}')")
+        };
+        let joined = format!(
+            "SELECT l.\"key\"::text, l.owner::text, \
+               CASE WHEN l.expiration IS NULL THEN NULL ELSE GREATEST(l.expiration - {NOW_MS}, 0) END, \
+               l.fence, l.metadata, l.kind, l.permits::bigint, h.owner::text, \
+               CASE WHEN h.expiration IS NULL THEN NULL ELSE GREATEST(h.expiration - {NOW_MS}, 0) END, \
+               h.fence, h.metadata \
+             FROM {t} l LEFT JOIN {h} h ON l.owner = '{GROUP}' AND h.\"key\" = l.\"key\" \
+               AND (h.expiration IS NULL OR h.expiration > {NOW_MS}) \
+             WHERE (l.expiration IS NULL OR l.expiration > {NOW_MS})"
+        );
+        let pattern = "LIKE $1 ESCAPE '!'";
+        GroupSql {
+            state: format!(
+                "SELECT owner::text, {live}, kind, permits::bigint, \
+                   waiter IS NOT NULL AND waiter IS DISTINCT FROM $2 \
+                     AND waiter IS DISTINCT FROM owner AND {marked}, \
+                   waiter::text, GREATEST(waiter_expiration - {CLOCK_MS}, 0), {rem} \
+                 FROM {t} WHERE \"key\" = $1 FOR UPDATE"
+            ),
+            prune: format!(
+                "DELETE FROM {h} WHERE \"key\" = $1 AND expiration IS NOT NULL AND expiration <= {CLOCK_MS}"
+            ),
+            count: format!(
+                "SELECT COUNT(*), COUNT(*) FILTER (WHERE owner = $2) FROM {h} WHERE \"key\" = $1 AND {live}"
+            ),
+            join: format!(
+                "INSERT INTO {h} (\"key\", owner, expiration, fence, metadata) \
+                 VALUES ($1, $2, {CLOCK_MS} + $3::bigint, nextval('{seq}'), $4::text) \
+                 ON CONFLICT (\"key\", owner) DO UPDATE SET expiration = EXCLUDED.expiration, \
+                   fence = EXCLUDED.fence, metadata = EXCLUDED.metadata \
+                 RETURNING fence"
+            ),
+            open: format!(
+                "INSERT INTO {t} AS l (\"key\", owner, expiration, fence, metadata, kind, permits) \
+                 VALUES ($1, '{GROUP}', {CLOCK_MS} + $2::bigint, NULL, NULL, $3::text, $4::integer) \
+                 ON CONFLICT (\"key\") DO UPDATE SET owner = '{GROUP}', \
+                   expiration = EXCLUDED.expiration, fence = NULL, metadata = NULL, \
+                   kind = EXCLUDED.kind, permits = EXCLUDED.permits, \
+                   waiter = CASE WHEN l.waiter IS NOT DISTINCT FROM l.owner THEN NULL ELSE l.waiter END, \
+                   waiter_expiration = CASE WHEN l.waiter IS NOT DISTINCT FROM l.owner THEN NULL \
+                     ELSE l.waiter_expiration END"
+            ),
+            stretch: format!(
+                "UPDATE {t} SET expiration = CASE WHEN expiration IS NULL OR $2::bigint IS NULL THEN NULL \
+                   ELSE GREATEST(expiration, {CLOCK_MS} + $2::bigint) END \
+                 WHERE \"key\" = $1 AND owner = '{GROUP}'"
+            ),
+            flag_waiting: format!(
+                "UPDATE {t} SET waiting = true WHERE \"key\" = $1 AND waiting IS NOT TRUE"
+            ),
+            waiting: format!("SELECT waiting FROM {t} WHERE \"key\" = $1"),
+            first: format!(
+                "SELECT owner::text, {rem} FROM {h} WHERE \"key\" = $1 AND {live} \
+                 ORDER BY expiration IS NULL, expiration LIMIT 1"
+            ),
+            leave: format!(
+                "DELETE FROM {h} WHERE \"key\" = $1 AND owner = $2 \
+                 RETURNING {live} AND {}, (SELECT waiting FROM {t} WHERE \"key\" = $1)",
+                in_group("$1")
+            ),
+            close: format!(
+                "DELETE FROM {t} WHERE \"key\" = $1 AND owner = '{GROUP}' AND NOT {marked} \
+                   AND NOT EXISTS (SELECT 1 FROM {h} WHERE \"key\" = $1 AND {live})"
+            ),
+            refresh: format!(
+                "UPDATE {t} SET expiration = (\
+                   SELECT CASE WHEN COUNT(*) = 0 THEN {CLOCK_MS} \
+                     WHEN COUNT(expiration) < COUNT(*) THEN NULL ELSE MAX(expiration) END \
+                   FROM {h} WHERE \"key\" = $1 AND {live}) \
+                 WHERE \"key\" = $1 AND owner = '{GROUP}'"
+            ),
+            extend: format!(
+                "UPDATE {h} SET expiration = {CLOCK_MS} + $3::bigint \
+                 WHERE \"key\" = $1 AND owner = $2 AND {live} AND {} RETURNING fence",
+                in_group("$1")
+            ),
+            set_metadata: format!(
+                "UPDATE {h} SET metadata = $1 WHERE \"key\" = $2 AND owner = $3 AND {live} AND {}",
+                in_group("$2")
+            ),
+            mark_writer: format!(
+                "UPDATE {t} SET waiter = $2, waiter_expiration = {CLOCK_MS} + $3::bigint, waiting = true \
+                 WHERE \"key\" = $1 AND {live} \
+                   AND (waiter IS NULL OR waiter = $2 OR waiter IS NOT DISTINCT FROM owner OR NOT {marked}) \
+                 RETURNING owner::text, {rem}"
+            ),
+            drop_members: format!("DELETE FROM {h} WHERE \"key\" = $1 RETURNING {live}"),
+            displaced_member: format!(
+                "SELECT owner::text, fence FROM {h} WHERE \"key\" = $1 AND {live} \
+                   AND EXISTS (SELECT 1 FROM {t} WHERE \"key\" = $1 AND owner = '{GROUP}' AND {live}) \
+                 ORDER BY fence LIMIT 1"
+            ),
+            notify: "SELECT pg_notify($1, $2)::text".into(),
+            reap_members: format!(
+                "DELETE FROM {h} WHERE \"key\" {pattern} \
+                   AND expiration IS NOT NULL AND expiration <= {NOW_MS} \
+                 RETURNING \"key\"::text, owner::text, 0::bigint, fence, metadata"
+            ),
+            reap_groups: format!(
+                "DELETE FROM {t} WHERE \"key\" {pattern} AND owner = '{GROUP}' \
+                   AND expiration IS NOT NULL AND expiration <= {NOW_MS} \
+                   AND NOT COALESCE(waiter_expiration > {NOW_MS}, false)"
+            ),
+            inspect: format!("{joined} AND l.\"key\" = $1 ORDER BY h.fence"),
+            list: format!(
+                "{joined} AND l.\"key\" {pattern} ORDER BY l.\"key\" COLLATE \"C\", h.fence"
             ),
         }
     }

@@ -1,12 +1,14 @@
-//! The PostgreSQL store's take-over: one transaction of two statements.
+//! The PostgreSQL store's take-over: one transaction.
 
 use super::lease::Leases;
 use crate::store::{AcquireRequest, Displaced, Lease, StoreError, TakeOver};
+use crate::stores::sql::group::GROUP_OWNER;
 use crate::stores::sql::rows;
 
 impl Leases {
-    /// Takes the acquire's per-key advisory lock, then (in a statement whose snapshot
-    /// follows it) reads the live holder and overwrites the row with a fence from the
+    /// Takes the acquire's per-key advisory lock, then (in statements whose snapshots
+    /// follow it) removes a group's holders, reads the live holder (a group's first) and
+    /// overwrites the row with a fence from the
     /// table's sequence; commits. Two statements rather than one: a single statement's
     /// snapshot is taken before it waits for the advisory lock, so it could miss the holding
     /// that the take-over or acquire it waited for has just committed.
@@ -18,7 +20,17 @@ impl Leases {
                 .bind(&self.names.display)
                 .execute(&mut *tx)
                 .await?;
-            let (fence, owner, old_fence): (Option<i64>, Option<String>, Option<i64>) =
+            // A group's row: the displaced holder is its first; its holders go.
+            let member: Option<(String, Option<i64>)> =
+                sqlx::query_as(&self.sql.group.displaced_member)
+                    .bind(r.key)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            sqlx::query(&self.sql.group.drop_members)
+                .bind(r.key)
+                .execute(&mut *tx)
+                .await?;
+            let (fence, mut owner, mut old_fence): (Option<i64>, Option<String>, Option<i64>) =
                 sqlx::query_as(&self.sql.take_over)
                     .bind(r.key)
                     .bind(r.owner)
@@ -27,6 +39,9 @@ impl Leases {
                     .fetch_one(&mut *tx)
                     .await?;
             tx.commit().await?;
+            if owner.as_deref() == Some(GROUP_OWNER) {
+                (owner, old_fence) = member.map_or((None, None), |(o, f)| (Some(o), f));
+            }
             Ok::<_, sqlx::Error>(TakeOver {
                 lease: Lease {
                     fence: rows::fence(fence),

@@ -3,8 +3,8 @@
 //! A server store (PostgreSQL, MySQL) answers every operation on locks from its locking
 //! mode: the field `session` (`Some` in session mode, [`SessionLocks`](super::session)) or
 //! else the field `leases` (the lease row), whose methods have the operations' names and
-//! arguments, or from its [`Table`](super::lease::Table) (`leases.table()`) for those alike
-//! in every dialect;
+//! arguments (some of them thin calls of its [`Table`](super::lease::Table), for those
+//! alike in every dialect);
 //! `describe` is the field `describe`, `kind` the scheme row's.
 //! What differs — `capabilities`, `subscribe`, `close` — the store writes in the braces:
 //!
@@ -29,9 +29,10 @@ macro_rules! server_store {
                 $scheme.kind
             }
 
-            /// One statement or transaction, finished in a task of its own if
-            /// the caller goes away first (`stores::detach`), so that a cancelled
-            /// caller never leaves a lock held.
+            /// One statement or transaction (a reader's or a permit's: one
+            /// transaction), finished in a task of its own if the caller goes away
+            /// first (`stores::detach`), so that a cancelled caller never leaves a
+            /// lock held.
             async fn try_acquire(
                 &self,
                 request: $crate::store::AcquireRequest<'_>,
@@ -43,9 +44,12 @@ macro_rules! server_store {
                 let (key, owner) = (request.key.to_owned(), request.owner.to_owned());
                 let (k, o) = (key.clone(), owner.clone());
                 let (ttl, metadata) = (request.ttl, request.metadata.map(str::to_owned));
+                let (kind, writer_waiting) = (request.kind, request.writer_waiting);
                 let statement = async move {
                     let request = $crate::store::AcquireRequest::new(&key, &owner, ttl)
-                        .with_metadata(metadata.as_deref());
+                        .with_metadata(metadata.as_deref())
+                        .with_kind(kind)
+                        .with_writer_waiting(writer_waiting);
                     leases.try_acquire(&request).await
                 };
                 let release = move || {
@@ -101,7 +105,7 @@ macro_rules! server_store {
                 if let Some(s) = &self.session {
                     return Ok(s.set_metadata(key, owner, metadata));
                 }
-                self.leases.table().set_metadata(key, owner, metadata).await
+                self.leases.set_metadata(key, owner, metadata).await
             }
 
             async fn force_release(&self, key: &str) -> Result<bool, $crate::store::StoreError> {
@@ -118,7 +122,7 @@ macro_rules! server_store {
                 if let Some(s) = &self.session {
                     return s.inspect(key).await;
                 }
-                self.leases.table().inspect(key).await
+                self.leases.inspect(key).await
             }
 
             async fn list(
@@ -128,7 +132,7 @@ macro_rules! server_store {
                 if let Some(s) = &self.session {
                     return s.list();
                 }
-                self.leases.table().list(prefix).await
+                self.leases.list(prefix).await
             }
 
             async fn reap_expired(

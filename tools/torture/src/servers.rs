@@ -121,8 +121,10 @@ impl SqlAdmin {
     pub async fn cleanup(&self) -> Result<()> {
         match self {
             SqlAdmin::Postgres { pool, table } => {
-                pool.execute(format!("DROP TABLE IF EXISTS \"{table}\"").as_str())
-                    .await?;
+                pool.execute(
+                    format!("DROP TABLE IF EXISTS \"{table}\", \"{table}_holders\"").as_str(),
+                )
+                .await?;
                 pool.execute(format!("DROP SEQUENCE IF EXISTS \"{table}_fence_seq\"").as_str())
                     .await?;
             }
