@@ -317,6 +317,7 @@ impl Lock {
     /// Waits for a lock the first try found held by `holder`, trying again as `retry` says.
     async fn wait(&self, retry: &Retry, mut holder: Holder, attempts: &mut u32) -> Result<Guard> {
         let started = Instant::now();
+        let _counted = self.reader_waits();
         let mut subscription = None;
         // Every store that offers a subscription gets one, also one that hears only this
         // process's releases (`notify` false): the waiters of this process are woken in
@@ -336,7 +337,7 @@ impl Lock {
                 }
             }
         }
-        let writer_polls = self.writer_waiting(retry, started).is_some();
+        let writer = self.writer_waiting(retry, started).is_some();
         loop {
             if !retry.may_retry(*attempts, started.elapsed()) {
                 return Err(Error::Timeout {
@@ -363,8 +364,9 @@ impl Lock {
                     false
                 }
             };
-            // A writer on a store with readers polls even behind other waiters: readers
-            // queued ahead of it, held back by its marker, keep the wake-ups it would need.
+            // A writer polls even behind other waiters while readers of the key wait here
+            // (`kinds::readers_wait`).
+            let writer_polls = writer && kinds::readers_wait(&self.stored);
             if !notified && !writer_polls && behind_others(subscription.as_ref(), retry) {
                 // Other waiters of this process are first in line: they are woken first and
                 // the first of them polls, so N waiters make one poll per delay, not N. The

@@ -216,6 +216,48 @@ async fn a_waiter_that_loses_the_race_stays_first_in_line() {
     r.unwrap().release().await.unwrap();
 }
 
+/// The waiters of a plain mutex on a store with read-write locks (the memory store) wait
+/// their turn: only the first polls, so 8 of them make one try per delay, not 8. A waiting
+/// reader makes the writers behind it poll (readers held back by a writer's marker would
+/// keep the wake-ups the writer needs).
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn the_waiters_of_a_mutex_make_one_poll_per_delay() {
+    let (locks, store) = setup();
+    let holder = locks.lock("k").acquire().await.unwrap();
+    let retry = Retry::default()
+        .delay(Duration::from_millis(100))
+        .jitter(Duration::ZERO);
+    let mut waiting = Vec::new();
+    for _ in 0..8 {
+        let lock = locks.lock("k").with_retry(retry.clone());
+        waiting.push(tokio::spawn(async move { lock.acquire().await }));
+    }
+    settle().await;
+    let tries = |store: &Counting| store.tries.load(Ordering::SeqCst);
+    let before = tries(&store);
+    tokio::time::sleep(Duration::from_millis(1050)).await;
+    let polls = tries(&store) - before;
+    assert!(
+        (9..=11).contains(&polls),
+        "8 mutex waiters made {polls} tries in 10 delays"
+    );
+    let reader = locks.read("k").with_retry(retry.clone());
+    let reading = tokio::spawn(async move { reader.acquire().await });
+    settle().await;
+    let before = tries(&store);
+    tokio::time::sleep(Duration::from_millis(1050)).await;
+    let polls = tries(&store) - before;
+    assert!(
+        polls >= 80,
+        "with a reader waiting, every writer polls: {polls} tries in 10 delays"
+    );
+    holder.release().await.unwrap();
+    for w in waiting {
+        w.abort();
+    }
+    reading.abort();
+}
+
 /// Polls `f` once: `Some` if it finished.
 async fn futures_poll_once<F: std::future::Future + Unpin>(f: F) -> Option<F::Output> {
     let mut f = f;

@@ -2,6 +2,8 @@
 //! reader, or one permit of a semaphore. Everything else (retry, watchdog, events, tokens) is
 //! the same for every kind.
 
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -52,6 +54,16 @@ impl Lock {
         Some(lease.max(Duration::from_millis(1)))
     }
 
+    /// Counts this lock among the readers of its key waiting in this process, while the
+    /// answer lives (nothing for another kind). See [`readers_wait`].
+    pub(super) fn reader_waits(&self) -> ReaderWaits {
+        if self.kind != LockKind::Shared {
+            return ReaderWaits(None);
+        }
+        *waiting_readers().entry(self.stored.clone()).or_default() += 1;
+        ReaderWaits(Some(self.stored.clone()))
+    }
+
     /// The error for a kind of lock the store does not hold.
     pub(crate) fn kind_unsupported(&self) -> Error {
         let what = match self.kind {
@@ -87,5 +99,39 @@ impl Lock {
             (LockKind::Shared, Some(i)) if i.kind == LockKind::Shared => u32::MAX,
             _ => 0,
         })
+    }
+}
+
+/// The readers waiting in this process, per stored key (whatever the store: two stores
+/// with a key of the same name only make a writer poll when it need not).
+static WAITING_READERS: LazyLock<Mutex<HashMap<Arc<str>, usize>>> = LazyLock::new(Default::default);
+
+fn waiting_readers() -> MutexGuard<'static, HashMap<Arc<str>, usize>> {
+    // Every change under the mutex is one counter step: safe after a panic.
+    WAITING_READERS.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Whether readers of `stored` wait in this process. A waiting writer then tries at every
+/// pause, even behind other waiters: readers ahead of it in line, held back by its marker,
+/// would take the wake-ups it needs. Without waiting readers it waits its turn as a mutex's
+/// waiter does, so the waiters of a plain mutex make one poll per delay, not one each.
+pub(super) fn readers_wait(stored: &str) -> bool {
+    waiting_readers().get(stored).is_some_and(|n| *n > 0)
+}
+
+/// A reader counted among its key's waiters (see [`Lock::reader_waits`]) until dropped.
+pub(super) struct ReaderWaits(Option<Arc<str>>);
+
+impl Drop for ReaderWaits {
+    fn drop(&mut self) {
+        if let Some(stored) = self.0.take() {
+            let mut readers = waiting_readers();
+            if let Some(n) = readers.get_mut(&stored) {
+                *n -= 1;
+                if *n == 0 {
+                    readers.remove(&stored);
+                }
+            }
+        }
     }
 }
