@@ -130,11 +130,6 @@ pub(super) struct Sql {
     pub(super) group: GroupSql,
 }
 
-/// The row's remaining milliseconds (`NULL`: never expires) by the statement's clock.
-fn remaining() -> String {
-    format!("CASE WHEN expiration IS NULL THEN NULL ELSE GREATEST(expiration - {NOW_MS}, 0) END")
-}
-
 /// A row is live until its expiration passes by the statement's clock.
 fn live() -> String {
     format!("(expiration IS NULL OR expiration > {NOW_MS})")
@@ -142,18 +137,14 @@ fn live() -> String {
 
 /// The statements of the operations alike in every dialect.
 pub(super) fn common(n: &Names) -> Common {
-    let (t, live, rem) = (&n.qualified, live(), remaining());
+    let (t, live) = (&n.qualified, live());
     Common {
         set_metadata: format!(
             "UPDATE {t} SET metadata = $1 WHERE \"key\" = $2 AND owner = $3 AND {live}"
         ),
-        inspect: format!(
-            "SELECT \"key\"::text, owner::text, {rem}, fence, metadata FROM {t} WHERE \"key\" = $1 AND {live}"
-        ),
-        list: format!(
-            "SELECT \"key\"::text, owner::text, {rem}, fence, metadata FROM {t} \
-             WHERE \"key\" LIKE $1 ESCAPE '!' AND {live} ORDER BY \"key\" COLLATE \"C\""
-        ),
+        // PostgreSQL reads keys, groups too, with its own statements (`group.rs`).
+        inspect: String::new(),
+        list: String::new(),
     }
 }
 
