@@ -15,6 +15,8 @@
 //! - The file (`FAKETIME_TIMESTAMP_FILE`) is read again every second
 //!   (`FAKETIME_CACHE_DURATION=1`): writing a new offset there steps the clock while the
 //!   worker runs.
+//! - A worker started in place of a killed one keeps that one's clock, as a process
+//!   restarted on a host keeps the host's clock.
 //!
 //! Stores whose expiry is decided by the server's clock (Redis, Redlock, PostgreSQL, MySQL,
 //! etcd) must not notice any of it. SQLite's "now" is the clock of the process running the

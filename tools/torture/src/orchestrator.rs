@@ -160,7 +160,7 @@ impl Orchestrator {
             declared?;
         }
         for _ in 0..self.config.procs {
-            self.spawn(self.config.iterations).await?;
+            self.spawn(self.config.iterations, None).await?;
         }
         let deadline = self
             .config
@@ -206,7 +206,9 @@ impl Orchestrator {
         Duration::from_millis(self.rng.random_range(base / 2..=base * 3 / 2))
     }
 
-    async fn spawn(&mut self, budget: Option<u64>) -> Result<()> {
+    /// Starts a worker; `replaces`: the killed worker it takes the place of, whose wall clock
+    /// it keeps (a process restarted on a host runs on that host's clock, stepped or not).
+    async fn spawn(&mut self, budget: Option<u64>, replaces: Option<u32>) -> Result<()> {
         let id = self.next_id;
         self.next_id += 1;
         let seed = self.config.seed ^ u64::from(id).wrapping_mul(0x9E37_79B9_7F4A_7C15);
@@ -216,7 +218,7 @@ impl Orchestrator {
                 (pid, control, None, Vec::new())
             }
             None => {
-                let (pid, netns, proxies) = self.spawn_process(id, seed, budget).await?;
+                let (pid, netns, proxies) = self.spawn_process(id, seed, budget, replaces).await?;
                 (pid, Control::Process, netns, proxies)
             }
         };
@@ -278,7 +280,7 @@ impl Orchestrator {
                         .count() as u64;
                     match slot.budget.map(|b| b.saturating_sub(begun)) {
                         Some(0) => {}
-                        left => self.spawn(left).await?,
+                        left => self.spawn(left, Some(id)).await?,
                     }
                 }
             }

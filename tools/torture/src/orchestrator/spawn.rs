@@ -20,6 +20,7 @@ impl Orchestrator {
         id: u32,
         seed: u64,
         budget: Option<u64>,
+        replaces: Option<u32>,
     ) -> Result<(u32, Option<Arc<Netns>>, Vec<Proxy>)> {
         let mut url = self.env.worker_url(id).await?;
         let exe = std::env::current_exe().context("finding our own binary")?;
@@ -39,7 +40,10 @@ impl Orchestrator {
                 self.dir.clock(None)
             } else {
                 let file = self.dir.clock(Some(id));
-                Spec::initial(self.config.store, id).write(&file)?;
+                replaces
+                    .and_then(|old| Spec::read(&self.dir.clock(Some(old))))
+                    .unwrap_or(Spec::initial(self.config.store, id))
+                    .write(&file)?;
                 file
             };
             cmd.envs(clock::env(library, &file))
