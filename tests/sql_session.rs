@@ -182,6 +182,63 @@ mod postgres {
         with_table(waiters_queue_in_order(server(&table)), &table).await;
     }
 
+    /// A store's waits reuse its waiting connection: PostgreSQL starts a backend process per
+    /// connection, which a waiter would otherwise wait for at every wait (its hand-off took
+    /// the backend's start-up time, not the server's wake-up). Round after round, the
+    /// backend that waits for the key is the same one.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn waits_reuse_the_waiting_connection() {
+        let table = random("cadenas_ss_");
+        let app = random("cadenas-wait-");
+        let url = format!("{}&application_name={app}", server(&table).url);
+        let test = async {
+            let (holder, waiter) = (
+                Locks::connect(&url).await.unwrap(),
+                Locks::connect(&url).await.unwrap(),
+            );
+            let admin = sqlx::PgPool::connect(&base_url()).await.unwrap();
+            let key = random("reuse-");
+            let mut waiting_backends = Vec::new();
+            for _ in 0..4 {
+                let held = holder.lock(&key).acquire().await.unwrap();
+                let lock = waiter.lock(&key);
+                let waiting = tokio::spawn(async move { lock.acquire().await });
+                let deadline = Instant::now() + Duration::from_secs(20);
+                let pid = loop {
+                    let pid: Option<i32> = sqlx::query_scalar(
+                        "SELECT pid FROM pg_stat_activity \
+                         WHERE application_name = $1 AND wait_event_type = 'Lock'",
+                    )
+                    .bind(&app)
+                    .fetch_optional(&admin)
+                    .await
+                    .unwrap();
+                    if let Some(pid) = pid {
+                        break pid;
+                    }
+                    assert!(Instant::now() < deadline, "no backend waited for the key");
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                };
+                waiting_backends.push(pid);
+                held.release().await.unwrap();
+                let got = tokio::time::timeout(Duration::from_secs(20), waiting)
+                    .await
+                    .expect("the waiter was woken")
+                    .unwrap()
+                    .unwrap();
+                got.release().await.unwrap();
+            }
+            waiting_backends.dedup();
+            assert_eq!(
+                waiting_backends.len(),
+                1,
+                "backends that waited: {waiting_backends:?}"
+            );
+            admin.close().await;
+        };
+        with_table(test, &table).await;
+    }
+
     #[tokio::test]
     async fn lease_mode_options_are_refused_in_session_mode() {
         for option in ["unlogged=true", "synchronous_commit=off"] {

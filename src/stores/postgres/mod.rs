@@ -162,9 +162,12 @@
 //!   sequence may skip values after a crash, never repeat them).
 //! - **Connections.** Up to `pool_size` connections (default 10) hold locks, any number each;
 //!   a statement waits `acquire_timeout` for a busy one, then fails saying so. Waiters use up
-//!   to `pool_size` more, one per key waited for in this process. The locks of a connection
-//!   that fails or is closed are released by the server; their holders are told `Lost` at
-//!   their next check (the watchdog's extend pings the connection). `close` releases all.
+//!   to `pool_size` more, one per key waited for in this process, kept open between waits
+//!   (a new connection costs PostgreSQL a backend process: opened at each wait, it made a
+//!   hand-off wait for the backend's start-up) and closed with the store. The locks of a
+//!   connection that fails or is closed are released by the server; their holders are told
+//!   `Lost` at their next check (the watchdog's extend pings the connection). `close`
+//!   releases all.
 //! - **Ttl.** PostgreSQL never expires the lock. The ttl bounds how long a holding may go
 //!   without a successful liveness check (an extend): when it runs out the store unlocks it.
 //!   A holder that is frozen (its process stopped) keeps the lock as long as its connection

@@ -113,6 +113,12 @@ pub(crate) struct SessionLocks<D: Dialect> {
     limits: Limits,
     slots: Arc<Semaphore>,
     wait_slots: Arc<Semaphore>,
+    /// Waiting connections that no wait uses now, with their slots, kept for the next wait:
+    /// opening one costs a round trip or more (PostgreSQL starts a backend process for it),
+    /// which a waiter would otherwise pay at each wait.
+    idle_waits: StdMutex<Vec<(D::Conn, OwnedSemaphorePermit)>>,
+    /// A waiting connection was kept: a wait queued for a slot takes it instead.
+    idle_ready: Notify,
     sessions: StdMutex<Vec<Arc<Session<D::Conn>>>>,
     next: AtomicUsize,
     opened: Notify,
@@ -135,6 +141,8 @@ impl<D: Dialect> SessionLocks<D> {
             limits,
             slots: Arc::new(Semaphore::new(limits.connections)),
             wait_slots: Arc::new(Semaphore::new(limits.connections)),
+            idle_waits: StdMutex::new(Vec::new()),
+            idle_ready: Notify::new(),
             sessions: StdMutex::new(Vec::new()),
             next: AtomicUsize::new(0),
             opened: Notify::new(),
@@ -561,5 +569,24 @@ impl<D: Dialect> SessionLocks<D> {
                 let _ = sqlx::Connection::close(c).await;
             }
         }
+        let idle: Vec<_> = std::mem::take(&mut *self.idle_waits.lock().unwrap());
+        for (c, _) in idle {
+            let _ = sqlx::Connection::close(c).await;
+        }
+    }
+
+    /// A waiting connection no wait uses now, if one is kept.
+    fn idle_wait(&self) -> Option<(D::Conn, OwnedSemaphorePermit)> {
+        self.idle_waits.lock().unwrap().pop()
+    }
+
+    /// Keeps a waiting connection for the next wait (closes it once the store is closed).
+    async fn keep_wait(&self, wait: (D::Conn, OwnedSemaphorePermit)) {
+        if self.closed.load(Ordering::Relaxed) {
+            let _ = sqlx::Connection::close(wait.0).await;
+            return;
+        }
+        self.idle_waits.lock().unwrap().push(wait);
+        self.idle_ready.notify_one();
     }
 }

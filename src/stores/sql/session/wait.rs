@@ -105,8 +105,9 @@ impl Drop for Waiter {
 }
 
 /// The task waiting on the server for the waiters of `key`: while one wants, it blocks in
-/// the server's wait on a connection of its own, then wakes one waiter and gives it a moment
-/// to try before waiting again.
+/// the server's wait on a connection of its own (one the store kept from an earlier wait, or
+/// a new one), then wakes one waiter and gives it a moment to try before waiting again. Its
+/// connection is kept for the next wait when the key's last waiter goes.
 pub(super) async fn wait_for<D: Dialect>(
     me: Weak<SessionLocks<D>>,
     key: String,
@@ -124,9 +125,17 @@ pub(super) async fn wait_for<D: Dialect>(
         }
         let Some(store) = me.upgrade() else { break };
         if conn.is_none() {
+            conn = store.idle_wait();
+        }
+        if conn.is_none() {
             // Without a connection (none free, or the server is down) waiters poll.
-            let Ok(slot) = store.wait_slots.clone().acquire_owned().await else {
-                break;
+            let slot = tokio::select! {
+                slot = store.wait_slots.clone().acquire_owned() => match slot {
+                    Ok(slot) => slot,
+                    Err(_) => break,
+                },
+                // A wait that ended kept its connection (and slot): take that one.
+                () = store.idle_ready.notified() => continue,
             };
             match store.dialect.connect().await {
                 Ok((c, _)) => conn = Some((c, slot)),
@@ -158,7 +167,12 @@ pub(super) async fn wait_for<D: Dialect>(
             }
         }
     }
-    if let Some((c, _)) = conn {
-        let _ = sqlx::Connection::close(c).await;
+    if let Some(wait) = conn {
+        match me.upgrade() {
+            Some(store) => store.keep_wait(wait).await,
+            None => {
+                let _ = sqlx::Connection::close(wait.0).await;
+            }
+        }
     }
 }
