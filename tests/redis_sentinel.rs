@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use cadenas::{Error, Locks, Retry};
 use cadenas_test_support::redis::cli_with_password;
-use cadenas_test_support::redis_sentinel::SentinelTopology;
+use cadenas_test_support::redis_sentinel::{SentinelTopology, SERVICE};
 use tokio::time::Instant;
 
 const SECTIONS_PER_PHASE: u64 = 30;
@@ -37,6 +37,58 @@ async fn the_store_writes_to_the_primary_the_sentinels_name() {
     );
     // Fences start at the server's time in microseconds (at least 10^15).
     assert!(guard.fence().unwrap() > 1_000_000_000_000_000);
+    guard.release().await.unwrap();
+}
+
+/// A sentinel that has not heard of a failover names the old primary, and that node may be
+/// up and call itself a primary (restarted, empty, before the sentinels make it a replica):
+/// the store follows the sentinel whose configuration is newer, wherever it is in the URL.
+/// Here the "stale" sentinel watches a primary of its own at config epoch 0, and the
+/// "fresh" one has failed its service over to a replica (epoch 1); the URL lists the stale
+/// one first, which is the one a first-answer-wins lookup would follow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sentinel_with_the_newest_configuration_names_the_primary() {
+    let stale = SentinelTopology::single(None, None);
+    let fresh = SentinelTopology::one_sentinel_one_replica();
+    // The sentinel takes a replica as promotable once it has its first INFO answer.
+    cadenas_test_support::process::wait_until(
+        "the sentinel starts a failover",
+        Duration::from_secs(30),
+        || {
+            fresh
+                .sentinel_cli(0, &["SENTINEL", "FAILOVER", SERVICE])
+                .starts_with("OK")
+        },
+    );
+    let promoted = fresh.wait_for_promotion(0, Duration::from_secs(30));
+    let promoted_port = fresh.nodes[promoted].port.to_string();
+    // Until the failover ends, SENTINEL MASTER still names the old primary; wait for its end
+    // (the store reads the address that follows the promotion, but the check of the epoch
+    // below reads this one).
+    cadenas_test_support::process::wait_until("the failover ends", Duration::from_secs(30), || {
+        let info = fresh.sentinel_cli(0, &["SENTINEL", "MASTER", SERVICE]);
+        info.lines().any(|l| l.trim() == promoted_port)
+    });
+    let epoch = |t: &SentinelTopology| {
+        let info = t.sentinel_cli(0, &["SENTINEL", "MASTER", SERVICE]);
+        let mut lines = info.lines();
+        lines.find(|l| l.trim() == "config-epoch");
+        lines.next().map(|l| l.trim().to_owned())
+    };
+    assert_eq!(epoch(&stale).as_deref(), Some("0"));
+    assert_eq!(epoch(&fresh).as_deref(), Some("1"));
+    let url = format!(
+        "redis+sentinel://127.0.0.1:{},127.0.0.1:{}/{SERVICE}",
+        stale.sentinels[0].port, fresh.sentinels[0].port
+    );
+    let locks = Locks::connect(&url).await.unwrap();
+    let guard = locks.lock("newest-config").acquire().await.unwrap();
+    let on_fresh = fresh.node_cli(promoted, &["GET", "newest-config"]);
+    assert!(
+        on_fresh.starts_with(guard.owner()),
+        "the promoted primary holds the lock: {on_fresh:?}"
+    );
+    assert_eq!(stale.node_cli(0, &["EXISTS", "newest-config"]).trim(), "0");
     guard.release().await.unwrap();
 }
 

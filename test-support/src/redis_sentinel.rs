@@ -48,6 +48,12 @@ impl SentinelTopology {
         Self::build(0, 1, password, sentinel_password, false)
     }
 
+    /// One primary with one replica, watched by one sentinel (quorum 1): enough for a
+    /// failover that sentinel decides alone (`SENTINEL FAILOVER`).
+    pub fn one_sentinel_one_replica() -> SentinelTopology {
+        Self::build(1, 1, None, None, false)
+    }
+
     /// As [`single`](Self::single), every process speaking TLS only (certificates signed by
     /// one CA made for the topology; the sentinel talks TLS to the data node too).
     pub fn single_tls(password: Option<&str>) -> SentinelTopology {

@@ -4,8 +4,13 @@
 //! listed (port 26379 by default), `SERVICE` is the name they monitor, the user and password
 //! are the data nodes' and `?sentinel_user=&sentinel_password=` the sentinels' own (none by
 //! default). `rediss+sentinel://` speaks TLS to both, with the same `ca_file` for both. The
-//! store asks the sentinels for the primary, checks with `ROLE` that the node says it is one,
-//! and sends every command there on one multiplexed connection. A command that fails on that
+//! store asks every sentinel at once which node is the primary (`SENTINEL MASTER`), follows
+//! the answer with the newest configuration (the highest `config-epoch`), checks with `ROLE`
+//! that the node says it is the primary, and sends every command there on one multiplexed
+//! connection. Taking the first answer would not do: a sentinel that has not yet heard of a
+//! failover names the old primary, and one that was restarted calls itself a primary, empty,
+//! until the sentinels make it a replica; two holders would each take the key on their own
+//! node. A command that fails on that
 //! connection (dropped, refused, timed out) or that the node answers as a replica
 //! (`READONLY`) drops the connection; the next command asks the sentinels again, so the store
 //! reaches the promoted replica as soon as they name it, and never reconnects on its own to
@@ -36,14 +41,14 @@
 //! URL: one that writes to the primary through `redis://` takes fences from the counter
 //! alone.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use redis::aio::{ConnectionLike, MultiplexedConnection};
-use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
 use redis::{
-    AsyncConnectionConfig, Client, Cmd, ConnectionAddr, ErrorKind, Pipeline, RedisError,
-    RedisFuture, RedisResult, ServerErrorKind, TlsMode, Value,
+    AsyncConnectionConfig, Client, Cmd, ConnectionAddr, ErrorKind, IntoConnectionInfo, Pipeline,
+    RedisConnectionInfo, RedisError, RedisFuture, RedisResult, Role, ServerErrorKind, Value,
 };
 
 use crate::error::{Error, Result};
@@ -60,11 +65,24 @@ pub(super) const OPTIONS: &[&str] = &["sentinel_user", "sentinel_password"];
 pub(super) struct SentinelConn(Arc<Shared>);
 
 struct Shared {
-    /// Asks the sentinels (one lookup at a time: concurrent callers wait for it).
-    sentinels: tokio::sync::Mutex<SentinelClient>,
+    /// A client per sentinel of the URL.
+    sentinels: Vec<Client>,
+    /// The open connections to the sentinels, held while they are asked (one lookup at a
+    /// time: concurrent callers wait for it).
+    asked: tokio::sync::Mutex<Vec<Option<MultiplexedConnection>>>,
+    service: String,
+    /// How to reach a data node the sentinels name.
+    node: Node,
     config: AsyncConnectionConfig,
     connect_timeout: Duration,
     current: Mutex<Current>,
+}
+
+/// TLS, user, password and database of the data nodes.
+struct Node {
+    secure: bool,
+    redis: RedisConnectionInfo,
+    certs: Option<redis::TlsCertificates>,
 }
 
 /// The connection to the primary, if one is open; `generation` counts the changes, so a
@@ -98,9 +116,20 @@ pub(super) struct Parsed {
     pub db: i64,
 }
 
+/// The host and port of `SENTINEL GET-MASTER-ADDR-BY-NAME`.
+type Addr = (String, String);
+
+/// The primary one sentinel names, and the epoch of the configuration it names it in.
+#[derive(Debug, PartialEq)]
+struct Named {
+    host: String,
+    port: u16,
+    epoch: u64,
+}
+
 impl SentinelConn {
-    /// Builds the sentinel client for `url` (nothing is connected yet). `tls`: the
-    /// certificates of `ca_file`, for sentinels and data nodes alike.
+    /// Builds the clients for `url` (nothing is connected yet). `tls`: the certificates of
+    /// `ca_file`, for sentinels and data nodes alike.
     pub fn from_url(
         url: &StoreUrl,
         credentials: Credentials,
@@ -115,66 +144,56 @@ impl SentinelConn {
             )));
         }
         let parsed = parse_path(url)?;
-        let mut addrs = Vec::new();
-        for host in &url.hosts {
-            let (h, port) = split_host(host).ok_or_else(|| {
-                Error::config(format!("{}: '{host}' is not host:port", url.redacted))
-            })?;
-            addrs.push(match secure {
-                true => ConnectionAddr::TcpTls {
-                    host: h,
-                    port,
-                    insecure: false,
-                    tls_params: None,
-                },
-                false => ConnectionAddr::Tcp(h, port),
-            });
-        }
-        if addrs.is_empty() {
-            return Err(Error::config(format!(
-                "{}: no sentinels; write redis+sentinel://host:26379,host:26380/SERVICE",
-                url.redacted
-            )));
-        }
         let invalid = |e: RedisError| {
             Error::config(format!(
                 "{} is not a valid Redis Sentinel URL: {e}",
                 url.redacted
             ))
         };
-        let mut builder =
-            SentinelClientBuilder::new(addrs, &parsed.service, SentinelServerType::Master)
-                .map_err(invalid)?
-                .set_client_to_redis_db(parsed.db);
-        let user = percent(url.url.username());
-        if !user.is_empty() {
-            builder = builder.set_client_to_redis_username(user);
-        }
-        if let Some(password) = url.url.password() {
-            builder = builder.set_client_to_redis_password(percent(password));
-        }
+        let mut to_sentinel = RedisConnectionInfo::default();
         if let Some(user) = credentials.user.filter(|u| !u.is_empty()) {
-            builder = builder.set_client_to_sentinel_username(user);
+            to_sentinel = to_sentinel.set_username(user);
         }
         if let Some(password) = credentials.password {
-            builder = builder.set_client_to_sentinel_password(password);
+            to_sentinel = to_sentinel.set_password(password);
         }
-        if secure {
-            builder = builder
-                .set_client_to_redis_tls_mode(TlsMode::Secure)
-                .set_client_to_sentinel_tls_mode(TlsMode::Secure);
-            if let Some(certs) = tls {
-                builder = builder
-                    .set_client_to_redis_certificates(super::conn::clone_certs(certs))
-                    .set_client_to_sentinel_certificates(super::conn::clone_certs(certs));
-            }
+        let sentinel_nodes = Node {
+            secure,
+            redis: to_sentinel,
+            certs: tls.as_ref().map(super::conn::clone_certs),
+        };
+        let mut sentinels = Vec::new();
+        for host in &url.hosts {
+            let (h, port) = split_host(host).ok_or_else(|| {
+                Error::config(format!("{}: '{host}' is not host:port", url.redacted))
+            })?;
+            sentinels.push(sentinel_nodes.client(h, port).map_err(invalid)?);
         }
-        let client = builder.build().map_err(invalid)?;
+        if sentinels.is_empty() {
+            return Err(Error::config(format!(
+                "{}: no sentinels; write redis+sentinel://host:26379,host:26380/SERVICE",
+                url.redacted
+            )));
+        }
+        let mut to_node = RedisConnectionInfo::default().set_db(parsed.db);
+        let user = percent(url.url.username());
+        if !user.is_empty() {
+            to_node = to_node.set_username(user);
+        }
+        if let Some(password) = url.url.password() {
+            to_node = to_node.set_password(percent(password));
+        }
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(connect_timeout))
             .set_response_timeout(Some(response_timeout));
         Ok(SentinelConn(Arc::new(Shared {
-            sentinels: tokio::sync::Mutex::new(client),
+            asked: tokio::sync::Mutex::new(vec![None; sentinels.len()]),
+            sentinels,
+            service: parsed.service,
+            node: Node {
+                redis: to_node,
+                ..sentinel_nodes
+            },
             config,
             connect_timeout,
             current: Mutex::new(Current::default()),
@@ -189,10 +208,12 @@ impl SentinelConn {
     /// A client for the node the sentinels name as the primary now (confirmed by its own
     /// `ROLE`): for the pub/sub and expiry-event connections, at each (re)connect.
     pub async fn resolve(&self) -> RedisResult<Client> {
-        let mut sentinels = self.0.sentinels.lock().await;
-        tokio::time::timeout(self.0.connect_timeout, sentinels.async_get_client())
+        let asked = self.0.asked.lock().await;
+        let lookup = self.lookup(asked);
+        let (client, _) = tokio::time::timeout(self.0.connect_timeout * 2, lookup)
             .await
-            .unwrap_or_else(|_| Err(timed_out()))
+            .unwrap_or_else(|_| Err(timed_out()))?;
+        Ok(client)
     }
 
     /// The open connection to the primary, or a new one to the primary the sentinels name.
@@ -200,24 +221,56 @@ impl SentinelConn {
         if let Some(open) = self.open() {
             return Ok(open);
         }
-        let mut sentinels = self.0.sentinels.lock().await;
+        let asked = self.0.asked.lock().await;
         // Someone else may have connected while we waited for the sentinels.
         if let Some(open) = self.open() {
             return Ok(open);
         }
-        let connect = async {
-            let client = sentinels.async_get_client().await?;
-            client
-                .get_multiplexed_async_connection_with_config(&self.0.config)
-                .await
-        };
-        let conn = tokio::time::timeout(self.0.connect_timeout * 2, connect)
+        let (_, conn) = tokio::time::timeout(self.0.connect_timeout * 2, self.lookup(asked))
             .await
             .unwrap_or_else(|_| Err(timed_out()))?;
         let mut current = self.lock();
         current.generation += 1;
         current.conn = Some(conn.clone());
         Ok((current.generation, conn))
+    }
+
+    /// Asks every sentinel at once which node is the primary, follows the answer of the
+    /// newest configuration (the highest `config-epoch`: a sentinel that has not yet heard
+    /// of a failover still names the old primary, which may be back, empty, and still
+    /// calling itself a primary until the sentinels turn it into a replica), and connects to
+    /// it if its `ROLE` says it is the primary.
+    async fn lookup(
+        &self,
+        mut asked: tokio::sync::MutexGuard<'_, Vec<Option<MultiplexedConnection>>>,
+    ) -> RedisResult<(Client, MultiplexedConnection)> {
+        let shared = &self.0;
+        let answers =
+            futures_util::future::join_all(shared.sentinels.iter().zip(asked.iter_mut()).map(
+                |(sentinel, conn)| {
+                    let ask = ask(sentinel, conn, &shared.service, &shared.config);
+                    async move {
+                        tokio::time::timeout(shared.connect_timeout, ask)
+                            .await
+                            .unwrap_or_else(|_| Err(timed_out()))
+                    }
+                },
+            ))
+            .await;
+        drop(asked);
+        let named = newest(answers, &shared.service)?;
+        let client = shared.node.client(named.host.clone(), named.port)?;
+        let mut conn = client
+            .get_multiplexed_async_connection_with_config(&shared.config)
+            .await?;
+        let role: Role = redis::cmd("ROLE").query_async(&mut conn).await?;
+        if !matches!(role, Role::Primary { .. }) {
+            return Err(not_found(format!(
+                "the sentinels name {}:{} the primary of '{}', and it says it is not (a failover is under way)",
+                named.host, named.port, shared.service
+            )));
+        }
+        Ok((client, conn))
     }
 
     fn open(&self) -> Option<(u64, MultiplexedConnection)> {
@@ -316,6 +369,123 @@ fn is_connection_failure(e: &RedisError) -> bool {
         )
 }
 
+impl Node {
+    /// A client for the node at `host:port`.
+    fn client(&self, host: String, port: u16) -> RedisResult<Client> {
+        let addr = match self.secure {
+            true => ConnectionAddr::TcpTls {
+                host,
+                port,
+                insecure: false,
+                tls_params: None,
+            },
+            false => ConnectionAddr::Tcp(host, port),
+        };
+        let info = addr
+            .into_connection_info()?
+            .set_redis_settings(self.redis.clone());
+        match &self.certs {
+            Some(certs) => Client::build_with_tls(info, super::conn::clone_certs(certs)),
+            None => Client::open(info),
+        }
+    }
+}
+
+/// Asks one sentinel which node is the primary of `service`, through its open connection
+/// if there is one; `None`: it names none that is up. `SENTINEL MASTER` gives the state and
+/// the configuration's epoch, `SENTINEL GET-MASTER-ADDR-BY-NAME` the address: during a
+/// failover it is already the promoted replica's, while the other still names the old
+/// primary (which, if it is up, says it is a primary until the failover ends).
+async fn ask(
+    sentinel: &Client,
+    conn: &mut Option<MultiplexedConnection>,
+    service: &str,
+    config: &AsyncConnectionConfig,
+) -> RedisResult<Option<Named>> {
+    let open = match conn {
+        Some(open) => open,
+        None => conn.insert(
+            sentinel
+                .get_multiplexed_async_connection_with_config(config)
+                .await?,
+        ),
+    };
+    let answer: RedisResult<(HashMap<String, String>, Option<Addr>)> = redis::pipe()
+        .cmd("SENTINEL")
+        .arg("MASTER")
+        .arg(service)
+        .cmd("SENTINEL")
+        .arg("GET-MASTER-ADDR-BY-NAME")
+        .arg(service)
+        .query_async(open)
+        .await;
+    match answer {
+        Ok((info, addr)) => Ok(named(&info, addr)),
+        Err(e) if e.to_string().contains("No such master") => Err(not_found(format!(
+            "the sentinels watch no service named '{service}'"
+        ))),
+        Err(e) => {
+            if is_connection_failure(&e) {
+                *conn = None;
+            }
+            Err(e)
+        }
+    }
+}
+
+/// The primary a sentinel names (its `SENTINEL MASTER` state, and the address of
+/// `GET-MASTER-ADDR-BY-NAME`), if it is up by that sentinel's account.
+fn named(info: &HashMap<String, String>, addr: Option<Addr>) -> Option<Named> {
+    let flags = info.get("flags")?;
+    let up = flags.split(',').any(|f| f == "master")
+        && !flags.split(',').any(|f| f == "s_down" || f == "o_down");
+    up.then_some(())?;
+    let (host, port) = addr?;
+    Some(Named {
+        host,
+        port: port.parse().ok()?,
+        epoch: info.get("config-epoch")?.parse().ok()?,
+    })
+}
+
+/// The answer of the newest configuration among the sentinels' answers, or the error that
+/// says most: one a sentinel answered (a refused password, an unknown service) rather than
+/// one of a sentinel that could not be reached.
+fn newest(answers: Vec<RedisResult<Option<Named>>>, service: &str) -> RedisResult<Named> {
+    let mut failure: Option<RedisError> = None;
+    let mut newest: Option<Named> = None;
+    for answer in answers {
+        match answer {
+            Ok(Some(named)) if newest.as_ref().is_none_or(|n| named.epoch > n.epoch) => {
+                newest = Some(named)
+            }
+            Ok(_) => {}
+            Err(e) if failure.as_ref().is_none_or(unreached) => failure = Some(e),
+            Err(_) => {}
+        }
+    }
+    newest.ok_or_else(|| {
+        failure.unwrap_or_else(|| {
+            not_found(format!(
+                "no sentinel names a primary of '{service}' that is up"
+            ))
+        })
+    })
+}
+
+/// The error of a sentinel that did not answer (refused, dropped, timed out).
+fn unreached(e: &RedisError) -> bool {
+    e.is_io_error() || e.is_connection_refusal() || e.is_connection_dropped() || e.is_timeout()
+}
+
+fn not_found(detail: String) -> RedisError {
+    RedisError::from((
+        ErrorKind::MasterNameNotFoundBySentinel,
+        "no primary",
+        detail,
+    ))
+}
+
 fn timed_out() -> RedisError {
     RedisError::from(std::io::Error::new(
         std::io::ErrorKind::TimedOut,
@@ -400,6 +570,58 @@ mod tests {
             assert!(!e.contains("Pw-7q"), "{e}");
         }
         assert!(parse("redis+sentinel://u:Pw-7q@a:1,b/s/0?sentinel_password=x").is_ok());
+    }
+
+    fn info(flags: &str, epoch: &str) -> HashMap<String, String> {
+        [
+            ("flags", flags),
+            ("ip", "10.0.0.9"),
+            ("port", "7009"),
+            ("config-epoch", epoch),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+    }
+
+    #[test]
+    fn the_newest_configuration_names_the_primary() {
+        let at = |port, epoch| Named {
+            host: "10.0.0.1".into(),
+            port,
+            epoch,
+        };
+        let addr = |port: &str| Some(("10.0.0.1".to_string(), port.to_string()));
+        assert_eq!(named(&info("master", "3"), addr("7001")), Some(at(7001, 3)));
+        let failing_over = info("master,failover_in_progress,promoted", "3");
+        assert_eq!(named(&failing_over, addr("7001")), Some(at(7001, 3)));
+        assert_eq!(named(&info("master,s_down", "3"), addr("7001")), None);
+        let down = info("master,o_down,failover_in_progress", "3");
+        assert_eq!(named(&down, addr("7001")), None);
+        assert_eq!(named(&info("master", "3"), addr("x")), None);
+        assert_eq!(named(&info("master", "3"), None), None);
+        // A sentinel that has not heard of the failover names the old primary, which may be
+        // back and calling itself a primary: the others' newer epoch wins, in any order.
+        let refused = || {
+            Err(RedisError::from(std::io::Error::from(
+                std::io::ErrorKind::ConnectionRefused,
+            )))
+        };
+        let answers = vec![
+            Ok(Some(at(7000, 1))),
+            refused(),
+            Ok(Some(at(7001, 2))),
+            Ok(None),
+        ];
+        assert_eq!(newest(answers, "svc").unwrap(), at(7001, 2));
+        let answers = vec![Ok(Some(at(7001, 2))), Ok(Some(at(7000, 1)))];
+        assert_eq!(newest(answers, "svc").unwrap(), at(7001, 2));
+        // No answer: the error a sentinel gave beats an unreachable one.
+        let wrong = RedisError::from((ErrorKind::AuthenticationFailed, "WRONGPASS"));
+        let e = newest(vec![refused(), Err(wrong), refused()], "svc").unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::AuthenticationFailed);
+        let e = newest(vec![Ok(None)], "svc").unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::MasterNameNotFoundBySentinel);
     }
 
     #[test]
