@@ -51,14 +51,27 @@ async fn install(tmp: &Path, folder: &str, packages: &[&str], script: &str) -> P
             "{\"private\":true,\"type\":\"module\"}",
         )
         .unwrap();
-        let status = Command::new("npm")
-            .args(["install", "--no-audit", "--no-fund", "--silent"])
-            .args(packages)
-            .current_dir(&tmp)
-            .status()
-            .await
-            .expect("npm must be installed (with Node.js 20+) for the Verrou interop test: apt-get install nodejs npm");
-        assert!(status.success(), "npm install of @verrou/core failed");
+        // Tests of other stores may install at the same moment, sharing npm's cache: a
+        // failed install is tried again (npm prints why) before the test fails.
+        let mut installed = false;
+        for attempt in 1..=3 {
+            let status = Command::new("npm")
+                .args(["install", "--no-audit", "--no-fund", "--loglevel", "error"])
+                .args(packages)
+                .current_dir(&tmp)
+                .status()
+                .await
+                .expect("npm must be installed (with Node.js 20+) for the Verrou interop test: apt-get install nodejs npm");
+            if status.success() {
+                installed = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(attempt)).await;
+        }
+        assert!(
+            installed,
+            "npm install of @verrou/core failed three times (its errors are above)"
+        );
         if std::fs::rename(&tmp, &dir).is_err() {
             // Another process won the race; use its folder.
             let _ = std::fs::remove_dir_all(&tmp);
