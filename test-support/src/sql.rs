@@ -62,34 +62,46 @@ pub struct Cleanup {
 
 impl Cleanup {
     /// The statements run on `url` on Drop, through a runtime of their own (Drop may run
-    /// inside or outside one).
+    /// inside or outside one), on one connection whose lock waits are bounded: Drop blocks
+    /// the test's runtime, so a transaction a task of that runtime left open (a guard's
+    /// release in the background) would make a `DROP TABLE` wait forever. After
+    /// [`LOCK_WAIT`] the statement fails and the test goes on (its table left behind).
     fn run(dialect: Dialect, url: String, statements: Vec<String>) {
+        use sqlx::Connection;
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .expect("runtime");
+        let wait = LOCK_WAIT.as_secs();
         rt.block_on(async move {
             match dialect {
                 Dialect::Postgres => {
-                    if let Ok(pool) = sqlx::PgPool::connect(&url).await {
+                    if let Ok(mut conn) = sqlx::PgConnection::connect(&url).await {
+                        let bound = format!("SET lock_timeout = '{wait}s'");
+                        let _ = sqlx::query(&bound).execute(&mut conn).await;
                         for s in statements {
-                            let _ = sqlx::query(&s).execute(&pool).await;
+                            let _ = sqlx::raw_sql(&s).execute(&mut conn).await;
                         }
-                        pool.close().await;
+                        let _ = conn.close().await;
                     }
                 }
                 Dialect::Mysql => {
-                    if let Ok(pool) = sqlx::MySqlPool::connect(&url).await {
+                    if let Ok(mut conn) = sqlx::MySqlConnection::connect(&url).await {
+                        let bound = format!("SET SESSION lock_wait_timeout = {wait}");
+                        let _ = sqlx::query(&bound).execute(&mut conn).await;
                         for s in statements {
-                            let _ = sqlx::query(&s).execute(&pool).await;
+                            let _ = sqlx::raw_sql(&s).execute(&mut conn).await;
                         }
-                        pool.close().await;
+                        let _ = conn.close().await;
                     }
                 }
             }
         });
     }
 }
+
+/// How long a [`Cleanup`] statement waits for a lock before it gives up.
+const LOCK_WAIT: Duration = Duration::from_secs(20);
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
