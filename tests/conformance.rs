@@ -280,7 +280,11 @@ mod mysql {
 
     async fn drop_tables(table: &str) {
         let pool = sqlx::MySqlPool::connect(&base_url()).await.unwrap();
-        for t in [table.to_owned(), format!("{table}_fences")] {
+        for t in [
+            table.to_owned(),
+            format!("{table}_fences"),
+            format!("{table}_holders"),
+        ] {
             sqlx::query(&format!("DROP TABLE IF EXISTS `{t}`"))
                 .execute(&pool)
                 .await

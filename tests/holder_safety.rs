@@ -347,7 +347,11 @@ async fn expiry_watcher_in_three_processes_mariadb() {
     }
     three_watchers_report_each_expiry_once(&url).await;
     let pool = sqlx::MySqlPool::connect(&base).await.unwrap();
-    for t in [table.clone(), format!("{table}_fences")] {
+    for t in [
+        table.clone(),
+        format!("{table}_fences"),
+        format!("{table}_holders"),
+    ] {
         sqlx::query(&format!("DROP TABLE IF EXISTS `{t}`"))
             .execute(&pool)
             .await

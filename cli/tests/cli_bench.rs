@@ -252,7 +252,8 @@ fn mysql_store() {
             let pool = admin().await;
             let count = format!("SELECT count(*) FROM `{table}`");
             let left = sqlx::query_scalar(&count).fetch_one(&pool).await.ok();
-            let drop = format!("DROP TABLE IF EXISTS `{table}`, `{table}_fences`");
+            let drop =
+                format!("DROP TABLE IF EXISTS `{table}`, `{table}_fences`, `{table}_holders`");
             sqlx::raw_sql(&drop).execute(&pool).await.unwrap();
             left
         })

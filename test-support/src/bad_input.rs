@@ -294,6 +294,9 @@ impl Ctx {
                 let _ = sqlx::query(&format!("DROP TABLE IF EXISTS `{t}_fences`"))
                     .execute(&pool)
                     .await;
+                let _ = sqlx::query(&format!("DROP TABLE IF EXISTS `{t}_holders`"))
+                    .execute(&pool)
+                    .await;
             }
         }
     }

@@ -33,11 +33,12 @@ pub async fn admin() -> MySqlPool {
         })
 }
 
-/// Drops `table` and its fence table when the test ends.
+/// Drops `table`, its fence table and its holders table when the test ends.
 pub fn cleanup_table(table: &str) -> Cleanup {
     cleanup(vec![
         format!("DROP TABLE IF EXISTS `{table}`"),
         format!("DROP TABLE IF EXISTS `{table}_fences`"),
+        format!("DROP TABLE IF EXISTS `{table}_holders`"),
     ])
 }
 

@@ -468,5 +468,19 @@ pub fn cases() -> Vec<Case> {
                 api(got)
             },
         ),
+        case(
+            "MySQL semaphore asked with 5 permits while its holders use 3",
+            Invalid("permits"),
+            &["k-sem5", "3 permits", "asks for 5", "mysql://"],
+            Free(Mysql, "k-sem5"),
+            |c| async move {
+                let held = c.mysql.semaphore("k-sem5", 3).try_acquire().await.unwrap();
+                let got = c.mysql.semaphore("k-sem5", 5).try_acquire().await;
+                let holders = c.mysql.lock("k-sem5").holders().await.unwrap();
+                assert_eq!(holders.len(), 1, "the 3-permit holder still holds, alone");
+                held.release().await.unwrap();
+                api(got)
+            },
+        ),
     ]
 }

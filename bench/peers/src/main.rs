@@ -403,7 +403,7 @@ async fn mysql_lease_cycles(url: &str, prefix: &str, tasks: usize, time: Duratio
         }
     })
     .await;
-    let drop = format!("DROP TABLE IF EXISTS `{table}`, `{table}_fences`");
+    let drop = format!("DROP TABLE IF EXISTS `{table}`, `{table}_fences`, `{table}_holders`");
     sqlx::raw_sql(&drop).execute(store.pool()).await.unwrap();
     rate
 }

@@ -13,10 +13,14 @@ use super::errors::{error_number, my_error, DEADLOCK};
 use super::statements::{self, Names, Sql};
 use super::wake::Wakeups;
 use crate::notify::ReleaseNotifier;
-use crate::store::{Acquire, AcquireRequest, Lease, LockInfo, StoreError};
+use crate::store::{Acquire, AcquireRequest, Lease, LockInfo, LockKind, StoreError};
+use crate::stores::sql::group::GROUP_OWNER;
 use crate::stores::sql::lease::Table;
 use crate::stores::sql::like_prefix;
 use crate::stores::sql::rows::{self, Row};
+
+/// A held key's row as an acquire reads it back: owner, remaining ms.
+type HeldRow = (Option<String>, Option<i64>);
 
 /// How many times acquire retries after an InnoDB deadlock.
 const DEADLOCK_RETRIES: u32 = 3;
@@ -26,25 +30,26 @@ const DEADLOCK_RETRIES: u32 = 3;
 pub(super) struct Leases {
     table: Table<MySql>,
     pub(super) sql: Sql,
-    notifier: Arc<ReleaseNotifier>,
+    pub(super) notifier: Arc<ReleaseNotifier>,
     pub(super) wakeups: Wakeups,
 }
 
 impl Leases {
     /// The operations on the (ready) tables `names` through `pool` (releasing with
-    /// `DELETE … RETURNING` if `returning`); releases wake the waiters of `notifier`, and
-    /// the other stores `wakeups` names.
+    /// `DELETE … RETURNING` if `returning`; bounding idle transactions if `bound_idle`);
+    /// releases wake the waiters of `notifier`, and the other stores `wakeups` names.
     pub(super) fn new(
         pool: MySqlPool,
         names: Names,
         returning: bool,
+        bound_idle: bool,
         notifier: Arc<ReleaseNotifier>,
         wakeups: Wakeups,
     ) -> Leases {
         let common = statements::common(&names);
         Leases {
             table: Table::new(pool, names.display.clone(), my_error, common),
-            sql: Sql::new(&names, returning),
+            sql: Sql::new(&names, returning, bound_idle),
             notifier,
             wakeups,
         }
@@ -55,24 +60,17 @@ impl Leases {
         &self.table
     }
 
-    /// Replaces the metadata of the owner's live row.
+    /// Replaces the metadata of the owner's live row, or of its place in the key's group.
     pub(super) async fn set_metadata(
         &self,
         key: &str,
         owner: &str,
         metadata: Option<&str>,
     ) -> Result<bool, StoreError> {
-        self.table.set_metadata(key, owner, metadata).await
-    }
-
-    /// The live row of `key`.
-    pub(super) async fn inspect(&self, key: &str) -> Result<Option<LockInfo>, StoreError> {
-        self.table.inspect(key).await
-    }
-
-    /// The live rows under `prefix`.
-    pub(super) async fn list(&self, prefix: &str) -> Result<Vec<LockInfo>, StoreError> {
-        self.table.list(prefix).await
+        if self.table.set_metadata(key, owner, metadata).await? {
+            return Ok(true);
+        }
+        self.set_metadata_in_group(key, owner, metadata).await
     }
 
     /// Wakes this process's waiters for `key` if it was released.
@@ -84,10 +82,32 @@ impl Leases {
         released
     }
 
-    /// One transaction: draw the key's next fence, then take the key if free or expired.
+    /// One transaction: draw the key's next fence, then take the key if free or expired
+    /// (then, for a waiting writer on a key held by readers or permits, the statement that
+    /// records its marker); for a reader or a permit, the group's transaction (`group.rs`).
     pub(super) async fn try_acquire(&self, r: &AcquireRequest<'_>) -> Result<Acquire, StoreError> {
-        self.retrying_deadlocks("acquiring", r.key, || self.acquire_once(r))
-            .await
+        if r.kind != LockKind::Exclusive {
+            return self.join(r).await;
+        }
+        let (owner, remaining) = match self
+            .retrying_deadlocks("acquiring", r.key, || self.acquire_once(r))
+            .await?
+        {
+            Ok(lease) => return Ok(Acquire::Acquired(lease)),
+            Err(row) => row.unwrap_or((None, None)),
+        };
+        if owner.as_deref() == Some(GROUP_OWNER) {
+            // Readers or permits hold the key: a waiting writer holds new readers back. (A
+            // mutex's row would take the marker with it when released, so a mutex's waiters
+            // write nothing more.)
+            if let Some(lease) = r.writer_waiting {
+                if let Some(holder) = self.mark_writer(r.key, r.owner, lease).await? {
+                    return Ok(Acquire::Held(holder));
+                }
+            }
+            return Ok(Acquire::Held(self.held_by(r.key, owner, remaining).await?));
+        }
+        Ok(Acquire::Held(rows::holder(Some((owner, remaining)))))
     }
 
     /// Runs the transaction `once` makes, again after a short random pause when InnoDB
@@ -116,8 +136,12 @@ impl Leases {
         }
     }
 
-    async fn acquire_once(&self, r: &AcquireRequest<'_>) -> Result<Acquire, sqlx::Error> {
-        let mut tx = self.table.pool.begin().await?;
+    /// The lease, or the live row's owner and remaining ms (`None`: gone already).
+    async fn acquire_once(
+        &self,
+        r: &AcquireRequest<'_>,
+    ) -> Result<Result<Lease, Option<HeldRow>>, sqlx::Error> {
+        let mut tx = self.table.pool.begin_with(self.sql.begin).await?;
         let drawn = sqlx::query(&self.sql.draw_fence)
             .bind(r.key)
             .execute(&mut *tx)
@@ -147,7 +171,7 @@ impl Leases {
         tx.commit().await?;
         if taken {
             self.wakeups.taken(r.key);
-            return Ok(Acquire::Acquired(Lease {
+            return Ok(Ok(Lease {
                 fence: Some(fence),
                 ttl: r.ttl,
             }));
@@ -157,77 +181,68 @@ impl Leases {
             .bind(r.key)
             .fetch_optional(&self.table.pool)
             .await?;
-        Ok(Acquire::Held(rows::holder(row)))
+        Ok(Err(row))
     }
 
-    /// Deletes our live row, and wakes the stores that wait for it.
+    /// Deletes our live row, and wakes the stores that wait for it; when `owner` holds no
+    /// row of its own, releases its place in the key's group, if any.
     pub(super) async fn release(&self, key: &str, owner: &str) -> Result<bool, StoreError> {
+        if self.release_row(key, owner).await? {
+            return Ok(true);
+        }
+        self.leave(key, owner).await
+    }
+
+    async fn release_row(&self, key: &str, owner: &str) -> Result<bool, StoreError> {
         self.wakeups.given_up(key);
+        let err = |e| self.table.err(e, "releasing", key);
         if let Some(returning) = &self.sql.release_returning {
-            let query = sqlx::query_scalar(returning).bind(key).bind(owner);
-            return self.delete_returning(query, key, "releasing").await;
+            // MariaDB: `DELETE … RETURNING waiters`, released if it returned a row.
+            let deleted: Option<Option<String>> = sqlx::query_scalar(returning)
+                .bind(key)
+                .bind(owner)
+                .fetch_optional(&self.table.pool)
+                .await
+                .map_err(err)?;
+            let Some(waiters) = deleted else {
+                return Ok(false);
+            };
+            self.notifier.notify(key);
+            if let Some(waiters) = waiters {
+                self.wakeups.wake(&self.table.pool, &waiters).await;
+            }
+            return Ok(true);
         }
         let done = sqlx::query(&self.sql.release)
             .bind(key)
             .bind(owner)
             .execute(&self.table.pool)
             .await
-            .map_err(|e| self.table.err(e, "releasing", key))?;
+            .map_err(err)?;
         if self.released(key, done) {
             return Ok(true);
         }
         // Not ours, or others wait for it.
-        let (read, delete) = (&self.sql.waiters_of_ours, &self.sql.release_any);
-        self.release_waited(key, Some(owner), read, delete)
-            .await
-            .map_err(|e| self.table.err(e, "releasing", key))
+        self.release_waited(key, owner).await.map_err(err)
     }
 
-    /// Runs a `DELETE … RETURNING waiters` (MariaDB): released if it returned a row; then
-    /// the waiters are woken.
-    async fn delete_returning<'q>(
-        &self,
-        query: sqlx::query::QueryScalar<'q, MySql, Option<String>, sqlx::mysql::MySqlArguments>,
-        key: &str,
-        doing: &str,
-    ) -> Result<bool, StoreError> {
-        let deleted = query
-            .fetch_optional(&self.table.pool)
-            .await
-            .map_err(|e| self.table.err(e, doing, key))?;
-        let Some(waiters) = deleted else {
-            return Ok(false);
-        };
-        self.notifier.notify(key);
-        if let Some(waiters) = waiters {
-            self.wakeups.wake(&self.table.pool, &waiters).await;
-        }
-        Ok(true)
-    }
-
-    /// One transaction: the live row's `waiters` (of `owner`'s row, if given), row-locked so
-    /// that no store writes itself in unseen, then `delete`; then the waiters are woken.
-    async fn release_waited(
-        &self,
-        key: &str,
-        owner: Option<&str>,
-        read: &str,
-        delete: &str,
-    ) -> Result<bool, sqlx::Error> {
-        let mut tx = self.table.pool.begin().await?;
-        let mut query = sqlx::query_scalar(read).bind(key);
-        if let Some(o) = owner {
-            query = query.bind(o);
-        }
-        let waiters: Option<Option<String>> = query.fetch_optional(&mut *tx).await?;
+    /// One transaction: our live row's `waiters`, row-locked so that no store writes itself
+    /// in unseen, then the delete; then the waiters are woken.
+    async fn release_waited(&self, key: &str, owner: &str) -> Result<bool, sqlx::Error> {
+        let mut tx = self.table.pool.begin_with(self.sql.begin).await?;
+        let waiters: Option<Option<String>> = sqlx::query_scalar(&self.sql.waiters_of_ours)
+            .bind(key)
+            .bind(owner)
+            .fetch_optional(&mut *tx)
+            .await?;
         let Some(waiters) = waiters else {
             return Ok(false); // no such live row: the transaction rolls back on drop
         };
-        let mut query = sqlx::query(delete).bind(key);
-        if let Some(o) = owner {
-            query = query.bind(o);
-        }
-        let done = query.execute(&mut *tx).await?;
+        let done = sqlx::query(&self.sql.release_any)
+            .bind(key)
+            .bind(owner)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         let released = self.released(key, done);
         if let (true, Some(waiters)) = (released, waiters) {
@@ -251,41 +266,40 @@ impl Leases {
             .await
             .map_err(|e| self.table.err(e, "extending", key))?;
         // The driver asks for "found rows": a matched row counts even if unchanged.
-        Ok((done.rows_affected() > 0).then(|| Lease {
+        if done.rows_affected() == 0 {
+            return self.extend_in_group(key, owner, ttl).await;
+        }
+        Ok(Some(Lease {
             fence: rows::fence(i64::try_from(done.last_insert_id()).ok()),
             ttl,
         }))
     }
 
-    /// Deletes the live row whoever holds it, and wakes the stores that wait for it.
-    pub(super) async fn force_release(&self, key: &str) -> Result<bool, StoreError> {
-        self.wakeups.given_up(key);
-        if let Some(returning) = &self.sql.force_returning {
-            let query = sqlx::query_scalar(returning).bind(key);
-            return self.delete_returning(query, key, "force-releasing").await;
-        }
-        let done = sqlx::query(&self.sql.force_release)
-            .bind(key)
-            .execute(&self.table.pool)
-            .await
-            .map_err(|e| self.table.err(e, "force-releasing", key))?;
-        if self.released(key, done) {
-            return Ok(true);
-        }
-        let (read, delete) = (&self.sql.waiters_of_any, &self.sql.force_any);
-        self.release_waited(key, None, read, delete)
-            .await
-            .map_err(|e| self.table.err(e, "force-releasing", key))
-    }
-
     /// Candidates, then a conditional `DELETE` each: a row is returned by the caller whose
-    /// `DELETE` removed it, so each expiry is reported once.
+    /// `DELETE` removed it, so each expiry is reported once; then the same for the holders
+    /// of groups (`group.rs`).
     pub(super) async fn reap_expired(&self, prefix: &str) -> Result<Vec<LockInfo>, StoreError> {
         let candidates: Vec<Row> = sqlx::query_as(&self.sql.expired)
             .bind(like_prefix(prefix, '!'))
             .fetch_all(&self.table.pool)
             .await
             .map_err(|e| self.table.err(e, "looking for expired locks under", prefix))?;
+        let mut reaped = self
+            .reap_each(prefix, candidates, &self.sql.reap_one)
+            .await?;
+        reaped.extend(self.reap_members(prefix).await?);
+        reaped.sort_by(|a, b| a.key.cmp(&b.key).then(a.fence.cmp(&b.fence)));
+        Ok(reaped)
+    }
+
+    /// Removes each of `candidates` (expired rows under `prefix`) with `delete` (binding key,
+    /// owner and raw expiration), returning those this call removed.
+    pub(super) async fn reap_each(
+        &self,
+        prefix: &str,
+        candidates: Vec<Row>,
+        delete: &str,
+    ) -> Result<Vec<LockInfo>, StoreError> {
         let mut reaped = Vec::new();
         for (key, owner, expiration, fence, metadata) in candidates {
             let (Some(key), Some(owner), Some(expiration)) = (key, owner, expiration) else {
@@ -294,7 +308,7 @@ impl Leases {
             if !key.starts_with(prefix) {
                 continue; // a case-insensitive collation matched more than the prefix
             }
-            let done = sqlx::query(&self.sql.reap_one)
+            let done = sqlx::query(delete)
                 .bind(&key)
                 .bind(&owner)
                 .bind(expiration)
@@ -302,16 +316,16 @@ impl Leases {
                 .await
                 .map_err(|e| self.table.err(e, "removing expired lock", &key))?;
             if done.rows_affected() > 0 {
-                reaped.push(LockInfo::new(
-                    key,
-                    owner,
-                    Some(Duration::ZERO),
-                    rows::fence(fence),
+                // Reported with no time left.
+                reaped.push(rows::lock_info((
+                    Some(key),
+                    Some(owner),
+                    Some(0),
+                    fence,
                     metadata,
-                ));
+                )));
             }
         }
-        reaped.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(reaped)
     }
 }

@@ -7,7 +7,9 @@
 //! `` `key` varchar(255) primary key, `owner` varchar(255) not null, `expiration` bigint null ``
 //! (epoch milliseconds, `NULL` = never) — plus nullable `fence bigint`,
 //! `metadata mediumtext` and `waiters text` (the stores to wake on release, see *Hand-off*)
-//! of ours, so a Verrou process (`?table=verrou`) shares it. A table Verrou or an earlier
+//! and `kind varchar(16)`, `permits int`, `waiter varchar(255)`, `waiter_expiration bigint`
+//! (see *Semaphores and read-write locks*) of ours, so a Verrou process (`?table=verrou`)
+//! shares it. A table Verrou or an earlier
 //! cadenas created gets the columns it lacks added; one lacking a Verrou column is refused,
 //! naming it. Tables cadenas creates use a binary no-pad collation (`utf8mb4_nopad_bin` on
 //! MariaDB, `utf8mb4_0900_bin` on MySQL 8), so keys compare byte for byte; a table created by
@@ -23,8 +25,9 @@
 //!
 //! Expiry is decided by the **database's clock**
 //! (`TIMESTAMPDIFF(MICROSECOND, '1970-01-01', UTC_TIMESTAMP(6)) DIV 1000`, independent of
-//! the session time zone). Release, extend, metadata and force release are one statement
-//! each; acquire and the take-over are one short transaction each (below).
+//! the session time zone). Release, extend and metadata of a mutex are one statement each;
+//! acquire, the take-over and force release are one short transaction each (below), and so
+//! is each operation on readers or permits.
 //!
 //! # Fences
 //!
@@ -47,6 +50,44 @@
 //! A per-key counter (rather than one global counter row) keeps acquisitions of different
 //! keys from queuing behind one hot row; a failed attempt skips a value, which is harmless.
 //! Deadlocks (InnoDB error 1213) are retried a few times, then reported as `Transient`.
+//!
+//! # Semaphores and read-write locks
+//!
+//! Lease mode holds semaphores ([`LockKind::Permits`](crate::LockKind::Permits)) and readers
+//! ([`LockKind::Shared`](crate::LockKind::Shared)) beside mutexes, in the layout of the
+//! PostgreSQL store (its docs, *Semaphores and read-write locks*, say what a group's row,
+//! its holders and a waiting writer's marker are): the key's row has the empty string as its
+//! owner, `kind`, `permits` and its latest holder's expiration, and its holders are rows of
+//! `<table>_holders` (`` `key` ``, `owner`, `expiration`, `fence`, `metadata`, primary key
+//! `` (`key`, owner) ``, created with the table). A mutex's operations stay the statements
+//! above. Each group operation is one transaction: a join first draws the new holder's fence
+//! from the key's counter, which row-locks it as a plain acquire does, so that the two take
+//! turns; a release, extend or force release first row-locks the key's row. Every
+//! transaction takes its row locks in the order counter, row, holders, and runs `READ
+//! COMMITTED` (so that reading a row that does not exist yet takes no gap lock), so that
+//! they do not deadlock each other (a deadlock InnoDB reports all the same is retried, as
+//! for acquire). `READ COMMITTED` writes need row-based or mixed binary logging (the
+//! servers' default) where the binary log is on: a server with `binlog_format=STATEMENT`
+//! refuses them, and the error says so.
+//! A permit count other than the stored one is refused (`InvalidInput`); an acquire costs
+//! the same statements whatever N is. A release of a place, and a join that leaves room for
+//! more, wakes this store's next waiter and the stores written into the row's `waiters`
+//! (then emptied: they write themselves in again if they find the key held once more). The
+//! expiry watcher reports expired holders as it reports expired mutexes. Session mode holds
+//! mutexes only.
+//!
+//! **A client that stalls inside a transaction** (its process paused, its network cut)
+//! keeps the key's counter or row locked. On MariaDB (10.3 and later) every transaction of
+//! lease mode begins by setting `idle_transaction_timeout` to 2 s for its session, in the
+//! same round trip: the server then closes the stalled session and rolls its transaction
+//! back, so the key is held up for at most 2 s. MySQL has no such setting: there the locks
+//! stay until the connection dies, and the key's other clients fail their operations after
+//! `innodb_lock_wait_timeout` (50 s by default) meanwhile.
+//!
+//! **Verrou limit**: a Verrou process finds a key held by readers or permits held (by an
+//! owner with an empty name) until the latest holder's lease ends, but cannot see the
+//! holders; if it deletes the key's row while they hold it, the key is free for anyone
+//! beside them, and they find out at their next extend or release.
 //!
 //! # Hand-off
 //!
@@ -115,6 +156,7 @@
 //!   `KILL` that would end it (and every other lock of that connection).
 
 mod errors;
+mod group;
 mod lease;
 mod schema;
 mod session;
@@ -310,6 +352,7 @@ impl MySqlStore {
             pool.clone(),
             names,
             returning,
+            statements::bounds_idle_transactions(&version),
             notifier.clone(),
             wakeups,
         ));
@@ -370,7 +413,7 @@ server_store!(MySqlStore, crate::scheme::MYSQL {
     fn capabilities(&self) -> Capabilities {
         match self.session {
             Some(_) => SESSION_CAPABILITIES,
-            None => Capabilities::ALL.exclusive_only(),
+            None => Capabilities::ALL,
         }
     }
 

@@ -1,4 +1,5 @@
-//! Creating and checking the MySQL/MariaDB lock table and its per-key fence table.
+//! Creating and checking the MySQL/MariaDB lock table, its per-key fence table and its
+//! holders table (keys held by readers or permits).
 //!
 //! Creation is race-free: it runs on one connection holding `GET_LOCK` on a name derived
 //! from the database and table, looks again under the lock, and uses
@@ -13,6 +14,18 @@ use super::statements::{self as sql, Names};
 use crate::store::StoreError;
 use crate::stores::sql::errors::SchemaError;
 use crate::stores::sql::schema::{check_columns, has, missing, Column};
+
+/// The nullable columns of ours in the lock table, added to a table that lacks them (one
+/// Verrou or an earlier cadenas created); their types are in `create`.
+const OURS: [&str; 7] = [
+    "fence",
+    "metadata",
+    "waiters",
+    "kind",
+    "permits",
+    "waiter",
+    "waiter_expiration",
+];
 
 /// The types an `expiration` column may have: integers (Verrou's is unsigned) in epoch
 /// milliseconds.
@@ -44,8 +57,10 @@ pub(super) async fn ensure(pool: &MySqlPool, names: &Names) -> Result<(), Schema
     if !cols.is_empty() {
         check_columns(&names.display, &cols, '`', expiration_ok)?;
         let fences = columns(&mut conn, &names.fences).await.map_err(fail)?;
-        let ours = ["fence", "metadata", "waiters"];
-        if ours.iter().all(|c| has(&cols, c)) && has(&fences, "fence") {
+        let holders = columns(&mut conn, &names.holders).await.map_err(fail)?;
+        let complete =
+            OURS.iter().all(|c| has(&cols, c)) && has(&fences, "fence") && has(&holders, "owner");
+        if complete {
             return Ok(());
         }
     }
@@ -107,14 +122,18 @@ async fn create(conn: &mut PoolConnection<MySql>, names: &Names) -> Result<(), S
     } else {
         check_columns(&names.display, &cols, '`', expiration_ok)?;
         let (metadata, waiters) = (format!("mediumtext {text}"), format!("text {text}"));
-        let ours = [
-            ("fence", "bigint"),
-            ("metadata", &metadata),
-            ("waiters", &waiters),
+        let (kind, waiter) = (
+            format!("varchar(16) {text}"),
+            format!("varchar(255) {text}"),
+        );
+        let types = [
+            "bigint", &metadata, &waiters, &kind, "int", &waiter, "bigint",
         ];
+        let ours: Vec<(&str, &str)> = OURS.iter().copied().zip(types).collect();
         for (column, ty) in missing(&cols, &ours) {
             run(conn, &sql::add_column(names, column, ty), &what).await?;
         }
     }
-    run(conn, &sql::create_fences(names, &text), &what).await
+    run(conn, &sql::create_fences(names, &text), &what).await?;
+    run(conn, &sql::create_holders(names, &text), &what).await
 }

@@ -9,14 +9,32 @@ use std::time::Duration;
 use sqlx::{PgConnection, Postgres, Transaction};
 
 use super::lease::Leases;
+use super::statements::BEGIN;
 use crate::store::{Acquire, AcquireRequest, Holder, Lease, LockInfo, StoreError};
-use crate::stores::sql::group::{self, lock_infos, JoinedRow, StateRow, Step, GROUP_OWNER};
+use crate::stores::sql::group::{self, Step};
 use crate::stores::sql::like_prefix;
 use crate::stores::sql::rows::{self, Row};
 
+/// The key's row as a join reads it (`GroupSql::state`): the SQL stores' state row, then
+/// the row's `waiting` flag, how many holders live and how many of them are the request's
+/// owner.
+type State = (
+    String,
+    bool,
+    Option<String>,
+    Option<i64>,
+    bool,
+    Option<String>,
+    Option<i64>,
+    Option<i64>,
+    Option<bool>,
+    i64,
+    i64,
+);
+
 impl Leases {
     async fn begin_gated(&self, key: &str) -> sqlx::Result<Transaction<'static, Postgres>> {
-        let mut tx = self.table().pool.begin().await?;
+        let mut tx = self.table().pool.begin_with(BEGIN).await?;
         sqlx::query(&self.sql.take_over_gate)
             .bind(key)
             .bind(&self.names.display)
@@ -43,55 +61,45 @@ impl Leases {
         let g = &self.sql.group;
         let err = |e| self.table().err(e, "acquiring", r.key);
         let ttl = rows::ttl_ms(r.ttl);
-        let state: Option<StateRow> = sqlx::query_as(&g.state)
+        let read: Option<State> = sqlx::query_as(&g.state)
             .bind(r.key)
             .bind(r.owner)
             .fetch_optional(&mut *tx)
             .await
             .map_err(err)?;
+        let (state, waiting, count, mine) = match read {
+            Some((o, l, k, p, m, w, wm, rm, waiting, count, mine)) => (
+                Some((o, l, k, p, m, w, wm, rm)),
+                waiting.unwrap_or(false),
+                count,
+                mine,
+            ),
+            None => (None, false, 0, 0),
+        };
         // The holders already in the group this request joins (`None`: it opens one).
         let joining = match group::first_step(state, r.kind) {
             Step::Held(holder) => {
-                self.flag_waiting(tx, r.key).await.map_err(err)?;
-                return Ok(Acquire::Held(holder));
-            }
-            Step::Join(theirs) => {
-                sqlx::query(&g.prune)
+                sqlx::query(&g.flag_waiting)
                     .bind(r.key)
                     .execute(&mut *tx)
                     .await
                     .map_err(err)?;
-                let (count, mine): (i64, i64) = sqlx::query_as(&g.count)
-                    .bind(r.key)
-                    .bind(r.owner)
-                    .fetch_one(&mut *tx)
-                    .await
-                    .map_err(err)?;
+                return Ok(Acquire::Held(holder));
+            }
+            Step::Join(theirs) => {
                 if !group::gets_in(theirs, r.kind, count, mine)? {
-                    self.flag_waiting(tx, r.key).await.map_err(err)?;
-                    let first = sqlx::query_as(&g.first)
+                    let first = sqlx::query_as(&g.refuse)
                         .bind(r.key)
                         .fetch_optional(&mut *tx)
                         .await
                         .map_err(err)?;
                     return Ok(Acquire::Held(rows::holder(first)));
                 }
-                sqlx::query(&g.stretch)
-                    .bind(r.key)
-                    .bind(ttl)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(err)?;
                 Some(count)
             }
             Step::Open => {
                 // A free key, or one whose lease ran out: a new group, without the holders
                 // of an earlier one (expired, or orphaned by a foreign delete of the row).
-                sqlx::query(&g.drop_members)
-                    .bind(r.key)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(err)?;
                 let (kind, permits) = group::columns(r.kind);
                 sqlx::query(&g.open)
                     .bind(r.key)
@@ -104,7 +112,6 @@ impl Leases {
                 None
             }
         };
-        let waiting = self.waiting(tx, r.key).await.map_err(err)?;
         let fence: Option<i64> = sqlx::query_scalar(&g.join)
             .bind(r.key)
             .bind(r.owner)
@@ -121,22 +128,6 @@ impl Leases {
             fence: rows::fence(fence),
             ttl: r.ttl,
         }))
-    }
-
-    async fn flag_waiting(&self, tx: &mut PgConnection, key: &str) -> sqlx::Result<()> {
-        sqlx::query(&self.sql.group.flag_waiting)
-            .bind(key)
-            .execute(tx)
-            .await
-            .map(drop)
-    }
-
-    async fn waiting(&self, tx: &mut PgConnection, key: &str) -> sqlx::Result<bool> {
-        let w: Option<Option<bool>> = sqlx::query_scalar(&self.sql.group.waiting)
-            .bind(key)
-            .fetch_optional(tx)
-            .await?;
-        Ok(w.flatten().unwrap_or(false))
     }
 
     async fn notify(&self, tx: &mut PgConnection, key: &str) -> sqlx::Result<()> {
@@ -156,16 +147,8 @@ impl Leases {
         owner: Option<String>,
         remaining_ms: Option<i64>,
     ) -> Result<Holder, StoreError> {
-        let first = if owner.as_deref() == Some(GROUP_OWNER) {
-            sqlx::query_as(&self.sql.group.first)
-                .bind(key)
-                .fetch_optional(&self.table().pool)
-                .await
-                .map_err(|e| self.table().err(e, "acquiring", key))?
-        } else {
-            None
-        };
-        Ok(group::holder(owner, remaining_ms, || first))
+        let first = &self.sql.group.first;
+        self.table().held_by(first, key, owner, remaining_ms).await
     }
 
     /// Records `owner`'s writer-waiting marker on the held `key` for `lease` (unless another
@@ -293,28 +276,13 @@ impl Leases {
 
     /// The key's live row, and its group's live holders: one statement.
     pub(super) async fn inspect(&self, key: &str) -> Result<Option<LockInfo>, StoreError> {
-        let found: Vec<JoinedRow> = sqlx::query_as(&self.sql.group.inspect)
-            .bind(key)
-            .fetch_all(&self.table().pool)
-            .await
-            .map_err(|e| self.table().err(e, "inspecting", key))?;
-        Ok(lock_infos(found).into_iter().next())
+        self.table().inspect(&self.sql.group.inspect, key).await
     }
 
     /// The live rows under `prefix` with their groups' holders, in byte order of their keys:
     /// one statement.
     pub(super) async fn list(&self, prefix: &str) -> Result<Vec<LockInfo>, StoreError> {
-        let found: Vec<JoinedRow> = sqlx::query_as(&self.sql.group.list)
-            .bind(like_prefix(prefix, '!'))
-            .fetch_all(&self.table().pool)
-            .await
-            .map_err(|e| self.table().err(e, "listing", prefix))?;
-        let mut infos: Vec<LockInfo> = lock_infos(found)
-            .into_iter()
-            .filter(|i| i.key.starts_with(prefix))
-            .collect();
-        infos.sort_by(|a, b| a.key.cmp(&b.key));
-        Ok(infos)
+        self.table().list(&self.sql.group.list, prefix).await
     }
 
     /// The expiry watcher's sweep under `prefix`, in one transaction: expired plain rows and
@@ -323,7 +291,7 @@ impl Leases {
     pub(super) async fn reap_expired(&self, prefix: &str) -> Result<Vec<LockInfo>, StoreError> {
         let pattern = like_prefix(prefix, '!');
         let run = async {
-            let mut tx = self.table().pool.begin().await?;
+            let mut tx = self.table().pool.begin_with(BEGIN).await?;
             let mut reaped: Vec<Row> = sqlx::query_as(&self.sql.reap)
                 .bind(&pattern)
                 .fetch_all(&mut *tx)

@@ -68,7 +68,11 @@
 //! lease by the database's clock, owner, metadata and a fence from the table's sequence. A
 //! plain acquire — and a Verrou process — thus finds the key held exactly while one of its
 //! holders lives. Every group operation is one transaction that first takes the acquire's
-//! per-key advisory lock; a permit count other than the one stored with the key is refused
+//! per-key advisory lock (a join: five round trips, `BEGIN` and `COMMIT` included); a
+//! client that stalls inside one (its process paused, its network cut) holds the key up for
+//! at most 2 s, after which the server ends its session and rolls the transaction back
+//! (`idle_in_transaction_session_timeout`, set for each of these transactions and for the
+//! take-over's and the expiry watcher's); a permit count other than the one stored with the key is refused
 //! (`InvalidInput`); an acquire costs the same statements whatever N is. `release`, `extend`
 //! and `set_metadata` try the owner's own row first (one statement, as for a mutex), then its
 //! place in the key's group. A group's releases `NOTIFY` like a mutex's once someone found

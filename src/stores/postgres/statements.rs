@@ -142,9 +142,6 @@ pub(super) fn common(n: &Names) -> Common {
         set_metadata: format!(
             "UPDATE {t} SET metadata = $1 WHERE \"key\" = $2 AND owner = $3 AND {live}"
         ),
-        // PostgreSQL reads keys, groups too, with its own statements (`group.rs`).
-        inspect: String::new(),
-        list: String::new(),
     }
 }
 
@@ -239,6 +236,16 @@ impl Sql {
 /// the statements of a group's transactions judge expiry by.
 const CLOCK_MS: &str = "(extract(epoch FROM clock_timestamp()) * 1000)::bigint";
 
+/// Opens lease mode's transactions of several statements (a group operation, a take-over,
+/// the expiry watcher's sweep) in one round trip, as a plain `BEGIN` does, with
+/// `idle_in_transaction_session_timeout` set to 2 s for the transaction. Those transactions
+/// hold the key's advisory lock or row locks between their statements: a client whose
+/// process is paused or whose network is cut in the middle of one would otherwise hold up
+/// every operation on the key until its connection died (minutes, for a cut network). After
+/// 2 s idle the server ends its session and rolls the transaction back; a running client
+/// is idle there for one round trip.
+pub(super) const BEGIN: &str = "BEGIN; SET LOCAL idle_in_transaction_session_timeout = 2000";
+
 /// The owner of a group's row (`crate::stores::sql::group`).
 const GROUP: &str = sql::group::GROUP_OWNER;
 
@@ -247,24 +254,24 @@ const GROUP: &str = sql::group::GROUP_OWNER;
 /// key's row. Each statement numbers its own parameters, given in its comment.
 #[derive(Debug)]
 pub(super) struct GroupSql {
-    /// $1 key, $2 owner: the key's row, locked: owner, live, kind, permits, whether another
-    /// writer's marker lives, the marker's owner and remaining ms, the row's remaining ms.
+    /// $1 key, $2 owner: removes the key's expired holders and reads the key's row, locked:
+    /// owner, live, kind, permits, whether another writer's marker lives, the marker's owner
+    /// and remaining ms, the row's remaining ms, its `waiting` flag, how many holders live
+    /// and how many of them are `$2`. One statement after the gate's, so its snapshot sees
+    /// every operation on the key that took the gate before this one.
     pub(super) state: String,
-    /// $1 key: removes the key's expired holders.
-    pub(super) prune: String,
-    /// $1 key, $2 owner: how many holders live, and how many of them are `$2`.
-    pub(super) count: String,
-    /// $1 key, $2 owner, $3 ttl ms, $4 metadata: adds a holder with the next fence.
+    /// $1 key, $2 owner, $3 ttl ms, $4 metadata: adds a holder with the next fence and
+    /// pushes the group row's expiration to the holder's.
     pub(super) join: String,
-    /// $1 key, $2 ttl ms, $3 kind, $4 permits: makes the key's row a group's, keeping the
-    /// `waiting` flag and another writer's marker.
+    /// $1 key, $2 ttl ms, $3 kind, $4 permits: removes the holders of an earlier group and
+    /// makes the key's row a new group's, keeping the `waiting` flag and another writer's
+    /// marker.
     pub(super) open: String,
-    /// $1 key, $2 ttl ms: pushes the group row's expiration to a new holder's.
-    pub(super) stretch: String,
     /// $1 key: flags the row `waiting`, so that its releases notify.
     pub(super) flag_waiting: String,
-    /// $1 key: the row's `waiting` flag.
-    pub(super) waiting: String,
+    /// $1 key: flags the row `waiting` and reads the holder that ends first (owner,
+    /// remaining ms).
+    pub(super) refuse: String,
     /// $1 key: the holder that ends first (owner, remaining ms).
     pub(super) first: String,
     /// $1 key, $2 owner: removes the holder; whether its lease was live in a group, and the
@@ -320,29 +327,38 @@ impl GroupSql {
              WHERE (l.expiration IS NULL OR l.expiration > {NOW_MS})"
         );
         let pattern = "LIKE $1 ESCAPE '!'";
+        let first = format!(
+            "SELECT owner::text, {rem} FROM {h} WHERE \"key\" = $1 AND {live} \
+             ORDER BY expiration IS NULL, expiration LIMIT 1"
+        );
         GroupSql {
+            // The holders counted are the live ones, so the count needs no snapshot that
+            // sees the prune's deletes.
             state: format!(
-                "SELECT owner::text, {live}, kind, permits::bigint, \
+                "WITH pruned AS (DELETE FROM {h} WHERE \"key\" = $1 \
+                   AND expiration IS NOT NULL AND expiration <= {CLOCK_MS}) \
+                 SELECT owner::text, {live}, kind, permits::bigint, \
                    waiter IS NOT NULL AND waiter IS DISTINCT FROM $2 \
                      AND waiter IS DISTINCT FROM owner AND {marked}, \
-                   waiter::text, GREATEST(waiter_expiration - {CLOCK_MS}, 0), {rem} \
+                   waiter::text, GREATEST(waiter_expiration - {CLOCK_MS}, 0), {rem}, waiting, \
+                   (SELECT COUNT(*) FROM {h} WHERE \"key\" = $1 AND {live}), \
+                   (SELECT COUNT(*) FROM {h} WHERE \"key\" = $1 AND owner = $2 AND {live}) \
                  FROM {t} WHERE \"key\" = $1 FOR UPDATE"
             ),
-            prune: format!(
-                "DELETE FROM {h} WHERE \"key\" = $1 AND expiration IS NOT NULL AND expiration <= {CLOCK_MS}"
-            ),
-            count: format!(
-                "SELECT COUNT(*), COUNT(*) FILTER (WHERE owner = $2) FROM {h} WHERE \"key\" = $1 AND {live}"
-            ),
             join: format!(
-                "INSERT INTO {h} (\"key\", owner, expiration, fence, metadata) \
+                "WITH stretched AS (UPDATE {t} SET expiration = \
+                   CASE WHEN expiration IS NULL OR $3::bigint IS NULL THEN NULL \
+                   ELSE GREATEST(expiration, {CLOCK_MS} + $3::bigint) END \
+                   WHERE \"key\" = $1 AND owner = '{GROUP}') \
+                 INSERT INTO {h} (\"key\", owner, expiration, fence, metadata) \
                  VALUES ($1, $2, {CLOCK_MS} + $3::bigint, nextval('{seq}'), $4::text) \
                  ON CONFLICT (\"key\", owner) DO UPDATE SET expiration = EXCLUDED.expiration, \
                    fence = EXCLUDED.fence, metadata = EXCLUDED.metadata \
                  RETURNING fence"
             ),
             open: format!(
-                "INSERT INTO {t} AS l (\"key\", owner, expiration, fence, metadata, kind, permits) \
+                "WITH dropped AS (DELETE FROM {h} WHERE \"key\" = $1) \
+                 INSERT INTO {t} AS l (\"key\", owner, expiration, fence, metadata, kind, permits) \
                  VALUES ($1, '{GROUP}', {CLOCK_MS} + $2::bigint, NULL, NULL, $3::text, $4::integer) \
                  ON CONFLICT (\"key\") DO UPDATE SET owner = '{GROUP}', \
                    expiration = EXCLUDED.expiration, fence = NULL, metadata = NULL, \
@@ -351,19 +367,14 @@ impl GroupSql {
                    waiter_expiration = CASE WHEN l.waiter IS NOT DISTINCT FROM l.owner THEN NULL \
                      ELSE l.waiter_expiration END"
             ),
-            stretch: format!(
-                "UPDATE {t} SET expiration = CASE WHEN expiration IS NULL OR $2::bigint IS NULL THEN NULL \
-                   ELSE GREATEST(expiration, {CLOCK_MS} + $2::bigint) END \
-                 WHERE \"key\" = $1 AND owner = '{GROUP}'"
-            ),
             flag_waiting: format!(
                 "UPDATE {t} SET waiting = true WHERE \"key\" = $1 AND waiting IS NOT TRUE"
             ),
-            waiting: format!("SELECT waiting FROM {t} WHERE \"key\" = $1"),
-            first: format!(
-                "SELECT owner::text, {rem} FROM {h} WHERE \"key\" = $1 AND {live} \
-                 ORDER BY expiration IS NULL, expiration LIMIT 1"
+            refuse: format!(
+                "WITH flagged AS (UPDATE {t} SET waiting = true \
+                   WHERE \"key\" = $1 AND waiting IS NOT TRUE) {first}"
             ),
+            first,
             leave: format!(
                 "DELETE FROM {h} WHERE \"key\" = $1 AND owner = $2 \
                  RETURNING {live} AND {}, (SELECT waiting FROM {t} WHERE \"key\" = $1)",

@@ -1,6 +1,7 @@
 //! The PostgreSQL store's take-over: one transaction.
 
 use super::lease::Leases;
+use super::statements::BEGIN;
 use crate::store::{AcquireRequest, Displaced, Lease, StoreError, TakeOver};
 use crate::stores::sql::group::GROUP_OWNER;
 use crate::stores::sql::rows;
@@ -14,7 +15,7 @@ impl Leases {
     /// that the take-over or acquire it waited for has just committed.
     pub(super) async fn take_over(&self, r: &AcquireRequest<'_>) -> Result<TakeOver, StoreError> {
         let run = async {
-            let mut tx = self.table().pool.begin().await?;
+            let mut tx = self.table().pool.begin_with(BEGIN).await?;
             sqlx::query(&self.sql.take_over_gate)
                 .bind(r.key)
                 .bind(&self.names.display)

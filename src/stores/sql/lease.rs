@@ -1,15 +1,15 @@
-//! The lease-row operations whose SQL has the same shape in every server dialect
-//! (set metadata, inspect, list), written once over the driver; each dialect's `lease.rs`
-//! holds the others (acquire, release, extend, force release, reap), whose statements and
-//! answers differ.
+//! The lease-row operations whose SQL has the same shape in every server dialect (set
+//! metadata, inspect, list, naming a group's first holder), written once over the driver;
+//! each dialect's `lease.rs` and `group.rs` hold the others (acquire, release, extend, force
+//! release, reap), whose statements and answers differ.
 
 use sqlx::{Database, Encode, Executor, FromRow, IntoArguments, Pool, Type};
 
-use crate::store::{LockInfo, StoreError};
+use crate::store::{Holder, LockInfo, StoreError};
 
 use super::errors::doing;
+use super::group::{self, lock_infos, JoinedRow, GROUP_OWNER};
 use super::like_prefix;
-use super::rows::{self, Row};
 
 /// How many rows a statement changed (each driver has its own result type).
 pub(crate) trait Affected {
@@ -36,14 +36,6 @@ impl Affected for sqlx::mysql::MySqlQueryResult {
 pub(crate) struct Common {
     /// Binds metadata, key, owner: sets the metadata of the owner's live row.
     pub set_metadata: String,
-    /// Binds key: the key's live [`Row`]. MySQL's; PostgreSQL, whose keys may be held by
-    /// groups, reads them with statements of its own and leaves this empty.
-    #[cfg_attr(not(feature = "mysql"), allow(dead_code))]
-    pub inspect: String,
-    /// Binds a `LIKE` pattern escaped with `!`: the live [`Row`]s it matches (MySQL's, as
-    /// `inspect`).
-    #[cfg_attr(not(feature = "mysql"), allow(dead_code))]
-    pub list: String,
 }
 
 /// A lock table of a server store: its pool, its name for messages, the dialect's error
@@ -66,7 +58,6 @@ where
     for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
     for<'q> &'q str: Encode<'q, DB> + Type<DB>,
     for<'q> Option<&'q str>: Encode<'q, DB> + Type<DB>,
-    Row: for<'r> FromRow<'r, DB::Row>,
 {
     /// The table `display` on `pool`; `error` maps the dialect's driver errors.
     pub(crate) fn new(
@@ -105,34 +96,72 @@ where
         Ok(done.rows_affected() > 0)
     }
 
-    /// The live row of `key` (MySQL's; see [`Common::inspect`]).
-    #[cfg_attr(not(feature = "mysql"), allow(dead_code))]
-    pub(crate) async fn inspect(&self, key: &str) -> Result<Option<LockInfo>, StoreError> {
-        let row: Option<Row> = sqlx::query_as(&self.sql.inspect)
+    /// The key's live row joined with its group's live holders, by `statement` (the
+    /// dialect's, binding the key).
+    pub(crate) async fn inspect(
+        &self,
+        statement: &str,
+        key: &str,
+    ) -> Result<Option<LockInfo>, StoreError>
+    where
+        JoinedRow: for<'r> FromRow<'r, DB::Row>,
+    {
+        let found: Vec<JoinedRow> = sqlx::query_as(statement)
             .bind(key)
-            .fetch_optional(&self.pool)
+            .fetch_all(&self.pool)
             .await
             .map_err(|e| self.err(e, "inspecting", key))?;
-        Ok(row.map(rows::lock_info))
+        Ok(lock_infos(found).into_iter().next())
     }
 
-    /// The live rows under `prefix`, in byte order of their keys. The table's collation may
-    /// be case-insensitive or pad spaces (MySQL): rows are filtered and sorted by bytes here
-    /// so that every store lists alike.
-    #[cfg_attr(not(feature = "mysql"), allow(dead_code))]
-    pub(crate) async fn list(&self, prefix: &str) -> Result<Vec<LockInfo>, StoreError> {
+    /// The live rows under `prefix` joined with their groups' live holders, by `statement`
+    /// (the dialect's, binding a `LIKE` pattern escaped with `!`), in byte order of their
+    /// keys. The table's collation may be case-insensitive or pad spaces (MySQL): rows are
+    /// filtered and sorted by bytes here so that every store lists alike.
+    pub(crate) async fn list(
+        &self,
+        statement: &str,
+        prefix: &str,
+    ) -> Result<Vec<LockInfo>, StoreError>
+    where
+        JoinedRow: for<'r> FromRow<'r, DB::Row>,
+    {
         let pattern = like_prefix(prefix, '!');
-        let found: Vec<Row> = sqlx::query_as(&self.sql.list)
+        let found: Vec<JoinedRow> = sqlx::query_as(statement)
             .bind(pattern.as_str())
             .fetch_all(&self.pool)
             .await
             .map_err(|e| self.err(e, "listing", prefix))?;
-        let mut infos: Vec<LockInfo> = found
+        let mut infos: Vec<LockInfo> = lock_infos(found)
             .into_iter()
-            .map(rows::lock_info)
             .filter(|i| i.key.starts_with(prefix))
             .collect();
         infos.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(infos)
+    }
+
+    /// Whoever holds `key` after a plain acquire found it held by the row's `owner` with
+    /// `remaining_ms` left: for a group's row, its holder that ends first, read by `first`
+    /// (the dialect's statement, binding the key: owner, remaining ms).
+    pub(crate) async fn held_by(
+        &self,
+        first: &str,
+        key: &str,
+        owner: Option<String>,
+        remaining_ms: Option<i64>,
+    ) -> Result<Holder, StoreError>
+    where
+        (Option<String>, Option<i64>): for<'r> FromRow<'r, DB::Row>,
+    {
+        let first = if owner.as_deref() == Some(GROUP_OWNER) {
+            sqlx::query_as(first)
+                .bind(key)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(|e| self.err(e, "acquiring", key))?
+        } else {
+            None
+        };
+        Ok(group::holder(owner, remaining_ms, || first))
     }
 }

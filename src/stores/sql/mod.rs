@@ -22,7 +22,7 @@
 //! can sit.
 
 pub(crate) mod errors;
-#[cfg(any(feature = "sqlite", feature = "postgres"))]
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
 pub(crate) mod group;
 #[cfg(any(feature = "postgres", feature = "mysql"))]
 pub(crate) mod lease;

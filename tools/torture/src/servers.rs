@@ -135,8 +135,11 @@ impl SqlAdmin {
                     pool.execute(format!("DROP USER IF EXISTS '{user}'@'%'").as_str())
                         .await?;
                 }
-                pool.execute(format!("DROP TABLE IF EXISTS `{table}`, `{table}_fences`").as_str())
-                    .await?;
+                pool.execute(
+                    format!("DROP TABLE IF EXISTS `{table}`, `{table}_fences`, `{table}_holders`")
+                        .as_str(),
+                )
+                .await?;
             }
         }
         Ok(())
