@@ -1,5 +1,6 @@
 //! `long`: the long run. Tortures each store in rounds of `run` (all of the store's faults
-//! on) until it has done `--target` accepted sections, and writes what the rounds add up to:
+//! on, holding what `--mode` says) until it has done `--target` accepted sections (sections,
+//! for a semaphore or a read-write lock), and writes what the rounds add up to:
 //! `DIR/report.md` (one table row per store), `DIR/report.json`, and `DIR/STORE.json` as each
 //! store finishes. A round's logs are deleted when it found nothing, kept otherwise.
 
@@ -13,6 +14,7 @@ use serde::Serialize;
 
 use crate::checker::Summary;
 use crate::cli::{RunArgs, EXIT_VIOLATION};
+use crate::record::Mode;
 
 /// Every store the tool runs itself or finds locally.
 const STORES: [&str; 10] = [
@@ -26,7 +28,9 @@ pub struct LongArgs {
     /// dynamodb); names
     /// or URLs as for `run --store`.
     stores: Vec<String>,
-    /// Accepted critical sections to reach per store.
+    /// Sections to reach per store: accepted critical sections (the counter's writes) of a
+    /// mutex; with --mode semaphore or rwlock, every section (a permit's, a reader's or a
+    /// writer's: each is checked against the others by the logs).
     #[arg(long, default_value_t = 100_000)]
     target: u64,
     /// Length of one round (one `run`, checked on its own).
@@ -47,9 +51,41 @@ pub struct LongArgs {
     /// Work time inside a section, MIN..MAX milliseconds.
     #[arg(long, default_value = "0..2")]
     work_ms: String,
+    /// What the workers hold, as for `run --mode`: mutex, semaphore or rwlock. Semaphore and
+    /// rwlock rounds need stores that declare the primitive.
+    #[arg(long, value_enum, default_value_t = Mode::Mutex)]
+    mode: Mode,
+    /// The semaphore's permit count (--mode semaphore): below --procs, so workers contend.
+    #[arg(long, default_value_t = 3)]
+    permits: u32,
+    /// The share of sections that read, in percent (--mode rwlock).
+    #[arg(long, default_value_t = 75, value_parser = clap::value_parser!(u32).range(1..100))]
+    readers_pct: u32,
     /// Where the report goes.
     #[arg(long, default_value = "torture-report")]
     out: PathBuf,
+}
+
+impl LongArgs {
+    /// How far a store's rounds got toward `target`.
+    fn progress(&self, r: &StoreReport) -> u64 {
+        match self.mode {
+            Mode::Mutex => r.accepted,
+            Mode::Semaphore | Mode::Rwlock => r.sections,
+        }
+    }
+
+    /// What the workers hold, for the report.
+    fn holding(&self) -> String {
+        match self.mode {
+            Mode::Mutex => "a mutex".to_owned(),
+            Mode::Semaphore => format!("one of {} permits of a semaphore", self.permits),
+            Mode::Rwlock => format!(
+                "a read-write lock, {}% of sections reading",
+                self.readers_pct
+            ),
+        }
+    }
 }
 
 /// What one store's rounds add up to.
@@ -71,7 +107,9 @@ pub struct StoreReport {
     pub violations: u64,
     pub lost_updates: u64,
     pub seconds: f64,
-    pub accepted_per_second: f64,
+    /// What counts toward the target (accepted sections of a mutex, sections otherwise)
+    /// per second.
+    pub per_second: f64,
     /// Whether `target` accepted sections were reached.
     pub complete: bool,
     /// Round directories kept because they found a violation.
@@ -131,7 +169,7 @@ async fn one_store(args: &LongArgs, store: &str) -> Result<StoreReport> {
         ..StoreReport::default()
     };
     let started = Instant::now();
-    while report.accepted < args.target && started.elapsed() < args.max_duration {
+    while args.progress(&report) < args.target && started.elapsed() < args.max_duration {
         let dir = args
             .out
             .join(file_name(store))
@@ -149,16 +187,16 @@ async fn one_store(args: &LongArgs, store: &str) -> Result<StoreReport> {
             seed: None,
             dir: Some(dir.clone()),
             json: false,
-            mode: crate::record::Mode::Mutex,
-            permits: 0,
-            readers_pct: 0,
+            mode: args.mode,
+            permits: args.permits,
+            readers_pct: args.readers_pct,
         };
         let (summary, _) = crate::cli::run_once(run).await?;
         report.add(&summary);
         eprintln!(
-            "cadenas-torture: {store} round {}: accepted {} (total {} of {}), violations {}, lost updates {}",
-            report.rounds, summary.accepted, report.accepted, args.target, summary.violations,
-            summary.lost_updates
+            "cadenas-torture: {store} round {}: sections {}, accepted {} (toward the target: {} of {}), violations {}, lost updates {}",
+            report.rounds, summary.sections, summary.accepted, args.progress(&report), args.target,
+            summary.violations, summary.lost_updates
         );
         if summary.violations > 0 || summary.lost_updates > 0 {
             summary.print();
@@ -169,8 +207,8 @@ async fn one_store(args: &LongArgs, store: &str) -> Result<StoreReport> {
     }
     let _ = std::fs::remove_dir(args.out.join(file_name(store)));
     report.seconds = started.elapsed().as_secs_f64();
-    report.accepted_per_second = report.accepted as f64 / report.seconds.max(1e-9);
-    report.complete = report.accepted >= args.target;
+    report.per_second = args.progress(&report) as f64 / report.seconds.max(1e-9);
+    report.complete = args.progress(&report) >= args.target;
     Ok(report)
 }
 
@@ -196,15 +234,24 @@ fn markdown(args: &LongArgs, reports: &[StoreReport]) -> String {
     let mut md = String::new();
     let _ = writeln!(
         md,
-        "# cadenas-torture long run\n\n{} worker processes, {} keys, ttl {}, work {} ms, rounds of {}, all of each store's faults; target {} accepted sections per store.\n",
+        "# cadenas-torture long run\n\n{} worker processes holding {}, {} keys, ttl {}, work {} ms, rounds of {}, all of each store's faults; target {} {} per store.\n",
         args.procs,
+        args.holding(),
         args.keys,
         humantime::format_duration(args.ttl),
         args.work_ms,
         humantime::format_duration(args.round),
-        args.target
+        args.target,
+        match args.mode {
+            Mode::Mutex => "accepted sections",
+            Mode::Semaphore | Mode::Rwlock => "sections",
+        }
     );
-    md.push_str("| store | sections | accepted | refused by fence | not holder | faults injected | partitioned holders (learnt Lost) | largest clock skew | violations | lost updates | duration | accepted/s |\n");
+    let rate = match args.mode {
+        Mode::Mutex => "accepted/s",
+        Mode::Semaphore | Mode::Rwlock => "sections/s",
+    };
+    let _ = writeln!(md, "| store | sections | accepted | refused by fence | not holder | faults injected | partitioned holders (learnt Lost) | largest clock skew | violations | lost updates | duration | {rate} |");
     md.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     for r in reports {
         let faults: Vec<String> = r.faults.iter().map(|(k, n)| format!("{k} {n}")).collect();
@@ -228,7 +275,7 @@ fn markdown(args: &LongArgs, reports: &[StoreReport]) -> String {
             r.violations,
             r.lost_updates,
             humantime::format_duration(Duration::from_secs(r.seconds as u64)),
-            r.accepted_per_second
+            r.per_second
         );
     }
     for r in reports.iter().filter(|r| !r.kept.is_empty()) {

@@ -285,3 +285,23 @@ fn semaphore_sqlite() {
 fn rwlock_sqlite() {
     kinds("sqlite", "rwlock");
 }
+
+#[test]
+fn semaphore_postgres() {
+    kinds("postgres", "semaphore");
+}
+
+#[test]
+fn rwlock_postgres() {
+    kinds("postgres", "rwlock");
+}
+
+#[test]
+fn semaphore_mysql() {
+    kinds("mysql", "semaphore");
+}
+
+#[test]
+fn rwlock_mysql() {
+    kinds("mysql", "rwlock");
+}
