@@ -107,14 +107,18 @@ impl Spec {
         Spec { offset_s: 0, rate }
     }
 
-    /// The clock after one step: away from zero up to ±2 steps, then back.
+    /// The clock after one step: away from zero up to ±2 steps, then back, and never back
+    /// to the host's time (a step over zero goes on to the other side): libfaketime reads
+    /// the file once a second, so a step undone within that second would show in no log.
     pub fn stepped(self, forward: bool) -> Spec {
         let step = if forward { STEP_S } else { -STEP_S };
-        let offset_s = if (self.offset_s + step).abs() > 2 * STEP_S {
-            self.offset_s - step
-        } else {
-            self.offset_s + step
-        };
+        let mut offset_s = self.offset_s + step;
+        if offset_s == 0 {
+            offset_s += step;
+        }
+        if offset_s.abs() > 2 * STEP_S {
+            offset_s = self.offset_s - step;
+        }
         Spec { offset_s, ..self }
     }
 
@@ -177,9 +181,12 @@ mod tests {
     fn steps_stay_within_two() {
         let mut s = Spec::initial(StoreKind::Redis, 1);
         assert_eq!(s.text(), "+0 x1.5");
-        for _ in 0..5 {
-            s = s.stepped(true);
+        for forward in [
+            true, true, true, false, false, false, true, false, false, true,
+        ] {
+            s = s.stepped(forward);
             assert!(s.offset_s.abs() <= 2 * STEP_S, "{s:?}");
+            assert!(s.offset_s.abs() >= STEP_S, "back to the host's time: {s:?}");
         }
         assert_eq!(Spec::initial(StoreKind::Sqlite, 1).rate, 1.0);
         let dir = tempfile::tempdir().unwrap();
